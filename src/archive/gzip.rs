@@ -1,0 +1,293 @@
+//! Gzip members: how the archive writer compresses independent blocks and how
+//! the reader recognises them again.
+//!
+//! An archive is a series of standard gzip members (RFC 1952), each holding one
+//! block of the tar stream, as pigz and BGZF do; every gzip reader accepts
+//! that. Each member carries an extra field (`FEXTRA`, subfield `WB`) with the
+//! member's total length and its uncompressed length, so the reader can cut
+//! the stream into members without inflating and inflate them in parallel.
+//! Other readers skip the field.
+
+use std::io::Write;
+
+use crate::config::CompressionLevel;
+use crate::error::{Error, Result};
+
+/// Uncompressed bytes per member.
+pub const BLOCK_SIZE: usize = 1 << 20;
+
+/// Length of our member header: 10 fixed bytes, XLEN, one 12-byte subfield.
+pub const HEADER_LEN: usize = 24;
+const TRAILER_LEN: usize = 8;
+/// Upper bound on what a member may claim before the reader distrusts it.
+pub const MAX_MEMBER: usize = 16 << 20;
+
+/// Worst-case member size for an input of `len` bytes: stored blocks plus
+/// framing, which `encode_member` never exceeds.
+pub fn max_member_len(len: usize) -> usize {
+    HEADER_LEN + len + 5 * (len / 65535 + 1) + TRAILER_LEN
+}
+
+/// Compresses `input` into one gzip member appended to `out`.
+pub fn encode_member(level: CompressionLevel, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
+    let xfl = match level {
+        CompressionLevel::BestCompression => 2,
+        CompressionLevel::BestSpeed => 4,
+        CompressionLevel::None => 0,
+    };
+    // ID1 ID2 CM FLG(FEXTRA) MTIME(0) XFL OS(Unix) XLEN SI1 SI2 LEN, then the
+    // member length and ISIZE, both patched/filled below.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, xfl, 3, 12, 0, b'W', b'B', 8, 0]);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    match level {
+        CompressionLevel::None => stored_blocks(input, out),
+        CompressionLevel::BestSpeed => {
+            if looks_incompressible(input) || !isal_deflate(input, out) {
+                stored_blocks(input, out);
+            }
+        }
+        CompressionLevel::BestCompression => {
+            let body_start = out.len();
+            let mut enc = flate2::write::DeflateEncoder::new(
+                std::mem::take(out),
+                flate2::Compression::best(),
+            );
+            enc.write_all(input)
+                .map_err(|e| Error::internal(format!("deflate: {e}")))?;
+            *out = enc
+                .finish()
+                .map_err(|e| Error::internal(format!("deflate: {e}")))?;
+            if out.len() - body_start > input.len() + 5 * (input.len() / 65535 + 1) {
+                out.truncate(body_start);
+                stored_blocks(input, out);
+            }
+        }
+    }
+    out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    let member_len = (out.len() - start) as u32;
+    out[start + 16..start + 20].copy_from_slice(&member_len.to_le_bytes());
+    Ok(())
+}
+
+/// Deflate with ISA-L at level 1 into `out`; false if it did not shrink the
+/// data (the caller stores it instead).
+fn isal_deflate(input: &[u8], out: &mut Vec<u8>) -> bool {
+    let body_start = out.len();
+    let room = input.len() + input.len() / 16 + 1024;
+    out.resize(body_start + room, 0);
+    let written = isal::compress_into(
+        input,
+        &mut out[body_start..],
+        isal::CompressionLevel::One,
+        isal::Codec::Deflate,
+    );
+    match written {
+        Ok(n) if n < input.len() => {
+            out.truncate(body_start + n);
+            true
+        }
+        _ => {
+            out.truncate(body_start);
+            false
+        }
+    }
+}
+
+/// Whether a block is already-compressed data (zip, jar, region files, media),
+/// judged from three small samples so that deflating it is not tried at all.
+/// Deflate cannot shrink data whose byte histogram is nearly flat, so a block
+/// where every sample looks random is stored.
+fn looks_incompressible(input: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    if input.len() < 4 * SAMPLE {
+        return false;
+    }
+    let offsets = [0, input.len() / 2 - SAMPLE / 2, input.len() - SAMPLE];
+    offsets
+        .iter()
+        .all(|&off| sample_entropy_bits(&input[off..off + SAMPLE]) > 7.8)
+}
+
+/// Order-0 entropy of a sample in bits per byte.
+fn sample_entropy_bits(sample: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in sample {
+        counts[*b as usize] += 1;
+    }
+    let n = sample.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Deflate "stored" blocks: the data as is, in pieces of at most 65535 bytes.
+fn stored_blocks(input: &[u8], out: &mut Vec<u8>) {
+    let mut pieces = input.chunks(65535).peekable();
+    if pieces.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        return;
+    }
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        let len = piece.len() as u16;
+        out.push(u8::from(last));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+}
+
+/// What the first bytes of a member say, when it is one of ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberHeader {
+    /// Total member length, header and trailer included.
+    pub member_len: usize,
+    /// Uncompressed length.
+    pub data_len: usize,
+}
+
+/// Recognises our member header; `None` for any other gzip member (which the
+/// reader then inflates as a stream).
+pub fn parse_member_header(head: &[u8]) -> Option<MemberHeader> {
+    if head.len() < HEADER_LEN {
+        return None;
+    }
+    let fixed = head[0] == 0x1f
+        && head[1] == 0x8b
+        && head[2] == 8
+        && head[3] == 4
+        && head[10] == 12
+        && head[11] == 0
+        && head[12] == b'W'
+        && head[13] == b'B'
+        && head[14] == 8
+        && head[15] == 0;
+    if !fixed {
+        return None;
+    }
+    let member_len = u32::from_le_bytes([head[16], head[17], head[18], head[19]]) as usize;
+    let data_len = u32::from_le_bytes([head[20], head[21], head[22], head[23]]) as usize;
+    let sane = member_len >= HEADER_LEN + TRAILER_LEN
+        && member_len <= MAX_MEMBER
+        && data_len <= MAX_MEMBER
+        && member_len <= max_member_len(data_len);
+    sane.then_some(MemberHeader {
+        member_len,
+        data_len,
+    })
+}
+
+/// Inflates one of our members (as recognised by `parse_member_header`)
+/// into `out`, checking its length and CRC.
+pub fn decode_member(member: &[u8], header: MemberHeader, out: &mut Vec<u8>) -> Result<()> {
+    if member.len() != header.member_len {
+        return Err(Error::corrupt("truncated gzip member"));
+    }
+    let trailer = &member[member.len() - TRAILER_LEN..];
+    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) as usize;
+    if isize != header.data_len {
+        return Err(Error::corrupt("gzip member length mismatch"));
+    }
+    out.clear();
+    out.resize(header.data_len, 0);
+    let body = &member[HEADER_LEN..member.len() - TRAILER_LEN];
+    let n = if header.data_len == 0 && body == [1, 0, 0, 0xff, 0xff] {
+        0
+    } else {
+        isal::decompress_into(body, out, isal::Codec::Deflate)
+            .map_err(|e| Error::corrupt(format!("invalid deflate data: {e}")))?
+    };
+    if n != header.data_len {
+        return Err(Error::corrupt("gzip member length mismatch"));
+    }
+    if crc32fast::hash(out) != crc {
+        return Err(Error::corrupt("gzip CRC mismatch"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample_data() -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..200_000u32 {
+            v.extend_from_slice(format!("line {i} of some text\n").as_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn members_roundtrip_through_flate2_and_ourselves() {
+        let data = sample_data();
+        for level in [
+            CompressionLevel::None,
+            CompressionLevel::BestSpeed,
+            CompressionLevel::BestCompression,
+        ] {
+            let mut out = Vec::new();
+            for block in data.chunks(BLOCK_SIZE) {
+                encode_member(level, block, &mut out).unwrap();
+            }
+            encode_member(level, &[], &mut out).unwrap();
+            let mut back = Vec::new();
+            flate2::read::MultiGzDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{level:?}");
+
+            let mut pos = 0;
+            let mut ours = Vec::new();
+            while pos < out.len() {
+                let h = parse_member_header(&out[pos..]).unwrap();
+                let mut block = Vec::new();
+                decode_member(&out[pos..pos + h.member_len], h, &mut block).unwrap();
+                ours.extend_from_slice(&block);
+                pos += h.member_len;
+            }
+            assert_eq!(ours, data);
+        }
+    }
+
+    #[test]
+    fn random_data_is_stored_not_deflated() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let data: Vec<u8> = (0..BLOCK_SIZE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&data));
+        assert!(!looks_incompressible(&sample_data()[..BLOCK_SIZE]));
+        let mut out = Vec::new();
+        encode_member(CompressionLevel::BestSpeed, &data, &mut out).unwrap();
+        assert!(out.len() <= max_member_len(data.len()));
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let data = sample_data();
+        let mut out = Vec::new();
+        encode_member(CompressionLevel::BestSpeed, &data[..BLOCK_SIZE], &mut out).unwrap();
+        let h = parse_member_header(&out).unwrap();
+        let mut bad = out.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x55;
+        assert!(decode_member(&bad, h, &mut Vec::new()).is_err());
+        assert!(decode_member(&out[..out.len() - 1], h, &mut Vec::new()).is_err());
+    }
+}

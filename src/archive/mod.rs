@@ -1,0 +1,5 @@
+pub mod gzip;
+pub mod header;
+pub mod reader;
+pub mod walk;
+pub mod writer;

@@ -1,0 +1,286 @@
+//! The walk over a server directory for a backup: depth-first, names sorted,
+//! ignored directories pruned, nothing followed. Entries are found with
+//! `getdents` and opened relative to their parent's handle with `O_NOFOLLOW`
+//! (and `O_NONBLOCK`, so a FIFO can never block the walk); a name whose type
+//! changed between listing and opening is looked at again, a name that
+//! vanished is skipped.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::FileType;
+use rustix::io::Errno;
+
+use crate::archive::header::{EntryMeta, Kind};
+use crate::error::{Error, Result};
+use crate::ignore::IgnoreRules;
+use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
+
+/// An entry to archive. Regular files come with an open handle and the stat
+/// taken through it.
+pub struct WalkItem {
+    pub meta: EntryMeta,
+    pub file: Option<(OwnedFd, Stat)>,
+}
+
+/// Something left out of the archive, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: Vec<u8>,
+    pub reason: String,
+}
+
+/// How many skipped entries are remembered by name (all are counted).
+pub const MAX_LISTED: usize = 100;
+
+struct Frame {
+    listing: Listing,
+    next: usize,
+    /// Length of the relative path of this directory, with its trailing `/`.
+    prefix_len: usize,
+}
+
+pub struct TreeWalker<'a> {
+    root: OwnedFd,
+    ignore: &'a IgnoreRules,
+    stack: DirStack<Frame>,
+    /// Relative path of the directory being listed, ending in `/` (empty at the root).
+    path: Vec<u8>,
+    /// First path seen for each (device, inode) of a multiply-linked file.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    pub skipped: Vec<Skipped>,
+    pub skipped_count: u64,
+}
+
+enum Found {
+    Item(WalkItem),
+    /// A directory to archive and then enter.
+    Descend(WalkItem, CString, OwnedFd, Listing),
+    Skip,
+}
+
+impl<'a> TreeWalker<'a> {
+    pub fn new(root: OwnedFd, ignore: &'a IgnoreRules) -> Result<TreeWalker<'a>> {
+        let listing = Listing::read(root.as_fd())
+            .map_err(|e| Error::os("reading the server directory", e))?;
+        let mut stack = DirStack::default();
+        let dup = safe_fs::open_dir(root.as_fd(), c".")
+            .map_err(|e| Error::os("opening the server directory", e))?;
+        stack.push(
+            c".".to_owned(),
+            dup,
+            Frame {
+                listing,
+                next: 0,
+                prefix_len: 0,
+            },
+        );
+        Ok(TreeWalker {
+            root,
+            ignore,
+            stack,
+            path: Vec::new(),
+            links: HashMap::new(),
+            skipped: Vec::new(),
+            skipped_count: 0,
+        })
+    }
+
+    fn skip(&mut self, path: Vec<u8>, reason: impl Into<String>) {
+        self.skipped_count += 1;
+        if self.skipped.len() < MAX_LISTED {
+            self.skipped.push(Skipped {
+                path,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// The next entry, or `None` at the end of the walk.
+    pub fn next_item(&mut self) -> Result<Option<WalkItem>> {
+        loop {
+            let depth = self.stack.len();
+            let Some(frame) = self.stack.top_mut() else {
+                return Ok(None);
+            };
+            if frame.data.next >= frame.data.listing.len() {
+                self.stack.pop();
+                let parent_len = self.stack.top_mut().map_or(0, |f| {
+                    // The parent's own prefix, recomputed from its frame.
+                    f.data.prefix_len
+                });
+                self.path.truncate(parent_len);
+                continue;
+            }
+            let i = frame.data.next;
+            frame.data.next += 1;
+            let (name, ty) = frame.data.listing.get(i);
+            let name = name.to_owned();
+            if depth == 1 && name.to_bytes().starts_with(RESERVED_PREFIX) {
+                continue;
+            }
+            let mut rel = self.path.clone();
+            rel.extend_from_slice(name.to_bytes());
+            let dir = self.stack.take_top_fd(self.root.as_fd()).map_err(|e| {
+                Error::os(format!("reopening {}", crate::error::quote(&self.path)), e)
+            })?;
+            let found = self.visit(dir.as_fd(), &name, rel, ty);
+            self.stack.put_top_fd(dir);
+            match found? {
+                Found::Item(item) => return Ok(Some(item)),
+                Found::Descend(item, name, fd, listing) => {
+                    self.path = item.meta.path.clone();
+                    self.path.push(b'/');
+                    let prefix_len = self.path.len();
+                    self.stack.push(
+                        name,
+                        fd,
+                        Frame {
+                            listing,
+                            next: 0,
+                            prefix_len,
+                        },
+                    );
+                    return Ok(Some(item));
+                }
+                Found::Skip => continue,
+            }
+        }
+    }
+
+    fn visit(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: Vec<u8>, ty: FileType) -> Result<Found> {
+        // Look again when the listing's type is unknown or stale (at most
+        // twice: a name that keeps changing type is left out).
+        let mut ty = ty;
+        for _ in 0..3 {
+            let outcome = match ty {
+                FileType::RegularFile => self.visit_file(dir, name, &rel),
+                FileType::Directory => self.visit_dir(dir, name, &rel),
+                FileType::Symlink => self.visit_symlink(dir, name, &rel),
+                FileType::Fifo => self.visit_fifo(dir, name, &rel),
+                FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice => {
+                    return Ok(Found::Skip)
+                }
+                FileType::Unknown => Err(Errno::AGAIN),
+            };
+            match outcome {
+                Ok(found) => return Ok(found),
+                Err(Errno::NOENT) => return Ok(Found::Skip),
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::AGAIN) | Err(Errno::ISDIR) => {
+                    match safe_fs::lstat_at(dir, name) {
+                        Ok(st) => ty = safe_fs::file_type(&st),
+                        Err(Errno::NOENT) => return Ok(Found::Skip),
+                        Err(e) => {
+                            self.skip(rel, format!("cannot stat: {}", std::io::Error::from(e)));
+                            return Ok(Found::Skip);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.skip(rel, format!("cannot read: {}", std::io::Error::from(e)));
+                    return Ok(Found::Skip);
+                }
+            }
+        }
+        self.skip(rel, "kept changing type while being read");
+        Ok(Found::Skip)
+    }
+
+    fn meta(rel: &[u8], kind: Kind, st: &Stat) -> EntryMeta {
+        EntryMeta {
+            path: rel.to_vec(),
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid as u64,
+            gid: st.st_gid as u64,
+            mtime: st.st_mtime as i64,
+            size: 0,
+        }
+    }
+
+    fn visit_file(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+        if self.ignore.matches(rel, false) {
+            return Ok(Found::Skip);
+        }
+        let fd = safe_fs::open_file(dir, name)?;
+        let st = rustix::fs::fstat(&fd)?;
+        match safe_fs::file_type(&st) {
+            FileType::RegularFile => {}
+            FileType::Fifo => return Ok(Found::Item(WalkItem {
+                meta: Self::meta(rel, Kind::Fifo, &st),
+                file: None,
+            })),
+            FileType::Directory => return Err(Errno::ISDIR),
+            _ => return Ok(Found::Skip),
+        }
+        if st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key) {
+                return Ok(Found::Item(WalkItem {
+                    meta: Self::meta(rel, Kind::HardLink(first.clone()), &st),
+                    file: None,
+                }));
+            }
+            self.links.insert(key, rel.to_vec());
+        }
+        let mut meta = Self::meta(rel, Kind::File, &st);
+        meta.size = st.st_size as u64;
+        Ok(Found::Item(WalkItem {
+            meta,
+            file: Some((fd, st)),
+        }))
+    }
+
+    fn visit_dir(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+        if self.ignore.matches(rel, true) {
+            return Ok(Found::Skip);
+        }
+        let fd = safe_fs::open_dir(dir, name)?;
+        let st = rustix::fs::fstat(&fd)?;
+        let meta = Self::meta(rel, Kind::Dir, &st);
+        let listing = match Listing::read(fd.as_fd()) {
+            Ok(listing) => listing,
+            Err(e) => {
+                // The directory itself is kept, its contents cannot be.
+                self.skip(rel.to_vec(), format!("cannot list: {}", std::io::Error::from(e)));
+                Listing::default()
+            }
+        };
+        Ok(Found::Descend(
+            WalkItem { meta, file: None },
+            CString::from(name),
+            fd,
+            listing,
+        ))
+    }
+
+    fn visit_symlink(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+        if self.ignore.matches(rel, false) {
+            return Ok(Found::Skip);
+        }
+        let st = safe_fs::lstat_at(dir, name)?;
+        if safe_fs::file_type(&st) != FileType::Symlink {
+            return Err(Errno::AGAIN);
+        }
+        let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+        Ok(Found::Item(WalkItem {
+            meta: Self::meta(rel, Kind::Symlink(target.into_bytes()), &st),
+            file: None,
+        }))
+    }
+
+    fn visit_fifo(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+        if self.ignore.matches(rel, false) {
+            return Ok(Found::Skip);
+        }
+        let st = safe_fs::lstat_at(dir, name)?;
+        if safe_fs::file_type(&st) != FileType::Fifo {
+            return Err(Errno::AGAIN);
+        }
+        Ok(Found::Item(WalkItem {
+            meta: Self::meta(rel, Kind::Fifo, &st),
+            file: None,
+        }))
+    }
+}

@@ -1,0 +1,488 @@
+//! The archive writer: walks a server directory and writes a `.tar.gz` of it.
+//!
+//! Four stages run at once: the calling thread walks the tree and lays tar
+//! headers and file bytes into 1 MiB blocks; `threads` workers compress the
+//! blocks into independent gzip members; one thread puts the members back in
+//! order, feeds them to SHA-1 and writes them out, at most at the write limit.
+//! A fixed pool of blocks bounds memory and makes a fast stage wait for a
+//! slow one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+
+use crate::archive::gzip::{self, BLOCK_SIZE};
+use crate::archive::header::{self, EntryMeta};
+use crate::archive::walk::{Skipped, TreeWalker, MAX_LISTED};
+use crate::config::CompressionLevel;
+use crate::error::{quote, Error, Result};
+use crate::ignore::IgnoreRules;
+use crate::progress::{Control, Counters, Phase, Shared};
+use crate::rate_limit::RateLimit;
+use crate::safe_fs::{self, DirStack, Listing};
+
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    pub level: CompressionLevel,
+    /// Compression workers (at least one).
+    pub threads: usize,
+    /// MiB of archive written per second; 0 = unlimited.
+    pub write_limit: u64,
+}
+
+/// What was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// SHA-1 of the archive bytes, lower-case hex.
+    pub sha1: String,
+    /// Archive bytes.
+    pub size: u64,
+    pub entries: u64,
+    pub files: u64,
+    /// Bytes of file data read from the tree.
+    pub source_bytes: u64,
+    /// Files that changed while they were read (the first `MAX_LISTED`).
+    pub changed: Vec<Vec<u8>>,
+    pub changed_count: u64,
+    pub skipped: Vec<Skipped>,
+    pub skipped_count: u64,
+}
+
+/// A block of the tar stream on its way to a compressor.
+struct Block {
+    seq: u64,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// A compressed block on its way to the writer.
+struct Member {
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// Writes the archive of the tree under `root` into `out`.
+pub fn write_archive(
+    root: OwnedFd,
+    ignore: &IgnoreRules,
+    out: &mut (dyn Write + Send),
+    opts: &WriteOptions,
+    ctl: &mut Control<'_>,
+) -> Result<ArchiveSummary> {
+    let threads = opts.threads.max(1);
+    let pool_size = 2 * threads + 2;
+    let shared = Shared::default();
+    let counters = Counters::default();
+    let scan_root = safe_fs::open_dir(root.as_fd(), c".")
+        .map_err(|e| Error::os("opening the server directory", e))?;
+    let walker = TreeWalker::new(root, ignore)?;
+
+    let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(pool_size);
+    for _ in 0..pool_size {
+        let _ = free_tx.send(vec![0u8; BLOCK_SIZE]);
+    }
+    let (job_tx, job_rx) = mpsc::sync_channel::<Block>(pool_size);
+    let job_rx = Mutex::new(job_rx);
+    let (member_tx, member_rx) = mpsc::sync_channel::<Member>(pool_size);
+    let spare_members: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    std::thread::scope(|s| {
+        let shared = &shared;
+        let counters = &counters;
+        let spare_members = &spare_members;
+        s.spawn(move || {
+            if let Some(total) = scan_total(scan_root, ignore, shared) {
+                counters.set_total(total);
+            }
+        });
+        for _ in 0..threads {
+            let job_rx = &job_rx;
+            let member_tx = member_tx.clone();
+            let free_tx = free_tx.clone();
+            let level = opts.level;
+            s.spawn(move || compress_worker(level, job_rx, member_tx, free_tx, spare_members, shared));
+        }
+        drop(member_tx);
+        drop(free_tx);
+        let writer = s.spawn(move || write_members(member_rx, out, opts.write_limit, spare_members, shared));
+
+        let mut producer = Producer {
+            walker,
+            block: Block {
+                seq: 0,
+                buf: Vec::new(),
+                len: 0,
+            },
+            job_tx: Some(job_tx),
+            free_rx,
+            shared,
+            counters,
+            summary: ArchiveSummary::default(),
+        };
+        let produced = producer.run(ctl);
+        if let Err(e) = &produced {
+            shared.fail(e.clone());
+        }
+        // Closing the job channel lets the workers and then the writer finish.
+        producer.job_tx = None;
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("archive writer thread panicked")));
+        shared.stop();
+        let mut summary = produced?;
+        if let Some(e) = shared.take_error() {
+            return Err(e);
+        }
+        let (sha1, size) = written?;
+        summary.sha1 = sha1;
+        summary.size = size;
+        summary.source_bytes = counters.bytes_done.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(summary)
+    })
+}
+
+struct Producer<'a, 'w> {
+    walker: TreeWalker<'w>,
+    block: Block,
+    job_tx: Option<SyncSender<Block>>,
+    free_rx: Receiver<Vec<u8>>,
+    shared: &'a Shared,
+    counters: &'a Counters,
+    summary: ArchiveSummary,
+}
+
+impl Producer<'_, '_> {
+    fn run(&mut self, ctl: &mut Control<'_>) -> Result<ArchiveSummary> {
+        self.block.buf = self.take_buffer(ctl)?;
+        let mut header_buf = Vec::with_capacity(3 * header::BLOCK);
+        while let Some(item) = self.walker.next_item()? {
+            ctl.tick(Phase::Archive, self.counters)?;
+            if self.shared.should_stop() {
+                return Err(self.shared.take_error().unwrap_or_else(Error::cancelled));
+            }
+            header_buf.clear();
+            header::encode(&item.meta, &mut header_buf);
+            self.put(&header_buf, ctl)?;
+            if let Some((fd, before)) = item.file {
+                self.copy_file(&item.meta, fd, before, ctl)?;
+                self.summary.files += 1;
+            }
+            self.summary.entries += 1;
+            self.counters.add_entries(1);
+        }
+        header_buf.clear();
+        header::end_of_archive(&mut header_buf);
+        self.put(&header_buf, ctl)?;
+        if self.block.len > 0 {
+            self.ship(ctl, false)?;
+        }
+        self.summary.skipped = std::mem::take(&mut self.walker.skipped);
+        self.summary.skipped_count = self.walker.skipped_count;
+        ctl.tick(Phase::Archive, self.counters)?;
+        Ok(std::mem::take(&mut self.summary))
+    }
+
+    /// A free block buffer, waiting for one while checking for stops.
+    fn take_buffer(&mut self, ctl: &mut Control<'_>) -> Result<Vec<u8>> {
+        loop {
+            match self.free_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(buf) => return Ok(buf),
+                Err(RecvTimeoutError::Timeout) => {
+                    ctl.tick(Phase::Archive, self.counters)?;
+                    if self.shared.should_stop() {
+                        return Err(self.shared.take_error().unwrap_or_else(Error::cancelled));
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self
+                        .shared
+                        .take_error()
+                        .unwrap_or_else(|| Error::internal("compression workers stopped")))
+                }
+            }
+        }
+    }
+
+    /// Sends the current block to the compressors and starts a new one.
+    fn ship(&mut self, ctl: &mut Control<'_>, need_next: bool) -> Result<()> {
+        let next = if need_next { self.take_buffer(ctl)? } else { Vec::new() };
+        let seq = self.block.seq;
+        let block = std::mem::replace(
+            &mut self.block,
+            Block {
+                seq: seq + 1,
+                buf: next,
+                len: 0,
+            },
+        );
+        let sent = self.job_tx.as_ref().map(|tx| tx.send(block));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self
+                .shared
+                .take_error()
+                .unwrap_or_else(|| Error::internal("compression workers stopped"))),
+        }
+    }
+
+    fn put(&mut self, mut bytes: &[u8], ctl: &mut Control<'_>) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.block.len == BLOCK_SIZE {
+                self.ship(ctl, true)?;
+            }
+            let n = bytes.len().min(BLOCK_SIZE - self.block.len);
+            self.block.buf[self.block.len..self.block.len + n].copy_from_slice(&bytes[..n]);
+            self.block.len += n;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    fn put_zeros(&mut self, mut n: u64, ctl: &mut Control<'_>) -> Result<()> {
+        while n > 0 {
+            if self.block.len == BLOCK_SIZE {
+                self.ship(ctl, true)?;
+            }
+            let k = (n as usize).min(BLOCK_SIZE - self.block.len);
+            self.block.buf[self.block.len..self.block.len + k].fill(0);
+            self.block.len += k;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies exactly `meta.size` bytes of an open file into the stream: a
+    /// file that shrank is padded with zeros, one that grew is cut, and both
+    /// are noted as changed.
+    fn copy_file(
+        &mut self,
+        meta: &EntryMeta,
+        fd: OwnedFd,
+        before: safe_fs::Stat,
+        ctl: &mut Control<'_>,
+    ) -> Result<()> {
+        let mut remaining = meta.size;
+        let mut changed = false;
+        let mut since_tick = 0u64;
+        while remaining > 0 {
+            if self.block.len == BLOCK_SIZE {
+                self.ship(ctl, true)?;
+            }
+            let room = ((BLOCK_SIZE - self.block.len) as u64).min(remaining) as usize;
+            let start = self.block.len;
+            let n = match rustix::io::read(&fd, &mut self.block.buf[start..start + room]) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => continue,
+                Err(e) => {
+                    return Err(Error::os(format!("reading {}", quote(&meta.path)), e));
+                }
+            };
+            if n == 0 {
+                changed = true;
+                self.put_zeros(remaining, ctl)?;
+                break;
+            }
+            self.block.len += n;
+            remaining -= n as u64;
+            self.counters.add_bytes(n as u64);
+            since_tick += n as u64;
+            if since_tick >= 8 << 20 {
+                since_tick = 0;
+                ctl.tick(Phase::Archive, self.counters)?;
+            }
+        }
+        self.put_zeros(header::padding(meta.size) as u64, ctl)?;
+        if !changed {
+            if let Ok(after) = rustix::fs::fstat(fd.as_fd()) {
+                changed = after.st_size != before.st_size
+                    || after.st_mtime != before.st_mtime
+                    || after.st_mtime_nsec != before.st_mtime_nsec;
+            }
+        }
+        if changed {
+            self.summary.changed_count += 1;
+            if self.summary.changed.len() < MAX_LISTED {
+                self.summary.changed.push(meta.path.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn compress_worker(
+    level: CompressionLevel,
+    jobs: &Mutex<Receiver<Block>>,
+    members: SyncSender<Member>,
+    free: SyncSender<Vec<u8>>,
+    spare_members: &Mutex<Vec<Vec<u8>>>,
+    shared: &Shared,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(block) = job else { return };
+        if shared.should_stop() {
+            return;
+        }
+        let mut out = spare_members
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(|| Vec::with_capacity(gzip::max_member_len(BLOCK_SIZE)));
+        out.clear();
+        if let Err(e) = gzip::encode_member(level, &block.buf[..block.len], &mut out) {
+            shared.fail(e);
+            return;
+        }
+        let _ = free.try_send(block.buf);
+        if members
+            .send(Member {
+                seq: block.seq,
+                bytes: out,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Puts members in order and writes them, while a second thread hashes
+/// them (SHA-1 of the archive, computed as it is written, never re-read);
+/// returns (sha1 hex, size).
+fn write_members(
+    members: Receiver<Member>,
+    out: &mut (dyn Write + Send),
+    limit: u64,
+    spare_members: &Mutex<Vec<Vec<u8>>>,
+    shared: &Shared,
+) -> Result<(String, u64)> {
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut sha = Sha1::new();
+            for bytes in hash_rx.iter() {
+                sha.update(&bytes);
+                if let Ok(mut spare) = spare_members.lock() {
+                    spare.push(bytes);
+                }
+            }
+            hex(&sha.finalize())
+        });
+        let written = write_in_order(members, out, limit, hash_tx, shared);
+        let sha1 = hasher
+            .join()
+            .map_err(|_| Error::internal("archive hashing thread panicked"))?;
+        Ok((sha1, written?))
+    })
+}
+
+fn write_in_order(
+    members: Receiver<Member>,
+    out: &mut (dyn Write + Send),
+    limit: u64,
+    hash_tx: SyncSender<Vec<u8>>,
+    shared: &Shared,
+) -> Result<u64> {
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut size = 0u64;
+    let mut rate = RateLimit::new(limit);
+    let fail = |e: Error| {
+        shared.fail(e.clone());
+        e
+    };
+    for member in members.iter() {
+        pending.insert(member.seq, member.bytes);
+        while let Some(bytes) = pending.remove(&next) {
+            if shared.should_stop() {
+                return Err(shared.take_error().unwrap_or_else(Error::cancelled));
+            }
+            out.write_all(&bytes)
+                .map_err(|e| fail(Error::io("writing the archive", e)))?;
+            size += bytes.len() as u64;
+            next += 1;
+            rate.consume(bytes.len() as u64, shared);
+            if hash_tx.send(bytes).is_err() {
+                return Err(fail(Error::internal("archive hashing thread stopped")));
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Err(shared
+            .take_error()
+            .unwrap_or_else(|| Error::internal("archive blocks went missing")));
+    }
+    out.flush().map_err(|e| fail(Error::io("writing the archive", e)))?;
+    Ok(size)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Total size of the files a walk will archive, from a stat-only pass, for
+/// progress. `None` if the pass was stopped or failed.
+fn scan_total(root: OwnedFd, ignore: &IgnoreRules, shared: &Shared) -> Option<u64> {
+    use rustix::fs::FileType;
+    let mut total = 0u64;
+    let mut stack: DirStack<(Listing, usize, Vec<u8>)> = DirStack::default();
+    let listing = Listing::read(root.as_fd()).ok()?;
+    stack.push(c".".to_owned(), safe_fs::open_dir(root.as_fd(), c".").ok()?, (listing, 0, Vec::new()));
+    while !stack.is_empty() {
+        if shared.should_stop() {
+            return None;
+        }
+        let depth = stack.len();
+        let frame = stack.top_mut()?;
+        let (listing, next, prefix) = &mut frame.data;
+        if *next >= listing.len() {
+            stack.pop();
+            continue;
+        }
+        let (name, ty) = listing.get(*next);
+        *next += 1;
+        let name = name.to_owned();
+        if depth == 1 && name.to_bytes().starts_with(safe_fs::RESERVED_PREFIX) {
+            continue;
+        }
+        let mut rel = prefix.clone();
+        rel.extend_from_slice(name.to_bytes());
+        let dir = stack.take_top_fd(root.as_fd()).ok()?;
+        let ty = match ty {
+            FileType::Unknown => safe_fs::lstat_at(dir.as_fd(), name.as_c_str())
+                .map(|st| safe_fs::file_type(&st))
+                .unwrap_or(FileType::Unknown),
+            ty => ty,
+        };
+        let mut descend = None;
+        match ty {
+            FileType::RegularFile if !ignore.matches(&rel, false) => {
+                if let Ok(st) = safe_fs::lstat_at(dir.as_fd(), name.as_c_str()) {
+                    total += st.st_size as u64;
+                }
+            }
+            FileType::Directory if !ignore.matches(&rel, true) => {
+                if let Ok(fd) = safe_fs::open_dir(dir.as_fd(), name.as_c_str()) {
+                    if let Ok(listing) = Listing::read(fd.as_fd()) {
+                        rel.push(b'/');
+                        descend = Some((fd, listing, rel));
+                    }
+                }
+            }
+            _ => {}
+        }
+        stack.put_top_fd(dir);
+        if let Some((fd, listing, rel)) = descend {
+            stack.push(name, fd, (listing, 0, rel));
+        }
+    }
+    Some(total)
+}

@@ -1,0 +1,194 @@
+//! Local archives in the backup directory (CONTRACT section 2):
+//! `<backup_directory>/<uuid>.tar.gz`, mode 0600, written under a temporary
+//! name in the same directory and renamed into place only when complete and
+//! flushed. A temporary file is locked (`flock`) by the call writing it, so a
+//! later start can tell an abandoned one (lock free: removed) from one in use.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, RenameFlags};
+
+use crate::error::{Error, Result};
+use crate::safe_fs;
+
+const PART_MARK: &str = ".tar.gz.part-";
+
+pub struct BackupStore {
+    dir: PathBuf,
+}
+
+/// An archive being written. Dropped without `publish`, it is removed.
+pub struct TempArchive {
+    pub file: File,
+    path: PathBuf,
+    kept: bool,
+}
+
+impl BackupStore {
+    /// Opens (creating it, mode 0700, if needed) the backup directory.
+    pub fn open(dir: &Path) -> Result<BackupStore> {
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("creating the backup directory", e))?;
+            let _ = std::fs::set_permissions(
+                dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            );
+        }
+        Ok(BackupStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the local archive of backup `uuid` (a validated UUID).
+    pub fn archive_path(&self, uuid: &str) -> PathBuf {
+        self.dir.join(format!("{uuid}.tar.gz"))
+    }
+
+    pub fn exists(&self, uuid: &str) -> bool {
+        std::fs::symlink_metadata(self.archive_path(uuid)).is_ok()
+    }
+
+    /// Opens the local archive for reading, with its size.
+    pub fn open_archive(&self, uuid: &str) -> Result<(File, u64)> {
+        let not_found = || Error::not_found("The requested backup was not found on this server.");
+        let file = match File::open(self.archive_path(uuid)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(Error::io("opening the backup", e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("opening the backup", e))?;
+        if !meta.is_file() {
+            return Err(not_found());
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Starts a new archive for backup `uuid` under a temporary name.
+    pub fn create_temp(&self, uuid: &str) -> Result<TempArchive> {
+        let path = self
+            .dir
+            .join(format!(".{uuid}{PART_MARK}{}", safe_fs::nonce()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io("creating the archive file", e))?;
+        let temp = TempArchive {
+            file,
+            path,
+            kept: false,
+        };
+        rustix::fs::flock(&temp.file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| Error::os("locking the archive file", e))?;
+        Ok(temp)
+    }
+
+    /// Removes the local archive of backup `uuid`.
+    pub fn delete(&self, uuid: &str) -> Result<()> {
+        let path = self.archive_path(uuid);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::io(
+                    "deleting the backup",
+                    std::io::Error::other("the backup path is a directory"),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::not_found(
+                    "The requested backup was not found on this server.",
+                ))
+            }
+            Err(e) => return Err(Error::io("deleting the backup", e)),
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            // Gone between the check and the removal: deleted all the same.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("deleting the backup", e)),
+        }
+    }
+
+    /// Removes temporary archives nobody holds a lock on (left by a process
+    /// that was killed). Returns how many were removed.
+    pub fn remove_stale_temps(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with('.') && name.contains(PART_MARK)) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+            else {
+                continue;
+            };
+            if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok()
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+impl TempArchive {
+    /// Flushes the archive to disk and renames it to `final_path`, which
+    /// must not exist yet.
+    pub fn publish(mut self, final_path: &Path) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("flushing the archive", e))?;
+        let dir = final_path.parent().unwrap_or(Path::new("."));
+        let dir_fd = safe_fs::open_trusted_dir(dir)
+            .map_err(|e| Error::os("opening the backup directory", e))?;
+        let from = self.path.file_name().unwrap_or_default();
+        let to = final_path.file_name().unwrap_or_default();
+        match rustix::fs::renameat_with(&dir_fd, from, &dir_fd, to, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                return Err(Error::conflict("a backup with this uuid already exists"))
+            }
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                std::fs::rename(&self.path, final_path)
+                    .map_err(|e| Error::io("publishing the archive", e))?
+            }
+            Err(e) => return Err(Error::os("publishing the archive", e)),
+        }
+        self.kept = true;
+        rustix::fs::fsync(&dir_fd).map_err(|e| Error::os("flushing the backup directory", e))?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempArchive {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! wings-backup: the backup engine of a game-server node.
+//!
+//! The safe Rust core lives in the modules below; `ffi` is the C ABI over it.
+
+pub mod archive;
+pub mod backup_store;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod ignore;
+pub mod progress;
+pub mod rate_limit;
+pub mod request;
+pub mod restore;
+pub mod restore_target;
+pub mod safe_fs;
+
+pub use error::{Error, Result, Status};

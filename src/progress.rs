@@ -1,0 +1,206 @@
+//! Progress reports, cancellation, and the stop/error state the threads of one
+//! long operation share.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A cancel token: any thread may trigger it, at any time.
+#[derive(Debug, Default)]
+pub struct CancelToken(AtomicBool);
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a long call is doing (`wb_progress.phase`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// The request was accepted: validated, and the server is held by this call.
+    Started = 0,
+    /// Reading the server's files into the archive (bytes: source bytes).
+    Archive = 1,
+    /// Uploading the archive to S3 (bytes: archive bytes).
+    Upload = 2,
+    /// Reading and unpacking the archive (bytes: archive bytes).
+    Extract = 3,
+    /// Putting the restored files in place.
+    Commit = 4,
+    /// Telling the Panel the result.
+    Report = 5,
+    /// Finished; the last report of a successful call.
+    Done = 6,
+}
+
+/// One progress report. `bytes_total` 0 means unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub entries_done: u64,
+}
+
+/// Counters worker threads update and the calling thread reports.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub entries_done: AtomicU64,
+}
+
+impl Counters {
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_entries(&self, n: u64) {
+        self.entries_done.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set_total(&self, n: u64) {
+        self.bytes_total.store(n, Ordering::Relaxed);
+    }
+}
+
+pub type ProgressFn<'a> = dyn FnMut(&Progress) -> bool + 'a;
+
+/// How a caller watches and stops a long call. The callback runs only on the
+/// calling thread; returning false stops the call with `Cancelled`.
+pub struct Control<'a> {
+    cancel: Option<&'a CancelToken>,
+    /// The engine's own token for this call (a DELETE of a running backup).
+    internal: Option<std::sync::Arc<CancelToken>>,
+    callback: Option<&'a mut ProgressFn<'a>>,
+    stopped_by_callback: bool,
+    last_report: Option<Instant>,
+    last: Option<Progress>,
+}
+
+/// Reports are at most this frequent (and at least this frequent while work
+/// is being done, since every loop calls `tick`).
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(100);
+
+impl<'a> Control<'a> {
+    pub fn new(
+        cancel: Option<&'a CancelToken>,
+        callback: Option<&'a mut ProgressFn<'a>>,
+    ) -> Control<'a> {
+        Control {
+            cancel,
+            internal: None,
+            callback,
+            stopped_by_callback: false,
+            last_report: None,
+            last: None,
+        }
+    }
+
+    pub fn none() -> Control<'static> {
+        Control::new(None, None)
+    }
+
+    /// Adds a second token that also cancels the call.
+    pub fn also_cancelled_by(&mut self, token: std::sync::Arc<CancelToken>) {
+        self.internal = Some(token);
+    }
+
+    /// Whether the caller asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.stopped_by_callback
+            || self.cancel.is_some_and(|c| c.is_triggered())
+            || self.internal.as_ref().is_some_and(|c| c.is_triggered())
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            return Err(Error::cancelled());
+        }
+        Ok(())
+    }
+
+    /// Reports now, whatever the time since the last report.
+    pub fn report(&mut self, progress: Progress) -> Result<()> {
+        // Keep reports monotonic within a phase even if counters race.
+        let mut progress = progress;
+        if let Some(last) = self.last {
+            if last.phase == progress.phase {
+                progress.bytes_done = progress.bytes_done.max(last.bytes_done);
+                progress.entries_done = progress.entries_done.max(last.entries_done);
+                if progress.bytes_total != 0 && progress.bytes_total < last.bytes_total {
+                    progress.bytes_total = last.bytes_total;
+                }
+            }
+        }
+        self.last = Some(progress);
+        self.last_report = Some(Instant::now());
+        if let Some(cb) = self.callback.as_mut() {
+            if !cb(&progress) {
+                self.stopped_by_callback = true;
+            }
+        }
+        self.check()
+    }
+
+    /// Reports if enough time has passed since the last report, and checks
+    /// for cancellation either way.
+    pub fn tick(&mut self, phase: Phase, counters: &Counters) -> Result<()> {
+        let due = match self.last_report {
+            None => true,
+            Some(t) => t.elapsed() >= REPORT_INTERVAL,
+        };
+        let phase_changed = self.last.is_none_or(|l| l.phase != phase);
+        if due || phase_changed {
+            return self.report(snapshot(phase, counters));
+        }
+        self.check()
+    }
+}
+
+pub fn snapshot(phase: Phase, counters: &Counters) -> Progress {
+    Progress {
+        phase,
+        bytes_done: counters.bytes_done.load(Ordering::Relaxed),
+        bytes_total: counters.bytes_total.load(Ordering::Relaxed),
+        entries_done: counters.entries_done.load(Ordering::Relaxed),
+    }
+}
+
+/// Stop flag and first error, shared by the threads of one operation.
+#[derive(Debug, Default)]
+pub struct Shared {
+    stop: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    pub fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Records the first error and tells every thread to stop.
+    pub fn fail(&self, err: Error) {
+        if let Ok(mut slot) = self.error.lock() {
+            if slot.is_none() {
+                *slot = Some(err);
+            }
+        }
+        self.stop();
+    }
+
+    pub fn take_error(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}

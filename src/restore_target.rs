@@ -1,0 +1,989 @@
+//! The safe restore target (CONTRACT section 6): where restored entries are
+//! written, and how they replace the server's files without losing any.
+//!
+//! Entries are first written into a staging directory inside the server
+//! root (`.wings-backup-restore-<nonce>/tree`), so the final moves are renames
+//! on one filesystem. Every lookup goes one component at a time from a handle
+//! we hold, with `O_NOFOLLOW`: a symlink from the archive is stored, never
+//! followed, and an entry below one is refused. Only when the whole archive
+//! has been read and checked is anything of the server's touched:
+//!
+//! * `truncate`: every top-level entry of the server moves into the staging
+//!   directory's `old/`, then every staged entry moves into the root;
+//! * merge: staged entries are renamed over the server's one by one.
+//!
+//! A `commit` marker written before the first move lets `recover` finish the
+//! job after a crash (each move is an atomic rename, so every file is either
+//! the old or the new one); without the marker a leftover stage is simply
+//! deleted. A failed or cancelled restore removes the stage and leaves the
+//! server's files as they were.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags,
+    Timestamps, Uid,
+};
+use rustix::io::Errno;
+use rustix::fs::Timespec;
+
+use crate::config::Owner;
+use crate::error::{quote, Error, Result};
+use crate::safe_fs::{self, DirStack, Listing, RESERVED_PREFIX};
+
+/// Staging directories are named `<STAGE_PREFIX><nonce>`.
+const STAGE_PREFIX: &str = ".wings-backup-restore-";
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Replace the server's files (true) or merge into them (false).
+    pub truncate: bool,
+    /// Chown everything restored to this owner.
+    pub owner: Option<Owner>,
+    /// Bytes the server's files may take afterwards; 0 = no limit.
+    pub disk_limit: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hard_links: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// FIFOs, devices, unsupported types and reserved names left out.
+    pub skipped: u64,
+}
+
+/// The data of the entry being restored, piece by piece (empty at its end).
+pub trait EntryData {
+    fn next_data(&mut self) -> Result<&[u8]>;
+}
+
+/// A restored entry, as the archive reader hands it over.
+pub struct Entry<'a> {
+    /// The raw name from the archive.
+    pub path: &'a [u8],
+    pub kind: EntryKind<'a>,
+    pub mode: u32,
+    pub mtime: i64,
+}
+
+pub enum EntryKind<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+    HardLink(&'a [u8]),
+    /// Not restored (FIFO, device, unknown type): counted as skipped.
+    Skipped,
+}
+
+/// Explicit directory entries, whose mode and time are applied at the end
+/// (applying them earlier would fail for read-only modes, and creating
+/// children changes a directory's mtime).
+#[derive(Default)]
+struct DirList {
+    paths: Vec<u8>,
+    items: Vec<(u32, u32, u32, i64)>,
+}
+
+impl DirList {
+    fn push(&mut self, path: &[u8], mode: u32, mtime: i64) {
+        let off = self.paths.len() as u32;
+        self.paths.extend_from_slice(path);
+        self.items.push((off, path.len() as u32, mode, mtime));
+    }
+}
+
+pub struct RestoreTarget {
+    root: OwnedFd,
+    stage_name: CString,
+    stage: OwnedFd,
+    tree: OwnedFd,
+    _lock: OwnedFd,
+    opts: RestoreOptions,
+    dirs: DirList,
+    /// The parent directory of the last entry, which the next one most
+    /// likely shares.
+    cache: Option<(Vec<u8>, OwnedFd)>,
+    summary: RestoreSummary,
+    root_mtime: Option<i64>,
+    done: bool,
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::unsafe_entry(bytes, "the name contains a NUL byte"))
+}
+
+/// Normalises an archive name to `a/b/c` (empty for the root itself):
+/// leading `./`, empty and `.` components go, `..` pops one. Absolute names
+/// and names that climb out of the root are refused.
+pub fn normalize(raw: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
+    if raw.first() == Some(&b'/') {
+        return Err("absolute paths are not allowed");
+    }
+    if raw.contains(&0) {
+        return Err("the name contains a NUL byte");
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if parts.pop().is_none() {
+                    return Err("the path leaves the server directory");
+                }
+            }
+            _ => parts.push(part),
+        }
+    }
+    Ok(parts.join(&b'/'))
+}
+
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> std::result::Result<(), Errno> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn chown(fd: BorrowedFd<'_>, owner: Option<Owner>) -> std::result::Result<(), Errno> {
+    match owner {
+        Some(o) => rfs::fchown(fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid))),
+        None => Ok(()),
+    }
+}
+
+impl RestoreTarget {
+    /// Prepares a restore into the directory `root`.
+    pub fn begin(root: OwnedFd, opts: RestoreOptions) -> Result<RestoreTarget> {
+        let stage_name = cstring(format!("{STAGE_PREFIX}{}", safe_fs::nonce()).as_bytes())?;
+        let io = |what: &str, e: Errno| Error::os(format!("preparing the restore: {what}"), e);
+        rfs::mkdirat(root.as_fd(), stage_name.as_c_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| io("creating the staging directory", e))?;
+        let stage = safe_fs::open_dir(root.as_fd(), stage_name.as_c_str())
+            .map_err(|e| io("opening the staging directory", e))?;
+        let lock = rfs::openat(
+            stage.as_fd(),
+            c"lock",
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io("creating the lock file", e))?;
+        rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| io("locking the staging directory", e))?;
+        rfs::mkdirat(stage.as_fd(), c"tree", Mode::from_raw_mode(0o755))
+            .map_err(|e| io("creating the staging tree", e))?;
+        let tree =
+            safe_fs::open_dir(stage.as_fd(), c"tree").map_err(|e| io("opening the staging tree", e))?;
+        Ok(RestoreTarget {
+            root,
+            stage_name,
+            stage,
+            tree,
+            _lock: lock,
+            opts,
+            dirs: DirList::default(),
+            cache: None,
+            summary: RestoreSummary::default(),
+            root_mtime: None,
+            done: false,
+        })
+    }
+
+    pub fn summary(&self) -> &RestoreSummary {
+        &self.summary
+    }
+
+    /// Restores one entry into the staging tree.
+    pub fn apply(&mut self, entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
+        self.summary.entries += 1;
+        let path = normalize(entry.path).map_err(|why| Error::unsafe_entry(entry.path, why))?;
+        if path.is_empty() {
+            return match entry.kind {
+                EntryKind::Dir => {
+                    self.root_mtime = Some(entry.mtime);
+                    Ok(())
+                }
+                EntryKind::Skipped => {
+                    self.summary.skipped += 1;
+                    Ok(())
+                }
+                _ => Err(Error::unsafe_entry(
+                    entry.path,
+                    "the entry would replace the server directory itself",
+                )),
+            };
+        }
+        if path.starts_with(RESERVED_PREFIX) {
+            self.summary.skipped += 1;
+            return Ok(());
+        }
+        match entry.kind {
+            EntryKind::Dir => self.make_dir(&path, entry),
+            EntryKind::File => self.write_file(&path, entry, data),
+            EntryKind::Symlink(target) => self.make_symlink(&path, target, entry),
+            EntryKind::HardLink(target) => self.make_hard_link(&path, target, entry),
+            EntryKind::Skipped => {
+                self.summary.skipped += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens the staged directory `dir` (a normalised path), creating missing
+    /// components when `create` is set. `entry` names the archive entry in
+    /// errors.
+    fn open_staged_dir(&self, dir: &[u8], create: bool, entry: &[u8]) -> Result<OwnedFd> {
+        let mut current = safe_fs::open_dir(self.tree.as_fd(), c".")
+            .map_err(|e| Error::os("opening the staging tree", e))?;
+        if dir.is_empty() {
+            return Ok(current);
+        }
+        for part in dir.split(|b| *b == b'/') {
+            let name = cstring(part)?;
+            let next = match safe_fs::open_dir(current.as_fd(), name.as_c_str()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    match rfs::mkdirat(current.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(Error::os(format!("restoring {}", quote(entry)), e)),
+                    }
+                    let fd = safe_fs::open_dir(current.as_fd(), name.as_c_str())
+                        .map_err(|e| self.lookup_error(current.as_fd(), &name, entry, e))?;
+                    chown(fd.as_fd(), self.opts.owner)
+                        .map_err(|e| Error::os(format!("restoring {}", quote(entry)), e))?;
+                    fd
+                }
+                Err(e) => return Err(self.lookup_error(current.as_fd(), &name, entry, e)),
+            };
+            current = next;
+        }
+        Ok(current)
+    }
+
+    fn lookup_error(&self, dir: BorrowedFd<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
+        match e {
+            Errno::LOOP | Errno::NOTDIR => match safe_fs::lstat_at(dir, name) {
+                Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => Error::unsafe_entry(
+                    entry,
+                    "it would be written through a symlink from the archive",
+                ),
+                _ => Error::corrupt(format!(
+                    "cannot restore {}: a parent of it is not a directory",
+                    quote(entry)
+                )),
+            },
+            Errno::NOENT => Error::corrupt(format!(
+                "cannot restore {}: its target is not in the archive before it",
+                quote(entry)
+            )),
+            e => Error::os(format!("restoring {}", quote(entry)), e),
+        }
+    }
+
+    /// The handle of the parent directory of `path`, from the cache when it
+    /// is the same as last time. Give it back with `put_parent`.
+    fn take_parent(&mut self, path: &[u8], entry: &[u8]) -> Result<(Vec<u8>, OwnedFd)> {
+        let (parent, _) = split_last(path);
+        if let Some((cached, fd)) = self.cache.take() {
+            if cached == parent {
+                return Ok((cached, fd));
+            }
+        }
+        let fd = self.open_staged_dir(parent, true, entry)?;
+        Ok((parent.to_vec(), fd))
+    }
+
+    fn put_parent(&mut self, parent: (Vec<u8>, OwnedFd)) {
+        self.cache = Some(parent);
+    }
+
+    /// Makes room for a new entry called `name`: an earlier entry of the
+    /// same name goes, unless it is a directory (which would drop what was
+    /// restored into it: duplicated entries may not do that).
+    fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
+        match safe_fs::lstat_at(dir, name) {
+            Err(Errno::NOENT) => Ok(()),
+            Ok(st) if safe_fs::file_type(&st) == FileType::Directory => Err(Error::unsafe_entry(
+                entry,
+                "it would replace a directory restored earlier",
+            )),
+            Ok(_) => rfs::unlinkat(dir, name, AtFlags::empty())
+                .map_err(|e| Error::os(format!("restoring {}", quote(entry)), e)),
+            Err(e) => Err(Error::os(format!("restoring {}", quote(entry)), e)),
+        }
+    }
+
+    fn make_dir(&mut self, path: &[u8], entry: &Entry<'_>) -> Result<()> {
+        let (parent_path, parent) = self.take_parent(path, entry.path)?;
+        let (_, last) = split_last(path);
+        let name = cstring(last)?;
+        let made = (|| -> Result<OwnedFd> {
+            match rfs::mkdirat(parent.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    let st = safe_fs::lstat_at(parent.as_fd(), name.as_c_str())
+                        .map_err(|e| Error::os(format!("restoring {}", quote(entry.path)), e))?;
+                    if safe_fs::file_type(&st) != FileType::Directory {
+                        Self::clear_name(parent.as_fd(), &name, entry.path)?;
+                        rfs::mkdirat(parent.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755))
+                            .map_err(|e| Error::os(format!("restoring {}", quote(entry.path)), e))?;
+                    }
+                }
+                Err(e) => return Err(Error::os(format!("restoring {}", quote(entry.path)), e)),
+            }
+            let fd = safe_fs::open_dir(parent.as_fd(), name.as_c_str())
+                .map_err(|e| self.lookup_error(parent.as_fd(), &name, entry.path, e))?;
+            chown(fd.as_fd(), self.opts.owner)
+                .map_err(|e| Error::os(format!("restoring {}", quote(entry.path)), e))?;
+            Ok(fd)
+        })();
+        self.put_parent((parent_path, parent));
+        let fd = made?;
+        self.dirs.push(path, entry.mode, entry.mtime);
+        self.summary.dirs += 1;
+        // The entries that follow a directory are usually inside it.
+        self.cache = Some((path.to_vec(), fd));
+        Ok(())
+    }
+
+    fn write_file(&mut self, path: &[u8], entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
+        let parent = self.take_parent(path, entry.path)?;
+        let result = self.write_file_in(parent.1.as_fd(), path, entry, data);
+        self.put_parent(parent);
+        result
+    }
+
+    fn write_file_in(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        path: &[u8],
+        entry: &Entry<'_>,
+        data: &mut dyn EntryData,
+    ) -> Result<()> {
+        let (_, last) = split_last(path);
+        let name = cstring(last)?;
+        let err = |e: Errno| Error::os(format!("restoring {}", quote(entry.path)), e);
+        Self::clear_name(dir, &name, entry.path)?;
+        let fd = rfs::openat(
+            dir,
+            name.as_c_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(err)?;
+        loop {
+            let chunk = data.next_data()?;
+            if chunk.is_empty() {
+                break;
+            }
+            let after = self.summary.bytes + chunk.len() as u64;
+            if self.opts.disk_limit > 0 && after > self.opts.disk_limit {
+                return Err(quota_error(self.opts.disk_limit));
+            }
+            write_all(fd.as_fd(), chunk).map_err(err)?;
+            self.summary.bytes = after;
+        }
+        chown(fd.as_fd(), self.opts.owner).map_err(err)?;
+        // setuid and setgid bits are never restored.
+        rfs::fchmod(&fd, Mode::from_raw_mode(entry.mode & 0o1777)).map_err(err)?;
+        rfs::futimens(&fd, &times(entry.mtime)).map_err(err)?;
+        self.summary.files += 1;
+        Ok(())
+    }
+
+    fn make_symlink(&mut self, path: &[u8], target: &[u8], entry: &Entry<'_>) -> Result<()> {
+        if target.is_empty() {
+            return Err(Error::corrupt(format!(
+                "the symlink {} has an empty target",
+                quote(entry.path)
+            )));
+        }
+        let target = cstring(target)?;
+        let parent = self.take_parent(path, entry.path)?;
+        let (_, last) = split_last(path);
+        let result = (|| -> Result<()> {
+            let name = cstring(last)?;
+            let dir = parent.1.as_fd();
+            let err = |e: Errno| Error::os(format!("restoring {}", quote(entry.path)), e);
+            Self::clear_name(dir, &name, entry.path)?;
+            rfs::symlinkat(target.as_c_str(), dir, name.as_c_str()).map_err(err)?;
+            if let Some(o) = self.opts.owner {
+                rfs::chownat(
+                    dir,
+                    name.as_c_str(),
+                    Some(Uid::from_raw(o.uid)),
+                    Some(Gid::from_raw(o.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(err)?;
+            }
+            rfs::utimensat(dir, name.as_c_str(), &times(entry.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(err)?;
+            Ok(())
+        })();
+        self.put_parent(parent);
+        result?;
+        self.summary.symlinks += 1;
+        Ok(())
+    }
+
+    fn make_hard_link(&mut self, path: &[u8], target: &[u8], entry: &Entry<'_>) -> Result<()> {
+        let target = normalize(target).map_err(|_| {
+            Error::unsafe_entry(entry.path, "its hard link target leaves the server directory")
+        })?;
+        if target.is_empty() || target.starts_with(RESERVED_PREFIX) {
+            return Err(Error::unsafe_entry(entry.path, "its hard link target is not a file"));
+        }
+        let (target_dir, target_last) = split_last(&target);
+        let target_parent = self.open_staged_dir(target_dir, false, entry.path)?;
+        let target_name = cstring(target_last)?;
+        let parent = self.take_parent(path, entry.path)?;
+        let (_, last) = split_last(path);
+        let result = (|| -> Result<()> {
+            let name = cstring(last)?;
+            let dir = parent.1.as_fd();
+            if target == path {
+                return Ok(());
+            }
+            Self::clear_name(dir, &name, entry.path)?;
+            rfs::linkat(
+                target_parent.as_fd(),
+                target_name.as_c_str(),
+                dir,
+                name.as_c_str(),
+                AtFlags::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::NOENT => Error::corrupt(format!(
+                    "cannot restore {}: its hard link target is not in the archive before it",
+                    quote(entry.path)
+                )),
+                Errno::PERM => {
+                    Error::unsafe_entry(entry.path, "its hard link target is a directory")
+                }
+                e => Error::os(format!("restoring {}", quote(entry.path)), e),
+            })
+        })();
+        self.put_parent(parent);
+        result?;
+        self.summary.hard_links += 1;
+        Ok(())
+    }
+
+    /// Applies the explicit directories' modes, owners and times, deepest
+    /// last-listed first; for a directory listed twice the later entry wins.
+    fn finish_dirs(&mut self) -> Result<()> {
+        let dirs = std::mem::take(&mut self.dirs);
+        let mut last_index: HashMap<&[u8], usize> = HashMap::new();
+        for (i, (off, len, _, _)) in dirs.items.iter().enumerate() {
+            last_index.insert(&dirs.paths[*off as usize..(*off + *len) as usize], i);
+        }
+        for (i, (off, len, mode, mtime)) in dirs.items.iter().enumerate().rev() {
+            let path = &dirs.paths[*off as usize..(*off + *len) as usize];
+            if last_index.get(path) != Some(&i) {
+                continue;
+            }
+            let fd = self.open_staged_dir(path, false, path)?;
+            let err = |e: Errno| Error::os(format!("restoring {}", quote(path)), e);
+            rfs::fchmod(&fd, Mode::from_raw_mode(mode & 0o1777)).map_err(err)?;
+            rfs::futimens(&fd, &times(*mtime)).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the staged tree against the server's current files before
+    /// anything of theirs is touched: no staged directory may land where the
+    /// server has a symlink pointing outside its root, and (merging) the
+    /// result must fit the disk limit.
+    fn plan(&self) -> Result<()> {
+        let mut replaced: u64 = 0;
+        walk_pair(
+            self.tree.as_fd(),
+            self.root.as_fd(),
+            &mut |staged, live, name, path| {
+                let staged_ty = safe_fs::lstat_at(staged, name)
+                    .map(|st| safe_fs::file_type(&st))
+                    .map_err(|e| Error::os("reading the staging tree", e))?;
+                let live_st = match safe_fs::lstat_at(live, name) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => return Ok(false),
+                    Err(e) => return Err(Error::os("reading the server directory", e)),
+                };
+                match (staged_ty, safe_fs::file_type(&live_st)) {
+                    (FileType::Directory, FileType::Directory) => return Ok(true),
+                    (FileType::Directory, FileType::Symlink) if self.points_outside(path) => {
+                        let mut entry = path.to_vec();
+                        if let Some(below) = first_child(staged, name) {
+                            entry.push(b'/');
+                            entry.extend_from_slice(&below);
+                        }
+                        return Err(Error::unsafe_entry(
+                            &entry,
+                            &format!(
+                                "{} in the server directory is a symlink pointing outside it",
+                                quote(path)
+                            ),
+                        ));
+                    }
+                    (FileType::Directory, _) => {}
+                    (_, FileType::RegularFile) => replaced += live_st.st_size as u64,
+                    _ => {}
+                }
+                Ok(false)
+            },
+            &mut |_, _, _| Ok(()),
+        )?;
+        if self.opts.disk_limit > 0 && !self.opts.truncate {
+            let usage = tree_usage(self.root.as_fd())?;
+            let after = usage.saturating_sub(replaced) + self.summary.bytes;
+            if after > self.opts.disk_limit {
+                return Err(quota_error(self.opts.disk_limit));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the server's symlink at `path` resolves outside the root.
+    fn points_outside(&self, path: &[u8]) -> bool {
+        match rfs::openat2(
+            self.root.as_fd(),
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH,
+        ) {
+            Ok(_) | Err(Errno::NOENT) => false,
+            Err(Errno::NOSYS) => {
+                // Without openat2, judge the link's text: absolute or
+                // climbing above the root counts as outside.
+                let (dir, last) = split_last(path);
+                let Ok(dir_fd) = self.open_live_dir(dir) else { return true };
+                match rfs::readlinkat(dir_fd.as_fd(), last, Vec::new()) {
+                    Ok(target) => {
+                        let mut joined = dir.to_vec();
+                        joined.push(b'/');
+                        joined.extend_from_slice(target.as_bytes());
+                        normalize(&joined).is_err()
+                    }
+                    Err(_) => true,
+                }
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn open_live_dir(&self, dir: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+        let mut current = safe_fs::open_dir(self.root.as_fd(), c".")?;
+        for part in dir.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+            current = safe_fs::open_dir(current.as_fd(), part)?;
+        }
+        Ok(current)
+    }
+
+    /// Finishes the restore: checks, then puts the staged files in place.
+    pub fn commit(mut self) -> Result<RestoreSummary> {
+        self.finish_dirs()?;
+        self.plan()?;
+        let _ = rfs::syncfs(&self.stage);
+        let marker: &[u8] = if self.opts.truncate { b"truncate\n" } else { b"merge\n" };
+        write_marker(self.stage.as_fd(), c"commit", marker)?;
+        let committed = if self.opts.truncate {
+            commit_truncate(self.root.as_fd(), self.stage.as_fd(), self.tree.as_fd(), false)
+        } else {
+            commit_merge(self.root.as_fd(), self.stage.as_fd(), self.tree.as_fd(), self.opts.owner)
+        };
+        committed?;
+        self.done = true;
+        if let Some(mtime) = self.root_mtime {
+            let _ = rfs::futimens(&self.root, &times(mtime));
+        }
+        let _ = safe_fs::remove_tree(self.root.as_fd(), self.stage_name.as_c_str());
+        Ok(self.summary.clone())
+    }
+}
+
+impl Drop for RestoreTarget {
+    fn drop(&mut self) {
+        if !self.done {
+            // Not committed: the server's files were never touched.
+            let _ = safe_fs::remove_tree(self.root.as_fd(), self.stage_name.as_c_str());
+        }
+    }
+}
+
+fn quota_error(limit: u64) -> Error {
+    Error::new(
+        crate::Status::Quota,
+        format!("the restore would exceed the server's disk limit of {limit} bytes"),
+    )
+}
+
+fn first_child(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
+    let fd = safe_fs::open_dir(dir, name).ok()?;
+    let listing = Listing::read(fd.as_fd()).ok()?;
+    if listing.is_empty() {
+        return None;
+    }
+    Some(listing.get(0).0.to_bytes().to_vec())
+}
+
+/// Bytes in regular files under `root` (its own reserved entries excluded).
+fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
+    let mut total = 0u64;
+    let mut stack: DirStack<(Listing, usize)> = DirStack::default();
+    let listing = Listing::read(root).map_err(|e| Error::os("measuring the server directory", e))?;
+    let dup = safe_fs::open_dir(root, c".").map_err(|e| Error::os("measuring the server directory", e))?;
+    stack.push(c".".to_owned(), dup, (listing, 0));
+    while !stack.is_empty() {
+        let depth = stack.len();
+        let Some(frame) = stack.top_mut() else { break };
+        let (listing, next) = &mut frame.data;
+        if *next >= listing.len() {
+            stack.pop();
+            continue;
+        }
+        let (name, _) = listing.get(*next);
+        *next += 1;
+        let name = name.to_owned();
+        if depth == 1 && name.to_bytes().starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        let dir = stack
+            .take_top_fd(root)
+            .map_err(|e| Error::os("measuring the server directory", e))?;
+        let mut descend = None;
+        if let Ok(st) = safe_fs::lstat_at(dir.as_fd(), name.as_c_str()) {
+            match safe_fs::file_type(&st) {
+                FileType::RegularFile => total += st.st_size as u64,
+                FileType::Directory => {
+                    if let Ok(fd) = safe_fs::open_dir(dir.as_fd(), name.as_c_str()) {
+                        if let Ok(l) = Listing::read(fd.as_fd()) {
+                            descend = Some((fd, l));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.put_top_fd(dir);
+        if let Some((fd, l)) = descend {
+            stack.push(name, fd, (l, 0));
+        }
+    }
+    Ok(total)
+}
+
+/// Writes a small marker file durably (written, synced, renamed into place).
+fn write_marker(dir: BorrowedFd<'_>, name: &CStr, content: &[u8]) -> Result<()> {
+    let err = |e: Errno| Error::os("recording the restore's progress", e);
+    let tmp = format!("{}.tmp", name.to_string_lossy());
+    let fd = rfs::openat(
+        dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(err)?;
+    write_all(fd.as_fd(), content).map_err(err)?;
+    rfs::fsync(&fd).map_err(err)?;
+    rfs::renameat(dir, tmp.as_str(), dir, name).map_err(err)?;
+    rfs::fsync(dir).map_err(err)?;
+    Ok(())
+}
+
+fn has_marker(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    safe_fs::lstat_at(dir, name).is_ok()
+}
+
+/// A name in `old/` for something displaced from the live tree.
+fn displaced_name(counter: &mut u64) -> String {
+    *counter += 1;
+    format!("displaced-{counter}")
+}
+
+fn old_dir(stage: BorrowedFd<'_>) -> Result<OwnedFd> {
+    match rfs::mkdirat(stage, c"old", Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(Error::os("preparing the restore", e)),
+    }
+    safe_fs::open_dir(stage, c"old").map_err(|e| Error::os("preparing the restore", e))
+}
+
+fn live_names(root: BorrowedFd<'_>) -> Result<Vec<CString>> {
+    let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
+    Ok((0..listing.len())
+        .map(|i| listing.get(i).0.to_owned())
+        .filter(|n| !n.to_bytes().starts_with(RESERVED_PREFIX))
+        .collect())
+}
+
+/// Replaces the server's top-level entries with the staged ones. `resume`
+/// continues after a crash (some entries may already have moved).
+fn commit_truncate(
+    root: BorrowedFd<'_>,
+    stage: BorrowedFd<'_>,
+    tree: BorrowedFd<'_>,
+    resume: bool,
+) -> Result<()> {
+    let old = old_dir(stage)?;
+    let moving_in = resume && has_marker(stage, c"phase-b");
+    let mut moved_out: Vec<CString> = Vec::new();
+    if !moving_in {
+        for name in live_names(root)? {
+            match rfs::renameat(root, name.as_c_str(), old.as_fd(), name.as_c_str()) {
+                Ok(()) => moved_out.push(name),
+                Err(Errno::NOENT) => {}
+                Err(e) => {
+                    // Put back what already moved; the server keeps its files.
+                    for back in &moved_out {
+                        let _ = rfs::renameat(old.as_fd(), back.as_c_str(), root, back.as_c_str());
+                    }
+                    return Err(Error::os("moving the server's files aside", e));
+                }
+            }
+        }
+        write_marker(stage, c"phase-b", b"")?;
+    }
+    let mut counter = 0u64;
+    let listing = Listing::read(tree).map_err(|e| Error::os("reading the staging tree", e))?;
+    for i in 0..listing.len() {
+        let (name, _) = listing.get(i);
+        move_into(tree, name, root, old.as_fd(), &mut counter)?;
+    }
+    Ok(())
+}
+
+/// Renames `dir/name` to `live/name`; whatever is in the way (something the
+/// server created meanwhile) is moved to `old/` first.
+fn move_into(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    live: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    counter: &mut u64,
+) -> Result<()> {
+    for _ in 0..3 {
+        match rfs::renameat_with(dir, name, live, name, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EXIST) => {
+                let aside = displaced_name(counter);
+                match rfs::renameat(live, name, old, aside.as_str()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(Error::os("moving the server's files aside", e)),
+                }
+            }
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                // No RENAME_NOREPLACE on this filesystem: plain rename.
+                return rfs::renameat(dir, name, live, name)
+                    .map_err(|e| Error::os("putting restored files in place", e));
+            }
+            Err(e) => return Err(Error::os("putting restored files in place", e)),
+        }
+    }
+    Err(Error::io(
+        "putting restored files in place",
+        std::io::Error::other("the server directory keeps changing"),
+    ))
+}
+
+/// Walks the staged tree and the server's tree side by side. `visit` sees
+/// each staged name with both parent handles and its relative path, and says
+/// whether to descend (both sides must then be directories); `leave` runs
+/// after a directory's children, with both handles and the depth (1 = root).
+/// At most a bounded number of handles are open, whatever the depth.
+fn walk_pair(
+    tree: BorrowedFd<'_>,
+    root: BorrowedFd<'_>,
+    visit: &mut dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool>,
+    leave: &mut dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> Result<()>,
+) -> Result<()> {
+    struct Level {
+        listing: Listing,
+        next: usize,
+        /// Relative path of this directory with its trailing `/`.
+        prefix: Vec<u8>,
+    }
+    let err = |e: Errno| Error::os("walking the restored files", e);
+    let mut staged: DirStack<Level> = DirStack::default();
+    let mut live: DirStack<()> = DirStack::default();
+    let first = Listing::read(tree).map_err(err)?;
+    staged.push(
+        c".".to_owned(),
+        safe_fs::open_dir(tree, c".").map_err(err)?,
+        Level {
+            listing: first,
+            next: 0,
+            prefix: Vec::new(),
+        },
+    );
+    live.push(c".".to_owned(), safe_fs::open_dir(root, c".").map_err(err)?, ());
+    while let Some(frame) = staged.top_mut() {
+        if frame.data.next >= frame.data.listing.len() {
+            let depth = staged.len();
+            let s = staged.take_top_fd(tree).map_err(err)?;
+            let l = live.take_top_fd(root).map_err(err)?;
+            leave(s.as_fd(), l.as_fd(), depth)?;
+            staged.pop();
+            live.pop();
+            continue;
+        }
+        let (name, _) = frame.data.listing.get(frame.data.next);
+        let name = name.to_owned();
+        frame.data.next += 1;
+        let mut path = frame.data.prefix.clone();
+        path.extend_from_slice(name.to_bytes());
+        let s = staged.take_top_fd(tree).map_err(err)?;
+        let l = live.take_top_fd(root).map_err(err)?;
+        let descend = match visit(s.as_fd(), l.as_fd(), &name, &path) {
+            Ok(true) => Some((
+                safe_fs::open_dir(s.as_fd(), name.as_c_str()).map_err(err),
+                safe_fs::open_dir(l.as_fd(), name.as_c_str()).map_err(err),
+            )),
+            Ok(false) => None,
+            Err(e) => return Err(e),
+        };
+        staged.put_top_fd(s);
+        live.put_top_fd(l);
+        if let Some((s, l)) = descend {
+            let (s, l) = (s?, l?);
+            let listing = Listing::read(s.as_fd()).map_err(err)?;
+            path.push(b'/');
+            staged.push(
+                name.clone(),
+                s,
+                Level {
+                    listing,
+                    next: 0,
+                    prefix: path,
+                },
+            );
+            live.push(name, l, ());
+        }
+    }
+    Ok(())
+}
+
+/// Merges the staged tree into the server's: files replace files by an
+/// atomic rename; a staged directory whose place is free moves as a whole,
+/// one whose place holds a directory is merged into it and then given the
+/// archive's mode and time (and the configured owner).
+fn commit_merge(
+    root: BorrowedFd<'_>,
+    stage: BorrowedFd<'_>,
+    tree: BorrowedFd<'_>,
+    owner: Option<Owner>,
+) -> Result<()> {
+    let old = old_dir(stage)?;
+    let mut counter = 0u64;
+    let err = |e: Errno| Error::os("putting restored files in place", e);
+    walk_pair(
+        tree,
+        root,
+        &mut |s, l, name, _| {
+            let staged_is_dir = safe_fs::lstat_at(s, name)
+                .map(|st| safe_fs::file_type(&st) == FileType::Directory)
+                .map_err(err)?;
+            let live_ty = match safe_fs::lstat_at(l, name) {
+                Ok(st) => Some(safe_fs::file_type(&st)),
+                Err(Errno::NOENT) => None,
+                Err(e) => return Err(err(e)),
+            };
+            match (staged_is_dir, live_ty) {
+                (true, Some(FileType::Directory)) => return Ok(true),
+                (false, Some(ty)) if ty != FileType::Directory => {
+                    rfs::renameat(s, name, l, name).map_err(err)?;
+                }
+                _ => move_into(s, name, l, old.as_fd(), &mut counter)?,
+            }
+            Ok(false)
+        },
+        &mut |s, l, depth| {
+            if depth > 1 {
+                let st = rfs::fstat(s).map_err(err)?;
+                chown(l, owner).map_err(err)?;
+                rfs::fchmod(l, Mode::from_raw_mode(st.st_mode & 0o1777)).map_err(err)?;
+                rfs::futimens(l, &times(st.st_mtime as i64)).map_err(err)?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Finishes or removes what an interrupted restore left in `root`: a stage
+/// with a `commit` marker is carried through (every file ends up new), one
+/// without is deleted (every file stays old). Stages locked by a running
+/// restore are left alone. Returns how many stages were dealt with.
+pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
+    let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
+    let mut handled = 0;
+    for i in 0..listing.len() {
+        let (name, ty) = listing.get(i);
+        if !name.to_bytes().starts_with(STAGE_PREFIX.as_bytes()) || ty != FileType::Directory {
+            continue;
+        }
+        let Ok(stage) = safe_fs::open_dir(root, name) else { continue };
+        if let Ok(lock) = rfs::openat(stage.as_fd(), c"lock", OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            if rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+                continue;
+            }
+        }
+        if let Ok(fd) = rfs::openat(stage.as_fd(), c"commit", OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            let mut buf = [0u8; 16];
+            let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
+            if let Ok(tree) = safe_fs::open_dir(stage.as_fd(), c"tree") {
+                if buf[..n].starts_with(b"truncate") {
+                    commit_truncate(root, stage.as_fd(), tree.as_fd(), true)?;
+                } else {
+                    commit_merge(root, stage.as_fd(), tree.as_fd(), None)?;
+                }
+            }
+        }
+        safe_fs::remove_tree(root, name).map_err(|e| Error::os("removing a stale restore", e))?;
+        handled += 1;
+    }
+    Ok(handled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization() {
+        assert_eq!(normalize(b"./a//b/./c").unwrap(), b"a/b/c");
+        assert_eq!(normalize(b"a/../b").unwrap(), b"b");
+        assert_eq!(normalize(b"./").unwrap(), b"");
+        assert!(normalize(b"../x").is_err());
+        assert!(normalize(b"a/../../x").is_err());
+        assert!(normalize(b"/etc/passwd").is_err());
+    }
+}
