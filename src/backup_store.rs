@@ -33,10 +33,8 @@ impl BackupStore {
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io("creating the backup directory", e))?;
-            let _ = std::fs::set_permissions(
-                dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            );
+            let _ =
+                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
         }
         Ok(BackupStore {
             dir: dir.to_path_buf(),

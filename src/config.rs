@@ -187,7 +187,9 @@ fn unsigned(key: &str, value: &Value, max: u64) -> Result<u64> {
 }
 
 fn object<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>> {
-    value.as_object().ok_or_else(|| type_error(key, "an object"))
+    value
+        .as_object()
+        .ok_or_else(|| type_error(key, "an object"))
 }
 
 fn owner(value: &Value) -> Result<Option<Owner>> {
@@ -202,7 +204,11 @@ fn owner(value: &Value) -> Result<Option<Owner>> {
         match key.as_str() {
             "uid" => uid = Some(unsigned(&full, v, u32::MAX as u64 - 1)? as u32),
             "gid" => gid = Some(unsigned(&full, v, u32::MAX as u64 - 1)? as u32),
-            _ => return Err(Error::invalid(format!("configuration key `{full}` is not known"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "configuration key `{full}` is not known"
+                )))
+            }
         }
     }
     match (uid, gid) {
@@ -249,7 +255,11 @@ fn panel(value: &Value) -> Result<Option<PanelConfig>> {
             "token_id" => token_id = Some(string(&full, v)?.to_string()),
             "token" => token = Some(string(&full, v)?.to_string()),
             "report_retry_s" => report_retry_s = unsigned(&full, v, 7 * 24 * 3600)?,
-            _ => return Err(Error::invalid(format!("configuration key `{full}` is not known"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "configuration key `{full}` is not known"
+                )))
+            }
         }
     }
     let url = url.ok_or_else(|| Error::invalid("configuration key `panel.url` is required"))?;
@@ -262,7 +272,8 @@ fn panel(value: &Value) -> Result<Option<PanelConfig>> {
         url,
         token_id: token_id
             .ok_or_else(|| Error::invalid("configuration key `panel.token_id` is required"))?,
-        token: token.ok_or_else(|| Error::invalid("configuration key `panel.token` is required"))?,
+        token: token
+            .ok_or_else(|| Error::invalid("configuration key `panel.token` is required"))?,
         report_retry_s,
     }))
 }
@@ -281,7 +292,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.compression_level, CompressionLevel::None);
-        assert_eq!(c.owner, Some(Owner { uid: 1000, gid: 1001 }));
+        assert_eq!(
+            c.owner,
+            Some(Owner {
+                uid: 1000,
+                gid: 1001
+            })
+        );
         assert_eq!(c.panel.unwrap().url, "http://p");
         assert_eq!(c.restore_host_allowlist.len(), 3);
     }
@@ -295,8 +312,14 @@ mod tests {
             (r#"{"compression_level":"fast"}"#, "compression_level"),
             (r#"{"owner":{"uid":1}}"#, "owner"),
             (r#"{"owner":{"uid":1,"gid":2,"x":3}}"#, "owner.x"),
-            (r#"{"panel":{"url":"ftp://x","token_id":"a","token":"b"}}"#, "panel.url"),
-            (r#"{"restore_host_allowlist":["bad host!"]}"#, "restore_host_allowlist"),
+            (
+                r#"{"panel":{"url":"ftp://x","token_id":"a","token":"b"}}"#,
+                "panel.url",
+            ),
+            (
+                r#"{"restore_host_allowlist":["bad host!"]}"#,
+                "restore_host_allowlist",
+            ),
         ] {
             let err = EngineConfig::from_json(json).unwrap_err();
             assert!(err.message.contains(key), "{json}: {}", err.message);

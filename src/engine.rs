@@ -111,7 +111,8 @@ impl Engine {
     /// The server's root directory; a server uuid that is not canonical or
     /// has no directory is not found (CONTRACT section 1).
     fn server_root(&self, server: &str) -> Result<PathBuf> {
-        let not_found = || Error::not_found("The requested resource does not exist on this instance.");
+        let not_found =
+            || Error::not_found("The requested resource does not exist on this instance.");
         if canonical_uuid(server).is_none() {
             return Err(not_found());
         }
@@ -127,11 +128,18 @@ impl Engine {
     }
 
     /// Takes the server for an operation, or fails with a conflict.
-    fn hold(&self, server: &str, what: Hold, backup: Option<(&str, Arc<CancelToken>)>) -> Result<HoldGuard<'_>> {
+    fn hold(
+        &self,
+        server: &str,
+        what: Hold,
+        backup: Option<(&str, Arc<CancelToken>)>,
+    ) -> Result<HoldGuard<'_>> {
         let mut state = self.lock_state();
         if let Some((uuid, _)) = &backup {
             if state.backups.contains_key(*uuid) {
-                return Err(Error::conflict("a backup with this uuid is already running"));
+                return Err(Error::conflict(
+                    "a backup with this uuid is already running",
+                ));
             }
         }
         if let Some(current) = state.servers.get(server) {
@@ -159,7 +167,9 @@ impl Engine {
         let state = self.lock_state();
         if let Some(b) = backup {
             if state.backups.contains_key(b) {
-                return Some(Error::conflict("a backup with this uuid is already running"));
+                return Some(Error::conflict(
+                    "a backup with this uuid is already running",
+                ));
             }
         }
         state
@@ -195,11 +205,20 @@ impl Engine {
     /// Creates a backup of server `server`. Blocks until it is written; the
     /// first progress report (phase `Started`) means the request was valid
     /// and the server is held. Returns the Panel status body (JSON).
-    pub fn create_backup(&self, server: &str, request_json: &str, ctl: &mut Control<'_>) -> Result<String> {
+    pub fn create_backup(
+        &self,
+        server: &str,
+        request_json: &str,
+        ctl: &mut Control<'_>,
+    ) -> Result<String> {
         let request = self.check_create(server, request_json)?;
         let root = self.server_root(server)?;
         let token = Arc::new(CancelToken::new());
-        let _hold = self.hold(server, Hold::Backup, Some((&request.uuid, Arc::clone(&token))))?;
+        let _hold = self.hold(
+            server,
+            Hold::Backup,
+            Some((&request.uuid, Arc::clone(&token))),
+        )?;
         // Re-check under the hold: another call may have finished this uuid.
         if self.store.exists(&request.uuid) {
             return Err(Error::conflict("a backup with this uuid already exists"));
@@ -241,13 +260,20 @@ impl Engine {
     }
 
     /// Validates a restore request without starting it.
-    pub fn check_restore(&self, server: &str, backup: &str, request_json: &str) -> Result<RestoreRequest> {
+    pub fn check_restore(
+        &self,
+        server: &str,
+        backup: &str,
+        request_json: &str,
+    ) -> Result<RestoreRequest> {
         self.server_root(server)?;
         let request = RestoreRequest::parse(request_json)?;
         let backup = backup_uuid(backup)?;
         self.check_adapter(request.adapter)?;
         if request.adapter == Adapter::Wings && !self.store.exists(&backup) {
-            return Err(Error::not_found("The requested backup was not found on this server."));
+            return Err(Error::not_found(
+                "The requested backup was not found on this server.",
+            ));
         }
         if let Some(e) = self.busy_error(server, None) {
             return Err(e);
@@ -326,7 +352,11 @@ impl Engine {
             }
             drop(state);
             return match self.store.delete(&backup) {
-                Ok(()) | Err(Error { status: crate::Status::NotFound, .. }) => Ok(()),
+                Ok(())
+                | Err(Error {
+                    status: crate::Status::NotFound,
+                    ..
+                }) => Ok(()),
                 Err(e) => Err(e),
             };
         }
@@ -351,7 +381,8 @@ fn ignore_rules(request_ignore: &str, root: &OwnedFd) -> IgnoreRules {
             // A symlink, directory or anything else disables the file.
             return IgnoreRules::default();
         }
-        return read_small_file(root, name).map_or_else(IgnoreRules::default, |t| IgnoreRules::parse(&t));
+        return read_small_file(root, name)
+            .map_or_else(IgnoreRules::default, |t| IgnoreRules::parse(&t));
     }
     IgnoreRules::default()
 }
@@ -359,7 +390,9 @@ fn ignore_rules(request_ignore: &str, root: &OwnedFd) -> IgnoreRules {
 fn read_small_file(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> Option<Vec<u8>> {
     let fd = safe_fs::open_file(dir, name).ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
-    if safe_fs::file_type(&st) != rustix::fs::FileType::RegularFile || st.st_size as u64 > IGNORE_FILE_MAX {
+    if safe_fs::file_type(&st) != rustix::fs::FileType::RegularFile
+        || st.st_size as u64 > IGNORE_FILE_MAX
+    {
         return None;
     }
     let mut data = Vec::with_capacity(st.st_size as usize);
@@ -465,14 +498,23 @@ impl ArchiveOptions {
 fn existing_dir(path: &Path, what: &str) -> Result<OwnedFd> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => {}
-        _ => return Err(Error::not_found(format!("{what} is not an existing directory"))),
+        _ => {
+            return Err(Error::not_found(format!(
+                "{what} is not an existing directory"
+            )))
+        }
     }
     safe_fs::open_trusted_dir(path).map_err(|e| Error::os(format!("opening {what}"), e))
 }
 
 /// Archives any directory into a `.tar.gz` file (written under a temporary
 /// name beside it, then renamed). Returns a JSON summary.
-pub fn archive_create(source: &Path, archive: &Path, opts: &ArchiveOptions, ctl: &mut Control<'_>) -> Result<String> {
+pub fn archive_create(
+    source: &Path,
+    archive: &Path,
+    opts: &ArchiveOptions,
+    ctl: &mut Control<'_>,
+) -> Result<String> {
     let root = existing_dir(source, "the source")?;
     let parent = archive
         .parent()
@@ -517,7 +559,12 @@ pub fn archive_create(source: &Path, archive: &Path, opts: &ArchiveOptions, ctl:
 
 /// Extracts a `.tar.gz` file into a directory with the same safety rules as
 /// a backup restore. Returns a JSON summary.
-pub fn archive_extract(archive: &Path, dest: &Path, opts: &ArchiveOptions, ctl: &mut Control<'_>) -> Result<String> {
+pub fn archive_extract(
+    archive: &Path,
+    dest: &Path,
+    opts: &ArchiveOptions,
+    ctl: &mut Control<'_>,
+) -> Result<String> {
     let root = existing_dir(dest, "the destination")?;
     let mut file = match std::fs::File::open(archive) {
         Ok(f) => f,

@@ -329,7 +329,10 @@ impl Matcher<'_> {
                             if tc == pc {
                                 matched = true;
                             }
-                        } else if pc == b'-' && prev != 0 && at(g, p + 1) != 0 && at(g, p + 1) != b']'
+                        } else if pc == b'-'
+                            && prev != 0
+                            && at(g, p + 1) != 0
+                            && at(g, p + 1) != b']'
                         {
                             p += 1;
                             pc = at(g, p);
@@ -474,8 +477,18 @@ mod tests {
             ("logs/*\n!logs/keep.txt", "logs/keep.txt", false, false),
             ("!keep.txt\n*.txt", "keep.txt", false, true),
             ("*.txt\r\n!keep.txt\r\n", "keep.txt", false, false),
-            ("*\n!ShooterGame/\n!ShooterGame/Saved/", "ShooterGame/Saved", true, false),
-            ("*\n!ShooterGame/\n!ShooterGame/Saved/", "ShooterGame/Binaries", true, true),
+            (
+                "*\n!ShooterGame/\n!ShooterGame/Saved/",
+                "ShooterGame/Saved",
+                true,
+                false,
+            ),
+            (
+                "*\n!ShooterGame/\n!ShooterGame/Saved/",
+                "ShooterGame/Binaries",
+                true,
+                true,
+            ),
             ("[abc", "[abc", false, false),
             ("{a,b}", "{a,b}", false, true),
         ];

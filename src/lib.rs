@@ -7,6 +7,7 @@ pub mod backup_store;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod ffi;
 pub mod ignore;
 pub mod progress;
 pub mod rate_limit;

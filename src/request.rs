@@ -73,12 +73,18 @@ fn parse_object(text: &str) -> Result<Map<String, Value>> {
     }
 }
 
-fn field_str<'a>(map: &'a Map<String, Value>, key: &str, required: bool) -> Result<Option<&'a str>> {
+fn field_str<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    required: bool,
+) -> Result<Option<&'a str>> {
     match map.get(key) {
         None if required => Err(Error::invalid(format!("the field `{key}` is required"))),
         None | Some(Value::Null) if !required => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid(format!("the field `{key}` must be a string"))),
+        Some(_) => Err(Error::invalid(format!(
+            "the field `{key}` must be a string"
+        ))),
         None => Ok(None),
     }
 }
@@ -88,7 +94,9 @@ impl CreateRequest {
         let map = parse_object(text)?;
         let adapter = Adapter::parse(field_str(&map, "adapter", true)?.unwrap_or_default())?;
         let uuid = backup_uuid(field_str(&map, "uuid", true)?.unwrap_or_default())?;
-        let ignore = field_str(&map, "ignore", true)?.unwrap_or_default().to_string();
+        let ignore = field_str(&map, "ignore", true)?
+            .unwrap_or_default()
+            .to_string();
         Ok(CreateRequest {
             adapter,
             uuid,
@@ -178,7 +186,9 @@ mod tests {
         assert!(r.truncate_directory);
         assert!(RestoreRequest::parse(r#"{"adapter":"s3","truncate_directory":true}"#).is_err());
         assert!(RestoreRequest::parse(r#"{"adapter":"s3","download_url":""}"#).is_err());
-        assert!(RestoreRequest::parse(r#"{"adapter":"wings","truncate_directory":"yes"}"#).is_err());
+        assert!(
+            RestoreRequest::parse(r#"{"adapter":"wings","truncate_directory":"yes"}"#).is_err()
+        );
         let s3 = RestoreRequest::parse(r#"{"adapter":"s3","download_url":"https://x/y"}"#).unwrap();
         assert_eq!(s3.download_url.as_deref(), Some("https://x/y"));
     }

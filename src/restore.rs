@@ -8,7 +8,9 @@ use crate::archive::reader::{with_tar_stream, EntryKind as TarKind, TarReader};
 use crate::error::Result;
 use crate::progress::{snapshot, Control, Counters, Phase, Shared};
 use crate::rate_limit::{LimitedReader, RateLimit};
-use crate::restore_target::{Entry, EntryData, EntryKind, RestoreOptions, RestoreSummary, RestoreTarget};
+use crate::restore_target::{
+    Entry, EntryData, EntryKind, RestoreOptions, RestoreSummary, RestoreTarget,
+};
 
 /// Restores the `.tar.gz` read from `source` (of `source_len` bytes, 0 if
 /// unknown) into the directory `root`. Nothing of `root` changes unless the

@@ -22,12 +22,12 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::fs::Timespec;
 use rustix::fs::{
     self as rfs, AtFlags, FileType, FlockOperation, Gid, Mode, OFlags, RenameFlags, ResolveFlags,
     Timestamps, Uid,
 };
 use rustix::io::Errno;
-use rustix::fs::Timespec;
 
 use crate::config::Owner;
 use crate::error::{quote, Error, Result};
@@ -186,8 +186,12 @@ impl RestoreTarget {
     pub fn begin(root: OwnedFd, opts: RestoreOptions) -> Result<RestoreTarget> {
         let stage_name = cstring(format!("{STAGE_PREFIX}{}", safe_fs::nonce()).as_bytes())?;
         let io = |what: &str, e: Errno| Error::os(format!("preparing the restore: {what}"), e);
-        rfs::mkdirat(root.as_fd(), stage_name.as_c_str(), Mode::from_raw_mode(0o700))
-            .map_err(|e| io("creating the staging directory", e))?;
+        rfs::mkdirat(
+            root.as_fd(),
+            stage_name.as_c_str(),
+            Mode::from_raw_mode(0o700),
+        )
+        .map_err(|e| io("creating the staging directory", e))?;
         let stage = safe_fs::open_dir(root.as_fd(), stage_name.as_c_str())
             .map_err(|e| io("opening the staging directory", e))?;
         let lock = rfs::openat(
@@ -201,8 +205,8 @@ impl RestoreTarget {
             .map_err(|e| io("locking the staging directory", e))?;
         rfs::mkdirat(stage.as_fd(), c"tree", Mode::from_raw_mode(0o755))
             .map_err(|e| io("creating the staging tree", e))?;
-        let tree =
-            safe_fs::open_dir(stage.as_fd(), c"tree").map_err(|e| io("opening the staging tree", e))?;
+        let tree = safe_fs::open_dir(stage.as_fd(), c"tree")
+            .map_err(|e| io("opening the staging tree", e))?;
         Ok(RestoreTarget {
             root,
             stage_name,
@@ -272,7 +276,8 @@ impl RestoreTarget {
             let next = match safe_fs::open_dir(current.as_fd(), name.as_c_str()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
-                    match rfs::mkdirat(current.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755)) {
+                    match rfs::mkdirat(current.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755))
+                    {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(Error::os(format!("restoring {}", quote(entry)), e)),
                     }
@@ -375,7 +380,12 @@ impl RestoreTarget {
         Ok(())
     }
 
-    fn write_file(&mut self, path: &[u8], entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
+    fn write_file(
+        &mut self,
+        path: &[u8],
+        entry: &Entry<'_>,
+        data: &mut dyn EntryData,
+    ) -> Result<()> {
         let parent = self.take_parent(path, entry.path)?;
         let result = self.write_file_in(parent.1.as_fd(), path, entry, data);
         self.put_parent(parent);
@@ -446,8 +456,13 @@ impl RestoreTarget {
                 )
                 .map_err(err)?;
             }
-            rfs::utimensat(dir, name.as_c_str(), &times(entry.mtime), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(err)?;
+            rfs::utimensat(
+                dir,
+                name.as_c_str(),
+                &times(entry.mtime),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(err)?;
             Ok(())
         })();
         self.put_parent(parent);
@@ -458,10 +473,16 @@ impl RestoreTarget {
 
     fn make_hard_link(&mut self, path: &[u8], target: &[u8], entry: &Entry<'_>) -> Result<()> {
         let target = normalize(target).map_err(|_| {
-            Error::unsafe_entry(entry.path, "its hard link target leaves the server directory")
+            Error::unsafe_entry(
+                entry.path,
+                "its hard link target leaves the server directory",
+            )
         })?;
         if target.is_empty() || target.starts_with(RESERVED_PREFIX) {
-            return Err(Error::unsafe_entry(entry.path, "its hard link target is not a file"));
+            return Err(Error::unsafe_entry(
+                entry.path,
+                "its hard link target is not a file",
+            ));
         }
         let (target_dir, target_last) = split_last(&target);
         let target_parent = self.open_staged_dir(target_dir, false, entry.path)?;
@@ -586,7 +607,9 @@ impl RestoreTarget {
                 // Without openat2, judge the link's text: absolute or
                 // climbing above the root counts as outside.
                 let (dir, last) = split_last(path);
-                let Ok(dir_fd) = self.open_live_dir(dir) else { return true };
+                let Ok(dir_fd) = self.open_live_dir(dir) else {
+                    return true;
+                };
                 match rfs::readlinkat(dir_fd.as_fd(), last, Vec::new()) {
                     Ok(target) => {
                         let mut joined = dir.to_vec();
@@ -614,12 +637,26 @@ impl RestoreTarget {
         self.finish_dirs()?;
         self.plan()?;
         let _ = rfs::syncfs(&self.stage);
-        let marker: &[u8] = if self.opts.truncate { b"truncate\n" } else { b"merge\n" };
+        let marker: &[u8] = if self.opts.truncate {
+            b"truncate\n"
+        } else {
+            b"merge\n"
+        };
         write_marker(self.stage.as_fd(), c"commit", marker)?;
         let committed = if self.opts.truncate {
-            commit_truncate(self.root.as_fd(), self.stage.as_fd(), self.tree.as_fd(), false)
+            commit_truncate(
+                self.root.as_fd(),
+                self.stage.as_fd(),
+                self.tree.as_fd(),
+                false,
+            )
         } else {
-            commit_merge(self.root.as_fd(), self.stage.as_fd(), self.tree.as_fd(), self.opts.owner)
+            commit_merge(
+                self.root.as_fd(),
+                self.stage.as_fd(),
+                self.tree.as_fd(),
+                self.opts.owner,
+            )
         };
         committed?;
         self.done = true;
@@ -660,8 +697,10 @@ fn first_child(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
 fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
     let mut total = 0u64;
     let mut stack: DirStack<(Listing, usize)> = DirStack::default();
-    let listing = Listing::read(root).map_err(|e| Error::os("measuring the server directory", e))?;
-    let dup = safe_fs::open_dir(root, c".").map_err(|e| Error::os("measuring the server directory", e))?;
+    let listing =
+        Listing::read(root).map_err(|e| Error::os("measuring the server directory", e))?;
+    let dup = safe_fs::open_dir(root, c".")
+        .map_err(|e| Error::os("measuring the server directory", e))?;
     stack.push(c".".to_owned(), dup, (listing, 0));
     while !stack.is_empty() {
         let depth = stack.len();
@@ -820,11 +859,16 @@ fn move_into(
 /// whether to descend (both sides must then be directories); `leave` runs
 /// after a directory's children, with both handles and the depth (1 = root).
 /// At most a bounded number of handles are open, whatever the depth.
+/// `visit(staged_dir, live_dir, name, relative_path) -> descend?`
+type VisitFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool> + 'a;
+/// `leave(staged_dir, live_dir, depth)`
+type LeaveFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> Result<()> + 'a;
+
 fn walk_pair(
     tree: BorrowedFd<'_>,
     root: BorrowedFd<'_>,
-    visit: &mut dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool>,
-    leave: &mut dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> Result<()>,
+    visit: &mut VisitFn<'_>,
+    leave: &mut LeaveFn<'_>,
 ) -> Result<()> {
     struct Level {
         listing: Listing,
@@ -845,7 +889,11 @@ fn walk_pair(
             prefix: Vec::new(),
         },
     );
-    live.push(c".".to_owned(), safe_fs::open_dir(root, c".").map_err(err)?, ());
+    live.push(
+        c".".to_owned(),
+        safe_fs::open_dir(root, c".").map_err(err)?,
+        (),
+    );
     while let Some(frame) = staged.top_mut() {
         if frame.data.next >= frame.data.listing.len() {
             let depth = staged.len();
@@ -950,13 +998,25 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         if !name.to_bytes().starts_with(STAGE_PREFIX.as_bytes()) || ty != FileType::Directory {
             continue;
         }
-        let Ok(stage) = safe_fs::open_dir(root, name) else { continue };
-        if let Ok(lock) = rfs::openat(stage.as_fd(), c"lock", OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        let Ok(stage) = safe_fs::open_dir(root, name) else {
+            continue;
+        };
+        if let Ok(lock) = rfs::openat(
+            stage.as_fd(),
+            c"lock",
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
             if rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
                 continue;
             }
         }
-        if let Ok(fd) = rfs::openat(stage.as_fd(), c"commit", OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        if let Ok(fd) = rfs::openat(
+            stage.as_fd(),
+            c"commit",
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
             let mut buf = [0u8; 16];
             let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
             if let Ok(tree) = safe_fs::open_dir(stage.as_fd(), c"tree") {

@@ -89,7 +89,8 @@ impl Listing {
         }
         let names = &listing.names;
         listing.items.sort_unstable_by(|a, b| {
-            names[a.0 as usize..(a.0 + a.1) as usize].cmp(&names[b.0 as usize..(b.0 + b.1) as usize])
+            names[a.0 as usize..(a.0 + a.1) as usize]
+                .cmp(&names[b.0 as usize..(b.0 + b.1) as usize])
         });
         Ok(listing)
     }
@@ -185,7 +186,11 @@ impl<T> DirStack<T> {
     /// with `put_top_fd`.
     pub fn take_top_fd(&mut self, base: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
         self.top_fd(base)?;
-        let fd = self.frames.last_mut().and_then(|f| f.fd.take()).ok_or(Errno::BADF)?;
+        let fd = self
+            .frames
+            .last_mut()
+            .and_then(|f| f.fd.take())
+            .ok_or(Errno::BADF)?;
         self.open -= 1;
         Ok(fd)
     }

@@ -35,10 +35,54 @@ const NAMES: &[&str] = &[
 ];
 
 const ATOMS: &[&str] = &[
-    "a", "b", "ab", "abc", "txt", "log", "logs", "keep", ".", "x", "y", " ", "#", "!", "-", "z",
-    "*", "*", "**", "?", "[ab]", "[!a]", "[^b]", "[a-c]", "[[:alpha:]]", "[[:digit:]]",
-    "[[:space:]]", "[]a]", "[a-]", "[\\]]", "\\*", "\\?", "\\[", "\\ ", "\\#", "\\!", "[",
-    "[:alpha:]", "é", "dir", "sub", "A", "LOG", "s", "f", "u", "_", "9",
+    "a",
+    "b",
+    "ab",
+    "abc",
+    "txt",
+    "log",
+    "logs",
+    "keep",
+    ".",
+    "x",
+    "y",
+    " ",
+    "#",
+    "!",
+    "-",
+    "z",
+    "*",
+    "*",
+    "**",
+    "?",
+    "[ab]",
+    "[!a]",
+    "[^b]",
+    "[a-c]",
+    "[[:alpha:]]",
+    "[[:digit:]]",
+    "[[:space:]]",
+    "[]a]",
+    "[a-]",
+    "[\\]]",
+    "\\*",
+    "\\?",
+    "\\[",
+    "\\ ",
+    "\\#",
+    "\\!",
+    "[",
+    "[:alpha:]",
+    "é",
+    "dir",
+    "sub",
+    "A",
+    "LOG",
+    "s",
+    "f",
+    "u",
+    "_",
+    "9",
 ];
 
 fn random_segment(rng: &mut Rng) -> String {
@@ -153,7 +197,8 @@ fn matches_git_check_ignore() {
     let base = std::env::temp_dir().join(format!("wb-ignore-oracle-{}", std::process::id()));
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base).unwrap();
-    let excludes = std::env::temp_dir().join(format!("wb-ignore-oracle-{}.txt", std::process::id()));
+    let excludes =
+        std::env::temp_dir().join(format!("wb-ignore-oracle-{}.txt", std::process::id()));
 
     let mut compared = 0;
     let mut ignored = 0;
@@ -163,11 +208,17 @@ fn matches_git_check_ignore() {
         let root = base.join(format!("t{seed}"));
         fs::create_dir(&root).unwrap();
         let tree = random_tree(&mut rng, &root);
-        let lines: Vec<String> = (0..1 + rng.below(6)).map(|_| random_pattern(&mut rng)).collect();
+        let lines: Vec<String> = (0..1 + rng.below(6))
+            .map(|_| random_pattern(&mut rng))
+            .collect();
         let text = lines.join("\n");
         fs::write(&excludes, &text).unwrap();
         // Each tree is its own repository, so anchored patterns are relative to it.
-        Command::new("git").args(["init", "-q"]).arg(&root).status().unwrap();
+        Command::new("git")
+            .args(["init", "-q"])
+            .arg(&root)
+            .status()
+            .unwrap();
         let want = git_ignored(&root, &excludes, &tree.paths);
         let rules = IgnoreRules::parse(text.as_bytes());
         for ((path, is_dir), want) in tree.paths.iter().zip(want) {
@@ -186,7 +237,10 @@ fn matches_git_check_ignore() {
     let _ = fs::remove_file(&excludes);
     assert!(compared >= 1000, "only {compared} cases");
     // Both answers must be well represented, or the comparison proves little.
-    assert!(ignored * 10 > compared && ignored * 10 < compared * 9, "{ignored} of {compared} ignored");
+    assert!(
+        ignored * 10 > compared && ignored * 10 < compared * 9,
+        "{ignored} of {compared} ignored"
+    );
     assert!(
         mismatches.is_empty(),
         "{} of {compared} differ:\n{}",

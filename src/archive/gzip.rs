@@ -38,7 +38,9 @@ pub fn encode_member(level: CompressionLevel, input: &[u8], out: &mut Vec<u8>) -
     };
     // ID1 ID2 CM FLG(FEXTRA) MTIME(0) XFL OS(Unix) XLEN SI1 SI2 LEN, then the
     // member length and ISIZE, both patched/filled below.
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, xfl, 3, 12, 0, b'W', b'B', 8, 0]);
+    out.extend_from_slice(&[
+        0x1f, 0x8b, 8, 4, 0, 0, 0, 0, xfl, 3, 12, 0, b'W', b'B', 8, 0,
+    ]);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&(input.len() as u32).to_le_bytes());
     match level {
@@ -175,8 +177,7 @@ pub fn parse_member_header(head: &[u8]) -> Option<MemberHeader> {
     }
     let member_len = u32::from_le_bytes([head[16], head[17], head[18], head[19]]) as usize;
     let data_len = u32::from_le_bytes([head[20], head[21], head[22], head[23]]) as usize;
-    let sane = member_len >= HEADER_LEN + TRAILER_LEN
-        && member_len <= MAX_MEMBER
+    let sane = (HEADER_LEN + TRAILER_LEN..=MAX_MEMBER).contains(&member_len)
         && data_len <= MAX_MEMBER
         && member_len <= max_member_len(data_len);
     sane.then_some(MemberHeader {

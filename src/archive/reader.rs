@@ -162,7 +162,11 @@ fn inflate_worker(jobs: &Mutex<Receiver<Job>>, spare: &Mutex<Vec<Vec<u8>>>, shar
         if shared.should_stop() {
             return;
         }
-        let mut out = spare.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default();
+        let mut out = spare
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default();
         let result = gzip::decode_member(&job.member, job.header, &mut out).map(|_| out);
         let _ = job.done.send(result);
     }
@@ -326,7 +330,11 @@ fn inflate_foreign_member(
         if shared.should_stop() {
             return Ok(());
         }
-        let mut block = spare.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default();
+        let mut block = spare
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default();
         block.clear();
         block.resize(BLOCK_SIZE, 0);
         let mut filled = 0;
@@ -376,7 +384,9 @@ fn check_trailing(input: &mut Input<'_>) -> Result<()> {
             return Ok(());
         }
         if avail.iter().any(|b| *b != 0) {
-            return Err(Error::corrupt("unexpected data after the end of the gzip stream"));
+            return Err(Error::corrupt(
+                "unexpected data after the end of the gzip stream",
+            ));
         }
         let n = avail.len();
         input.consume(n);
@@ -455,13 +465,16 @@ impl<'s, 'a> TarReader<'s, 'a> {
 
     fn read_meta(&mut self, size: u64, what: &str) -> Result<Vec<u8>> {
         if size > MAX_META {
-            return Err(Error::corrupt(format!("{what} of {size} bytes is too large")));
+            return Err(Error::corrupt(format!(
+                "{what} of {size} bytes is too large"
+            )));
         }
         let mut data = vec![0u8; size as usize];
         if !self.stream.read_full(&mut data)? {
             return Err(truncated());
         }
-        self.stream.skip(crate::archive::header::padding(size) as u64)?;
+        self.stream
+            .skip(crate::archive::header::padding(size) as u64)?;
         Ok(data)
     }
 
@@ -494,7 +507,9 @@ impl<'s, 'a> TarReader<'s, 'a> {
             verify_checksum(&block)?;
             let h = tar::Header::from_byte_slice(&block);
             let typeflag = block[156];
-            let field_err = |what: &str, e: std::io::Error| Error::corrupt(format!("bad {what} field in a tar header: {e}"));
+            let field_err = |what: &str, e: std::io::Error| {
+                Error::corrupt(format!("bad {what} field in a tar header: {e}"))
+            };
             let size = match pax.size {
                 Some(s) if !matches!(typeflag, b'x' | b'g' | b'L' | b'K') => s,
                 _ => h.entry_size().map_err(|e| field_err("size", e))?,
@@ -525,11 +540,11 @@ impl<'s, 'a> TarReader<'s, 'a> {
                 .take()
                 .or(long_name.take())
                 .unwrap_or_else(|| h.path_bytes().into_owned());
-            let link = pax
-                .linkpath
-                .take()
-                .or(long_link.take())
-                .unwrap_or_else(|| h.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default());
+            let link = pax.linkpath.take().or(long_link.take()).unwrap_or_else(|| {
+                h.link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default()
+            });
             let kind = match typeflag {
                 b'0' | b'\0' | b'7' if path.ends_with(b"/") && typeflag == b'\0' => EntryKind::Dir,
                 b'0' | b'\0' | b'7' => EntryKind::File,
@@ -548,8 +563,12 @@ impl<'s, 'a> TarReader<'s, 'a> {
                 _ => 0,
             };
             let mode = h.mode().map_err(|e| field_err("mode", e))? & 0o7777;
-            let uid = pax.uid.map_or_else(|| h.uid().map_err(|e| field_err("uid", e)), Ok)?;
-            let gid = pax.gid.map_or_else(|| h.gid().map_err(|e| field_err("gid", e)), Ok)?;
+            let uid = pax
+                .uid
+                .map_or_else(|| h.uid().map_err(|e| field_err("uid", e)), Ok)?;
+            let gid = pax
+                .gid
+                .map_or_else(|| h.gid().map_err(|e| field_err("gid", e)), Ok)?;
             let mtime = match pax.mtime {
                 Some(t) => t,
                 None => i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0),
@@ -664,7 +683,9 @@ impl PaxOverrides {
                 std::str::from_utf8(v)
                     .ok()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Error::corrupt(format!("bad PAX {} value", String::from_utf8_lossy(key))))
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("bad PAX {} value", String::from_utf8_lossy(key)))
+                    })
             };
             match key {
                 b"path" => {
@@ -675,7 +696,10 @@ impl PaxOverrides {
                 }
                 b"linkpath" => {
                     if value.contains(&0) {
-                        return Err(Error::unsafe_entry(value, "the link target contains a NUL byte"));
+                        return Err(Error::unsafe_entry(
+                            value,
+                            "the link target contains a NUL byte",
+                        ));
                     }
                     self.linkpath = Some(value.to_vec());
                 }

@@ -149,7 +149,13 @@ impl<'a> TreeWalker<'a> {
         }
     }
 
-    fn visit(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: Vec<u8>, ty: FileType) -> Result<Found> {
+    fn visit(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        rel: Vec<u8>,
+        ty: FileType,
+    ) -> Result<Found> {
         // Look again when the listing's type is unknown or stale (at most
         // twice: a name that keeps changing type is left out).
         let mut ty = ty;
@@ -194,12 +200,17 @@ impl<'a> TreeWalker<'a> {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid as u64,
             gid: st.st_gid as u64,
-            mtime: st.st_mtime as i64,
+            mtime: st.st_mtime,
             size: 0,
         }
     }
 
-    fn visit_file(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+    fn visit_file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        rel: &[u8],
+    ) -> std::result::Result<Found, Errno> {
         if self.ignore.matches(rel, false) {
             return Ok(Found::Skip);
         }
@@ -207,10 +218,12 @@ impl<'a> TreeWalker<'a> {
         let st = rustix::fs::fstat(&fd)?;
         match safe_fs::file_type(&st) {
             FileType::RegularFile => {}
-            FileType::Fifo => return Ok(Found::Item(WalkItem {
-                meta: Self::meta(rel, Kind::Fifo, &st),
-                file: None,
-            })),
+            FileType::Fifo => {
+                return Ok(Found::Item(WalkItem {
+                    meta: Self::meta(rel, Kind::Fifo, &st),
+                    file: None,
+                }))
+            }
             FileType::Directory => return Err(Errno::ISDIR),
             _ => return Ok(Found::Skip),
         }
@@ -232,7 +245,12 @@ impl<'a> TreeWalker<'a> {
         }))
     }
 
-    fn visit_dir(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+    fn visit_dir(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        rel: &[u8],
+    ) -> std::result::Result<Found, Errno> {
         if self.ignore.matches(rel, true) {
             return Ok(Found::Skip);
         }
@@ -243,7 +261,10 @@ impl<'a> TreeWalker<'a> {
             Ok(listing) => listing,
             Err(e) => {
                 // The directory itself is kept, its contents cannot be.
-                self.skip(rel.to_vec(), format!("cannot list: {}", std::io::Error::from(e)));
+                self.skip(
+                    rel.to_vec(),
+                    format!("cannot list: {}", std::io::Error::from(e)),
+                );
                 Listing::default()
             }
         };
@@ -255,7 +276,12 @@ impl<'a> TreeWalker<'a> {
         ))
     }
 
-    fn visit_symlink(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+    fn visit_symlink(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        rel: &[u8],
+    ) -> std::result::Result<Found, Errno> {
         if self.ignore.matches(rel, false) {
             return Ok(Found::Skip);
         }
@@ -270,7 +296,12 @@ impl<'a> TreeWalker<'a> {
         }))
     }
 
-    fn visit_fifo(&mut self, dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> std::result::Result<Found, Errno> {
+    fn visit_fifo(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        rel: &[u8],
+    ) -> std::result::Result<Found, Errno> {
         if self.ignore.matches(rel, false) {
             return Ok(Found::Skip);
         }

@@ -105,11 +105,14 @@ pub fn write_archive(
             let member_tx = member_tx.clone();
             let free_tx = free_tx.clone();
             let level = opts.level;
-            s.spawn(move || compress_worker(level, job_rx, member_tx, free_tx, spare_members, shared));
+            s.spawn(move || {
+                compress_worker(level, job_rx, member_tx, free_tx, spare_members, shared)
+            });
         }
         drop(member_tx);
         drop(free_tx);
-        let writer = s.spawn(move || write_members(member_rx, out, opts.write_limit, spare_members, shared));
+        let writer =
+            s.spawn(move || write_members(member_rx, out, opts.write_limit, spare_members, shared));
 
         let mut producer = Producer {
             walker,
@@ -141,7 +144,9 @@ pub fn write_archive(
         let (sha1, size) = written?;
         summary.sha1 = sha1;
         summary.size = size;
-        summary.source_bytes = counters.bytes_done.load(std::sync::atomic::Ordering::Relaxed);
+        summary.source_bytes = counters
+            .bytes_done
+            .load(std::sync::atomic::Ordering::Relaxed);
         Ok(summary)
     })
 }
@@ -210,7 +215,11 @@ impl Producer<'_, '_> {
 
     /// Sends the current block to the compressors and starts a new one.
     fn ship(&mut self, ctl: &mut Control<'_>, need_next: bool) -> Result<()> {
-        let next = if need_next { self.take_buffer(ctl)? } else { Vec::new() };
+        let next = if need_next {
+            self.take_buffer(ctl)?
+        } else {
+            Vec::new()
+        };
         let seq = self.block.seq;
         let block = std::mem::replace(
             &mut self.block,
@@ -420,7 +429,8 @@ fn write_in_order(
             .take_error()
             .unwrap_or_else(|| Error::internal("archive blocks went missing")));
     }
-    out.flush().map_err(|e| fail(Error::io("writing the archive", e)))?;
+    out.flush()
+        .map_err(|e| fail(Error::io("writing the archive", e)))?;
     Ok(size)
 }
 
@@ -435,7 +445,11 @@ fn scan_total(root: OwnedFd, ignore: &IgnoreRules, shared: &Shared) -> Option<u6
     let mut total = 0u64;
     let mut stack: DirStack<(Listing, usize, Vec<u8>)> = DirStack::default();
     let listing = Listing::read(root.as_fd()).ok()?;
-    stack.push(c".".to_owned(), safe_fs::open_dir(root.as_fd(), c".").ok()?, (listing, 0, Vec::new()));
+    stack.push(
+        c".".to_owned(),
+        safe_fs::open_dir(root.as_fd(), c".").ok()?,
+        (listing, 0, Vec::new()),
+    );
     while !stack.is_empty() {
         if shared.should_stop() {
             return None;

@@ -1,0 +1,74 @@
+//! Archive-level calls for scripts: any directory to a `.tar.gz`, and back.
+
+use std::ffi::{c_char, c_void};
+use std::path::Path;
+
+use super::cancel::{token, wb_cancel};
+use super::error::wb_error;
+use super::support::{boundary, clear_string, opt_str_arg, progress_bridge, put_string, str_arg};
+use super::wb_progress_fn;
+use crate::engine::{archive_create, archive_extract, ArchiveOptions};
+use crate::progress::{Control, ProgressFn};
+
+/// Archives the directory `source_dir` into the file `archive_path` (written
+/// under a temporary name and renamed; an existing file is replaced).
+/// `options_json` may be NULL or `{"ignore","compression_level","threads",
+/// "write_limit"}`. On success `*summary_json` (if not NULL) holds
+/// `checksum`, `checksum_type`, `size`, `entries`, `files`, `source_bytes`,
+/// `changed`, `changed_count`, `skipped`, `skipped_count`; free it with
+/// `wb_string_free`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_archive_create(
+    source_dir: *const c_char,
+    archive_path: *const c_char,
+    options_json: *const c_char,
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    summary_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(summary_json);
+    boundary(err, || {
+        let source = str_arg(source_dir, "source_dir")?;
+        let archive = str_arg(archive_path, "archive_path")?;
+        let opts = ArchiveOptions::from_json(opt_str_arg(options_json, "options_json")?)?;
+        let mut cb = progress_bridge(progress, userdata);
+        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
+        let mut ctl = Control::new(token(cancel), cb_ref);
+        let summary = archive_create(Path::new(source), Path::new(archive), &opts, &mut ctl)?;
+        put_string(summary_json, summary);
+        Ok(())
+    })
+}
+
+/// Extracts the `.tar.gz` file `archive_path` into the existing directory
+/// `dest_dir`, with the same safety rules as a restore (nothing escapes
+/// `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be
+/// NULL or `{"truncate","threads","disk_limit","owner","write_limit"}`. On
+/// success `*summary_json` (if not NULL) holds `entries`, `files`,
+/// `directories`, `symlinks`, `hard_links`, `bytes`, `skipped`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_archive_extract(
+    archive_path: *const c_char,
+    dest_dir: *const c_char,
+    options_json: *const c_char,
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    summary_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(summary_json);
+    boundary(err, || {
+        let archive = str_arg(archive_path, "archive_path")?;
+        let dest = str_arg(dest_dir, "dest_dir")?;
+        let opts = ArchiveOptions::from_json(opt_str_arg(options_json, "options_json")?)?;
+        let mut cb = progress_bridge(progress, userdata);
+        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
+        let mut ctl = Control::new(token(cancel), cb_ref);
+        let summary = archive_extract(Path::new(archive), Path::new(dest), &opts, &mut ctl)?;
+        put_string(summary_json, summary);
+        Ok(())
+    })
+}

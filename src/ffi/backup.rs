@@ -1,0 +1,137 @@
+//! The three backup operations of the node.
+
+use std::ffi::{c_char, c_void};
+
+use super::cancel::{token, wb_cancel};
+use super::engine::{engine_ref, wb_engine};
+use super::error::wb_error;
+use super::support::{boundary, clear_string, progress_bridge, put_string, str_arg};
+use super::wb_progress_fn;
+use crate::progress::{Control, ProgressFn};
+
+/// Validates a create request (the body of `POST /api/servers/:uuid/backup`)
+/// without starting it: bad JSON or field, bad UUID or unknown adapter
+/// (`WB_INVALID_ARGUMENT`), unknown server (`WB_NOT_FOUND`), a backup uuid
+/// that exists or runs, or a busy server (`WB_CONFLICT`). Cheap; a host
+/// calls it before answering 202. It reserves nothing: `wb_backup_create`
+/// checks again, and its first progress report (`WB_PHASE_STARTED`) is the
+/// moment the request is accepted for good.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_create_check(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    request_json: *const c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        engine.check_create(
+            str_arg(server_uuid, "server_uuid")?,
+            str_arg(request_json, "request_json")?,
+        )?;
+        Ok(())
+    })
+}
+
+/// Creates a backup of server `server_uuid` from `request_json`
+/// (`{"adapter","uuid","ignore"}`). Blocks until the archive is written (and,
+/// for `s3`, uploaded) and, with a Panel configured, reported. On success
+/// `*details_json` (if `details_json` is not NULL) is the Panel status body
+/// `{"checksum","checksum_type","size","successful","parts"}` plus `files`,
+/// `changed` (files that changed while read) and `skipped`; free it with
+/// `wb_string_free`. `progress`, `userdata` and `cancel` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_create(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    request_json: *const c_char,
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    details_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(details_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let request = str_arg(request_json, "request_json")?;
+        let mut cb = progress_bridge(progress, userdata);
+        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
+        let mut ctl = Control::new(token(cancel), cb_ref);
+        let details = engine.create_backup(server, request, &mut ctl)?;
+        put_string(details_json, details);
+        Ok(())
+    })
+}
+
+/// Validates a restore request (the body of
+/// `POST /api/servers/:uuid/backup/:id/restore`) without starting it: bad
+/// body, adapter, backup UUID or download URL (`WB_INVALID_ARGUMENT`),
+/// unknown server or missing local archive (`WB_NOT_FOUND`), busy server
+/// (`WB_CONFLICT`).
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_restore_check(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    request_json: *const c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        engine.check_restore(
+            str_arg(server_uuid, "server_uuid")?,
+            str_arg(backup_uuid, "backup_uuid")?,
+            str_arg(request_json, "request_json")?,
+        )?;
+        Ok(())
+    })
+}
+
+/// Restores backup `backup_uuid` into server `server_uuid` from
+/// `request_json` (`{"adapter","truncate_directory","download_url"}`).
+/// Blocks until done. If it fails or is cancelled, the server's files are as
+/// they were before the call.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_restore(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    request_json: *const c_char,
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let request = str_arg(request_json, "request_json")?;
+        let mut cb = progress_bridge(progress, userdata);
+        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
+        let mut ctl = Control::new(token(cancel), cb_ref);
+        engine.restore_backup(server, backup, request, &mut ctl)?;
+        Ok(())
+    })
+}
+
+/// Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
+/// is none. A backup of that uuid still being created is cancelled, its
+/// partial file removed, and the call succeeds.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_delete(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        engine.delete_backup(
+            str_arg(server_uuid, "server_uuid")?,
+            str_arg(backup_uuid, "backup_uuid")?,
+        )
+    })
+}

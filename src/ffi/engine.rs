@@ -1,0 +1,62 @@
+//! `wb_engine`: configuration and lifetime.
+
+use std::ffi::c_char;
+
+use super::error::wb_error;
+use super::support::{boundary, str_arg};
+use crate::config::EngineConfig;
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// An engine: one node's configuration and the state of its running
+/// operations. Safe to share between threads.
+pub struct wb_engine {
+    pub(crate) inner: Engine,
+}
+
+/// Creates an engine from a JSON configuration (CONTRACT section 8):
+/// `data_directory`, `backup_directory`, `compression_level` (`"none"`,
+/// `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
+/// (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),
+/// `restore_host_allowlist` (hosts, IPs, CIDRs), `upload_concurrency`, and
+/// `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
+/// ill-typed keys are `WB_INVALID_ARGUMENT` naming the key. Creating an
+/// engine removes abandoned temporary archives and finishes or undoes
+/// restores that a crash interrupted.
+#[no_mangle]
+pub unsafe extern "C" fn wb_engine_new(
+    config_json: *const c_char,
+    out: *mut *mut wb_engine,
+    err: *mut *mut wb_error,
+) -> i32 {
+    if !out.is_null() {
+        // SAFETY: `out` is a valid `wb_engine **` by contract.
+        unsafe { *out = std::ptr::null_mut() };
+    }
+    boundary(err, || {
+        if out.is_null() {
+            return Err(Error::invalid("`out` is NULL"));
+        }
+        let config = EngineConfig::from_json(str_arg(config_json, "config_json")?)?;
+        let engine = Engine::new(config)?;
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = Box::into_raw(Box::new(wb_engine { inner: engine })) };
+        Ok(())
+    })
+}
+
+/// Frees an engine. No call may still be using it. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn wb_engine_free(engine: *mut wb_engine) {
+    if !engine.is_null() {
+        // SAFETY: a pointer from `wb_engine_new`, freed once.
+        drop(unsafe { Box::from_raw(engine) });
+    }
+}
+
+pub(crate) fn engine_ref<'a>(engine: *const wb_engine) -> crate::error::Result<&'a Engine> {
+    // SAFETY: NULL or a live engine the caller keeps alive during the call.
+    unsafe { engine.as_ref() }
+        .map(|e| &e.inner)
+        .ok_or_else(|| Error::invalid("`engine` is NULL"))
+}

@@ -1,0 +1,373 @@
+//! Helpers shared by the integration tests: temporary directories, trees,
+//! snapshots to compare trees, a raw tar builder for hostile archives.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use wings_backup::config::EngineConfig;
+use wings_backup::engine::Engine;
+use wings_backup::progress::Control;
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p =
+            std::env::temp_dir().join(format!("wb-test-{tag}-{}", wings_backup::safe_fs::nonce()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+rwx"])
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub const SERVER: &str = "8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e";
+pub const BACKUP: &str = "0b7d3f52-1c2a-4d5e-8f90-a1b2c3d4e5f6";
+
+/// An engine over fresh data and backup directories, with one server.
+pub struct Node {
+    pub dir: TempDir,
+    pub engine: Engine,
+}
+
+impl Node {
+    pub fn new(extra: &str) -> Node {
+        let dir = TempDir::new("node");
+        std::fs::create_dir_all(dir.join("data").join(SERVER)).unwrap();
+        let json = format!(
+            r#"{{"data_directory":"{}","backup_directory":"{}"{extra}}}"#,
+            dir.join("data").display(),
+            dir.join("backups").display()
+        );
+        let engine = Engine::new(EngineConfig::from_json(&json).unwrap()).unwrap();
+        Node { dir, engine }
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("data").join(SERVER)
+    }
+    pub fn backups(&self) -> PathBuf {
+        self.dir.join("backups")
+    }
+    pub fn archive(&self, uuid: &str) -> PathBuf {
+        self.backups().join(format!("{uuid}.tar.gz"))
+    }
+    pub fn create(&self, uuid: &str, ignore: &str) -> wings_backup::Result<serde_json::Value> {
+        let body = serde_json::json!({"adapter":"wings","uuid":uuid,"ignore":ignore}).to_string();
+        let details = self
+            .engine
+            .create_backup(SERVER, &body, &mut Control::none())?;
+        Ok(serde_json::from_str(&details).unwrap())
+    }
+    pub fn restore(&self, uuid: &str, truncate: bool) -> wings_backup::Result<()> {
+        let body = serde_json::json!({"adapter":"wings","truncate_directory":truncate}).to_string();
+        self.engine
+            .restore_backup(SERVER, uuid, &body, &mut Control::none())
+            .map(|_| ())
+    }
+    /// Names in the backup directory.
+    pub fn backup_dir_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.backups())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// What a test compares about each path of a tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node2 {
+    File {
+        mode: u32,
+        mtime: i64,
+        data: Vec<u8>,
+    },
+    Dir {
+        mode: u32,
+        mtime: i64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Other,
+}
+
+/// Every path below `root` (relative, as bytes) with its type, mode, mtime
+/// (seconds), contents or link target. Directory mtimes are included.
+pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node2> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node2>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let ft = meta.file_type();
+        let node = if ft.is_symlink() {
+            Node2::Symlink {
+                target: std::fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+            }
+        } else if ft.is_dir() {
+            walk(root, &path, out);
+            Node2::Dir {
+                mode: meta.permissions().mode() & 0o7777,
+                mtime: meta.mtime(),
+            }
+        } else if ft.is_file() {
+            Node2::File {
+                mode: meta.permissions().mode() & 0o7777,
+                mtime: meta.mtime(),
+                data: std::fs::read(&path).unwrap(),
+            }
+        } else {
+            Node2::Other
+        };
+        out.insert(rel, node);
+    }
+}
+
+pub fn set_mtime(path: &Path, secs: i64) {
+    let status = std::process::Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg(format!("@{secs}"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn write_file(path: &Path, data: &[u8], mode: u32, mtime: i64) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, data).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    set_mtime(path, mtime);
+}
+
+/// A tree with what a game server holds: configs, a world, an empty
+/// directory, a 0755 script, symlinks (relative, absolute, dangling), a long
+/// name, odd characters and a binary blob.
+pub fn build_game_tree(root: &Path) {
+    write_file(
+        &root.join("server.properties"),
+        b"motd=hello\nmax-players=20\n",
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &root.join("start.sh"),
+        b"#!/bin/sh\nexec java -jar server.jar\n",
+        0o755,
+        1_600_000_100,
+    );
+    write_file(
+        &root.join("libraries/x/unix_args.txt"),
+        b"-Xmx2G\n",
+        0o644,
+        1_600_000_200,
+    );
+    std::os::unix::fs::symlink("libraries/x/unix_args.txt", root.join("unix_args.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("abs_link")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).unwrap();
+    std::fs::create_dir_all(root.join("world/region")).unwrap();
+    let blob: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    write_file(
+        &root.join("world/region/r.0.0.mca"),
+        &blob,
+        0o600,
+        1_600_000_300,
+    );
+    write_file(
+        &root.join("world/level.dat"),
+        &[0u8; 5000],
+        0o640,
+        1_600_000_400,
+    );
+    std::fs::create_dir_all(root.join("empty/nested_empty")).unwrap();
+    let long = "l".repeat(120);
+    write_file(
+        &root.join(format!("deep/{long}/{long}/file.txt")),
+        b"deep",
+        0o644,
+        1_600_000_500,
+    );
+    write_file(
+        &root.join("name with spaces & ünïcödé.txt"),
+        b"u",
+        0o644,
+        1_600_000_600,
+    );
+    write_file(
+        &root.join(OsStr::from_bytes(b"line\nbreak")),
+        b"n",
+        0o644,
+        1_600_000_700,
+    );
+    write_file(
+        &root.join(OsStr::from_bytes(b"bad-\xff-utf8")),
+        b"b",
+        0o644,
+        1_600_000_800,
+    );
+    std::fs::set_permissions(root.join("world"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    // Directory times last, after their contents exist.
+    for (dir, t) in [
+        ("empty/nested_empty", 1_500_000_000),
+        ("empty", 1_500_000_100),
+        ("world/region", 1_500_000_200),
+        ("world", 1_500_000_300),
+        ("libraries/x", 1_500_000_400),
+        ("libraries", 1_500_000_500),
+    ] {
+        set_mtime(&root.join(dir), t);
+    }
+}
+
+/// A raw tar stream builder that writes any name, type and size, valid or
+/// not, for hostile-archive tests.
+#[derive(Default)]
+pub struct RawTar {
+    pub bytes: Vec<u8>,
+}
+
+impl RawTar {
+    pub fn entry(
+        &mut self,
+        name: &[u8],
+        typeflag: u8,
+        link: &[u8],
+        mode: u32,
+        data: &[u8],
+    ) -> &mut Self {
+        self.entry_with_size(name, typeflag, link, mode, data, data.len() as u64)
+    }
+
+    pub fn entry_with_size(
+        &mut self,
+        name: &[u8],
+        typeflag: u8,
+        link: &[u8],
+        mode: u32,
+        data: &[u8],
+        claimed: u64,
+    ) -> &mut Self {
+        let mut h = [0u8; 512];
+        h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        put_octal(&mut h[100..108], mode as u64);
+        put_octal(&mut h[108..116], 0);
+        put_octal(&mut h[116..124], 0);
+        put_octal(&mut h[124..136], claimed);
+        put_octal(&mut h[136..148], 1_600_000_000);
+        h[156] = typeflag;
+        h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        put_octal(&mut h[148..155], sum as u64);
+        h[155] = b' ';
+        self.bytes.extend_from_slice(&h);
+        self.bytes.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.bytes.extend(std::iter::repeat_n(0u8, pad));
+        self
+    }
+
+    /// A PAX extended header with the given records before the next entry.
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            let base = k.len() + v.len() + 3;
+            let mut len = base + 1;
+            while len != base + len.to_string().len() {
+                len = base + len.to_string().len();
+            }
+            body.extend_from_slice(format!("{len} {k}=").as_bytes());
+            body.extend_from_slice(v);
+            body.push(b'\n');
+        }
+        self.entry(b"PaxHeaders/x", b'x', b"", 0o644, &body)
+    }
+
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut v = self.bytes.clone();
+        v.extend_from_slice(&[0u8; 1024]);
+        v
+    }
+}
+
+fn put_octal(field: &mut [u8], v: u64) {
+    let s = format!("{:0width$o}", v, width = field.len() - 1);
+    field[..s.len()].copy_from_slice(s.as_bytes());
+    field[s.len()] = 0;
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every path under `dir` (for "nothing was written outside" checks).
+pub fn list_all(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                v.extend(list_all(&p));
+            }
+            v.push(p);
+        }
+    }
+    v.sort();
+    v
+}

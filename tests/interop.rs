@@ -1,0 +1,217 @@
+//! Archive interop with real tools: our archives list and extract with GNU
+//! tar, bsdtar, Python's tarfile and Go's archive/tar to the same tree; GNU
+//! tar (gnu and pax formats), pigz, concatenated gzip members and Python's
+//! tarfile write archives we restore correctly.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
+use wings_backup::progress::Control;
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The tree every tool must agree on, plus a hard link pair.
+fn source_tree(dir: &TempDir) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    build_game_tree(&src);
+    write_file(&src.join("hl/a"), b"linked twice", 0o644, 1_600_000_900);
+    std::fs::hard_link(src.join("hl/a"), src.join("hl/b")).unwrap();
+    set_mtime(&src.join("hl"), 1_500_000_900);
+    src
+}
+
+fn ours(src: &Path, archive: &Path) {
+    let opts = ArchiveOptions::from_json(None).unwrap();
+    archive_create(src, archive, &opts, &mut Control::none()).unwrap();
+}
+
+fn extract_with_us(archive: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let opts = ArchiveOptions::from_json(None).unwrap();
+    archive_extract(archive, dest, &opts, &mut Control::none()).unwrap();
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    let names = |s: &std::collections::BTreeMap<Vec<u8>, Node2>| {
+        s.keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&sa), names(&sb));
+    for (k, v) in &sa {
+        assert_eq!(Some(v), sb.get(k), "{}", String::from_utf8_lossy(k));
+    }
+}
+
+#[test]
+fn gnu_tar_lists_and_extracts_our_archives() {
+    let dir = TempDir::new("interop-gnu");
+    let src = source_tree(&dir);
+    let archive = dir.join("ours.tar.gz");
+    ours(&src, &archive);
+    let listing = run(Command::new("tar").arg("-tzf").arg(&archive));
+    assert!(String::from_utf8_lossy(&listing)
+        .lines()
+        .any(|l| l == "unix_args.txt"));
+    let out = dir.join("gnu");
+    std::fs::create_dir_all(&out).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out));
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn python_tarfile_lists_and_extracts_our_archives() {
+    let dir = TempDir::new("interop-py");
+    let src = source_tree(&dir);
+    let archive = dir.join("ours.tar.gz");
+    ours(&src, &archive);
+    let out = dir.join("py");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = "import sys, tarfile\n\
+        with tarfile.open(sys.argv[1], 'r:gz') as t:\n\
+        \x20   names = t.getnames()\n\
+        \x20   kw = {'filter': 'fully_trusted'} if hasattr(tarfile, 'fully_trusted_filter') else {}\n\
+        \x20   t.extractall(sys.argv[2], **kw)\n\
+        print(len(names))\n";
+    run(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&archive)
+        .arg(&out));
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn bsdtar_and_go_archive_tar_read_our_archives() {
+    let dir = TempDir::new("interop-bsd-go");
+    let src = source_tree(&dir);
+    let archive = dir.join("ours.tar.gz");
+    ours(&src, &archive);
+    let gnu_names: Vec<String> =
+        String::from_utf8_lossy(&run(Command::new("tar").arg("-tzf").arg(&archive)))
+            .lines()
+            .map(str::to_string)
+            .collect();
+    if have("bsdtar") {
+        let out = dir.join("bsd");
+        std::fs::create_dir_all(&out).unwrap();
+        run(Command::new("bsdtar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&out));
+        assert_same_tree(&src, &out);
+    }
+    assert!(have("go"), "go is needed for this test");
+    let listing = run(Command::new("go")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/gotar"))
+        .env("GOFLAGS", "-mod=mod")
+        .arg("run")
+        .arg(".")
+        .arg(&archive));
+    let go_names: Vec<String> = String::from_utf8_lossy(&listing)
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_string())
+        .collect();
+    assert_eq!(go_names.len(), gnu_names.len());
+}
+
+#[test]
+fn we_restore_gnu_pax_and_ustar_archives() {
+    let dir = TempDir::new("interop-formats");
+    let src = source_tree(&dir);
+    for format in ["gnu", "pax", "posix", "oldgnu"] {
+        let archive = dir.join(format!("{format}.tar.gz"));
+        run(Command::new("tar")
+            .arg(format!("--format={format}"))
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg("."));
+        let out = dir.join(format!("out-{format}"));
+        extract_with_us(&archive, &out);
+        assert_same_tree(&src, &out);
+    }
+}
+
+#[test]
+fn we_restore_pigz_and_concatenated_gzip_members() {
+    let dir = TempDir::new("interop-pigz");
+    let src = source_tree(&dir);
+    let tar_path = dir.join("plain.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
+    if have("pigz") {
+        let out = run(Command::new("pigz").arg("-1").arg("-c").arg(&tar_path));
+        let archive = dir.join("pigz.tar.gz");
+        std::fs::write(&archive, out).unwrap();
+        let dest = dir.join("out-pigz");
+        extract_with_us(&archive, &dest);
+        assert_same_tree(&src, &dest);
+    }
+    // The same tar split in three and gzipped separately, members back to back.
+    let bytes = std::fs::read(&tar_path).unwrap();
+    let mut multi = Vec::new();
+    for part in bytes.chunks(bytes.len() / 3 + 1) {
+        multi.extend_from_slice(&gzip(part));
+    }
+    let archive = dir.join("multi.tar.gz");
+    std::fs::write(&archive, multi).unwrap();
+    let dest = dir.join("out-multi");
+    extract_with_us(&archive, &dest);
+    assert_same_tree(&src, &dest);
+}
+
+#[test]
+fn we_restore_python_tarfile_archives() {
+    let dir = TempDir::new("interop-pywrite");
+    let src = source_tree(&dir);
+    for format in ["PAX_FORMAT", "GNU_FORMAT"] {
+        let archive = dir.join(format!("{format}.tar.gz"));
+        let script = format!(
+            "import sys, tarfile, os\n\
+             with tarfile.open(sys.argv[1], 'w:gz', format=tarfile.{format}) as t:\n\
+             \x20   for name in sorted(os.listdir(sys.argv[2])):\n\
+             \x20       t.add(os.path.join(sys.argv[2], name), arcname=name)\n"
+        );
+        run(Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .arg(&archive)
+            .arg(&src));
+        let out = dir.join(format!("out-{format}"));
+        extract_with_us(&archive, &out);
+        assert_same_tree(&src, &out);
+    }
+}
