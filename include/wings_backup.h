@@ -333,6 +333,19 @@ int32_t wb_engine_new(const char *config_json,
 void wb_engine_free(struct wb_engine *engine);
 
 /**
+ * Sends the backup status reports that could not be delivered earlier
+ * (parked in `<backup_directory>/.pending/`), one attempt each with the
+ * usual retries; a report is dropped once the Panel answers 2xx or a final
+ * 4xx. Hosts call it when they start (it may block while the Panel is slow,
+ * so from a background thread). On success `*summary_json` (if not NULL) is
+ * `{"sent": n, "pending": m}`. Without a Panel it does nothing.
+ */
+int32_t wb_engine_send_pending_reports(const struct wb_engine *engine,
+                                       const struct wb_cancel *cancel,
+                                       char **summary_json,
+                                       struct wb_error **err);
+
+/**
  * The status of an error (`WB_INTERNAL` for NULL).
  */
 int32_t wb_error_status(const struct wb_error *err);

@@ -76,7 +76,9 @@ impl BackupStore {
         let path = self
             .dir
             .join(format!(".{uuid}{PART_MARK}{}", safe_fs::nonce()));
+        // Readable too: an s3 backup uploads its parts from this file.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)

@@ -15,6 +15,7 @@ use crate::backup_store::BackupStore;
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
+use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::request::{backup_uuid, canonical_uuid, Adapter, CreateRequest, RestoreRequest};
 use crate::restore::restore_stream;
@@ -39,6 +40,7 @@ struct State {
 pub struct Engine {
     config: EngineConfig,
     store: BackupStore,
+    panel: Option<PanelClient>,
     state: Mutex<State>,
     /// Signalled whenever an operation releases its hold.
     released: Condvar,
@@ -73,9 +75,14 @@ impl Engine {
         }
         let store = BackupStore::open(&config.backup_directory)?;
         store.remove_stale_temps();
+        let panel = config
+            .panel
+            .as_ref()
+            .map(|p| PanelClient::new(p, &config.backup_directory));
         let engine = Engine {
             config,
             store,
+            panel,
             state: Mutex::new(State::default()),
             released: Condvar::new(),
         };
@@ -195,16 +202,18 @@ impl Engine {
 
     fn check_adapter(&self, adapter: Adapter) -> Result<()> {
         match adapter {
-            Adapter::Wings => Ok(()),
-            Adapter::S3 => Err(Error::invalid(
-                "the s3 adapter is not available in this build",
+            Adapter::S3 if self.panel.is_none() => Err(Error::invalid(
+                "the s3 adapter needs a Panel to hand out upload URLs, and none is configured",
             )),
+            _ => Ok(()),
         }
     }
 
-    /// Creates a backup of server `server`. Blocks until it is written; the
-    /// first progress report (phase `Started`) means the request was valid
-    /// and the server is held. Returns the Panel status body (JSON).
+    /// Creates a backup of server `server`. Blocks until it is written (for
+    /// `s3`, uploaded) and, with a Panel configured, reported. The first
+    /// progress report (phase `Started`) means the request was valid and the
+    /// server is held; from then on exactly one final report goes to the
+    /// Panel, success or failure. Returns the details JSON.
     pub fn create_backup(
         &self,
         server: &str,
@@ -214,7 +223,7 @@ impl Engine {
         let request = self.check_create(server, request_json)?;
         let root = self.server_root(server)?;
         let token = Arc::new(CancelToken::new());
-        let _hold = self.hold(
+        let hold = self.hold(
             server,
             Hold::Backup,
             Some((&request.uuid, Arc::clone(&token))),
@@ -224,13 +233,50 @@ impl Engine {
             return Err(Error::conflict("a backup with this uuid already exists"));
         }
         ctl.also_cancelled_by(token);
-        ctl.report(Progress {
-            phase: Phase::Started,
-            bytes_done: 0,
-            bytes_total: 0,
-            entries_done: 0,
-        })?;
-        let root_fd = self.open_root(&root)?;
+        let outcome = ctl
+            .report(started())
+            .and_then(|_| self.run_backup(&request, &root, ctl));
+        // The server is free again while the Panel is told.
+        drop(hold);
+        let report = match &outcome {
+            Ok(done) => done.report.clone(),
+            Err(_) => BackupReport::failed(),
+        };
+        let delivery = self.panel.as_ref().map(|panel| {
+            ctl.report_final(Progress {
+                phase: Phase::Report,
+                bytes_done: 0,
+                bytes_total: 0,
+                entries_done: 0,
+            });
+            panel.report_backup(&request.uuid, &report, ctl.cancel_token())
+        });
+        let done = outcome?;
+        ctl.report_final(Progress {
+            phase: Phase::Done,
+            bytes_done: done.summary.source_bytes,
+            bytes_total: done.summary.source_bytes,
+            entries_done: done.summary.entries,
+        });
+        let mut details = done.details;
+        if let Some(delivery) = delivery {
+            details["panel_report"] = match delivery {
+                ReportOutcome::Sent => json!("sent"),
+                ReportOutcome::Rejected(m) => json!(format!("rejected: {m}")),
+                ReportOutcome::Pending(m) => json!(format!("pending: {m}")),
+            };
+        }
+        Ok(details.to_string())
+    }
+
+    /// Writes the archive (and uploads it, for `s3`).
+    fn run_backup(
+        &self,
+        request: &CreateRequest,
+        root: &Path,
+        ctl: &mut Control<'_>,
+    ) -> Result<FinishedBackup> {
+        let root_fd = self.open_root(root)?;
         let ignore = ignore_rules(&request.ignore, &root_fd);
         let mut temp = self.store.create_temp(&request.uuid)?;
         let summary = write_archive(
@@ -241,14 +287,40 @@ impl Engine {
             ctl,
         )?;
         ctl.check()?;
-        temp.publish(&self.store.archive_path(&request.uuid))?;
-        ctl.report(Progress {
-            phase: Phase::Done,
-            bytes_done: summary.source_bytes,
-            bytes_total: summary.source_bytes,
-            entries_done: summary.entries,
-        })?;
-        Ok(details_json(&summary))
+        let parts = match request.adapter {
+            Adapter::Wings => {
+                temp.publish(&self.store.archive_path(&request.uuid))?;
+                None
+            }
+            Adapter::S3 => {
+                let panel = self
+                    .panel
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("no Panel is configured"))?;
+                let plan = panel.upload_plan(&request.uuid, summary.size, ctl.cancel_token())?;
+                let parts = crate::s3::upload_parts(
+                    &temp.file,
+                    summary.size,
+                    &plan,
+                    self.config.upload_concurrency,
+                    ctl,
+                )?;
+                // The local copy of an s3 backup always goes (dropping `temp`).
+                drop(temp);
+                Some(parts)
+            }
+        };
+        let report = BackupReport {
+            checksum: summary.sha1.clone(),
+            size: summary.size,
+            successful: true,
+            parts,
+        };
+        Ok(FinishedBackup {
+            details: details_value(&summary, &report),
+            report,
+            summary,
+        })
     }
 
     fn write_options(&self, level: CompressionLevel) -> WriteOptions {
@@ -270,10 +342,16 @@ impl Engine {
         let request = RestoreRequest::parse(request_json)?;
         let backup = backup_uuid(backup)?;
         self.check_adapter(request.adapter)?;
-        if request.adapter == Adapter::Wings && !self.store.exists(&backup) {
-            return Err(Error::not_found(
-                "The requested backup was not found on this server.",
-            ));
+        match (&request.adapter, &request.download_url) {
+            (Adapter::Wings, _) if !self.store.exists(&backup) => {
+                return Err(Error::not_found(
+                    "The requested backup was not found on this server.",
+                ))
+            }
+            (Adapter::S3, Some(url)) => {
+                crate::download::check_url(url, &self.config.restore_host_allowlist)?
+            }
+            _ => {}
         }
         if let Some(e) = self.busy_error(server, None) {
             return Err(e);
@@ -281,7 +359,8 @@ impl Engine {
         Ok(request)
     }
 
-    /// Restores backup `backup` into server `server`. Blocks until done.
+    /// Restores backup `backup` into server `server`. Blocks until done; with
+    /// a Panel configured, the result is reported to it whatever it is.
     pub fn restore_backup(
         &self,
         server: &str,
@@ -292,32 +371,77 @@ impl Engine {
         let request = self.check_restore(server, backup, request_json)?;
         let backup = backup_uuid(backup)?;
         let root = self.server_root(server)?;
-        let _hold = self.hold(server, Hold::Restore, None)?;
-        ctl.report(Progress {
-            phase: Phase::Started,
-            bytes_done: 0,
-            bytes_total: 0,
-            entries_done: 0,
-        })?;
-        let root_fd = self.open_root(&root)?;
-        restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd))?;
-        let (mut file, len) = self.store.open_archive(&backup)?;
-        let summary = restore_stream(
-            &mut file,
-            len,
-            root_fd,
-            self.restore_options(request.truncate_directory),
-            self.config.worker_threads(),
-            self.config.write_limit,
-            ctl,
-        )?;
-        ctl.report(Progress {
+        let hold = self.hold(server, Hold::Restore, None)?;
+        let outcome = ctl
+            .report(started())
+            .and_then(|_| self.run_restore(&request, &backup, &root, ctl));
+        drop(hold);
+        if let Some(panel) = &self.panel {
+            ctl.report_final(Progress {
+                phase: Phase::Report,
+                bytes_done: 0,
+                bytes_total: 0,
+                entries_done: 0,
+            });
+            // A report that cannot be delivered does not undo the restore.
+            let _ = panel.report_restore(&backup, outcome.is_ok(), ctl.cancel_token());
+        }
+        let summary = outcome?;
+        ctl.report_final(Progress {
             phase: Phase::Done,
-            bytes_done: len,
-            bytes_total: len,
+            bytes_done: summary.bytes,
+            bytes_total: summary.bytes,
             entries_done: summary.entries,
-        })?;
+        });
         Ok(summary)
+    }
+
+    fn run_restore(
+        &self,
+        request: &RestoreRequest,
+        backup: &str,
+        root: &Path,
+        ctl: &mut Control<'_>,
+    ) -> Result<RestoreSummary> {
+        let root_fd = self.open_root(root)?;
+        restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd))?;
+        let opts = self.restore_options(request.truncate_directory);
+        let threads = self.config.worker_threads();
+        match (&request.adapter, &request.download_url) {
+            (Adapter::S3, Some(url)) => {
+                let mut download = crate::download::open(url, &self.config.restore_host_allowlist)?;
+                restore_stream(
+                    &mut download.reader,
+                    download.len.unwrap_or(0),
+                    root_fd,
+                    opts,
+                    threads,
+                    self.config.write_limit,
+                    ctl,
+                )
+            }
+            _ => {
+                let (mut file, len) = self.store.open_archive(backup)?;
+                restore_stream(
+                    &mut file,
+                    len,
+                    root_fd,
+                    opts,
+                    threads,
+                    self.config.write_limit,
+                    ctl,
+                )
+            }
+        }
+    }
+
+    /// Sends the backup reports parked in `.pending` (see `PanelClient`):
+    /// returns (settled, still pending).
+    pub fn send_pending_reports(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
+        match &self.panel {
+            Some(panel) => panel.send_pending(cancel),
+            None => (0, 0),
+        }
     }
 
     fn restore_options(&self, truncate: bool) -> RestoreOptions {
@@ -415,21 +539,35 @@ fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-/// The Panel's backup status body (CONTRACT section 3) for a local backup,
-/// with what the archive left out or saw change (`files`, `changed`,
+fn started() -> Progress {
+    Progress {
+        phase: Phase::Started,
+        bytes_done: 0,
+        bytes_total: 0,
+        entries_done: 0,
+    }
+}
+
+/// A backup written (and uploaded), not yet reported.
+struct FinishedBackup {
+    details: Value,
+    report: BackupReport,
+    summary: ArchiveSummary,
+}
+
+/// The details of a backup: the Panel's status body (CONTRACT section 3),
+/// plus what the archive left out or saw change (`files`, `changed`,
 /// `skipped`), which the Panel ignores.
-pub fn details_json(summary: &ArchiveSummary) -> String {
-    let body = json!({
-        "checksum": summary.sha1,
-        "checksum_type": "sha1",
-        "size": summary.size,
-        "successful": true,
-        "parts": Value::Null,
-        "files": summary.files,
-        "changed": summary.changed.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
-        "skipped": summary.skipped.iter().map(|s| json!({"path": lossy(&s.path), "reason": s.reason})).collect::<Vec<_>>(),
-    });
-    body.to_string()
+fn details_value(summary: &ArchiveSummary, report: &BackupReport) -> Value {
+    let mut body = report.to_json();
+    body["files"] = json!(summary.files);
+    body["changed"] = json!(summary.changed.iter().map(|p| lossy(p)).collect::<Vec<_>>());
+    body["skipped"] = json!(summary
+        .skipped
+        .iter()
+        .map(|s| json!({"path": lossy(&s.path), "reason": s.reason}))
+        .collect::<Vec<_>>());
+    body
 }
 
 /// Options of the archive-level calls.

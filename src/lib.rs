@@ -5,15 +5,19 @@
 pub mod archive;
 pub mod backup_store;
 pub mod config;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod ignore;
+pub mod panel;
 pub mod progress;
 pub mod rate_limit;
 pub mod request;
 pub mod restore;
 pub mod restore_target;
+pub mod retry;
+pub mod s3;
 pub mod safe_fs;
 
 pub use error::{Error, Result, Status};

@@ -150,6 +150,21 @@ impl<'a> Control<'a> {
         self.check()
     }
 
+    /// Reports once the work is done and can no longer be undone: the
+    /// callback's answer and the cancel token are ignored from here on.
+    pub fn report_final(&mut self, progress: Progress) {
+        self.last = Some(progress);
+        if let Some(cb) = self.callback.as_mut() {
+            let _ = cb(&progress);
+        }
+    }
+
+    /// The cancel token the caller gave, for work that must watch it
+    /// directly (network retries).
+    pub fn cancel_token(&self) -> Option<&CancelToken> {
+        self.cancel
+    }
+
     /// Reports if enough time has passed since the last report, and checks
     /// for cancellation either way.
     pub fn tick(&mut self, phase: Phase, counters: &Counters) -> Result<()> {

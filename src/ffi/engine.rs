@@ -60,3 +60,28 @@ pub(crate) fn engine_ref<'a>(engine: *const wb_engine) -> crate::error::Result<&
         .map(|e| &e.inner)
         .ok_or_else(|| Error::invalid("`engine` is NULL"))
 }
+
+/// Sends the backup status reports that could not be delivered earlier
+/// (parked in `<backup_directory>/.pending/`), one attempt each with the
+/// usual retries; a report is dropped once the Panel answers 2xx or a final
+/// 4xx. Hosts call it when they start (it may block while the Panel is slow,
+/// so from a background thread). On success `*summary_json` (if not NULL) is
+/// `{"sent": n, "pending": m}`. Without a Panel it does nothing.
+#[no_mangle]
+pub unsafe extern "C" fn wb_engine_send_pending_reports(
+    engine: *const wb_engine,
+    cancel: *const super::cancel::wb_cancel,
+    summary_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    super::support::clear_string(summary_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let (sent, pending) = engine.send_pending_reports(super::cancel::token(cancel));
+        super::support::put_string(
+            summary_json,
+            serde_json::json!({"sent": sent, "pending": pending}).to_string(),
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,489 @@
+//! The S3 adapter and the Panel client against a real S3-compatible server
+//! (moto in server mode) behind a Panel stub (`tests/support/panel_stub.py`)
+//! that creates multipart uploads, hands out presigned part URLs and
+//! completes the upload with the parts reported, as the real Panel does.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use wings_backup::config::EngineConfig;
+use wings_backup::engine::Engine;
+use wings_backup::progress::{Control, Phase, Progress};
+use wings_backup::Status;
+
+struct Stub {
+    child: Child,
+    url: String,
+    token_id: String,
+    token: String,
+}
+
+impl Stub {
+    fn start() -> Stub {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/panel_stub.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the Panel stub");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line).expect("the stub prints its address");
+        Stub {
+            child,
+            url: info["panel_url"].as_str().unwrap().to_string(),
+            token_id: info["token_id"].as_str().unwrap().to_string(),
+            token: info["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut r = ureq::get(format!("{}{path}", self.url)).call().unwrap();
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    fn configure(&self, cfg: Value) {
+        ureq::post(format!("{}/_test/config", self.url))
+            .header("Content-Type", "application/json")
+            .send(cfg.to_string())
+            .unwrap();
+    }
+
+    fn put(&self, key: &str, data: &[u8]) {
+        ureq::put(format!("{}/_test/put?key={key}", self.url))
+            .send(data)
+            .unwrap();
+    }
+
+    fn state(&self) -> Value {
+        self.get("/_test/state")
+    }
+
+    fn engine(&self, node_dir: &TempDir, extra: &str) -> Engine {
+        self.engine_with_budget(node_dir, extra, 3)
+    }
+
+    fn engine_with_budget(&self, node_dir: &TempDir, extra: &str, report_retry_s: u64) -> Engine {
+        std::fs::create_dir_all(node_dir.join("data").join(SERVER)).unwrap();
+        let json = format!(
+            r#"{{"data_directory":"{}","backup_directory":"{}",
+                "panel":{{"url":"{}","token_id":"{}","token":"{}","report_retry_s":{report_retry_s}}}{extra}}}"#,
+            node_dir.join("data").display(),
+            node_dir.join("backups").display(),
+            self.url,
+            self.token_id,
+            self.token
+        );
+        Engine::new(EngineConfig::from_json(&json).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tree(root: &std::path::Path) {
+    build_game_tree(root);
+    // Enough incompressible data for several 64 KiB parts.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..600_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    write_file(&root.join("world/noise.bin"), &noise, 0o644, 1_600_000_000);
+}
+
+fn create_s3(engine: &Engine, uuid: &str) -> wings_backup::Result<Value> {
+    let body = json!({"adapter":"s3","uuid":uuid,"ignore":""}).to_string();
+    engine
+        .create_backup(SERVER, &body, &mut Control::none())
+        .map(|d| serde_json::from_str(&d).unwrap())
+}
+
+fn restore_s3(engine: &Engine, uuid: &str, url: &str, truncate: bool) -> wings_backup::Result<()> {
+    let body = json!({"adapter":"s3","truncate_directory":truncate,"download_url":url}).to_string();
+    engine
+        .restore_backup(SERVER, uuid, &body, &mut Control::none())
+        .map(|_| ())
+}
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_s3_backup_lands_in_the_bucket_with_the_reported_sha1_and_size() {
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-create");
+    let engine = stub.engine(&dir, "");
+    tree(&dir.join("data").join(SERVER));
+    let mut upload_reports: Vec<Progress> = Vec::new();
+    let mut cb = |p: &Progress| {
+        if p.phase == Phase::Upload {
+            upload_reports.push(*p);
+        }
+        true
+    };
+    let body = json!({"adapter":"s3","uuid":BACKUP,"ignore":""}).to_string();
+    let details: Value = serde_json::from_str(
+        &engine
+            .create_backup(SERVER, &body, &mut Control::new(None, Some(&mut cb)))
+            .unwrap(),
+    )
+    .unwrap();
+    let parts = details["parts"].as_array().unwrap();
+    assert!(parts.len() >= 3, "several parts: {details}");
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(p["part_number"], i as u64 + 1);
+        assert!(
+            p["etag"].as_str().unwrap().starts_with('"'),
+            "ETag kept verbatim"
+        );
+    }
+    let state = stub.state();
+    let completed = &state["completed"][BACKUP];
+    assert_eq!(completed["sha1"], details["checksum"]);
+    assert_eq!(completed["size"], details["size"]);
+    let reports = state["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["body"]["successful"], true);
+    assert_eq!(reports[0]["body"]["checksum_type"], "sha1");
+    assert_eq!(reports[0]["body"]["parts"], details["parts"]);
+    // The local copy is gone; no temporary file is left.
+    assert_eq!(names(&dir.join("backups")), Vec::<String>::new());
+    // Headers of every Panel call.
+    for r in state["requests"].as_array().unwrap() {
+        assert_eq!(
+            r["authorization"],
+            format!("Bearer {}.{}", stub.token_id, stub.token)
+        );
+        assert_eq!(r["accept"], "application/vnd.pterodactyl.v1+json");
+        assert_eq!(r["content_type"], "application/json");
+        assert!(r["user_agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("wings-backup/"));
+    }
+    let get = &state["requests"][0];
+    assert_eq!(get["method"], "GET");
+    assert_eq!(get["query"]["size"], details["size"].to_string());
+    // Upload progress: monotonic, ending at the archive's size.
+    assert!(!upload_reports.is_empty());
+    for w in upload_reports.windows(2) {
+        assert!(w[1].bytes_done >= w[0].bytes_done);
+    }
+    let last = upload_reports.last().unwrap();
+    assert_eq!(last.bytes_done, details["size"].as_u64().unwrap());
+    assert_eq!(last.bytes_total, last.bytes_done);
+}
+
+#[test]
+fn a_part_failing_with_500_twice_is_retried_with_the_right_bytes() {
+    let stub = Stub::start();
+    stub.configure(json!({"part_faults": {"2": [500, 500]}, "max_concurrent_uploads": 2}));
+    let dir = TempDir::new("s3-retry");
+    let engine = stub.engine(&dir, "");
+    tree(&dir.join("data").join(SERVER));
+    let details = create_s3(&engine, BACKUP).unwrap();
+    let state = stub.state();
+    assert_eq!(state["part_attempts"]["2"], 3);
+    assert_eq!(state["completed"][BACKUP]["sha1"], details["checksum"]);
+}
+
+#[test]
+fn a_403_part_fails_fast_and_the_panel_is_told() {
+    let stub = Stub::start();
+    stub.configure(json!({"part_forever": {"2": 403}}));
+    let dir = TempDir::new("s3-403");
+    let engine = stub.engine(&dir, "");
+    tree(&dir.join("data").join(SERVER));
+    let started = Instant::now();
+    let err = create_s3(&engine, BACKUP).unwrap_err();
+    assert_eq!(err.status, Status::Remote);
+    assert!(err.message.contains("403"), "{}", err.message);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let state = stub.state();
+    assert_eq!(state["part_attempts"]["2"], 1, "no retry of a 403");
+    let reports = state["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        reports[0]["body"],
+        json!({"checksum":"","checksum_type":"","size":0,"successful":false,"parts":null})
+    );
+    assert_eq!(names(&dir.join("backups")), Vec::<String>::new());
+}
+
+/// Uploads an archive of a tree to the bucket and returns its key.
+fn uploaded_archive(
+    stub: &Stub,
+    dir: &TempDir,
+) -> (String, std::collections::BTreeMap<Vec<u8>, Node2>) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    tree(&src);
+    let archive = dir.join("a.tar.gz");
+    wings_backup::engine::archive_create(
+        &src,
+        &archive,
+        &wings_backup::engine::ArchiveOptions::from_json(None).unwrap(),
+        &mut Control::none(),
+    )
+    .unwrap();
+    let key = "restore/a.tar.gz".to_string();
+    stub.put(&key, &std::fs::read(&archive).unwrap());
+    (key, snapshot(&src))
+}
+
+#[test]
+fn a_restore_from_a_presigned_url_gives_the_tree_back() {
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-restore");
+    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
+    let (key, expected) = uploaded_archive(&stub, &dir);
+    let root = dir.join("data").join(SERVER);
+    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    let url = stub.get(&format!("/_test/presign?key={key}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restore_s3(&engine, BACKUP, &url, true).unwrap();
+    assert_eq!(snapshot(&root), expected);
+    let restores = stub.state()["restores"].clone();
+    assert_eq!(
+        restores,
+        json!([{"backup": BACKUP, "body": {"successful": true}}])
+    );
+}
+
+#[test]
+fn a_download_cut_off_midway_leaves_the_old_files() {
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-cut");
+    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
+    let (key, _) = uploaded_archive(&stub, &dir);
+    let root = dir.join("data").join(SERVER);
+    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    write_file(&root.join("world/level.dat"), b"mine", 0o644, 1);
+    let before = snapshot(&root);
+    let size = stub.get(&format!("/_test/object?key={key}"))["size"]
+        .as_u64()
+        .unwrap();
+    assert!(size > 100_000, "a sizeable archive: {size}");
+    let url = format!("{}/_test/cut?key={key}&at={}", stub.url, size / 2);
+    let err = restore_s3(&engine, BACKUP, &url, true).unwrap_err();
+    assert!(
+        matches!(err.status, Status::Remote | Status::CorruptArchive),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root), before);
+    assert_eq!(stub.state()["restores"][0]["body"]["successful"], false);
+}
+
+#[test]
+fn loopback_and_private_urls_are_refused_unless_allowlisted() {
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-ssrf");
+    let engine = stub.engine(&dir, "");
+    let (key, _) = uploaded_archive(&stub, &dir);
+    let url = stub.get(&format!("/_test/presign?key={key}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = json!({"adapter":"s3","truncate_directory":true,"download_url":url}).to_string();
+    let err = engine.check_restore(SERVER, BACKUP, &body).unwrap_err();
+    assert_eq!(err.status, Status::InvalidArgument);
+    assert!(err.message.contains("blocked"), "{}", err.message);
+    let err = restore_s3(&engine, BACKUP, &url, true).unwrap_err();
+    assert_eq!(err.status, Status::InvalidArgument);
+    for bad in [
+        "ftp://127.0.0.1/x",
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "nonsense",
+    ] {
+        let body =
+            json!({"adapter":"s3","truncate_directory":false,"download_url":bad}).to_string();
+        assert_eq!(
+            engine
+                .check_restore(SERVER, BACKUP, &body)
+                .unwrap_err()
+                .status,
+            Status::InvalidArgument,
+            "{bad}"
+        );
+    }
+    // Allowlisted by name only: a redirect to the bare address is checked again.
+    let dir2 = TempDir::new("s3-ssrf2");
+    let engine2 = stub.engine(&dir2, r#","restore_host_allowlist":["localhost"]"#);
+    let port = stub.url.rsplit(':').next().unwrap();
+    let target = format!("http://127.0.0.1:{port}/_test/serve?key={key}");
+    let hop = format!(
+        "http://localhost:{port}/_test/redirect?to={}",
+        target
+            .replace('&', "%26")
+            .replace('?', "%3F")
+            .replace('=', "%3D")
+    );
+    let err = restore_s3(&engine2, BACKUP, &hop, true).unwrap_err();
+    assert_eq!(err.status, Status::InvalidArgument);
+    assert!(err.message.contains("blocked"), "{}", err.message);
+}
+
+#[test]
+fn bad_status_content_type_and_redirect_loops_are_refused() {
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-http");
+    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
+    let (key, _) = uploaded_archive(&stub, &dir);
+    let root = dir.join("data").join(SERVER);
+    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    let before = snapshot(&root);
+    let cases = [
+        (
+            format!("{}/_test/serve?key={key}&status=404", stub.url),
+            "invalid response status: 404",
+        ),
+        (
+            format!("{}/_test/serve?key={key}&type=text/html", stub.url),
+            "not a supported content type",
+        ),
+        (
+            format!("{}/_test/loop", stub.url),
+            "redirects too many times",
+        ),
+        // Last, as it succeeds: parameters after the media type are fine.
+        (
+            format!(
+                "{}/_test/serve?key={key}&type=application/gzip;%20charset=binary",
+                stub.url
+            ),
+            "",
+        ),
+    ];
+    for (url, part) in cases {
+        let result = restore_s3(&engine, BACKUP, &url, true);
+        if part.is_empty() {
+            result.unwrap();
+            continue;
+        }
+        let err = result.unwrap_err();
+        assert_eq!(
+            err.status,
+            Status::InvalidArgument,
+            "{url}: {}",
+            err.message
+        );
+        assert!(err.message.contains(part), "{url}: {}", err.message);
+        assert!(
+            snapshot(&root) == before,
+            "{url}: the server's files changed"
+        );
+    }
+}
+
+#[test]
+fn a_panel_answering_503_three_times_gets_exactly_one_success() {
+    let stub = Stub::start();
+    stub.configure(json!({"report_statuses": [503, 503, 503]}));
+    let dir = TempDir::new("panel-503");
+    let engine = stub.engine_with_budget(&dir, "", 60);
+    write_file(&dir.join("data").join(SERVER).join("f"), b"data", 0o644, 1);
+    std::fs::create_dir_all(dir.join("data").join(SERVER)).unwrap();
+    let body = json!({"adapter":"wings","uuid":BACKUP,"ignore":""}).to_string();
+    let details: Value = serde_json::from_str(
+        &engine
+            .create_backup(SERVER, &body, &mut Control::none())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(details["panel_report"], "sent");
+    let reports = stub.state()["reports"].as_array().unwrap().clone();
+    let answered: Vec<u64> = reports
+        .iter()
+        .map(|r| r["answered"].as_u64().unwrap())
+        .collect();
+    assert_eq!(answered, vec![503, 503, 503, 204]);
+    for r in &reports {
+        assert_eq!(r["body"]["checksum"], details["checksum"]);
+        assert!(r["body"]["parts"].is_null());
+    }
+    let archive = std::fs::read(dir.join("backups").join(format!("{BACKUP}.tar.gz"))).unwrap();
+    assert_eq!(details["checksum"], sha1_hex(&archive));
+}
+
+#[test]
+fn a_panel_answering_404_forever_keeps_the_archive_and_parks_the_report() {
+    let stub = Stub::start();
+    stub.configure(json!({"report_status_forever": 404}));
+    let dir = TempDir::new("panel-404");
+    let engine = stub.engine(&dir, "");
+    write_file(&dir.join("data").join(SERVER).join("f"), b"data", 0o644, 1);
+    let body = json!({"adapter":"wings","uuid":BACKUP,"ignore":""}).to_string();
+    let details: Value = serde_json::from_str(
+        &engine
+            .create_backup(SERVER, &body, &mut Control::none())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        details["panel_report"]
+            .as_str()
+            .unwrap()
+            .starts_with("pending"),
+        "{details}"
+    );
+    assert!(dir
+        .join("backups")
+        .join(format!("{BACKUP}.tar.gz"))
+        .exists());
+    let parked = dir.join("backups/.pending").join(format!("{BACKUP}.json"));
+    assert!(parked.exists());
+    // The Panel is back: the parked report goes out once and is removed.
+    stub.configure(json!({"report_status_forever": null, "reset": true}));
+    assert_eq!(engine.send_pending_reports(None), (1, 0));
+    assert!(!parked.exists());
+    let reports = stub.state()["reports"].as_array().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["body"]["checksum"], details["checksum"]);
+    assert_eq!(engine.send_pending_reports(None), (0, 0));
+}
+
+#[test]
+fn the_s3_adapter_without_a_panel_is_an_invalid_argument() {
+    let node = Node::new("");
+    let body = json!({"adapter":"s3","uuid":BACKUP,"ignore":""}).to_string();
+    let err = node.engine.check_create(SERVER, &body).unwrap_err();
+    assert_eq!(err.status, Status::InvalidArgument);
+    let _ = std::io::stdout().flush();
+}
