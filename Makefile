@@ -65,6 +65,7 @@ test-go: lib
 
 test-python: lib
 	cd bindings/python && $(PYTHON) -m pytest -q -p no:cacheprovider tests
+	$(PYTHON) -m pytest -q -p no:cacheprovider examples/python-host/tests
 
 test-conformance: build
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/conformance

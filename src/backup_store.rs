@@ -154,17 +154,34 @@ impl BackupStore {
 
 impl TempArchive {
     /// Flushes the archive to disk and renames it to `final_path`, which
-    /// must not exist yet.
-    pub fn publish(mut self, final_path: &Path) -> Result<()> {
+    /// must not exist yet (a conflict otherwise).
+    pub fn publish(self, final_path: &Path) -> Result<()> {
+        self.publish_with(final_path, false)
+    }
+
+    /// Like `publish`, but atomically replaces an existing file.
+    pub fn publish_replacing(self, final_path: &Path) -> Result<()> {
+        self.publish_with(final_path, true)
+    }
+
+    fn publish_with(mut self, final_path: &Path, replace: bool) -> Result<()> {
         self.file
             .sync_all()
             .map_err(|e| Error::io("flushing the archive", e))?;
-        let dir = final_path.parent().unwrap_or(Path::new("."));
+        let dir = final_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let dir_fd = safe_fs::open_trusted_dir(dir)
             .map_err(|e| Error::os("opening the backup directory", e))?;
         let from = self.path.file_name().unwrap_or_default();
         let to = final_path.file_name().unwrap_or_default();
-        match rustix::fs::renameat_with(&dir_fd, from, &dir_fd, to, RenameFlags::NOREPLACE) {
+        let flags = if replace {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        match rustix::fs::renameat_with(&dir_fd, from, &dir_fd, to, flags) {
             Ok(()) => {}
             Err(rustix::io::Errno::EXIST) => {
                 return Err(Error::conflict("a backup with this uuid already exists"))

@@ -190,7 +190,7 @@ impl Engine {
     pub fn check_create(&self, server: &str, request_json: &str) -> Result<CreateRequest> {
         self.server_root(server)?;
         let request = CreateRequest::parse(request_json)?;
-        self.check_adapter(request.adapter)?;
+        self.check_create_adapter(request.adapter)?;
         if self.store.exists(&request.uuid) {
             return Err(Error::conflict("a backup with this uuid already exists"));
         }
@@ -200,7 +200,9 @@ impl Engine {
         Ok(request)
     }
 
-    fn check_adapter(&self, adapter: Adapter) -> Result<()> {
+    /// An s3 backup needs a Panel for its upload URLs (an s3 restore only
+    /// downloads, and needs none).
+    fn check_create_adapter(&self, adapter: Adapter) -> Result<()> {
         match adapter {
             Adapter::S3 if self.panel.is_none() => Err(Error::invalid(
                 "the s3 adapter needs a Panel to hand out upload URLs, and none is configured",
@@ -341,7 +343,6 @@ impl Engine {
         self.server_root(server)?;
         let request = RestoreRequest::parse(request_json)?;
         let backup = backup_uuid(backup)?;
-        self.check_adapter(request.adapter)?;
         match (&request.adapter, &request.download_url) {
             (Adapter::Wings, _) if !self.store.exists(&backup) => {
                 return Err(Error::not_found(
@@ -676,10 +677,13 @@ pub fn archive_create(
         ctl,
     )?;
     ctl.check()?;
-    if archive.exists() {
-        std::fs::remove_file(archive).map_err(|e| Error::io("replacing the archive", e))?;
-    }
-    temp.publish(archive)?;
+    temp.publish_replacing(archive)?;
+    ctl.report_final(Progress {
+        phase: Phase::Done,
+        bytes_done: summary.source_bytes,
+        bytes_total: summary.source_bytes,
+        entries_done: summary.entries,
+    });
     Ok(json!({
         "checksum": summary.sha1,
         "checksum_type": "sha1",
@@ -725,6 +729,12 @@ pub fn archive_extract(
         opts.write_limit,
         ctl,
     )?;
+    ctl.report_final(Progress {
+        phase: Phase::Done,
+        bytes_done: summary.bytes,
+        bytes_total: summary.bytes,
+        entries_done: summary.entries,
+    });
     Ok(summary_json(&summary))
 }
 

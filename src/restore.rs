@@ -1,6 +1,7 @@
 //! Restoring an archive stream into a directory: the archive reader feeding
 //! the restore target, with progress and cancellation.
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 
@@ -29,16 +30,20 @@ pub fn restore_stream(
     let shared = Shared::default();
     let mut target = RestoreTarget::begin(root, opts)?;
     ctl.tick(Phase::Extract, &counters)?;
+    // The stream waits for data on this thread and ticks through the same
+    // control the entry loop uses (never both at once).
+    let ctl = RefCell::new(ctl);
     {
         let mut limited = LimitedReader {
             inner: source,
             limit: RateLimit::new(read_limit_mib),
             shared: &shared,
         };
-        with_tar_stream(&mut limited, threads, &counters, &shared, |stream| {
+        let wait = || ctl.borrow_mut().tick(Phase::Extract, &counters);
+        with_tar_stream(&mut limited, threads, &counters, &shared, &wait, |stream| {
             let mut reader = TarReader::new(stream);
             while let Some(entry) = reader.next_entry()? {
-                ctl.tick(Phase::Extract, &counters)?;
+                ctl.borrow_mut().tick(Phase::Extract, &counters)?;
                 let kind = match &entry.kind {
                     TarKind::File => EntryKind::File,
                     TarKind::Dir => EntryKind::Dir,
@@ -54,9 +59,8 @@ pub fn restore_stream(
                 };
                 let mut data = TickingData {
                     reader: &mut reader,
-                    ctl: &mut *ctl,
+                    ctl: &ctl,
                     counters: &counters,
-                    since_tick: 0,
                 };
                 target.apply(&e, &mut data)?;
                 counters.add_entries(1);
@@ -64,6 +68,7 @@ pub fn restore_stream(
             reader.finish()
         })?;
     }
+    let ctl = ctl.into_inner();
     let mut done = snapshot(Phase::Extract, &counters);
     if done.bytes_total == 0 {
         done.bytes_total = done.bytes_done;
@@ -75,21 +80,15 @@ pub fn restore_stream(
 }
 
 /// Entry data that keeps progress and cancellation going through big files.
-struct TickingData<'r, 's, 'a, 'c, 'k> {
+struct TickingData<'r, 's, 'a, 'c, 'k, 'm> {
     reader: &'r mut TarReader<'s, 'a>,
-    ctl: &'c mut Control<'k>,
+    ctl: &'c RefCell<&'m mut Control<'k>>,
     counters: &'c Counters,
-    since_tick: usize,
 }
 
-impl EntryData for TickingData<'_, '_, '_, '_, '_> {
+impl EntryData for TickingData<'_, '_, '_, '_, '_, '_> {
     fn next_data(&mut self) -> Result<&[u8]> {
-        if self.since_tick >= 8 << 20 {
-            self.since_tick = 0;
-            self.ctl.tick(Phase::Extract, self.counters)?;
-        }
-        let data = self.reader.read_data()?;
-        self.since_tick += data.len();
-        Ok(data)
+        self.ctl.borrow_mut().tick(Phase::Extract, self.counters)?;
+        self.reader.read_data()
     }
 }

@@ -28,6 +28,23 @@ pub struct TarStream<'a> {
     pos: usize,
     spare: &'a Mutex<Vec<Vec<u8>>>,
     finished: bool,
+    /// Called every `WAIT_TICK` while waiting for data, so that the caller
+    /// keeps reporting progress and can cancel (an error stops the stream).
+    wait: &'a dyn Fn() -> Result<()>,
+}
+
+const WAIT_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Receives from `rx`, calling `wait` every `WAIT_TICK` until something
+/// arrives; `None` when the sender is gone.
+fn recv_ticking<T>(rx: &Receiver<T>, wait: &dyn Fn() -> Result<()>) -> Result<Option<T>> {
+    loop {
+        match rx.recv_timeout(WAIT_TICK) {
+            Ok(v) => return Ok(Some(v)),
+            Err(mpsc::RecvTimeoutError::Timeout) => wait()?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+    }
 }
 
 impl TarStream<'_> {
@@ -37,11 +54,10 @@ impl TarStream<'_> {
             if self.finished {
                 return Ok(&[]);
             }
-            let next = match self.blocks.recv() {
-                Ok(slot) => slot
-                    .recv()
-                    .unwrap_or_else(|_| Err(Error::internal("inflate worker stopped"))),
-                Err(_) => {
+            let next = match recv_ticking(&self.blocks, self.wait)? {
+                Some(slot) => recv_ticking(&slot, self.wait)?
+                    .unwrap_or_else(|| Err(Error::internal("inflate worker stopped"))),
+                None => {
                     self.finished = true;
                     return Ok(&[]);
                 }
@@ -103,12 +119,14 @@ fn truncated() -> Error {
 
 /// Runs `f` with the inflated stream of `source`; reading and inflating
 /// happen on helper threads that end before this returns. `counters` get the
-/// archive bytes read.
+/// archive bytes read; `wait` runs on the calling thread whenever it waits
+/// for data (see `TarStream`).
 pub fn with_tar_stream<T>(
     source: &mut (dyn Read + Send),
     threads: usize,
     counters: &Counters,
     shared: &Shared,
+    wait: &dyn Fn() -> Result<()>,
     f: impl FnOnce(&mut TarStream<'_>) -> Result<T>,
 ) -> Result<T> {
     let threads = threads.max(1);
@@ -137,6 +155,7 @@ pub fn with_tar_stream<T>(
             pos: 0,
             spare,
             finished: false,
+            wait,
         };
         let result = f(&mut stream);
         // Stop the reader and workers whatever happened, then let the scope join them.

@@ -131,8 +131,16 @@ pub fn write_archive(
         if let Err(e) = &produced {
             shared.fail(e.clone());
         }
-        // Closing the job channel lets the workers and then the writer finish.
+        // Closing the job channel lets the workers and then the writer finish;
+        // a write limit can make that take a while, so keep reporting (and
+        // let a cancel stop the writer) meanwhile.
         producer.job_tx = None;
+        while !writer.is_finished() {
+            if let Err(e) = ctl.tick(Phase::Archive, &counters) {
+                shared.fail(e);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::internal("archive writer thread panicked")));

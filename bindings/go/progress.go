@@ -1,0 +1,103 @@
+package wingsbackup
+
+/*
+#include <stdint.h>
+#include "wings_backup.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime/cgo"
+)
+
+// Phase says what a long call is doing (WB_PHASE_*).
+type Phase uint32
+
+// The phases of a long call.
+const (
+	// PhaseStarted: the request was accepted (validated, and the server is
+	// held by this call). Always the first report of a successful start.
+	PhaseStarted Phase = C.WB_PHASE_STARTED
+	// PhaseArchive: reading the server's files; bytes are source bytes.
+	PhaseArchive Phase = C.WB_PHASE_ARCHIVE
+	// PhaseUpload: uploading the archive to S3; bytes are archive bytes.
+	PhaseUpload Phase = C.WB_PHASE_UPLOAD
+	// PhaseExtract: reading and unpacking the archive; bytes are archive bytes.
+	PhaseExtract Phase = C.WB_PHASE_EXTRACT
+	// PhaseCommit: putting restored files in place.
+	PhaseCommit Phase = C.WB_PHASE_COMMIT
+	// PhaseReport: telling the Panel the result.
+	PhaseReport Phase = C.WB_PHASE_REPORT
+	// PhaseDone: finished successfully; the last report.
+	PhaseDone Phase = C.WB_PHASE_DONE
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseStarted:
+		return "started"
+	case PhaseArchive:
+		return "archive"
+	case PhaseUpload:
+		return "upload"
+	case PhaseExtract:
+		return "extract"
+	case PhaseCommit:
+		return "commit"
+	case PhaseReport:
+		return "report"
+	case PhaseDone:
+		return "done"
+	}
+	return fmt.Sprintf("phase(%d)", uint32(p))
+}
+
+// Progress is one progress report. BytesTotal 0 means unknown. Within one
+// phase, BytesDone and EntriesDone never decrease.
+type Progress struct {
+	Phase       Phase
+	BytesDone   uint64
+	BytesTotal  uint64
+	EntriesDone uint64
+}
+
+// progressCall is what the cgo.Handle given to the library points to.
+type progressCall struct {
+	fn func(Progress) bool
+	// A panic in fn must not unwind through the library's frames (it would
+	// skip its cleanup and leave the server held): it is caught here, stops
+	// the call, and is raised again once the call has returned.
+	panicked   bool
+	panicValue any
+}
+
+func (pc *progressCall) invoke(p Progress) (keepGoing bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			pc.panicked, pc.panicValue, keepGoing = true, r, false
+		}
+	}()
+	return pc.fn(p)
+}
+
+// wbGoProgress is the progress callback of every long call (called through
+// wbgo_progress in bridge.c). It runs on the goroutine that made the call.
+//
+//export wbGoProgress
+func wbGoProgress(handle C.uintptr_t, p *C.wb_progress) C.int32_t {
+	pc, ok := cgo.Handle(handle).Value().(*progressCall)
+	if !ok || pc.panicked {
+		return 1
+	}
+	report := Progress{
+		Phase:       Phase(p.phase),
+		BytesDone:   uint64(p.bytes_done),
+		BytesTotal:  uint64(p.bytes_total),
+		EntriesDone: uint64(p.entries_done),
+	}
+	if pc.invoke(report) {
+		return 0
+	}
+	return 1
+}

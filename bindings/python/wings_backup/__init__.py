@@ -1,0 +1,61 @@
+"""wings_backup: Python bindings (ctypes) for libwings_backup, the backup
+engine of a game-server node (Pterodactyl/Pelican Wings compatible).
+
+The library is looked up in ``$WINGS_BACKUP_LIB``, then in
+``target/release`` of the source checkout this package sits in, then next to
+the package; importing fails with :class:`ImportError` if none is found or
+its ABI version is not the one this binding expects.
+"""
+
+from __future__ import annotations
+
+from ._native import ABI_VERSION, LIB, LIBRARY_PATH
+from .engine import Engine, archive_create, archive_extract
+from .errors import (
+    BackupIOError,
+    CancelledError,
+    ConflictError,
+    CorruptArchiveError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    QuotaError,
+    RemoteError,
+    Status,
+    UnsafeEntryError,
+    WingsBackupError,
+)
+from .progress import CancelToken, Phase, Progress, ProgressCallback
+
+__version__ = "0.1.0"
+
+
+def library_version() -> str:
+    """The loaded library's version, e.g. ``"0.1.0"``."""
+    return str(LIB.wb_version().decode())
+
+
+__all__ = [
+    "ABI_VERSION",
+    "LIBRARY_PATH",
+    "BackupIOError",
+    "CancelToken",
+    "CancelledError",
+    "ConflictError",
+    "CorruptArchiveError",
+    "Engine",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "Phase",
+    "Progress",
+    "ProgressCallback",
+    "QuotaError",
+    "RemoteError",
+    "Status",
+    "UnsafeEntryError",
+    "WingsBackupError",
+    "archive_create",
+    "archive_extract",
+    "library_version",
+]

@@ -1,0 +1,131 @@
+"""Finding and loading libwings_backup, and the C prototypes of every call.
+
+Nothing here is public: the rest of the package goes through ``LIB``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+#: The ABI this binding was written against (``WB_ABI_VERSION`` in the header).
+ABI_VERSION = 1
+
+LIBRARY_NAME = "libwings_backup.so"
+_HINT = "run `make build` in the source checkout or set WINGS_BACKUP_LIB to the library's path"
+
+
+class WbProgress(ctypes.Structure):
+    """``wb_progress``."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("phase", ctypes.c_uint32),
+        ("bytes_done", ctypes.c_uint64),
+        ("bytes_total", ctypes.c_uint64),
+        ("entries_done", ctypes.c_uint64),
+    ]
+
+
+#: ``wb_progress_fn``: ``int32_t (*)(void *userdata, const wb_progress *)``.
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(WbProgress))
+
+_P = ctypes.c_void_p  # every opaque handle (engine, cancel token, error)
+_STR = ctypes.c_char_p  # a borrowed NUL-terminated string, in or out
+_OUT = ctypes.POINTER(ctypes.c_void_p)  # `T **`: owned strings come back as plain addresses
+_I32 = ctypes.c_int32
+
+# name: (restype, argtypes). Owned `char *` results are declared as void
+# pointers so that ctypes does not copy them into bytes and lose the address
+# that wb_string_free needs.
+_PROTOTYPES = {
+    "wb_abi_version": (ctypes.c_uint32, []),
+    "wb_version": (_STR, []),
+    "wb_status_name": (_STR, [_I32]),
+    "wb_status_http": (ctypes.c_uint16, [_I32]),
+    "wb_error_status": (_I32, [_P]),
+    "wb_error_message": (_STR, [_P]),
+    "wb_error_free": (None, [_P]),
+    "wb_string_free": (None, [_P]),
+    "wb_cancel_new": (_P, []),
+    "wb_cancel_trigger": (None, [_P]),
+    "wb_cancel_free": (None, [_P]),
+    "wb_engine_new": (_I32, [_STR, _OUT, _OUT]),
+    "wb_engine_free": (None, [_P]),
+    "wb_engine_send_pending_reports": (_I32, [_P, _P, _OUT, _OUT]),
+    "wb_backup_create_check": (_I32, [_P, _STR, _STR, _OUT]),
+    "wb_backup_create": (_I32, [_P, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
+    "wb_backup_restore_check": (_I32, [_P, _STR, _STR, _STR, _OUT]),
+    "wb_backup_restore": (_I32, [_P, _STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT]),
+    "wb_backup_delete": (_I32, [_P, _STR, _STR, _OUT]),
+    "wb_archive_create": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
+    "wb_archive_extract": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
+}
+
+
+def candidate_paths() -> List[Tuple[str, Path]]:
+    """Where the library is looked for, in order, with why."""
+    env = os.environ.get("WINGS_BACKUP_LIB")
+    if env:
+        # An explicit choice is never second-guessed by falling back.
+        return [("WINGS_BACKUP_LIB", Path(env))]
+    here = Path(__file__).resolve().parent
+    return [
+        ("source checkout", here.parent.parent.parent / "target" / "release" / LIBRARY_NAME),
+        ("next to the package", here / LIBRARY_NAME),
+    ]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for name, (restype, argtypes) in _PROTOTYPES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def load() -> Tuple[ctypes.CDLL, Path]:
+    """Loads the first library found and checks its ABI, or raises ImportError."""
+    tried: List[str] = []
+    for origin, path in candidate_paths():
+        if not path.is_file():
+            tried.append(f"{path} ({origin}): not found")
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+            abi_version = lib.wb_abi_version
+        except (OSError, AttributeError) as e:
+            tried.append(f"{path} ({origin}): {e}")
+            continue
+        # The ABI is checked before anything else is looked up, so that an
+        # old or new library is reported as such rather than as a missing symbol.
+        abi_version.restype = ctypes.c_uint32
+        abi_version.argtypes = []
+        abi = abi_version()
+        if abi != ABI_VERSION:
+            raise ImportError(
+                f"wings_backup: {path} has ABI version {abi}, this binding needs "
+                f"{ABI_VERSION}; {_HINT}"
+            )
+        try:
+            _declare(lib)
+        except AttributeError as e:
+            raise ImportError(f"wings_backup: {path} is incomplete ({e}); {_HINT}") from None
+        return lib, path
+    raise ImportError(
+        "wings_backup: cannot load libwings_backup: " + "; ".join(tried) + f". To fix: {_HINT}"
+    )
+
+
+LIB, LIBRARY_PATH = load()
+
+
+def take_string(ptr: Optional[int]) -> Optional[str]:
+    """Copies an owned string the library handed out, then frees it."""
+    if not ptr:
+        return None
+    try:
+        return ctypes.string_at(ptr).decode("utf-8", "replace")
+    finally:
+        LIB.wb_string_free(ptr)

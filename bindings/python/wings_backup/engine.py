@@ -1,0 +1,240 @@
+"""The engine (one node's backups) and the archive-level calls for scripts."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import weakref
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from ._handle import NativeHandle
+from ._native import LIB, take_string
+from .errors import InvalidArgumentError, Status, check
+from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
+
+#: A JSON document: a mapping (encoded here), or JSON text.
+JsonArg = Union[Mapping[str, Any], str, bytes]
+PathArg = Union[str, "os.PathLike[str]", bytes]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _c_string(data: bytes, what: str) -> bytes:
+    # A C string ends at the first NUL: "{...}\0junk" would pass as "{...}".
+    if b"\0" in data:
+        raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"{what} contains a NUL byte")
+    return data
+
+
+def _json_arg(value: Optional[JsonArg], what: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, str):
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"{what} is not valid UTF-8") from None
+    elif isinstance(value, Mapping):
+        data = json.dumps(value, default=_json_default).encode("utf-8")
+    else:
+        raise TypeError(f"{what} must be a mapping, str or bytes, not {type(value).__name__}")
+    return _c_string(data, what)
+
+
+def _text_arg(value: str, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    return _c_string(value.encode("utf-8", "surrogateescape"), what)
+
+
+def _path_arg(value: PathArg, what: str) -> bytes:
+    # Absolute, so that the library never sees a bare file name (whose
+    # parent directory is "", which libwings_backup 0.1.0 fails to open).
+    return _c_string(os.path.abspath(os.fsencode(value)), what)
+
+
+def _parse(text: Optional[str]) -> Dict[str, Any]:
+    return json.loads(text) if text else {}
+
+
+def _long_call(fn: Any, args: List[Any], progress: Optional[ProgressCallback],
+               cancel: Optional[CancelToken], out: Optional[ctypes.c_void_p]) -> Optional[str]:
+    """Runs one blocking call with its callback bridge and cancel token; the
+    trailing arguments (callback, userdata, cancel, [out], err) are added here.
+    ctypes releases the GIL for the duration of the call."""
+    bridge = _Bridge(progress)
+    err = ctypes.c_void_p()
+    with lend_token(cancel) as token, CALLS.track():
+        tail = [bridge.c_function, None, token]
+        if out is not None:
+            tail.append(ctypes.byref(out))
+        status = fn(*args, *tail, ctypes.byref(err))
+    text = take_string(out.value) if out is not None else None
+    try:
+        bridge.reraise()  # the callback's own exception wins over WB_CANCELLED
+    except BaseException:
+        if err.value:
+            LIB.wb_error_free(err.value)
+        raise
+    check(status, err)
+    return text
+
+
+class Engine:
+    """One node's backup engine: configuration plus the state of running
+    operations. Thread-safe: calls on different servers run in parallel (the
+    GIL is released during every call).
+
+    ``config`` is a mapping (paths may be ``pathlib.Path``) or JSON text with
+    the keys of CONTRACT section 8: ``data_directory``, ``backup_directory``,
+    ``compression_level``, ``write_limit``, ``threads``, ``owner``,
+    ``disk_limit``, ``restore_host_allowlist``, ``upload_concurrency``,
+    ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
+
+    Use it as a context manager, or call :meth:`close` (idempotent; a call
+    still running keeps the native engine alive until it returns).
+    """
+
+    def __init__(self, config: JsonArg) -> None:
+        data = _json_arg(config, "config")
+        out = ctypes.c_void_p()
+        err = ctypes.c_void_p()
+        check(LIB.wb_engine_new(data, ctypes.byref(out), ctypes.byref(err)), err)
+        self._handle = NativeHandle(out.value or 0, LIB.wb_engine_free, "engine")
+        self._finalizer = weakref.finalize(self, self._handle.close)
+        # At interpreter exit, daemon threads may still be inside a call.
+        self._finalizer.atexit = False
+
+    @classmethod
+    def from_json(cls, text: Union[str, bytes]) -> "Engine":
+        return cls(text)
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "Engine":
+        return cls(config)
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<wings_backup.Engine{' closed' if self.closed else ''}>"
+
+    def send_pending_reports(self, cancel: Optional[CancelToken] = None) -> Dict[str, int]:
+        """Sends the backup reports the Panel could not be given earlier
+        (parked in ``<backup_directory>/.pending/``); returns ``{"sent",
+        "pending"}``. A host calls it once at start, from a background
+        thread: it blocks while the Panel is slow. Without a Panel it does
+        nothing."""
+        out = ctypes.c_void_p()
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine, lend_token(cancel) as token:
+            status = LIB.wb_engine_send_pending_reports(engine, token, ctypes.byref(out),
+                                                        ctypes.byref(err))
+        text = take_string(out.value)
+        check(status, err)
+        return _parse(text)
+
+    def check_create(self, server_uuid: str, request: JsonArg) -> None:
+        """Validates a create request without starting it (raises on a bad
+        body, unknown server, existing or running backup uuid, busy server).
+        It reserves nothing."""
+        args = [_text_arg(server_uuid, "server_uuid"), _json_arg(request, "request")]
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            status = LIB.wb_backup_create_check(engine, *args, ctypes.byref(err))
+        check(status, err)
+
+    def create_backup(self, server_uuid: str, request: JsonArg,
+                      progress: Optional[ProgressCallback] = None,
+                      cancel: Optional[CancelToken] = None) -> Dict[str, Any]:
+        """Backs up a server (``request``: ``{"adapter","uuid","ignore"}``);
+        blocks until the archive is written (and reported, with a Panel).
+        Returns the details: ``checksum``, ``checksum_type``, ``size``,
+        ``successful``, ``parts``, ``files``, ``changed``, ``skipped``. The
+        first progress report (phase STARTED) means the request was accepted."""
+        args = [_text_arg(server_uuid, "server_uuid"), _json_arg(request, "request")]
+        out = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            text = _long_call(LIB.wb_backup_create, [engine, *args], progress, cancel, out)
+        return _parse(text)
+
+    def check_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg) -> None:
+        """Validates a restore request without starting it."""
+        args = [
+            _text_arg(server_uuid, "server_uuid"),
+            _text_arg(backup_uuid, "backup_uuid"),
+            _json_arg(request, "request"),
+        ]
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            status = LIB.wb_backup_restore_check(engine, *args, ctypes.byref(err))
+        check(status, err)
+
+    def restore_backup(self, server_uuid: str, backup_uuid: str, request: JsonArg,
+                       progress: Optional[ProgressCallback] = None,
+                       cancel: Optional[CancelToken] = None) -> None:
+        """Restores a backup into a server (``request``:
+        ``{"adapter","truncate_directory","download_url"}``); blocks until
+        done. On failure the server's files are as they were."""
+        args = [
+            _text_arg(server_uuid, "server_uuid"),
+            _text_arg(backup_uuid, "backup_uuid"),
+            _json_arg(request, "request"),
+        ]
+        with self._handle.use() as engine:
+            _long_call(LIB.wb_backup_restore, [engine, *args], progress, cancel, None)
+
+    def delete_backup(self, server_uuid: str, backup_uuid: str) -> None:
+        """Deletes a local archive (:class:`NotFoundError` if there is none);
+        a backup of that uuid still running is cancelled first."""
+        args = [_text_arg(server_uuid, "server_uuid"), _text_arg(backup_uuid, "backup_uuid")]
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            status = LIB.wb_backup_delete(engine, *args, ctypes.byref(err))
+        check(status, err)
+
+
+def archive_create(src_dir: PathArg, archive_path: PathArg,
+                   options: Optional[JsonArg] = None,
+                   progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None) -> Dict[str, Any]:
+    """Archives any directory into a ``.tar.gz`` (written under a temporary
+    name, then renamed; an existing file is replaced). ``options``:
+    ``ignore`` (gitignore text), ``compression_level``, ``threads``,
+    ``write_limit``. Returns ``checksum``, ``checksum_type``, ``size``,
+    ``entries``, ``files``, ``source_bytes``, ``changed``, ``changed_count``,
+    ``skipped``, ``skipped_count``."""
+    args = [_path_arg(src_dir, "src_dir"), _path_arg(archive_path, "archive_path"),
+            _json_arg(options, "options")]
+    return _parse(_long_call(LIB.wb_archive_create, args, progress, cancel, ctypes.c_void_p()))
+
+
+def archive_extract(archive_path: PathArg, dest_dir: PathArg,
+                    options: Optional[JsonArg] = None,
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> Dict[str, Any]:
+    """Extracts a ``.tar.gz`` into an existing directory with the restore
+    safety rules (nothing escapes ``dest_dir``; on failure it is unchanged).
+    ``options``: ``truncate``, ``threads``, ``disk_limit``, ``owner``,
+    ``write_limit``. Returns ``entries``, ``files``, ``directories``,
+    ``symlinks``, ``hard_links``, ``bytes``, ``skipped``."""
+    args = [_path_arg(archive_path, "archive_path"), _path_arg(dest_dir, "dest_dir"),
+            _json_arg(options, "options")]
+    return _parse(_long_call(LIB.wb_archive_extract, args, progress, cancel, ctypes.c_void_p()))

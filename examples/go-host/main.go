@@ -1,0 +1,116 @@
+// Command go-host serves the Wings backup API over libwings_backup: the
+// engine does the work, this host speaks HTTP (CONTRACT sections 1 and 7).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
+)
+
+// maxRunningBackups bounds the backups running at once; later ones wait,
+// already accepted, for a slot.
+const maxRunningBackups = 4
+
+// shutdownGrace bounds how long a signal waits for requests and operations.
+const shutdownGrace = 30 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	opts, err := parseOptions(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "go-host: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	cfg, err := opts.engineConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "go-host: %v\n", err)
+		return 2
+	}
+	engine, err := wingsbackup.NewEngine(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "go-host: starting the engine: %v\n", err)
+		return 1
+	}
+
+	ln, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		engine.Close()
+		fmt.Fprintf(stderr, "go-host: %v\n", err)
+		return 1
+	}
+
+	signals, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	opsCtx, cancelOps := context.WithCancel(context.Background())
+	defer cancelOps()
+	ops := newOperations(opsCtx, engine, log, maxRunningBackups)
+	srv := &http.Server{
+		Handler:           newServer(engine, ops, log, opts.token, opts.dataDir, opts.asyncRestore),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.Panel != nil {
+		// Reports a crash or a Panel outage left parked are sent again.
+		ops.background(func(ctx context.Context) {
+			sent, err := engine.SendPendingReports(ctx)
+			if err != nil {
+				log.Warn("sending parked Panel reports", "error", err)
+			} else if sent.Sent+sent.Pending > 0 {
+				log.Info("parked Panel reports", "sent", sent.Sent, "still_pending", sent.Pending)
+			}
+		})
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "library", wingsbackup.Version(),
+		"panel", opts.panelURL != "", "async_restore", opts.asyncRestore)
+
+	select {
+	case err := <-served:
+		log.Error("serving stopped", "error", err)
+		ops.shutdown(cancelOps, shutdownGrace)
+		return 1
+	case <-signals.Done():
+	}
+	log.Info("shutting down")
+	stopSignals()
+
+	// Stop accepting at once; cancel the work (the library removes partial
+	// archives and keeps servers' files as they were); wait, bounded.
+	deadline, cancelDeadline := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancelDeadline()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(deadline) }()
+	if ops.shutdown(cancelOps, shutdownGrace) {
+		// Close waits for calls still running, so only once they are over.
+		engine.Close()
+	} else {
+		log.Warn("operations still running at exit")
+	}
+	if err := <-shut; err != nil {
+		log.Warn("requests still open at exit", "error", err)
+	}
+	log.Info("stopped")
+	return 0
+}

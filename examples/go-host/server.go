@@ -1,0 +1,298 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
+)
+
+// maxBody is the largest request body accepted (CONTRACT section 1).
+const maxBody = 1 << 20
+
+// drainLimit is how much of an oversized body is read and dropped before
+// answering 413, so the client is not reset while it is still sending.
+const drainLimit = 16 << 20
+
+// Messages of the Wings API (reference/wings-behaviour.md section 1).
+const (
+	msgNoAuth     = "The required authorization heads were not present in the request."
+	msgForbidden  = "You are not authorized to access this endpoint."
+	msgNoResource = "The requested resource does not exist on this instance."
+	msgNotAllowed = "The requested method is not allowed on this endpoint."
+	msgTooLarge   = "The request body is larger than the 1 MiB allowed."
+	msgUnreadable = "The request body could not be read."
+	msgUnexpected = "An unexpected error was encountered while processing this request."
+)
+
+var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// server answers the three endpoints of CONTRACT section 1.
+type server struct {
+	engine       *wingsbackup.Engine
+	ops          *operations
+	log          *slog.Logger
+	tokenSum     [32]byte
+	dataDir      string
+	asyncRestore bool
+}
+
+func newServer(engine *wingsbackup.Engine, ops *operations, log *slog.Logger, token, dataDir string, asyncRestore bool) *server {
+	return &server{
+		engine:       engine,
+		ops:          ops,
+		log:          log,
+		tokenSum:     sha256.Sum256([]byte(token)),
+		dataDir:      dataDir,
+		asyncRestore: asyncRestore,
+	}
+}
+
+// recorder remembers the status a handler wrote, for the request log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration", time.Since(began).Round(time.Microsecond), "remote", r.RemoteAddr)
+	}()
+	if !s.authorize(rec, r) {
+		return
+	}
+	s.route(rec, r)
+}
+
+// authorize checks `Authorization: Bearer <token>`, before anything else.
+func (s *server) authorize(w http.ResponseWriter, r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || scheme != "Bearer" {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		writeError(w, http.StatusUnauthorized, msgNoAuth)
+		return false
+	}
+	// Comparing digests keeps the comparison constant-time in the length too.
+	sum := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		writeError(w, http.StatusForbidden, msgForbidden)
+		return false
+	}
+	return true
+}
+
+func (s *server) route(w http.ResponseWriter, r *http.Request) {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/api/servers/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) < 2 || parts[1] != "backup" || hasEmpty(parts) {
+		writeError(w, http.StatusNotFound, msgNoResource)
+		return
+	}
+	var method string
+	var handle func(w http.ResponseWriter, r *http.Request, server string, parts []string)
+	switch {
+	case len(parts) == 2:
+		method, handle = http.MethodPost, s.create
+	case len(parts) == 3:
+		method, handle = http.MethodDelete, s.delete
+	case len(parts) == 4 && parts[3] == "restore":
+		method, handle = http.MethodPost, s.restore
+	default:
+		writeError(w, http.StatusNotFound, msgNoResource)
+		return
+	}
+	if r.Method != method {
+		w.Header().Set("Allow", method)
+		writeError(w, http.StatusMethodNotAllowed, msgNotAllowed)
+		return
+	}
+	if !s.serverExists(parts[0]) {
+		writeError(w, http.StatusNotFound, msgNoResource)
+		return
+	}
+	handle(w, r, parts[0], parts)
+}
+
+func hasEmpty(parts []string) bool {
+	for _, p := range parts {
+		if p == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// serverExists is Wings' ServerExists middleware: a canonical UUID naming a
+// directory under the data directory.
+func (s *server) serverExists(id string) bool {
+	if !uuidPattern.MatchString(id) {
+		return false
+	}
+	info, err := os.Stat(filepath.Join(s.dataDir, id))
+	return err == nil && info.IsDir()
+}
+
+// readBody reads a body of at most maxBody bytes, or answers 413/400.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if r.ContentLength > drainLimit {
+		writeError(w, http.StatusRequestEntityTooLarge, msgTooLarge)
+		return nil, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, msgUnreadable)
+		return nil, false
+	}
+	if len(body) > maxBody {
+		_, _ = io.CopyN(io.Discard, r.Body, drainLimit)
+		writeError(w, http.StatusRequestEntityTooLarge, msgTooLarge)
+		return nil, false
+	}
+	return body, true
+}
+
+// create is POST /api/servers/:uuid/backup: validate, accept (202 once the
+// library has started, or once queued), back up in the background.
+func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _ []string) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	if err := s.engine.CheckCreate(server, body); err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	// The library accepted the body, so it is a JSON object with a uuid.
+	var req struct {
+		UUID string `json:"uuid"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	op, err := s.ops.reserve("backup", server, strings.ToLower(req.UUID))
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	err = s.ops.start(op, func(op *operation) error {
+		details, err := s.engine.CreateBackup(op.ctx, server, body, op.progress)
+		op.bytes, op.panelReport = uint64(details.Size), details.PanelReport
+		return err
+	})
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// restore is POST /api/servers/:uuid/backup/:id/restore: 204 when restored
+// (or 202 once started, with --async-restore).
+func (s *server) restore(w http.ResponseWriter, r *http.Request, server string, parts []string) {
+	backup := parts[2]
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	if err := s.engine.CheckRestore(server, backup, body); err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	op, err := s.ops.reserve("restore", server, strings.ToLower(backup))
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	// The restore is not tied to the request: a client that gives up does
+	// not undo it halfway; shutdown or nothing cancels it.
+	err = s.ops.start(op, func(op *operation) error {
+		return s.engine.RestoreBackup(op.ctx, server, backup, body, op.progress)
+	})
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	if s.asyncRestore {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	<-op.done
+	if op.err != nil {
+		writeEngineError(w, op.err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// delete is DELETE /api/servers/:uuid/backup/:id. A backup still running
+// or waiting for a slot is cancelled first, and counts as deleted.
+func (s *server) delete(w http.ResponseWriter, r *http.Request, server string, parts []string) {
+	backup := parts[2]
+	if op := s.ops.runningBackup(strings.ToLower(backup)); op != nil {
+		op.cancel()
+		select {
+		case <-op.done:
+		case <-time.After(time.Minute):
+			writeError(w, http.StatusInternalServerError, "The running backup did not stop in time.")
+			return
+		}
+		err := s.engine.DeleteBackup(server, backup)
+		if err != nil && !errors.Is(err, wingsbackup.ErrNotFound) {
+			writeEngineError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err := s.engine.DeleteBackup(server, backup); err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// writeEngineError answers a library error with its status mapped to HTTP by
+// the library (CONTRACT section 7) and its message, which never carries
+// host paths. Anything else is a generic 500.
+func writeEngineError(w http.ResponseWriter, err error) {
+	var e *wingsbackup.Error
+	if errors.As(err, &e) {
+		writeError(w, e.Status.HTTPStatus(), e.Message)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, msgUnexpected)
+}

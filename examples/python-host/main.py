@@ -1,0 +1,635 @@
+#!/usr/bin/env python3
+"""A Wings-compatible backup HTTP host in Python, over bindings/python.
+
+    python3 examples/python-host/main.py --token SECRET --data-dir ./var/volumes \
+        --backup-dir ./var/backups [--listen 127.0.0.1:8080] [flags]
+
+It serves the three backup endpoints of CONTRACT section 1 with Flask on
+waitress (one process, many threads: the engine's one-operation-per-server
+guard lives in this process). The engine does the work and the validation;
+this file does HTTP: authentication, the request-size limit, mapping errors
+to statuses, running backups in the background, logging and shutdown. It has
+the same flags as examples/go-host.
+
+Decisions worth knowing:
+- POST .../backup answers 202 once the engine reports phase STARTED (so an
+  error found at the start is still the request's status), or at once when
+  the backup has to queue behind the MAX_RUNNING_BACKUPS running ones. The
+  host keeps queued and running operations in a table, so a duplicate backup
+  uuid or a busy server is 409 even before the engine has seen the backup.
+- Bodies over 1 MiB are 413 with a JSON error. waitress itself refuses bodies
+  over WAITRESS_BODY_LIMIT (a plain-text 413) so that it never buffers more.
+- SIGINT/SIGTERM: stop accepting connections, cancel running work, wait up to
+  SHUTDOWN_WAIT_S for it and for in-flight requests, exit 0.
+- The Panel is told of results by the engine itself when --panel-url is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+_CHECKOUT_BINDING = Path(__file__).resolve().parent.parent.parent / "bindings" / "python"
+if (_CHECKOUT_BINDING / "wings_backup" / "__init__.py").is_file():
+    # Run from a source checkout: use the binding that sits beside this host.
+    sys.path.insert(0, str(_CHECKOUT_BINDING))
+
+from flask import Flask, Response, jsonify, request  # noqa: E402
+from werkzeug.exceptions import HTTPException  # noqa: E402
+
+import wings_backup as wb  # noqa: E402
+
+log = logging.getLogger("python-host")
+
+BODY_LIMIT = 1 << 20
+WAITRESS_BODY_LIMIT = 16 << 20
+MAX_RUNNING_BACKUPS = 4
+HTTP_THREADS = 16
+ACCEPT_WAIT_S = 30.0
+SHUTDOWN_WAIT_S = 30.0
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+MSG_NO_AUTH = "The required authorization heads were not present in the request."
+MSG_FORBIDDEN = "You are not authorized to access this endpoint."
+MSG_NO_SERVER = "The requested resource does not exist on this instance."
+MSG_NOT_ALLOWED = "The requested method is not allowed on this endpoint."
+MSG_TOO_LARGE = "The request body is larger than the 1 MiB allowed."
+MSG_UNEXPECTED = "An unexpected error was encountered while processing this request."
+MSG_SHUTTING_DOWN = "The node is shutting down."
+MSG_UUID_RUNNING = "A backup with this uuid is already running."
+MSG_SERVER_BUSY = "Another {} is already running for this server."
+MSG_STUCK = "The running backup did not stop in time."
+
+WINGS_DATA_DIR = "/var/lib/pterodactyl/volumes"
+WINGS_BACKUP_DIR = "/var/lib/pterodactyl/backups"
+
+
+# --------------------------------------------------------------------------
+# Configuration: flags over an optional Wings config.yml over defaults.
+
+class ConfigError(Exception):
+    pass
+
+
+def read_wings_config(path: str) -> Dict[str, Any]:
+    """The settings this host understands from a Wings config.yml, as the
+    names of our flags (absent keys are left out)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("--config needs PyYAML (pip install PyYAML)") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the document is not a mapping")
+
+    def get(dotted: str, kind: type) -> Any:
+        node: Any = doc
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        if node is None:
+            return None
+        if kind is int and isinstance(node, bool) or not isinstance(node, kind):
+            raise ConfigError(f"{path}: `{dotted}` must be a {kind.__name__}")
+        return node
+
+    out: Dict[str, Any] = {
+        "token": get("token", str),
+        "panel_token": get("token", str),
+        "panel_token_id": get("token_id", str),
+        "panel_url": get("remote", str),
+        "data_dir": get("system.data", str),
+        "backup_dir": get("system.backup_directory", str),
+        "compression_level": get("system.backups.compression_level", str),
+        "write_limit": get("system.backups.write_limit", int),
+    }
+    allow = get("system.backups.restore_host_allowlist", list)
+    if allow is not None:
+        out["restore_host_allowlist"] = ",".join(str(a) for a in allow)
+    host, port = get("api.host", str), get("api.port", int)
+    if host or port:
+        # Like the Go host: what the file leaves out comes from the default.
+        host, port = host or "127.0.0.1", port or 8080
+        out["listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if get("api.ssl.enabled", bool):
+        log.warning("api.ssl in --config is ignored; this host serves plain HTTP "
+                    "(put a TLS proxy in front)")
+    uid, gid = get("system.user.uid", int), get("system.user.gid", int)
+    if uid is not None and gid is not None:
+        out["owner"] = f"{uid}:{gid}"
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Wings-compatible backup HTTP host (Python, over libwings_backup).")
+
+    def flag(name: str, **kw: Any) -> None:
+        # Go's flag package takes -name and --name alike; so does this host.
+        p.add_argument(f"--{name}", f"-{name}", default=None, **kw)
+
+    flag("listen", metavar="ADDR", help="address to listen on (default 127.0.0.1:8080)")
+    flag("token", help="node token the Panel sends as a Bearer token (or env WINGS_TOKEN)")
+    flag("data-dir", help=f"server data directory (default {WINGS_DATA_DIR})")
+    flag("backup-dir", help=f"local backup directory (default {WINGS_BACKUP_DIR})")
+    flag("panel-url", help="Panel base URL; when set, results are reported to it")
+    flag("panel-token-id", help="token id for the Panel's remote API")
+    flag("panel-token", help="token for the Panel's remote API (default: --token)")
+    flag("compression-level", help="none, best_speed (default) or best_compression")
+    flag("write-limit", type=int, metavar="MIB", help="archive write limit in MiB/s (0 = none)")
+    flag("disk-limit", type=int, metavar="BYTES", help="disk limit for restores in bytes (0 = none)")
+    flag("owner", metavar="UID:GID", help="chown restored files to this owner")
+    flag("restore-host-allowlist", metavar="LIST",
+         help="comma-separated hosts, IPs or CIDRs that s3 download URLs may resolve to privately")
+    p.add_argument("--async-restore", "-async-restore", action="store_true",
+                   help="answer restores with 202 and run them in the background (Wings' behaviour)")
+    flag("config", metavar="FILE", help="an existing Wings config.yml; flags override it")
+    return p.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
+    """(listen address, node token, engine configuration)."""
+    file_cfg = read_wings_config(args.config) if args.config else {}
+
+    def pick(name: str, default: Any = None) -> Any:
+        value = getattr(args, name)
+        return value if value is not None else file_cfg.get(name, default)
+
+    token = args.token or os.environ.get("WINGS_TOKEN") or file_cfg.get("token")
+    if not token:
+        raise ConfigError("a node token is required: --token, WINGS_TOKEN or `token` in --config")
+    engine: Dict[str, Any] = {
+        "data_directory": pick("data_dir", WINGS_DATA_DIR),
+        "backup_directory": pick("backup_dir", WINGS_BACKUP_DIR),
+        "compression_level": pick("compression_level", "best_speed"),
+        "write_limit": pick("write_limit", 0),
+        "disk_limit": pick("disk_limit", 0),
+    }
+    owner = pick("owner")
+    if owner:
+        m = re.fullmatch(r"(\d+):(\d+)", owner)
+        if not m:
+            raise ConfigError(f"--owner must be UID:GID, not {owner!r}")
+        engine["owner"] = {"uid": int(m.group(1)), "gid": int(m.group(2))}
+    allow = pick("restore_host_allowlist")
+    if allow:
+        engine["restore_host_allowlist"] = [a.strip() for a in allow.split(",") if a.strip()]
+    panel_url = pick("panel_url")
+    if panel_url:
+        token_id = pick("panel_token_id")
+        if not token_id:
+            raise ConfigError("--panel-url needs --panel-token-id (or `token_id` in --config)")
+        engine["panel"] = {"url": panel_url, "token_id": token_id,
+                           "token": pick("panel_token") or token}
+    return pick("listen", "127.0.0.1:8080"), token, engine
+
+
+# --------------------------------------------------------------------------
+# Operations: what runs or waits, so that duplicates and busy servers are 409.
+
+class Job:
+    """One backup or restore, from acceptance to its end."""
+
+    def __init__(self, kind: str, server: str, backup: str) -> None:
+        self.kind = kind
+        self.server = server
+        self.backup = backup  # lower case
+        self.token = wb.CancelToken()
+        self.cond = threading.Condition()
+        self.queued = False  # waiting for a backup slot
+        self.started = False  # the engine reported phase STARTED
+        self.done = False
+        self.error: Optional[wb.WingsBackupError] = None
+        self.bytes = 0  # archive bytes: written by a backup, read by a restore
+        self.began = time.monotonic()
+
+    def on_progress(self, p: wb.Progress) -> None:
+        if p.phase == wb.Phase.STARTED:
+            self._update(started=True)
+        elif p.phase == wb.Phase.EXTRACT:
+            self.bytes = p.bytes_done
+
+    def _update(self, **fields: Any) -> None:
+        with self.cond:
+            for k, v in fields.items():
+                setattr(self, k, v)
+            self.cond.notify_all()
+
+    def mark_queued(self) -> None:
+        self._update(queued=True)
+
+    def finish(self, error: Optional[wb.WingsBackupError]) -> None:
+        self._update(error=error, done=True)
+
+    def wait_accepted(self, timeout: float) -> Optional[wb.WingsBackupError]:
+        """Waits until the job has started, is queued, or has ended; returns
+        its error if it failed before it started."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.started or self.queued or self.done, timeout)
+            return self.error if self.done and not self.started else None
+
+    def wait_done(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.done, timeout)
+
+
+class Operations:
+    """The backups and restores this host has accepted and not finished. The
+    engine guards what it runs, but a backup waiting for a slot is invisible
+    to it, so the host answers 409 for those itself."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_server: Dict[str, Job] = {}
+        self.by_backup: Dict[str, Job] = {}
+        self.shutting_down = False
+
+    def reserve(self, kind: str, server: str, backup: str) -> Job:
+        with self.lock:
+            if self.shutting_down:
+                raise wb.CancelledError(wb.Status.CANCELLED, MSG_SHUTTING_DOWN)
+            if kind == "backup" and backup in self.by_backup:
+                raise wb.ConflictError(wb.Status.CONFLICT, MSG_UUID_RUNNING)
+            current = self.by_server.get(server)
+            if current is not None:
+                raise wb.ConflictError(wb.Status.CONFLICT, MSG_SERVER_BUSY.format(current.kind))
+            job = Job(kind, server, backup)
+            self.by_server[server] = job
+            if kind == "backup":
+                self.by_backup[backup] = job
+            return job
+
+    def release(self, job: Job) -> None:
+        with self.lock:
+            if self.by_server.get(job.server) is job:
+                del self.by_server[job.server]
+            if self.by_backup.get(job.backup) is job:
+                del self.by_backup[job.backup]
+
+    def backup_job(self, backup: str) -> Optional[Job]:
+        with self.lock:
+            return self.by_backup.get(backup)
+
+    def shut_down(self) -> List[Job]:
+        """Refuses new work and cancels what runs or waits; returns it."""
+        with self.lock:
+            self.shutting_down = True
+            jobs = list(self.by_server.values())
+        for job in jobs:
+            job.token.cancel()
+        return jobs
+
+
+# --------------------------------------------------------------------------
+# The HTTP application.
+
+def json_error(status: int, message: str, headers: Optional[Dict[str, str]] = None) -> Response:
+    resp = jsonify(error=message)
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def empty(status: int) -> Response:
+    resp = Response(status=status)
+    del resp.headers["Content-Type"]
+    return resp
+
+
+class Host:
+    def __init__(self, engine: wb.Engine, token: str, data_dir: str, async_restore: bool) -> None:
+        self.engine = engine
+        self.token = token.encode("utf-8")
+        self.data_dir = data_dir
+        self.async_restore = async_restore
+        self.ops = Operations()
+        self.backup_slots = threading.BoundedSemaphore(MAX_RUNNING_BACKUPS)
+        self.threads: List[threading.Thread] = []
+        self.threads_lock = threading.Lock()
+        self.background_token = wb.CancelToken()  # for work that is not a Job
+        self.app = self._make_app()
+
+    # -- request plumbing ---------------------------------------------------
+
+    def _make_app(self) -> Flask:
+        app = Flask("wings_backup_python_host")
+        app.config["MAX_CONTENT_LENGTH"] = BODY_LIMIT
+        app.before_request(self.authenticate)
+        app.add_url_rule("/api/servers/<server>/backup", "create", self.create, methods=["POST"])
+        app.add_url_rule("/api/servers/<server>/backup/<backup>/restore", "restore", self.restore,
+                         methods=["POST"])
+        app.add_url_rule("/api/servers/<server>/backup/<backup>", "delete", self.delete,
+                         methods=["DELETE"])
+        app.register_error_handler(wb.WingsBackupError, self.engine_error)
+        app.register_error_handler(HTTPException, self.http_error)
+        app.register_error_handler(Exception, self.unexpected_error)
+        return app
+
+    def authenticate(self) -> Optional[Response]:
+        # As Wings: split on the first space; the scheme is "Bearer", exactly.
+        parts = request.headers.get("Authorization", "").split(" ", 1)
+        if len(parts) != 2 or parts[0] != "Bearer":
+            return json_error(401, MSG_NO_AUTH, {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(parts[1].encode("latin-1", "replace"), self.token):
+            return json_error(403, MSG_FORBIDDEN)
+        return None
+
+    def engine_error(self, e: wb.WingsBackupError) -> Response:
+        return json_error(e.http_status, e.message)
+
+    def http_error(self, e: HTTPException) -> Response:
+        messages = {404: MSG_NO_SERVER, 405: MSG_NOT_ALLOWED, 413: MSG_TOO_LARGE}
+        status = e.code or 500
+        resp = json_error(status, messages.get(status, e.name))
+        allowed = [m for m in getattr(e, "valid_methods", None) or [] if m not in ("HEAD", "OPTIONS")]
+        if allowed:
+            resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+    def unexpected_error(self, e: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, MSG_UNEXPECTED)
+
+    def require_server(self, server: str) -> None:
+        """Wings' ServerExists: a canonical UUID naming a server directory, else 404."""
+        if not UUID_RE.fullmatch(server) or not os.path.isdir(os.path.join(self.data_dir, server)):
+            raise wb.NotFoundError(wb.Status.NOT_FOUND, MSG_NO_SERVER)
+
+    @staticmethod
+    def body() -> bytes:
+        return request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
+
+    # -- endpoints ------------------------------------------------------------
+
+    def create(self, server: str) -> Response:
+        self.require_server(server)
+        body = self.body()
+        self.engine.check_create(server, body)
+        backup = str(json.loads(body)["uuid"]).lower()  # the engine checked it is there
+        job = self.ops.reserve("backup", server, backup)
+        self._spawn(self._run_backup, job, body)
+        error = job.wait_accepted(ACCEPT_WAIT_S)
+        if error is not None:
+            raise error
+        return empty(202)
+
+    def restore(self, server: str, backup: str) -> Response:
+        self.require_server(server)
+        body = self.body()
+        self.engine.check_restore(server, backup, body)
+        job = self.ops.reserve("restore", server, backup.lower())
+        if self.async_restore:
+            self._spawn(self._run_restore, job, body)
+            error = job.wait_accepted(ACCEPT_WAIT_S)
+            if error is not None:
+                raise error
+            return empty(202)
+        # Synchronous, on this request's thread. A client that gives up does
+        # not stop it halfway: only shutdown cancels it.
+        self._run_restore(job, body)
+        if job.error is not None:
+            raise job.error
+        return empty(204)
+
+    def delete(self, server: str, backup: str) -> Response:
+        """A backup still running or waiting for a slot is cancelled first,
+        and counts as deleted."""
+        self.require_server(server)
+        job = self.ops.backup_job(backup.lower())
+        if job is None:
+            self.engine.delete_backup(server, backup)
+        else:
+            job.token.cancel()
+            if not job.wait_done(60):
+                raise wb.InternalError(wb.Status.INTERNAL, MSG_STUCK)
+            try:
+                self.engine.delete_backup(server, backup)
+            except wb.NotFoundError:
+                pass
+        log.info("backup deleted backup=%s server=%s", backup.lower(), server)
+        return empty(204)
+
+    # -- background work ------------------------------------------------------
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True, name=target.__name__)
+        with self.threads_lock:
+            self.threads = [x for x in self.threads if x.is_alive()] + [t]
+        t.start()
+
+    def _run_backup(self, job: Job, body: bytes) -> None:
+        details: Dict[str, Any] = {}
+        error: Optional[wb.WingsBackupError] = None
+        holding = self.backup_slots.acquire(blocking=False)
+        try:
+            if not holding:
+                job.mark_queued()
+                while not job.token.cancelled:
+                    if self.backup_slots.acquire(timeout=0.25):
+                        holding = True
+                        break
+            # Cancelled while queued, the call still runs and fails at once
+            # (its token is triggered), so that the engine reports the end
+            # of the backup to the Panel.
+            details = self.engine.create_backup(job.server, body, progress=job.on_progress,
+                                                cancel=job.token)
+            job.bytes = int(details.get("size", 0))
+        except wb.WingsBackupError as e:
+            error = e
+        except Exception as e:  # a bug here must not leave the server held
+            log.exception("backup %s", job.backup)
+            error = wb.InternalError(wb.Status.INTERNAL, f"internal error: {e}")
+        finally:
+            if holding:
+                self.backup_slots.release()
+            self._finish(job, error, details)
+
+    def _run_restore(self, job: Job, body: bytes) -> None:
+        error: Optional[wb.WingsBackupError] = None
+        try:
+            self.engine.restore_backup(job.server, job.backup, body, progress=job.on_progress,
+                                       cancel=job.token)
+        except wb.WingsBackupError as e:
+            error = e
+        except Exception as e:
+            log.exception("restore %s", job.backup)
+            error = wb.InternalError(wb.Status.INTERNAL, f"internal error: {e}")
+        finally:
+            self._finish(job, error, {})
+
+    def _finish(self, job: Job, error: Optional[wb.WingsBackupError], details: Dict[str, Any]) -> None:
+        self.ops.release(job)
+        took = time.monotonic() - job.began
+        if error is None:
+            sha1 = f" sha1={details['checksum']}" if details.get("checksum") else ""
+            log.info("%s finished backup=%s server=%s outcome=ok bytes=%d%s duration=%.3fs",
+                     job.kind, job.backup, job.server, job.bytes, sha1, took)
+        else:
+            log.warning("%s finished backup=%s server=%s outcome=%s bytes=%d duration=%.3fs error=%r",
+                        job.kind, job.backup, job.server, error.status_name, job.bytes, took,
+                        error.message)
+        job.finish(error)
+        job.token.close()
+
+    def send_pending_reports(self) -> None:
+        try:
+            summary = self.engine.send_pending_reports(cancel=self.background_token)
+            if summary.get("sent") or summary.get("pending"):
+                log.info("pending Panel reports sent=%s still_pending=%s",
+                         summary.get("sent"), summary.get("pending"))
+        except wb.WingsBackupError as e:
+            log.warning("sending pending Panel reports: %s", e.message)
+
+    # -- shutdown -------------------------------------------------------------
+
+    def shut_down(self, deadline: float) -> bool:
+        """Cancels all work and waits for it until `deadline`; True if it all ended."""
+        self.background_token.cancel()
+        jobs = self.ops.shut_down()
+        for job in jobs:
+            job.wait_done(max(0.0, deadline - time.monotonic()))
+        with self.threads_lock:
+            threads = list(self.threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+
+class RequestLog:
+    """WSGI middleware: one log line per request, and a count of requests in
+    flight (shutdown waits for them)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.in_flight = 0
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        began = time.monotonic()
+        status: List[str] = ["-"]
+
+        def capture(s: str, headers: Any, exc_info: Any = None) -> Any:
+            status[0] = s.split(" ", 1)[0]
+            return start_response(s, headers, exc_info)
+
+        with self.lock:
+            self.in_flight += 1
+        try:
+            yield from self.app(environ, capture)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+            log.info('%s "%s %s" %s %.1fms', environ.get("REMOTE_ADDR", "-"),
+                     environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), status[0],
+                     (time.monotonic() - began) * 1000)
+
+    def wait_idle(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.in_flight == 0:
+                    return
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+
+def waitress_listen(addr: str) -> str:
+    # Go's ":8080" means every interface.
+    return "*" + addr if addr.startswith(":") else addr
+
+
+def serve(host: Host, listen: str) -> None:
+    from waitress import create_server, wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+
+    wsgi = RequestLog(host.app)
+    socket_map: Dict[int, Any] = {}
+    server = create_server(wsgi, map=socket_map, listen=waitress_listen(listen),
+                           threads=HTTP_THREADS, max_request_body_size=WAITRESS_BODY_LIMIT,
+                           ident="wings-backup")
+    listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
+    for listener in listeners:
+        log.info("listening on http://%s:%s", listener.effective_host, listener.effective_port)
+    # The wasyncore loop is not thread-safe: other threads hand it work
+    # through a trigger.
+    trigger = listeners[0].trigger
+    stopping = threading.Event()
+
+    def stop_accepting() -> None:
+        for listener in listeners:
+            wasyncore.dispatcher.close(listener)  # the listening socket only
+
+    def drain() -> None:
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        trigger.pull_trigger(stop_accepting)
+        if not host.shut_down(deadline):
+            log.warning("some operations did not stop within %.0fs", SHUTDOWN_WAIT_S)
+        wsgi.wait_idle(deadline)
+        # Let waitress write the last responses out, then end its loop.
+        while time.monotonic() < deadline and any(
+                isinstance(c, HTTPChannel) and c.total_outbufs_len for c in list(socket_map.values())):
+            time.sleep(0.05)
+        trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        threading.Thread(target=drain, name="drain", daemon=True).start()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.run()
+    listeners[0].task_dispatcher.shutdown(timeout=5)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        listen, token, engine_config = build_settings(args)
+        engine = wb.Engine(engine_config)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    except wb.WingsBackupError as e:
+        log.error("starting the engine: %s", e.message)
+        return 1
+    host = Host(engine, token, engine_config["data_directory"], bool(args.async_restore))
+    if "panel" in engine_config:
+        host._spawn(host.send_pending_reports)
+    try:
+        serve(host, listen)
+    except OSError as e:
+        log.error("cannot listen on %s: %s", listen, e)
+        return 1
+    if any(t.is_alive() for t in host.threads):
+        logging.shutdown()
+        os._exit(0)  # a call is still running in a daemon thread: do not wait
+    engine.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The Python host's own logic, in process (Flask's test client, no sockets):
+settings from flags and a Wings config.yml, the backup queue and its 409s,
+and error bodies. The HTTP behaviour shared with the Go host is checked by
+tests/conformance against the running host."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+MAIN = Path(__file__).resolve().parent.parent / "main.py"
+_spec = importlib.util.spec_from_file_location("python_host_main", MAIN)
+assert _spec and _spec.loader
+host_main: Any = importlib.util.module_from_spec(_spec)
+sys.modules["python_host_main"] = host_main
+_spec.loader.exec_module(host_main)
+wb = host_main.wb
+
+TOKEN = "test-token"
+
+
+def settings(argv: List[str]) -> Any:
+    return host_main.build_settings(host_main.parse_args(argv))
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WINGS_TOKEN", raising=False)
+    listen, token, engine = settings(["--token", "t"])
+    assert listen == "127.0.0.1:8080" and token == "t"
+    assert engine == {"data_directory": "/var/lib/pterodactyl/volumes",
+                      "backup_directory": "/var/lib/pterodactyl/backups",
+                      "compression_level": "best_speed", "write_limit": 0, "disk_limit": 0}
+
+
+def test_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WINGS_TOKEN", raising=False)
+    listen, token, engine = settings([
+        "--listen", "127.0.0.1:9", "--token", "t", "--data-dir", "/d", "--backup-dir", "/b",
+        "--panel-url", "http://panel", "--panel-token-id", "id", "--panel-token", "pt",
+        "--compression-level", "none", "--write-limit", "5", "--disk-limit", "1000",
+        "--owner", "1000:1001", "--restore-host-allowlist", "minio.local, 10.0.0.0/8,,",
+        "--async-restore"])
+    assert listen == "127.0.0.1:9"
+    assert engine == {"data_directory": "/d", "backup_directory": "/b", "compression_level": "none",
+                      "write_limit": 5, "disk_limit": 1000, "owner": {"uid": 1000, "gid": 1001},
+                      "restore_host_allowlist": ["minio.local", "10.0.0.0/8"],
+                      "panel": {"url": "http://panel", "token_id": "id", "token": "pt"}}
+    # Go's single-dash spelling works too.
+    assert settings(["-token", "t", "-listen", ":7"])[0] == ":7"
+    assert host_main.waitress_listen(":7") == "*:7"
+
+
+WINGS_CONFIG = """
+debug: false
+uuid: 5b8b4a8e-0000-4000-8000-000000000000
+token_id: abcdEFGH
+token: node-secret
+api:
+  host: 0.0.0.0
+  port: 8443
+  ssl:
+    enabled: false
+system:
+  data: /srv/volumes
+  backup_directory: /srv/backups
+  user:
+    uid: 988
+    gid: 988
+  backups:
+    write_limit: 20
+    compression_level: best_compression
+    restore_host_allowlist: [minio.internal, 10.1.0.0/16]
+remote: https://panel.example.com
+"""
+
+
+def test_wings_config_file_with_flags_over_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WINGS_TOKEN", raising=False)
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(WINGS_CONFIG)
+    listen, token, engine = settings(["--config", str(cfg)])
+    assert listen == "0.0.0.0:8443" and token == "node-secret"
+    assert engine == {
+        "data_directory": "/srv/volumes", "backup_directory": "/srv/backups",
+        "compression_level": "best_compression", "write_limit": 20, "disk_limit": 0,
+        "owner": {"uid": 988, "gid": 988},
+        "restore_host_allowlist": ["minio.internal", "10.1.0.0/16"],
+        "panel": {"url": "https://panel.example.com", "token_id": "abcdEFGH", "token": "node-secret"},
+    }
+    listen, token, engine = settings(["--config", str(cfg), "--listen", "127.0.0.1:1", "--token", "flag",
+                                      "--write-limit", "0", "--data-dir", "/x"])
+    assert listen == "127.0.0.1:1" and token == "flag"
+    assert engine["write_limit"] == 0 and engine["data_directory"] == "/x"
+    assert engine["panel"]["token"] == "node-secret"  # the file's token still talks to the Panel
+    monkeypatch.setenv("WINGS_TOKEN", "from-env")
+    assert settings(["--config", str(cfg)])[1] == "from-env"
+
+
+def test_only_a_port_in_the_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("token: t\napi:\n  port: 9000\n")
+    assert settings(["--config", str(cfg)])[0] == "127.0.0.1:9000"
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "token is required"),
+    (["--token", "t", "--owner", "root"], "UID:GID"),
+    (["--token", "t", "--panel-url", "http://p"], "panel-token-id"),
+    (["--token", "t", "--config", "/nonexistent/config.yml"], "cannot read"),
+])
+def test_bad_settings(argv: List[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WINGS_TOKEN", raising=False)
+    with pytest.raises(host_main.ConfigError, match=message):
+        settings(argv)
+
+
+def test_ill_typed_config_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("token: t\nsystem:\n  backups:\n    write_limit: fast\n")
+    with pytest.raises(host_main.ConfigError, match="system.backups.write_limit"):
+        settings(["--config", str(cfg)])
+
+
+# ---------------------------------------------------------------------------- in process
+
+
+class Node:
+    def __init__(self, tmp: Path) -> None:
+        self.data, self.backups = tmp / "volumes", tmp / "backups"
+        self.data.mkdir()
+        self.backups.mkdir()
+        self.engine = wb.Engine({"data_directory": str(self.data), "backup_directory": str(self.backups),
+                                 "threads": 1})
+        self.host = host_main.Host(self.engine, TOKEN, str(self.data), async_restore=False)
+        self.client = self.host.app.test_client()
+
+    def server(self) -> str:
+        sid = str(uuid.uuid4())
+        (self.data / sid).mkdir()
+        (self.data / sid / "file.txt").write_text("data")
+        return sid
+
+    def post(self, path: str, body: Dict[str, Any]) -> Any:
+        return self.client.post(path, data=json.dumps(body), headers={"Authorization": f"Bearer {TOKEN}"})
+
+    def create(self, server: str, backup: str) -> Any:
+        return self.post(f"/api/servers/{server}/backup", {"adapter": "wings", "uuid": backup, "ignore": ""})
+
+    def delete(self, server: str, backup: str) -> Any:
+        return self.client.delete(f"/api/servers/{server}/backup/{backup}",
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(tmp_path)
+    yield n
+    assert n.host.shut_down(host_main.time.monotonic() + 30)
+    n.engine.close()
+
+
+def test_queued_backups_are_accepted_and_guarded(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One slot: the first backup holds it (parked at STARTED), so the next
+    is queued. The queue is visible: a duplicate uuid or a busy server is
+    409, and deleting the queued backup cancels it."""
+    node.host.backup_slots = threading.BoundedSemaphore(1)
+    parked, release = threading.Event(), threading.Event()
+    original = host_main.Job.on_progress
+
+    def on_progress(job: Any, p: Any) -> None:
+        original(job, p)
+        if p.phase == wb.Phase.STARTED and job.backup == first:
+            parked.set()
+            assert release.wait(30)
+
+    monkeypatch.setattr(host_main.Job, "on_progress", on_progress)
+    s1, s2 = node.server(), node.server()
+    first, queued = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        r = node.create(s1, first)
+        assert r.status_code == 202 and r.data == b""
+        assert parked.wait(30)
+        r = node.create(s2, queued)
+        assert r.status_code == 202 and r.data == b""  # accepted, waiting for the slot
+
+        r = node.create(node.server(), queued)
+        assert r.status_code == 409 and r.json == {"error": host_main.MSG_UUID_RUNNING}
+        r = node.create(s2, str(uuid.uuid4()))
+        assert r.status_code == 409 and "already running for this server" in r.json["error"]
+        (node.backups / f"{first}.tar.gz").write_bytes(b"")  # so that the restore check passes
+        r = node.post(f"/api/servers/{s2}/backup/{first}/restore", {"adapter": "wings"})
+        assert r.status_code == 409
+        (node.backups / f"{first}.tar.gz").unlink()
+
+        r = node.delete(s2, queued)
+        assert r.status_code == 204
+        assert not (node.backups / f"{queued}.tar.gz").exists()
+        r = node.create(s2, str(uuid.uuid4()))  # the server is free again (and queued again)
+        assert r.status_code == 202
+    finally:
+        release.set()
+    job = node.host.ops.backup_job(first)
+    assert job is None or job.wait_done(30)
+    assert (node.backups / f"{first}.tar.gz").is_file()
+
+
+def test_a_backup_failing_before_it_starts_answers_its_status(node: Node,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise wb.QuotaError(wb.Status.QUOTA, "the disk is full")
+
+    monkeypatch.setattr(node.engine, "create_backup", fail)
+    server = node.server()
+    r = node.create(server, str(uuid.uuid4()))
+    assert r.status_code == 507 and r.json == {"error": "the disk is full"}
+    assert r.headers["Content-Type"] == "application/json"
+    assert node.host.ops.by_server == {}  # released
+
+
+def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"secret detail at {node.data}")
+
+    monkeypatch.setattr(node.engine, "check_create", boom)
+    r = node.create(node.server(), str(uuid.uuid4()))
+    assert r.status_code == 500
+    assert r.json == {"error": host_main.MSG_UNEXPECTED}
+    assert str(node.data) not in r.get_data(as_text=True)
+
+
+def test_shutdown_refuses_new_work(node: Node) -> None:
+    node.host.ops.shut_down()
+    r = node.create(node.server(), str(uuid.uuid4()))
+    assert r.status_code == 503 and r.json == {"error": host_main.MSG_SHUTTING_DOWN}
+
+
+def test_405_names_the_allowed_method(node: Node) -> None:
+    r = node.client.get(f"/api/servers/{node.server()}/backup", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert r.json == {"error": host_main.MSG_NOT_ALLOWED}

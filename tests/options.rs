@@ -1,0 +1,87 @@
+//! Engine options that change how work is done: the write limit, the owner
+//! of restored files, compression levels.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
+
+#[test]
+fn restored_files_belong_to_the_configured_owner() {
+    if is_root() {
+        let node = Node::new(r#","owner":{"uid":4321,"gid":4322}"#);
+        build_game_tree(&node.root());
+        node.create(BACKUP, "").unwrap();
+        node.restore(BACKUP, true).unwrap();
+        for path in list_all(&node.root()) {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4321, 4322), "{}", path.display());
+        }
+        // The root itself keeps its owner (it may be a mount point).
+        assert_eq!(std::fs::metadata(node.root()).unwrap().uid(), 0);
+    } else {
+        eprintln!("skipped: chown needs root");
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_write_limit_paces_the_archive() {
+    // 1 MiB/s over ~3 MiB of incompressible data: at least ~3 s, and not
+    // wildly more (the bound only guards against a hang).
+    let node = Node::new(r#","write_limit":1"#);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write_file(&node.root().join("noise.bin"), &data, 0o644, 1);
+    let start = Instant::now();
+    let details = node.create(BACKUP, "").unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let size = details["size"].as_u64().unwrap() as f64;
+    let expected = size / (1024.0 * 1024.0);
+    assert!(
+        secs >= expected * 0.9,
+        "{secs:.2} s for {expected:.2} s worth at the limit"
+    );
+    assert!(
+        secs <= expected * 4.0 + 2.0,
+        "{secs:.2} s for {expected:.2} s worth at the limit"
+    );
+}
+
+#[test]
+fn every_compression_level_round_trips() {
+    for level in ["none", "best_speed", "best_compression"] {
+        let node = Node::new(&format!(r#","compression_level":"{level}""#));
+        build_game_tree(&node.root());
+        let before = snapshot(&node.root());
+        let details = node.create(BACKUP, "").unwrap();
+        let size = details["size"].as_u64().unwrap();
+        let raw: u64 = before
+            .values()
+            .map(|n| match n {
+                Node2::File { data, .. } => data.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        if level == "none" {
+            assert!(size > raw, "{level}: stored, not compressed");
+        } else {
+            assert!(size < raw, "{level}: compressed ({size} of {raw})");
+        }
+        node.restore(BACKUP, true).unwrap();
+        assert!(snapshot(&node.root()) == before, "{level}");
+    }
+}
