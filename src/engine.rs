@@ -236,7 +236,7 @@ impl Engine {
         }
         ctl.also_cancelled_by(token);
         let outcome = ctl
-            .report(started())
+            .report(Progress::at(Phase::Started))
             .and_then(|_| self.run_backup(&request, &root, ctl));
         // The server is free again while the Panel is told.
         drop(hold);
@@ -245,21 +245,14 @@ impl Engine {
             Err(_) => BackupReport::failed(),
         };
         let delivery = self.panel.as_ref().map(|panel| {
-            ctl.report_final(Progress {
-                phase: Phase::Report,
-                bytes_done: 0,
-                bytes_total: 0,
-                entries_done: 0,
-            });
+            ctl.report_final(Progress::at(Phase::Report));
             panel.report_backup(&request.uuid, &report, ctl.cancel_token())
         });
         let done = outcome?;
-        ctl.report_final(Progress {
-            phase: Phase::Done,
-            bytes_done: done.summary.source_bytes,
-            bytes_total: done.summary.source_bytes,
-            entries_done: done.summary.entries,
-        });
+        ctl.report_final(Progress::done(
+            done.summary.source_bytes,
+            done.summary.entries,
+        ));
         let mut details = done.details;
         if let Some(delivery) = delivery {
             details["panel_report"] = match delivery {
@@ -374,26 +367,16 @@ impl Engine {
         let root = self.server_root(server)?;
         let hold = self.hold(server, Hold::Restore, None)?;
         let outcome = ctl
-            .report(started())
+            .report(Progress::at(Phase::Started))
             .and_then(|_| self.run_restore(&request, &backup, &root, ctl));
         drop(hold);
         if let Some(panel) = &self.panel {
-            ctl.report_final(Progress {
-                phase: Phase::Report,
-                bytes_done: 0,
-                bytes_total: 0,
-                entries_done: 0,
-            });
+            ctl.report_final(Progress::at(Phase::Report));
             // A report that cannot be delivered does not undo the restore.
             let _ = panel.report_restore(&backup, outcome.is_ok(), ctl.cancel_token());
         }
         let summary = outcome?;
-        ctl.report_final(Progress {
-            phase: Phase::Done,
-            bytes_done: summary.bytes,
-            bytes_total: summary.bytes,
-            entries_done: summary.entries,
-        });
+        ctl.report_final(Progress::done(summary.bytes, summary.entries));
         Ok(summary)
     }
 
@@ -540,15 +523,6 @@ fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-fn started() -> Progress {
-    Progress {
-        phase: Phase::Started,
-        bytes_done: 0,
-        bytes_total: 0,
-        entries_done: 0,
-    }
-}
-
 /// A backup written (and uploaded), not yet reported.
 struct FinishedBackup {
     details: Value,
@@ -662,6 +636,11 @@ pub fn archive_create(
     let name = archive
         .file_name()
         .ok_or_else(|| Error::invalid("the archive path has no file name"))?;
+    if !parent.is_dir() {
+        return Err(Error::not_found(
+            "the directory of the archive path does not exist",
+        ));
+    }
     let store = BackupStore::open(parent)?;
     let mut temp = store.create_temp(&name.to_string_lossy())?;
     let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
@@ -678,12 +657,7 @@ pub fn archive_create(
     )?;
     ctl.check()?;
     temp.publish_replacing(archive)?;
-    ctl.report_final(Progress {
-        phase: Phase::Done,
-        bytes_done: summary.source_bytes,
-        bytes_total: summary.source_bytes,
-        entries_done: summary.entries,
-    });
+    ctl.report_final(Progress::done(summary.source_bytes, summary.entries));
     Ok(json!({
         "checksum": summary.sha1,
         "checksum_type": "sha1",
@@ -729,12 +703,7 @@ pub fn archive_extract(
         opts.write_limit,
         ctl,
     )?;
-    ctl.report_final(Progress {
-        phase: Phase::Done,
-        bytes_done: summary.bytes,
-        bytes_total: summary.bytes,
-        entries_done: summary.entries,
-    });
+    ctl.report_final(Progress::done(summary.bytes, summary.entries));
     Ok(summary_json(&summary))
 }
 

@@ -51,6 +51,28 @@ pub struct Progress {
     pub entries_done: u64,
 }
 
+impl Progress {
+    /// A report of `phase` without counts.
+    pub fn at(phase: Phase) -> Progress {
+        Progress {
+            phase,
+            bytes_done: 0,
+            bytes_total: 0,
+            entries_done: 0,
+        }
+    }
+
+    /// The last report of a successful call: all of `bytes` done.
+    pub fn done(bytes: u64, entries: u64) -> Progress {
+        Progress {
+            phase: Phase::Done,
+            bytes_done: bytes,
+            bytes_total: bytes,
+            entries_done: entries,
+        }
+    }
+}
+
 /// Counters worker threads update and the calling thread reports.
 #[derive(Debug, Default)]
 pub struct Counters {

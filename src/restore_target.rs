@@ -1001,16 +1001,22 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         let Ok(stage) = safe_fs::open_dir(root, name) else {
             continue;
         };
-        if let Ok(lock) = rfs::openat(
+        // Held until this stage is dealt with; a restore still running (in
+        // this or another process) holds it, and its stage is left alone.
+        let _lock = match rfs::openat(
             stage.as_fd(),
             c"lock",
             OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            if rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-                continue;
+            Ok(lock) => {
+                if rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+                    continue;
+                }
+                Some(lock)
             }
-        }
+            Err(_) => None,
+        };
         if let Ok(fd) = rfs::openat(
             stage.as_fd(),
             c"commit",

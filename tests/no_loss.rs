@@ -238,15 +238,7 @@ fn an_interrupted_committed_restore_is_finished_at_start() {
     write_file(&node.root().join("old1.txt"), b"1", 0o644, 1);
     write_file(&node.root().join("old2.txt"), b"2", 0o644, 1);
     fake_interrupted_stage(&node.root(), true);
-    let json = format!(
-        r#"{{"data_directory":"{}","backup_directory":"{}"}}"#,
-        node.dir.join("data").display(),
-        node.backups().display()
-    );
-    let _engine = wings_backup::engine::Engine::new(
-        wings_backup::config::EngineConfig::from_json(&json).unwrap(),
-    )
-    .unwrap();
+    let _engine = node.restart();
     let names: Vec<_> = snapshot(&node.root())
         .keys()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -260,15 +252,7 @@ fn an_interrupted_uncommitted_restore_is_undone_at_start() {
     write_file(&node.root().join("old1.txt"), b"1", 0o644, 1);
     write_file(&node.root().join("old2.txt"), b"2", 0o644, 1);
     fake_interrupted_stage(&node.root(), false);
-    let json = format!(
-        r#"{{"data_directory":"{}","backup_directory":"{}"}}"#,
-        node.dir.join("data").display(),
-        node.backups().display()
-    );
-    let _engine = wings_backup::engine::Engine::new(
-        wings_backup::config::EngineConfig::from_json(&json).unwrap(),
-    )
-    .unwrap();
+    let _engine = node.restart();
     let names: Vec<_> = snapshot(&node.root())
         .keys()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -286,14 +270,6 @@ fn stale_temporary_archives_are_removed_at_start() {
     )
     .unwrap();
     std::fs::write(node.backups().join("unrelated.txt"), b"keep").unwrap();
-    let json = format!(
-        r#"{{"data_directory":"{}","backup_directory":"{}"}}"#,
-        node.dir.join("data").display(),
-        node.backups().display()
-    );
-    let _engine = wings_backup::engine::Engine::new(
-        wings_backup::config::EngineConfig::from_json(&json).unwrap(),
-    )
-    .unwrap();
+    let _engine = node.restart();
     assert_eq!(node.backup_dir_names(), vec!["unrelated.txt"]);
 }

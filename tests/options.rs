@@ -36,15 +36,7 @@ fn the_write_limit_paces_the_archive() {
     // 1 MiB/s over ~3 MiB of incompressible data: at least ~3 s, and not
     // wildly more (the bound only guards against a hang).
     let node = Node::new(r#","write_limit":1"#);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(3 << 20, 0x2545_f491_4f6c_dd1d);
     write_file(&node.root().join("noise.bin"), &data, 0o644, 1);
     let start = Instant::now();
     let details = node.create(BACKUP, "").unwrap();

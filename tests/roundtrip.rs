@@ -6,17 +6,6 @@ mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 
-fn empty_dir(dir: &std::path::Path) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            std::fs::remove_dir_all(p).unwrap();
-        } else {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
-}
-
 #[test]
 fn create_then_truncating_restore_gives_back_the_same_tree() {
     let node = Node::new("");

@@ -104,15 +104,7 @@ impl Drop for Stub {
 fn tree(root: &std::path::Path) {
     build_game_tree(root);
     // Enough incompressible data for several 64 KiB parts.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..600_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let noise = noise(600_000, 0x9e37_79b9_7f4a_7c15);
     write_file(&root.join("world/noise.bin"), &noise, 0o644, 1_600_000_000);
 }
 
@@ -128,18 +120,6 @@ fn restore_s3(engine: &Engine, uuid: &str, url: &str, truncate: bool) -> wings_b
     engine
         .restore_backup(SERVER, uuid, &body, &mut Control::none())
         .map(|_| ())
-}
-
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 #[test]

@@ -3,12 +3,11 @@
 use std::ffi::{c_char, c_void};
 use std::path::Path;
 
-use super::cancel::{token, wb_cancel};
+use super::cancel::wb_cancel;
 use super::error::wb_error;
-use super::support::{boundary, clear_string, opt_str_arg, progress_bridge, put_string, str_arg};
+use super::support::{boundary, clear_string, opt_str_arg, put_string, str_arg, with_control};
 use super::wb_progress_fn;
 use crate::engine::{archive_create, archive_extract, ArchiveOptions};
-use crate::progress::{Control, ProgressFn};
 
 /// Archives the directory `source_dir` into the file `archive_path` (written
 /// under a temporary name and renamed; an existing file is replaced).
@@ -33,10 +32,9 @@ pub unsafe extern "C" fn wb_archive_create(
         let source = str_arg(source_dir, "source_dir")?;
         let archive = str_arg(archive_path, "archive_path")?;
         let opts = ArchiveOptions::from_json(opt_str_arg(options_json, "options_json")?)?;
-        let mut cb = progress_bridge(progress, userdata);
-        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
-        let mut ctl = Control::new(token(cancel), cb_ref);
-        let summary = archive_create(Path::new(source), Path::new(archive), &opts, &mut ctl)?;
+        let summary = with_control(progress, userdata, cancel, |ctl| {
+            archive_create(Path::new(source), Path::new(archive), &opts, ctl)
+        })?;
         put_string(summary_json, summary);
         Ok(())
     })
@@ -64,10 +62,9 @@ pub unsafe extern "C" fn wb_archive_extract(
         let archive = str_arg(archive_path, "archive_path")?;
         let dest = str_arg(dest_dir, "dest_dir")?;
         let opts = ArchiveOptions::from_json(opt_str_arg(options_json, "options_json")?)?;
-        let mut cb = progress_bridge(progress, userdata);
-        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
-        let mut ctl = Control::new(token(cancel), cb_ref);
-        let summary = archive_extract(Path::new(archive), Path::new(dest), &opts, &mut ctl)?;
+        let summary = with_control(progress, userdata, cancel, |ctl| {
+            archive_extract(Path::new(archive), Path::new(dest), &opts, ctl)
+        })?;
         put_string(summary_json, summary);
         Ok(())
     })

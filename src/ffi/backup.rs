@@ -2,12 +2,11 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::cancel::{token, wb_cancel};
+use super::cancel::wb_cancel;
 use super::engine::{engine_ref, wb_engine};
 use super::error::wb_error;
-use super::support::{boundary, clear_string, progress_bridge, put_string, str_arg};
+use super::support::{boundary, clear_string, put_string, str_arg, with_control};
 use super::wb_progress_fn;
-use crate::progress::{Control, ProgressFn};
 
 /// Validates a create request (the body of `POST /api/servers/:uuid/backup`)
 /// without starting it: bad JSON or field, bad UUID or unknown adapter
@@ -56,10 +55,9 @@ pub unsafe extern "C" fn wb_backup_create(
         let engine = engine_ref(engine)?;
         let server = str_arg(server_uuid, "server_uuid")?;
         let request = str_arg(request_json, "request_json")?;
-        let mut cb = progress_bridge(progress, userdata);
-        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
-        let mut ctl = Control::new(token(cancel), cb_ref);
-        let details = engine.create_backup(server, request, &mut ctl)?;
+        let details = with_control(progress, userdata, cancel, |ctl| {
+            engine.create_backup(server, request, ctl)
+        })?;
         put_string(details_json, details);
         Ok(())
     })
@@ -109,10 +107,9 @@ pub unsafe extern "C" fn wb_backup_restore(
         let server = str_arg(server_uuid, "server_uuid")?;
         let backup = str_arg(backup_uuid, "backup_uuid")?;
         let request = str_arg(request_json, "request_json")?;
-        let mut cb = progress_bridge(progress, userdata);
-        let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
-        let mut ctl = Control::new(token(cancel), cb_ref);
-        engine.restore_backup(server, backup, request, &mut ctl)?;
+        with_control(progress, userdata, cancel, |ctl| {
+            engine.restore_backup(server, backup, request, ctl)
+        })?;
         Ok(())
     })
 }

@@ -4,10 +4,11 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::cancel::{token, wb_cancel};
 use super::error::wb_error;
 use super::{wb_progress, wb_progress_fn, WB_OK};
 use crate::error::{Error, Result};
-use crate::progress::Progress;
+use crate::progress::{Control, Progress, ProgressFn};
 
 /// Runs `body` behind the panic boundary: clears `*err`, turns an `Err` or a
 /// panic into a status and (if `err` is not NULL) an owned `wb_error`.
@@ -73,8 +74,22 @@ pub fn clear_string(out: *mut *mut c_char) {
     }
 }
 
+/// Runs `f` with a `Control` built from a call's progress callback,
+/// userdata and cancel token.
+pub fn with_control<T>(
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    f: impl FnOnce(&mut Control<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut cb = progress_bridge(progress, userdata);
+    let cb_ref = cb.as_mut().map(|f| f as &mut ProgressFn<'_>);
+    let mut ctl = Control::new(token(cancel), cb_ref);
+    f(&mut ctl)
+}
+
 /// Wraps a C progress callback as the core's callback type.
-pub fn progress_bridge(
+fn progress_bridge(
     cb: wb_progress_fn,
     userdata: *mut c_void,
 ) -> Option<impl FnMut(&Progress) -> bool> {

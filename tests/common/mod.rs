@@ -54,13 +54,12 @@ impl Node {
     pub fn new(extra: &str) -> Node {
         let dir = TempDir::new("node");
         std::fs::create_dir_all(dir.join("data").join(SERVER)).unwrap();
-        let json = format!(
-            r#"{{"data_directory":"{}","backup_directory":"{}"{extra}}}"#,
-            dir.join("data").display(),
-            dir.join("backups").display()
-        );
-        let engine = Engine::new(EngineConfig::from_json(&json).unwrap()).unwrap();
+        let engine = engine_on(&dir, extra);
         Node { dir, engine }
+    }
+    /// Another engine on the same directories, as after a restart.
+    pub fn restart(&self) -> Engine {
+        engine_on(&self.dir, "")
     }
     pub fn root(&self) -> PathBuf {
         self.dir.join("data").join(SERVER)
@@ -86,16 +85,55 @@ impl Node {
     }
     /// Names in the backup directory.
     pub fn backup_dir_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.backups())
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        names(&self.backups())
     }
+}
+
+fn engine_on(dir: &TempDir, extra: &str) -> Engine {
+    let json = format!(
+        r#"{{"data_directory":"{}","backup_directory":"{}"{extra}}}"#,
+        dir.join("data").display(),
+        dir.join("backups").display()
+    );
+    Engine::new(EngineConfig::from_json(&json).unwrap()).unwrap()
+}
+
+/// The sorted names in a directory (none if it does not exist).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+pub fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+/// `len` bytes no compressor can shrink (xorshift64), from `seed`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 /// What a test compares about each path of a tree.
