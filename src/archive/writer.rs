@@ -136,7 +136,7 @@ pub fn write_archive(
         // let a cancel stop the writer) meanwhile.
         producer.job_tx = None;
         while !writer.is_finished() {
-            if let Err(e) = ctl.tick(Phase::Archive, &counters) {
+            if let Err(e) = ctl.tick(Phase::Archive, counters) {
                 shared.fail(e);
             }
             std::thread::sleep(Duration::from_millis(50));
