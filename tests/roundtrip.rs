@@ -227,3 +227,42 @@ fn duplicate_and_missing_backups() {
     let err = node.engine.delete_backup("not-a-uuid", BACKUP).unwrap_err();
     assert_eq!(err.status, wings_backup::Status::NotFound);
 }
+
+#[test]
+fn the_ignore_file_is_honoured_only_up_to_32_kib() {
+    let node = Node::new("");
+    write_file(&node.root().join("world/x.dat"), b"x", 0o644, 1);
+    write_file(&node.root().join("keep.txt"), b"k", 0o644, 1);
+    let listed = |uuid: &str| {
+        let out = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(node.archive(uuid))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("world/x.dat")
+    };
+    // Exactly 32 KiB: honoured (padding comments, then the rule).
+    let mut text = "#".repeat(32 * 1024 - "\nworld\n".len());
+    text.push_str("\nworld\n");
+    assert_eq!(text.len(), 32 * 1024);
+    write_file(&node.root().join(".pteroignore"), text.as_bytes(), 0o644, 1);
+    let a = "aaaaaaaa-2222-4333-8444-555555555555";
+    node.create(a, "").unwrap();
+    assert!(!listed(a));
+    // One byte more: ignored altogether, as in Wings.
+    text.insert(0, '#');
+    write_file(&node.root().join(".pteroignore"), text.as_bytes(), 0o644, 1);
+    let b = "bbbbbbbb-2222-4333-8444-555555555555";
+    node.create(b, "").unwrap();
+    assert!(listed(b));
+    // A request's own rules win over the file.
+    let c = "cccccccc-2222-4333-8444-555555555555";
+    std::fs::remove_file(node.root().join(".pteroignore")).unwrap();
+    write_file(&node.root().join(".pelicanignore"), b"world\n", 0o644, 1);
+    node.create(c, "keep.txt").unwrap();
+    assert!(listed(c));
+    // Without request rules, Pelican's file name works too.
+    let d = "dddddddd-2222-4333-8444-555555555555";
+    node.create(d, "").unwrap();
+    assert!(!listed(d));
+}
