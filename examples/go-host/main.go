@@ -65,10 +65,18 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	defer cancelOps()
 	ops := newOperations(opsCtx, engine, log, maxRunningBackups)
 	srv := &http.Server{
-		Handler:           newServer(engine, ops, log, opts.token, opts.dataDir, opts.asyncRestore),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: newServer(engine, ops, log, opts.token, opts.dataDir, opts.asyncRestore),
+		// A client that sends its request byte by byte is dropped once
+		// these pass. ReadTimeout also ends the wait for a body; handlers
+		// never tie their work to the request's context, so a synchronous
+		// restore that outlasts it still finishes and answers.
+		ReadHeaderTimeout: opts.readHeaderTimeout,
+		ReadTimeout:       opts.readTimeout,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// "OPTIONS *" goes through authentication like any request (it
+		// would be a 200 to anyone otherwise).
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.Panel != nil {
 		// Reports a crash or a Panel outage left parked are sent again.

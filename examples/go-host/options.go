@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
 	"gopkg.in/yaml.v3"
@@ -31,6 +32,10 @@ type options struct {
 	allowlist        string
 	asyncRestore     bool
 	configFile       string
+	// Slow clients: how long reading a request's headers, and the whole
+	// request with its body, may take before the connection is dropped.
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
 }
 
 const usageHeader = `go-host serves the Wings backup API (POST /api/servers/:uuid/backup,
@@ -63,6 +68,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.allowlist, "restore-host-allowlist", "", "comma-separated hosts, IPs or CIDRs an s3 restore may download from although private (`LIST`)")
 	fs.BoolVar(&o.asyncRestore, "async-restore", false, "answer restores with 202 once started and run them in the background (Wings behaviour)")
 	fs.StringVar(&o.configFile, "config", "", "Wings config.yml `FILE` to read settings from; flags override it")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 15*time.Second, "how long a client may take to send a request's headers (`DURATION`, e.g. 15s)")
+	fs.DurationVar(&o.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, headers and body (`DURATION`)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -89,6 +96,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if _, err := o.ownerValue(); err != nil {
 		return o, err
+	}
+	if o.readHeaderTimeout <= 0 || o.readTimeout <= 0 {
+		return o, errors.New("--read-header-timeout and --read-timeout must be positive")
 	}
 	return o, nil
 }

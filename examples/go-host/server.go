@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,6 +33,7 @@ const (
 	msgNotAllowed = "The requested method is not allowed on this endpoint."
 	msgTooLarge   = "The request body is larger than the 1 MiB allowed."
 	msgUnreadable = "The request body could not be read."
+	msgSlowBody   = "The request body was not received in time."
 	msgUnexpected = "An unexpected error was encountered while processing this request."
 )
 
@@ -167,7 +169,14 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, msgUnreadable)
+		// The connection cannot carry another request after a failed read.
+		w.Header().Set("Connection", "close")
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			writeError(w, http.StatusRequestTimeout, msgSlowBody)
+		} else {
+			writeError(w, http.StatusBadRequest, msgUnreadable)
+		}
 		return nil, false
 	}
 	if len(body) > maxBody {

@@ -401,8 +401,20 @@ system:
 		t.Errorf("config: %+v", cfg)
 	}
 
+	o, err = parseOptions([]string{"--token", "t"}, env(nil), io.Discard)
+	if err != nil || o.readHeaderTimeout != 15*time.Second || o.readTimeout != 30*time.Second {
+		t.Errorf("default timeouts: %v %v %v", o.readHeaderTimeout, o.readTimeout, err)
+	}
+	o, err = parseOptions([]string{"--token", "t", "--read-header-timeout", "1500ms", "--read-timeout", "2m"}, env(nil), io.Discard)
+	if err != nil || o.readHeaderTimeout != 1500*time.Millisecond || o.readTimeout != 2*time.Minute {
+		t.Errorf("timeouts: %v %v %v", o.readHeaderTimeout, o.readTimeout, err)
+	}
+
 	for _, args := range [][]string{
 		{},
+		{"--token", "t", "--read-timeout", "0s"},
+		{"--token", "t", "--read-header-timeout", "-1s"},
+		{"--token", "t", "--read-timeout", "30"},
 		{"--token", "t", "--owner", "x"},
 		{"--token", "t", "--panel-url", "http://p"},
 		{"--token", "t", "extra"},

@@ -21,6 +21,15 @@ Decisions worth knowing:
   over WAITRESS_BODY_LIMIT (a plain-text 413) so that it never buffers more.
 - SIGINT/SIGTERM: stop accepting connections, cancel running work, wait up to
   SHUTDOWN_WAIT_S for it and for in-flight requests, exit 0.
+- Slow clients: waitress reads a whole request before a worker thread sees
+  it, so a client sending byte by byte holds no worker, but it would hold its
+  connection for as long as it keeps trickling (waitress' channel_timeout
+  only counts silence). The host drops a connection whose request headers are
+  not in after --read-header-timeout, or whose whole request is not in after
+  --read-timeout (the Go host's net/http timeouts of the same names), and a
+  new connection that sends nothing within --read-header-timeout.
+- Errors waitress answers itself (a body over WAITRESS_BODY_LIMIT, a request
+  it cannot parse) get a JSON {"error"} body too.
 - The Panel is told of results by the engine itself when --panel-url is set.
 """
 
@@ -55,6 +64,8 @@ BODY_LIMIT = 1 << 20
 WAITRESS_BODY_LIMIT = 16 << 20
 MAX_RUNNING_BACKUPS = 4
 HTTP_THREADS = 16
+READ_HEADER_TIMEOUT_S = 15.0
+READ_TIMEOUT_S = 30.0
 ACCEPT_WAIT_S = 30.0
 SHUTDOWN_WAIT_S = 30.0
 
@@ -70,6 +81,8 @@ MSG_SHUTTING_DOWN = "The node is shutting down."
 MSG_UUID_RUNNING = "A backup with this uuid is already running."
 MSG_SERVER_BUSY = "Another {} is already running for this server."
 MSG_STUCK = "The running backup did not stop in time."
+MSG_BAD_REQUEST = "The request could not be parsed."
+MSG_HEADERS_TOO_LARGE = "The request headers are too large."
 
 WINGS_DATA_DIR = "/var/lib/pterodactyl/volumes"
 WINGS_BACKUP_DIR = "/var/lib/pterodactyl/backups"
@@ -160,7 +173,25 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--async-restore", "-async-restore", action="store_true",
                    help="answer restores with 202 and run them in the background (Wings' behaviour)")
     flag("config", metavar="FILE", help="an existing Wings config.yml; flags override it")
+    flag("read-header-timeout", type=parse_duration, metavar="DURATION",
+         help=f"how long a client may take to send a request's headers (default {READ_HEADER_TIMEOUT_S:g}s)")
+    flag("read-timeout", type=parse_duration, metavar="DURATION",
+         help=f"how long a client may take to send a whole request, headers and body "
+              f"(default {READ_TIMEOUT_S:g}s)")
     return p.parse_args(argv)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a duration written as Go's flag package takes it ("15s",
+    "500ms", "2m", "1h30m"), so that both hosts take the same flags."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (want e.g. 15s, 500ms, 2m)")
+    seconds = sum(float(n) * units[u] for n, u in parts)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive, not {text!r}")
+    return seconds
 
 
 def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
@@ -275,6 +306,11 @@ class Operations:
                 self.by_backup[backup] = job
             return job
 
+    def free_server(self, job: Job) -> None:
+        with self.lock:
+            if self.by_server.get(job.server) is job:
+                del self.by_server[job.server]
+
     def release(self, job: Job) -> None:
         with self.lock:
             if self.by_server.get(job.server) is job:
@@ -331,12 +367,19 @@ class Host:
     def _make_app(self) -> Flask:
         app = Flask("wings_backup_python_host")
         app.config["MAX_CONTENT_LENGTH"] = BODY_LIMIT
+        # "//" in a path is a 404 as in the Go host, not a redirect to the
+        # merged path.
+        app.url_map.merge_slashes = False
         app.before_request(self.authenticate)
-        app.add_url_rule("/api/servers/<server>/backup", "create", self.create, methods=["POST"])
+        app.before_request(self.refuse_leading_slashes)
+        # No automatic OPTIONS answer: a method the endpoint does not take is
+        # 405, whatever it is (as in the Go host).
+        app.add_url_rule("/api/servers/<server>/backup", "create", self.create, methods=["POST"],
+                         provide_automatic_options=False)
         app.add_url_rule("/api/servers/<server>/backup/<backup>/restore", "restore", self.restore,
-                         methods=["POST"])
+                         methods=["POST"], provide_automatic_options=False)
         app.add_url_rule("/api/servers/<server>/backup/<backup>", "delete", self.delete,
-                         methods=["DELETE"])
+                         methods=["DELETE"], provide_automatic_options=False)
         app.register_error_handler(wb.WingsBackupError, self.engine_error)
         app.register_error_handler(HTTPException, self.http_error)
         app.register_error_handler(Exception, self.unexpected_error)
@@ -349,6 +392,14 @@ class Host:
             return json_error(401, MSG_NO_AUTH, {"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(parts[1].encode("latin-1", "replace"), self.token):
             return json_error(403, MSG_FORBIDDEN)
+        return None
+
+    @staticmethod
+    def refuse_leading_slashes() -> Optional[Response]:
+        # waitress turns "//api/..." into "/api/..."; the Go host (and Wings)
+        # have no such route.
+        if request.environ.get("REQUEST_URI", "").startswith("//"):
+            return json_error(404, MSG_NO_SERVER)
         return None
 
     def engine_error(self, e: wb.WingsBackupError) -> Response:
@@ -434,21 +485,43 @@ class Host:
             self.threads = [x for x in self.threads if x.is_alive()] + [t]
         t.start()
 
+    def _freeing_at_report(self, job: Job, slot: List[bool]) -> Callable[[wb.Progress], None]:
+        """The progress callback of job's engine call: at phase REPORT the
+        server (and the backup slot) are given back. The engine lets go of
+        the server before it tells the Panel, and so does the host: a slow or
+        unreachable Panel (reports are retried for minutes) must not keep a
+        server busy. The backup uuid stays taken until the call ends."""
+
+        def progress(p: wb.Progress) -> None:
+            job.on_progress(p)
+            if p.phase == wb.Phase.REPORT:
+                self._free(job, slot)
+
+        return progress
+
+    def _free(self, job: Job, slot: List[bool]) -> None:
+        self.ops.free_server(job)
+        if slot[0]:
+            slot[0] = False
+            self.backup_slots.release()
+
     def _run_backup(self, job: Job, body: bytes) -> None:
         details: Dict[str, Any] = {}
         error: Optional[wb.WingsBackupError] = None
-        holding = self.backup_slots.acquire(blocking=False)
+        # slot[0]: this job holds one of backup_slots (runs on this thread
+        # only, the progress callback included).
+        slot = [self.backup_slots.acquire(blocking=False)]
         try:
-            if not holding:
+            if not slot[0]:
                 job.mark_queued()
                 while not job.token.cancelled:
                     if self.backup_slots.acquire(timeout=0.25):
-                        holding = True
+                        slot[0] = True
                         break
             # Cancelled while queued, the call still runs and fails at once
             # (its token is triggered), so that the engine reports the end
             # of the backup to the Panel.
-            details = self.engine.create_backup(job.server, body, progress=job.on_progress,
+            details = self.engine.create_backup(job.server, body, progress=self._freeing_at_report(job, slot),
                                                 cancel=job.token)
             job.bytes = int(details.get("size", 0))
         except wb.WingsBackupError as e:
@@ -457,15 +530,14 @@ class Host:
             log.exception("backup %s", job.backup)
             error = wb.InternalError(wb.Status.INTERNAL, f"internal error: {e}")
         finally:
-            if holding:
-                self.backup_slots.release()
+            self._free(job, slot)
             self._finish(job, error, details)
 
     def _run_restore(self, job: Job, body: bytes) -> None:
         error: Optional[wb.WingsBackupError] = None
         try:
-            self.engine.restore_backup(job.server, job.backup, body, progress=job.on_progress,
-                                       cancel=job.token)
+            self.engine.restore_backup(job.server, job.backup, body,
+                                       progress=self._freeing_at_report(job, [False]), cancel=job.token)
         except wb.WingsBackupError as e:
             error = e
         except Exception as e:
@@ -555,18 +627,71 @@ def waitress_listen(addr: str) -> str:
     return "*" + addr if addr.startswith(":") else addr
 
 
-def serve(host: Host, listen: str) -> None:
+def serve(host: Host, listen: str, read_header_timeout: float = READ_HEADER_TIMEOUT_S,
+          read_timeout: float = READ_TIMEOUT_S) -> None:
     from waitress import create_server, wasyncore
     from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
     from waitress.server import BaseWSGIServer
+    from waitress.task import ErrorTask
+
+    class TimedParser(HTTPRequestParser):
+        """A request being read, stamped with when its first byte came."""
+
+        def __init__(self, adj: Any) -> None:
+            super().__init__(adj)
+            self.began = time.time()
+
+    class JsonErrorTask(ErrorTask):
+        """waitress' own error replies, as {"error": ...} like every other."""
+
+        def execute(self) -> None:
+            e = self.request.error
+            message = {400: MSG_BAD_REQUEST, 413: MSG_TOO_LARGE, 431: MSG_HEADERS_TOO_LARGE}.get(
+                e.code, MSG_UNEXPECTED)
+            body = json.dumps({"error": message}).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class Channel(HTTPChannel):
+        parser_class = TimedParser
+        error_task_class = JsonErrorTask
 
     wsgi = RequestLog(host.app)
     socket_map: Dict[int, Any] = {}
+    # cleanup_interval: how often maintenance() below looks for slow clients.
     server = create_server(wsgi, map=socket_map, listen=waitress_listen(listen),
                            threads=HTTP_THREADS, max_request_body_size=WAITRESS_BODY_LIMIT,
-                           ident="wings-backup")
+                           ident="wings-backup", cleanup_interval=1)
     listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
+
+    def drop_slow_clients(listener: BaseWSGIServer) -> None:
+        idle_maintenance = listener.maintenance
+
+        def maintenance(now: float) -> None:
+            idle_maintenance(now)
+            for channel in list(listener.active_channels.values()):
+                if channel.will_close or channel.requests:
+                    continue  # closing already, or a request is being served
+                request = channel.request
+                if request is not None:
+                    began = request.began
+                    limit = read_timeout if request.headers_finished else read_header_timeout
+                elif channel.last_activity == channel.creation_time:
+                    began, limit = channel.creation_time, read_header_timeout  # never sent a byte
+                else:
+                    continue  # idle between requests: waitress' channel_timeout
+                if now - began > limit:
+                    channel.will_close = True
+
+        listener.maintenance = maintenance
+
     for listener in listeners:
+        listener.channel_class = Channel
+        drop_slow_clients(listener)
         log.info("listening on http://%s:%s", listener.effective_host, listener.effective_port)
     # The wasyncore loop is not thread-safe: other threads hand it work
     # through a trigger.
@@ -619,7 +744,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "panel" in engine_config:
         host._spawn(host.send_pending_reports)
     try:
-        serve(host, listen)
+        serve(host, listen,
+              args.read_header_timeout if args.read_header_timeout is not None else READ_HEADER_TIMEOUT_S,
+              args.read_timeout if args.read_timeout is not None else READ_TIMEOUT_S)
     except OSError as e:
         log.error("cannot listen on %s: %s", listen, e)
         return 1

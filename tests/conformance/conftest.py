@@ -1,13 +1,19 @@
-"""Fixtures of the HTTP conformance suite: a Panel stub and the hosts.
+"""Fixtures of the HTTP conformance suite: the Panel stub and the hosts.
 
 Every test runs against each host ("go" = target/go-host, "python" =
 examples/python-host/main.py), started as a subprocess with the same flags on
-a free 127.0.0.1 port, temporary data and backup directories, and a Panel
-stub that records the callbacks it receives (CONTRACT section 3).
+a free 127.0.0.1 port, temporary data and backup directories, and the Panel
+stub of tests/support/panel_stub.py (a subprocess: the Panel's remote API
+over a real S3 server, recording every callback with its headers; CONTRACT
+section 3).
+
+Every error reply a test sees through Host.request or Host.raw is scanned for
+node paths and stack traces (assert_no_leak).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -18,11 +24,9 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -31,10 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 GO_HOST = REPO / "target" / "go-host"
 PYTHON_HOST = REPO / "examples" / "python-host" / "main.py"
 
-PANEL_TOKEN_ID = "conformance-id"
-PANEL_TOKEN = "conformance-panel-token"
 PANEL_ACCEPT = "application/vnd.pterodactyl.v1+json"
-PART_SIZE = 1 << 20
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -42,131 +43,160 @@ STOP_TIMEOUT = 20.0
 
 # --------------------------------------------------------------------------- Panel stub
 
+PANEL_STUB = REPO / "tests" / "support" / "panel_stub.py"
+PANEL_START_TIMEOUT = 60.0
+
 
 @dataclass
 class PanelCall:
+    """One call a host made to the Panel's remote API, as the stub recorded it."""
+
     method: str
     path: str
-    query: Dict[str, List[str]]
+    query: Dict[str, str]
     headers: Dict[str, str]
     body: Any
-    # Why the stub refused the call (bad Authorization or Accept), or None.
+    # Why the stub refused the call (bad Authorization, Accept or
+    # Content-Type), or None.
     problem: Optional[str]
+    # When it arrived (time.monotonic(), comparable with this process's).
+    t: float
 
 
-@dataclass
 class PanelStub:
-    url: str
-    calls: List[PanelCall] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    """tests/support/panel_stub.py run as a subprocess (the one Panel stub of
+    the project: the Rust tests in tests/s3.rs use it too): the Panel's remote
+    API in front of a real S3 server (moto), steered through /_test/*."""
 
-    def record(self, call: PanelCall) -> None:
-        with self.lock:
-            self.calls.append(call)
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, str(PANEL_STUB)], cwd=REPO, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        line = self._first_line(self.proc.stdout)
+        info = json.loads(line)
+        self.url: str = info["panel_url"]
+        self.s3_endpoint: str = info["s3_endpoint"]
+        self.bucket: str = info["bucket"]
+        self.token_id: str = info["token_id"]
+        self.token: str = info["token"]
+        self.session = requests.Session()
 
-    def snapshot(self) -> List[PanelCall]:
-        with self.lock:
-            return list(self.calls)
+    def _first_line(self, stream: Any) -> str:
+        found: List[str] = []
+        reader = threading.Thread(target=lambda: found.append(stream.readline().decode()), daemon=True)
+        reader.start()
+        reader.join(PANEL_START_TIMEOUT)
+        if not found or not found[0].strip():
+            self.stop()
+            pytest.fail(f"the Panel stub did not start:\n{self.log_path.read_text(errors='replace')[-4000:]}")
+        return found[0]
 
-    def wait_for(self, pred: Callable[[PanelCall], bool], timeout: float = 8.0) -> List[PanelCall]:
+    def stop(self) -> None:
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def host_args(self) -> List[str]:
+        return ["--panel-url", self.url, "--panel-token-id", self.token_id, "--panel-token", self.token]
+
+    # -- steering ----------------------------------------------------------
+
+    def state(self, backup: Optional[str] = None) -> Dict[str, Any]:
+        params = {"backup": backup} if backup else None
+        res = self.session.get(f"{self.url}/_test/state", params=params, timeout=30)
+        res.raise_for_status()
+        return res.json()
+
+    def configure(self, **cfg: Any) -> None:
+        self.session.post(f"{self.url}/_test/config", json=cfg, timeout=30).raise_for_status()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.session.put(f"{self.url}/_test/put", params={"key": key}, data=data, timeout=30).raise_for_status()
+
+    def presign(self, key: str) -> str:
+        res = self.session.get(f"{self.url}/_test/presign", params={"key": key}, timeout=30)
+        res.raise_for_status()
+        return res.json()["url"]
+
+    def object_info(self, key: str) -> Dict[str, Any]:
+        """{"sha1", "size"} of an object in the bucket."""
+        res = self.session.get(f"{self.url}/_test/object", params={"key": key}, timeout=30)
+        res.raise_for_status()
+        return res.json()
+
+    # -- what the hosts told the Panel ---------------------------------------
+
+    def calls(self, backup: Optional[str] = None) -> List[PanelCall]:
+        out = []
+        for r in self.state(backup)["requests"]:
+            headers = {"authorization": r["authorization"], "accept": r["accept"],
+                       "content-type": r["content_type"], "user-agent": r["user_agent"]}
+            out.append(PanelCall(r["method"], r["path"], r["query"],
+                                 {k: v for k, v in headers.items() if v is not None},
+                                 r.get("body"), r.get("problem"), r.get("t", 0.0)))
+        return out
+
+    def wait_for(self, pred: Callable[[PanelCall], bool], backup: Optional[str] = None,
+                 timeout: float = 8.0) -> List[PanelCall]:
         """The calls matching pred, once there is at least one (bounded)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [c for c in self.snapshot() if pred(c)]
+            found = [c for c in self.calls(backup) if pred(c)]
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
 
     def backup_reports(self, backup: str, timeout: float = 8.0) -> List[PanelCall]:
         path = f"/api/remote/backups/{backup}"
-        return self.wait_for(lambda c: c.method == "POST" and c.path == path, timeout)
+        return self.wait_for(lambda c: c.method == "POST" and c.path == path, backup, timeout)
 
     def restore_reports(self, backup: str, timeout: float = 8.0) -> List[PanelCall]:
         path = f"/api/remote/backups/{backup}/restore"
-        return self.wait_for(lambda c: c.method == "POST" and c.path == path, timeout)
-
-
-def _panel_handler(stub: PanelStub) -> type:
-    expected_auth = f"Bearer {PANEL_TOKEN_ID}.{PANEL_TOKEN}"
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-        def _reply(self, status: int, body: Any = None, headers: Optional[Dict[str, str]] = None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            if body is not None:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _handle(self) -> None:
-            split = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            problem = None
-            if split.path.startswith("/upload/"):
-                # A presigned S3 UploadPart URL: no Panel headers here.
-                stub.record(PanelCall(self.command, split.path, parse_qs(split.query), headers, None, None))
-                self._reply(200, headers={"ETag": f'"{secrets.token_hex(8)}"'})
-                return
-            if headers.get("authorization") != expected_auth:
-                problem = f"bad Authorization {headers.get('authorization')!r}"
-            elif headers.get("accept") != PANEL_ACCEPT:
-                problem = f"bad Accept {headers.get('accept')!r}"
-            elif self.command == "POST" and not headers.get("content-type", "").startswith("application/json"):
-                problem = f"bad Content-Type {headers.get('content-type')!r}"
-            stub.record(PanelCall(self.command, split.path, parse_qs(split.query), headers, body, problem))
-            if problem:
-                self._reply(403, {"errors": [{"code": "HttpForbiddenException", "status": "403", "detail": problem}]})
-                return
-            parts = split.path.split("/")
-            # /api/remote/backups/<uuid>[/restore]
-            if parts[:4] != ["", "api", "remote", "backups"] or len(parts) not in (5, 6):
-                self._reply(404, {"errors": [{"code": "NotFoundHttpException", "status": "404", "detail": "not found"}]})
-            elif self.command == "GET" and len(parts) == 5:
-                size = int(parse_qs(split.query).get("size", ["0"])[0])
-                if size <= 0:
-                    self._reply(400, {"errors": [{"code": "BadRequestHttpException", "status": "400",
-                                                  "detail": 'A non-empty "size" query parameter must be provided.'}]})
-                    return
-                count = -(-size // PART_SIZE)
-                urls = [f"{stub.url}/upload/{parts[4]}/{n}" for n in range(1, count + 1)]
-                self._reply(200, {"parts": urls, "part_size": PART_SIZE})
-            elif self.command == "POST":
-                self._reply(204)
-            else:
-                self._reply(405, {"errors": [{"code": "MethodNotAllowed", "status": "405", "detail": "no"}]})
-
-        do_GET = _handle
-        do_POST = _handle
-        do_PUT = _handle
-
-    return Handler
+        return self.wait_for(lambda c: c.method == "POST" and c.path == path, backup, timeout)
 
 
 @pytest.fixture(scope="session")
-def panel() -> Iterator[PanelStub]:
-    stub = PanelStub(url="")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _panel_handler(stub))
-    httpd.daemon_threads = True
-    stub.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+def panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelStub]:
+    stub = PanelStub(tmp_path_factory.mktemp("panel") / "panel-stub.log")
     yield stub
-    httpd.shutdown()
-    httpd.server_close()
+    stub.stop()
+
+
+# --------------------------------------------------------------------------- leaks
+
+# Nothing an error body may carry: node paths (the hosts' directories live
+# under pytest's base temporary directory), the checkout's path (Go and Rust
+# panics name source files), stack traces.
+LEAK_WORDS = ("Traceback", "goroutine", "panic", 'File "', ".py\"", ".go:", ".rs:")
+_leak_paths: List[str] = [str(REPO)]
+# How many error replies were scanned, by host kind (a test checks the scan ran).
+SCANNED: Dict[str, int] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leak_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    base = str(tmp_path_factory.getbasetemp())
+    _leak_paths.append(base)
+    # The real path too, in case the host resolves symlinks (/tmp -> /private/tmp).
+    _leak_paths.append(os.path.realpath(base))
+
+
+def assert_no_leak(kind: str, status: int, text: str, where: str = "") -> None:
+    """An error body must not carry a node path or a stack trace."""
+    if status < 400:
+        return
+    SCANNED[kind] = SCANNED.get(kind, 0) + 1
+    for leak in list(_leak_paths) + list(LEAK_WORDS):
+        assert leak not in text, f"{kind} host: error body of {where} leaks {leak!r}: {text[:500]!r}"
 
 
 # --------------------------------------------------------------------------- hosts
@@ -179,27 +209,69 @@ def free_port() -> int:
 
 
 @dataclass
+class Reply:
+    """A response read off a raw socket (see Host.raw)."""
+
+    status: int
+    headers: Dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
 class Host:
     kind: str
     url: str
     token: str
+    base: Path
     data: Path
     backups: Path
     proc: subprocess.Popen
     log_path: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def headers(self, token: Optional[str] = None) -> Dict[str, str]:
         return {"Authorization": f"Bearer {self.token if token is None else token}"}
 
     def request(self, method: str, path: str, *, body: Any = None, raw: Optional[bytes] = None,
-                headers: Optional[Dict[str, str]] = None, auth: bool = True, timeout: float = 60) -> requests.Response:
+                headers: Optional[Dict[str, str]] = None, auth: bool = True, timeout: float = 60,
+                session: Optional[requests.Session] = None) -> requests.Response:
         h = dict(self.headers() if auth else {})
         h.update(headers or {})
         data = raw
         if body is not None:
             data = json.dumps(body).encode()
             h.setdefault("Content-Type", "application/json")
-        return requests.request(method, self.url + path, data=data, headers=h, timeout=timeout)
+        send = session.request if session is not None else requests.request
+        res = send(method, self.url + path, data=data, headers=h, timeout=timeout)
+        assert_no_leak(self.kind, res.status_code, res.text, f"{method} {path}")
+        return res
+
+    def raw(self, method: str, target: str, *, headers: Optional[Dict[str, str]] = None, body: bytes = b"",
+            auth: bool = True, timeout: float = 30) -> Reply:
+        """Sends a request with `target` written verbatim on the request line
+        (no client-side normalisation of `..`, %-escapes or backslashes)."""
+        h = {"Host": f"127.0.0.1:{self.port}", "Connection": "close"}
+        if auth:
+            h.update(self.headers())
+        h.update(headers or {})
+        if body or method in ("POST", "PUT", "PATCH"):
+            h.setdefault("Content-Length", str(len(body)))
+        head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(head.encode("latin-1") + body)
+            reply = read_reply(sock, method)
+        assert_no_leak(self.kind, reply.status, reply.text, f"{method} {target[:200]}")
+        return reply
 
     def server(self, tree: Optional[Callable[[Path], None]] = None) -> str:
         """A new server directory (with tree(root) written into it)."""
@@ -216,11 +288,28 @@ class Host:
     def archive(self, backup: str) -> Path:
         return self.backups / f"{backup}.tar.gz"
 
+    def rss_kib(self) -> int:
+        """The host process's resident set size (VmRSS), in KiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+
+def read_reply(sock: socket.socket, method: str = "GET") -> Reply:
+    """Reads one HTTP response from sock (raises on a timeout or a closed
+    connection before a status line)."""
+    res = http.client.HTTPResponse(sock, method=method)
+    res.begin()
+    body = res.read()
+    return Reply(res.status, {k.lower(): v for k, v in res.getheaders()}, body)
 
 
 def host_command(kind: str) -> List[str]:
@@ -243,7 +332,7 @@ def start_host(kind: str, base: Path, panel: Optional[PanelStub], extra: Optiona
     args = ["--listen", f"127.0.0.1:{port}", "--token", token, "--data-dir", str(data),
             "--backup-dir", str(backups), "--write-limit", "1"]
     if panel is not None:
-        args += ["--panel-url", panel.url, "--panel-token-id", PANEL_TOKEN_ID, "--panel-token", PANEL_TOKEN]
+        args += panel.host_args()
     args += extra or []
     log_path = base / f"{kind}-host.log"
     env = dict(os.environ)
@@ -251,7 +340,7 @@ def start_host(kind: str, base: Path, panel: Optional[PanelStub], extra: Optiona
     env.setdefault("WINGS_BACKUP_LIB", str(REPO / "target" / "release" / "libwings_backup.so"))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd + args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    host = Host(kind, f"http://127.0.0.1:{port}", token, data, backups, proc, log_path)
+    host = Host(kind, f"http://127.0.0.1:{port}", token, base, data, backups, proc, log_path)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
@@ -278,12 +367,17 @@ def stop_host(host: Host) -> Optional[int]:
         return None
 
 
-@pytest.fixture(scope="module", params=["go", "python"])
-def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, panel: PanelStub) -> Iterator[Host]:
-    h = start_host(request.param, tmp_path_factory.mktemp(f"{request.param}-host"), panel)
+def started(kind: str, base: Path, panel: Optional[PanelStub], extra: Optional[List[str]] = None) -> Iterator[Host]:
+    """A host for a fixture: started, yielded, stopped (it must exit 0)."""
+    h = start_host(kind, base, panel, extra)
     yield h
     code = stop_host(h)
     assert code == 0, f"{h.kind} host did not exit 0 on SIGTERM (got {code}):\n{h.log()}"
+
+
+@pytest.fixture(scope="module", params=["go", "python"])
+def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, panel: PanelStub) -> Iterator[Host]:
+    yield from started(request.param, tmp_path_factory.mktemp(f"{request.param}-host"), panel)
 
 
 @pytest.fixture(params=["go", "python"])

@@ -6,151 +6,20 @@ they fail while the core does not yet report to the Panel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import stat
 import tarfile
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Optional
 
 import pytest
-import requests
 
 from conftest import PANEL_ACCEPT, Host, PanelStub, start_host, stop_host
-
-WAIT = 30.0  # bound for a background backup to finish
-ARCHIVE_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tar\.gz$")
-
-MSG_NO_AUTH = "The required authorization heads were not present in the request."
-MSG_FORBIDDEN = "You are not authorized to access this endpoint."
-MSG_BACKUP_NOT_FOUND = "The requested backup was not found on this server."
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def create_body(backup: str, ignore: str = "") -> Dict[str, Any]:
-    return {"adapter": "wings", "uuid": backup, "ignore": ignore}
-
-
-def restore_body(truncate: bool = True) -> Dict[str, Any]:
-    return {"adapter": "wings", "truncate_directory": truncate, "download_url": ""}
-
-
-def demo_tree(root: Path) -> None:
-    """Files with several modes, nested and empty directories, symlinks."""
-    (root / "world" / "region").mkdir(parents=True)
-    (root / "logs" / "old").mkdir(parents=True)
-    (root / "cache").mkdir()
-    (root / "server.properties").write_text("motd=conformance\nmax-players=20\n")
-    (root / "start.sh").write_text("#!/bin/sh\nexec java -jar server.jar\n")
-    (root / "world" / "level.dat").write_bytes(os.urandom(50_000))
-    (root / "world" / "region" / "r.0.0.mca").write_bytes(b"chunk" * 4000)
-    (root / "secret.key").write_bytes(b"k" * 32)
-    (root / "naïve name.txt").write_text("unicode and a space\n")
-    os.chmod(root / "start.sh", 0o755)
-    os.chmod(root / "secret.key", 0o600)
-    os.chmod(root / "world" / "region" / "r.0.0.mca", 0o640)
-    os.chmod(root / "cache", 0o700)
-    os.symlink("world/level.dat", root / "level.link")
-    os.symlink("/etc/hostname", root / "outside.link")
-    os.symlink("missing/target", root / "dangling.link")
-
-
-def big_tree(root: Path) -> None:
-    """A tree whose backup takes seconds under the hosts' 1 MiB/s write limit."""
-    demo_tree(root)
-    (root / "big.bin").write_bytes(os.urandom(4 << 20))
-
-
-def snapshot(root: Path) -> Dict[str, str]:
-    """Type, permission bits and content of every entry, symlinks not followed."""
-    out: Dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            st = path.lstat()
-            perm = oct(stat.S_IMODE(st.st_mode))
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = "link " + os.readlink(path)
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = f"dir {perm}"
-            else:
-                out[rel] = f"file {perm} {hashlib.sha1(path.read_bytes()).hexdigest()}"
-    return out
-
-
-def sha1_of(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def assert_error(host: Host, res: requests.Response, status: int, message: Optional[str] = None) -> str:
-    """An error reply: the status, a JSON {"error": "..."} body, no node paths."""
-    assert res.status_code == status, f"want {status}, got {res.status_code} {res.text!r}"
-    ctype = res.headers.get("Content-Type", "")
-    assert ctype.split(";")[0].strip() == "application/json", f"Content-Type {ctype!r}"
-    body = res.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], res.text
-    for leak in (str(host.data), str(host.backups), "Traceback", "goroutine ", "panicked at"):
-        assert leak not in res.text, f"error body leaks {leak!r}: {res.text!r}"
-    if message is not None:
-        assert body["error"] == message
-    return body["error"]
-
-
-def wait_archive(host: Host, backup: str, timeout: float = WAIT) -> Path:
-    path = host.archive(backup)
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout}s"
-        time.sleep(0.05)
-    return path
-
-
-def backup_now(host: Host, server: str) -> str:
-    """Creates a backup of server and waits for its archive."""
-    backup = new_id()
-    res = host.request("POST", f"/api/servers/{server}/backup", body=create_body(backup))
-    assert res.status_code == 202, res.text
-    wait_archive(host, backup)
-    return backup
-
-
-def unless_busy(send: Callable[[], requests.Response], timeout: float = WAIT) -> requests.Response:
-    """Sends a request again while it is answered 409: a backup whose archive
-    just appeared may hold its server a moment longer (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        res = send()
-        if res.status_code != 409 or time.monotonic() > deadline:
-            return res
-        time.sleep(0.05)
-
-
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"{what} (waited {timeout}s)"
-        time.sleep(0.05)
-
-
-def leftovers(host: Host) -> list:
-    return sorted(p.name for p in host.backups.iterdir() if p.name != ".pending")
-
-
-def temporary_files(host: Host) -> list:
-    """Entries of the backup directory other than finished <uuid>.tar.gz files."""
-    return [n for n in leftovers(host) if not ARCHIVE_NAME.match(n)]
-
+from helpers import (MSG_BACKUP_NOT_FOUND, MSG_FORBIDDEN, MSG_NO_AUTH, assert_error, backup_now, big_tree,
+                     create_body, demo_tree, leftovers, new_id, restore_body, sha1_of, snapshot,
+                     temporary_files, unless_busy, wait_archive, wait_until)
 
 # --------------------------------------------------------------------------- auth and routing
 
@@ -359,6 +228,32 @@ def test_deleted_running_backup_reports_failure_to_panel(host: Host, panel: Pane
     assert reports[0].body == {"checksum": "", "checksum_type": "", "size": 0, "successful": False, "parts": None}
     time.sleep(0.5)
     assert len(panel.backup_reports(backup, timeout=0)) == 1, "more than one final report"
+
+
+def test_a_panel_that_keeps_failing_does_not_hold_the_server(host: Host, panel: PanelStub) -> None:
+    """While a finished backup's report is retried (the Panel answers 503),
+    its server takes new backups and restores; the uuid stays taken; the
+    report goes out once the Panel is back."""
+    server = host.server(demo_tree)
+    backup = new_id()
+    panel.configure(report_status_forever=503)
+    try:
+        assert host.request("POST", f"/api/servers/{server}/backup", body=create_body(backup)).status_code == 202
+        wait_archive(host, backup)
+        wait_until(lambda: bool(panel.backup_reports(backup, 0)), "no report was tried")
+        res = unless_busy(lambda: host.request("POST", f"/api/servers/{server}/backup/{backup}/restore",
+                                               body=restore_body(False)), timeout=5)
+        assert res.status_code == 204, f"the server is held while the Panel is down: {res.text}"
+        res = unless_busy(lambda: host.request("POST", f"/api/servers/{server}/backup",
+                                               body=create_body(new_id())), timeout=5)
+        assert res.status_code == 202, f"the server is held while the Panel is down: {res.text}"
+        assert_error(host, host.request("POST", f"/api/servers/{host.server()}/backup", body=create_body(backup)),
+                     409)
+    finally:
+        panel.configure(report_status_forever=None)
+    wait_until(lambda: any(r["answered"] == 204 for r in panel.state(backup)["reports"]),
+               "the report did not go out once the Panel was back", timeout=20)
+    assert sum(r["answered"] == 204 for r in panel.state(backup)["reports"]) == 1
 
 
 # --------------------------------------------------------------------------- restore

@@ -10,6 +10,14 @@ It speaks the Panel's remote API as CONTRACT section 3 describes it:
   aborts it on failure);
 - ``POST /api/remote/backups/<uuid>/restore`` records the restore report.
 
+Every call to the remote API is recorded with its headers, its JSON body, the
+status it was answered and when it arrived (``time.monotonic()``, which is
+system-wide on Linux, so tests in another process can compare it with their
+own clock). A call without the Panel's headers (``Authorization: Bearer
+<token_id>.<token>``, ``Accept: application/vnd.pterodactyl.v1+json``, and
+``Content-Type: application/json`` on a POST) is answered 403 and recorded with
+the ``problem``.
+
 Tests steer it through ``/_test/*``: read what it recorded, make reports
 answer given statuses, make parts fail, presign downloads, cut downloads off.
 Part URLs go through a proxy in this stub (``/_s3proxy/...``) so that faults
@@ -31,6 +39,7 @@ import re
 import socketserver
 import sys
 import threading
+import time
 import urllib.parse
 from typing import Any
 
@@ -46,6 +55,7 @@ from moto.server import ThreadedMotoServer  # noqa: E402
 
 TOKEN_ID = "stub-token-id"
 TOKEN = "stub-token-secret"
+PANEL_ACCEPT = "application/vnd.pterodactyl.v1+json"
 BUCKET = "backups"
 UUID_RE = r"[0-9a-fA-F-]{36}"
 
@@ -157,6 +167,17 @@ class PanelStub:
     def remote(self, h: http.server.BaseHTTPRequestHandler, method: str, path: str,
                query: dict[str, list[str]]) -> None:
         body = self._body(h)
+        try:
+            payload: Any = json.loads(body) if body else None
+        except ValueError:
+            payload = body.decode("utf-8", "replace")
+        problem = None
+        if h.headers.get("Authorization") != f"Bearer {TOKEN_ID}.{TOKEN}":
+            problem = f"bad Authorization {h.headers.get('Authorization')!r}"
+        elif h.headers.get("Accept") != PANEL_ACCEPT:
+            problem = f"bad Accept {h.headers.get('Accept')!r}"
+        elif method == "POST" and not (h.headers.get("Content-Type") or "").startswith("application/json"):
+            problem = f"bad Content-Type {h.headers.get('Content-Type')!r}"
         record = {
             "method": method,
             "path": path,
@@ -165,10 +186,13 @@ class PanelStub:
             "accept": h.headers.get("Accept"),
             "content_type": h.headers.get("Content-Type"),
             "user_agent": h.headers.get("User-Agent"),
+            "body": payload,
+            "problem": problem,
+            "t": time.monotonic(),
         }
         with self.lock:
             self.requests.append(record)
-        if h.headers.get("Authorization") != f"Bearer {TOKEN_ID}.{TOKEN}":
+        if problem:
             return self._panel_error(h, 403, "You are not authorized to access this resource.")
         m = re.fullmatch(rf"/api/remote/backups/({UUID_RE})(/restore)?", path)
         if not m:
@@ -177,12 +201,11 @@ class PanelStub:
         if method == "GET" and not restore:
             return self.upload_urls(h, backup, query)
         if method == "POST" and restore:
-            payload = json.loads(body or b"null")
             with self.lock:
                 self.restores.append({"backup": backup, "body": payload})
             return self._reply(h, 204)
         if method == "POST":
-            return self.status_report(h, backup, json.loads(body or b"null"))
+            return self.status_report(h, backup, payload)
         return self._panel_error(h, 405, "method not allowed")
 
     def upload_urls(self, h: http.server.BaseHTTPRequestHandler, backup: str,
@@ -216,7 +239,7 @@ class PanelStub:
                 status = self.report_statuses.pop(0)
             else:
                 status = self.report_status_forever or 204
-            self.reports.append({"backup": backup, "body": payload, "answered": status})
+            self.reports.append({"backup": backup, "body": payload, "answered": status, "t": time.monotonic()})
         if status >= 300:
             return self._panel_error(h, status, "injected failure")
         upload_id = self.uploads.get(backup)
@@ -264,12 +287,14 @@ class PanelStub:
     def control(self, h: http.server.BaseHTTPRequestHandler, method: str, path: str,
                 query: dict[str, list[str]]) -> None:
         if path == "/_test/state":
+            # ?backup=<uuid> keeps only what concerns that backup.
+            only = (query.get("backup") or [None])[0]
             with self.lock:
                 state = {
-                    "reports": self.reports,
-                    "restores": self.restores,
-                    "requests": self.requests,
-                    "completed": self.completed,
+                    "reports": [r for r in self.reports if only in (None, r["backup"])],
+                    "restores": [r for r in self.restores if only in (None, r["backup"])],
+                    "requests": [r for r in self.requests if only is None or only in r["path"]],
+                    "completed": {k: v for k, v in self.completed.items() if only in (None, k)},
                     "part_attempts": {str(k): v for k, v in self.part_attempts.items()},
                 }
             return self._reply(h, 200, state)

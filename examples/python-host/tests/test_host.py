@@ -121,6 +121,20 @@ def test_bad_settings(argv: List[str], message: str, monkeypatch: pytest.MonkeyP
         settings(argv)
 
 
+@pytest.mark.parametrize("text,seconds", [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h30m", 5400.0),
+                                          ("1.5s", 1.5), ("2m0.5s", 120.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert host_main.parse_duration(text) == pytest.approx(seconds)
+    args = host_main.parse_args(["--token", "t", "--read-header-timeout", text, "--read-timeout", text])
+    assert args.read_header_timeout == args.read_timeout == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "0", "0s", "-1s", "fast", "15 s", "s", "1d", "15sx", "30"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(Exception):
+        host_main.parse_duration(text)
+
+
 def test_ill_typed_config_key(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yml"
     cfg.write_text("token: t\nsystem:\n  backups:\n    write_limit: fast\n")
