@@ -180,3 +180,11 @@ pub fn quote(name: &[u8]) -> String {
     out.push('"');
     out
 }
+
+impl From<rustix::io::Errno> for Error {
+    /// A filesystem error without more context (reopening a directory of a
+    /// deep walk, say); callers with context use `Error::os`.
+    fn from(e: rustix::io::Errno) -> Error {
+        Error::os("reopening a directory", e)
+    }
+}

@@ -31,7 +31,7 @@ use rustix::io::Errno;
 
 use crate::config::Owner;
 use crate::error::{quote, Error, Result};
-use crate::safe_fs::{self, DirStack, Listing, RESERVED_PREFIX};
+use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
 
 /// Staging directories are named `<STAGE_PREFIX><nonce>`.
 const STAGE_PREFIX: &str = ".wings-backup-restore-";
@@ -105,14 +105,19 @@ pub struct RestoreTarget {
     stage: OwnedFd,
     tree: OwnedFd,
     _lock: OwnedFd,
+    /// The staged directories of the last entry's parent path: the next
+    /// entry most likely shares most of them, whatever the depth.
+    cursor: DirStack<()>,
+    state: State,
+    done: bool,
+}
+
+/// What the entries change besides the staged files.
+struct State {
     opts: RestoreOptions,
     dirs: DirList,
-    /// The parent directory of the last entry, which the next one most
-    /// likely shares.
-    cache: Option<(Vec<u8>, OwnedFd)>,
     summary: RestoreSummary,
     root_mtime: Option<i64>,
-    done: bool,
 }
 
 fn times(mtime: i64) -> Timestamps {
@@ -213,31 +218,34 @@ impl RestoreTarget {
             stage,
             tree,
             _lock: lock,
-            opts,
-            dirs: DirList::default(),
-            cache: None,
-            summary: RestoreSummary::default(),
-            root_mtime: None,
+            cursor: DirStack::default(),
+            state: State {
+                opts,
+                dirs: DirList::default(),
+                summary: RestoreSummary::default(),
+                root_mtime: None,
+            },
             done: false,
         })
     }
 
     pub fn summary(&self) -> &RestoreSummary {
-        &self.summary
+        &self.state.summary
     }
 
     /// Restores one entry into the staging tree.
     pub fn apply(&mut self, entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
-        self.summary.entries += 1;
+        let state = &mut self.state;
+        state.summary.entries += 1;
         let path = normalize(entry.path).map_err(|why| Error::unsafe_entry(entry.path, why))?;
         if path.is_empty() {
             return match entry.kind {
                 EntryKind::Dir => {
-                    self.root_mtime = Some(entry.mtime);
+                    state.root_mtime = Some(entry.mtime);
                     Ok(())
                 }
                 EntryKind::Skipped => {
-                    self.summary.skipped += 1;
+                    state.summary.skipped += 1;
                     Ok(())
                 }
                 _ => Err(Error::unsafe_entry(
@@ -247,296 +255,61 @@ impl RestoreTarget {
             };
         }
         if path.starts_with(RESERVED_PREFIX) {
-            self.summary.skipped += 1;
+            state.summary.skipped += 1;
             return Ok(());
         }
+        if let EntryKind::Skipped = entry.kind {
+            state.summary.skipped += 1;
+            return Ok(());
+        }
+        let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+        let Some((last, parents)) = parts.split_last() else {
+            return Ok(());
+        };
+        let name = cstring(last)?;
+        let owner = state.opts.owner;
+        let tree = self.tree.as_fd();
+        let parent = self
+            .cursor
+            .goto(tree, parents, &mut |dir, part| {
+                open_or_make_dir(dir, part, owner, entry.path)
+            })?
+            .unwrap_or(tree);
         match entry.kind {
-            EntryKind::Dir => self.make_dir(&path, entry),
-            EntryKind::File => self.write_file(&path, entry, data),
-            EntryKind::Symlink(target) => self.make_symlink(&path, target, entry),
-            EntryKind::HardLink(target) => self.make_hard_link(&path, target, entry),
-            EntryKind::Skipped => {
-                self.summary.skipped += 1;
-                Ok(())
+            EntryKind::Dir => make_dir(parent, &name, &path, entry, state),
+            EntryKind::File => write_file(parent, &name, entry, data, state),
+            EntryKind::Symlink(target) => make_symlink(parent, &name, target, entry, state),
+            EntryKind::HardLink(target) => {
+                make_hard_link(tree, parent, &name, &path, target, entry, state)
             }
+            EntryKind::Skipped => Ok(()),
         }
     }
 
-    /// Opens the staged directory `dir` (a normalised path), creating missing
-    /// components when `create` is set. `entry` names the archive entry in
-    /// errors.
-    fn open_staged_dir(&self, dir: &[u8], create: bool, entry: &[u8]) -> Result<OwnedFd> {
-        let mut current = safe_fs::open_dir(self.tree.as_fd(), c".")
-            .map_err(|e| Error::os("opening the staging tree", e))?;
-        if dir.is_empty() {
-            return Ok(current);
-        }
-        for part in dir.split(|b| *b == b'/') {
-            let name = cstring(part)?;
-            let next = match safe_fs::open_dir(current.as_fd(), name.as_c_str()) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) if create => {
-                    match rfs::mkdirat(current.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755))
-                    {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(Error::os(format!("restoring {}", quote(entry)), e)),
-                    }
-                    let fd = safe_fs::open_dir(current.as_fd(), name.as_c_str())
-                        .map_err(|e| self.lookup_error(current.as_fd(), &name, entry, e))?;
-                    chown(fd.as_fd(), self.opts.owner)
-                        .map_err(|e| Error::os(format!("restoring {}", quote(entry)), e))?;
-                    fd
-                }
-                Err(e) => return Err(self.lookup_error(current.as_fd(), &name, entry, e)),
-            };
-            current = next;
-        }
-        Ok(current)
-    }
-
-    fn lookup_error(&self, dir: BorrowedFd<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
-        match e {
-            Errno::LOOP | Errno::NOTDIR => match safe_fs::lstat_at(dir, name) {
-                Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => Error::unsafe_entry(
-                    entry,
-                    "it would be written through a symlink from the archive",
-                ),
-                _ => Error::corrupt(format!(
-                    "cannot restore {}: a parent of it is not a directory",
-                    quote(entry)
-                )),
-            },
-            Errno::NOENT => Error::corrupt(format!(
-                "cannot restore {}: its target is not in the archive before it",
-                quote(entry)
-            )),
-            e => Error::os(format!("restoring {}", quote(entry)), e),
-        }
-    }
-
-    /// The handle of the parent directory of `path`, from the cache when it
-    /// is the same as last time. Give it back with `put_parent`.
-    fn take_parent(&mut self, path: &[u8], entry: &[u8]) -> Result<(Vec<u8>, OwnedFd)> {
-        let (parent, _) = split_last(path);
-        if let Some((cached, fd)) = self.cache.take() {
-            if cached == parent {
-                return Ok((cached, fd));
-            }
-        }
-        let fd = self.open_staged_dir(parent, true, entry)?;
-        Ok((parent.to_vec(), fd))
-    }
-
-    fn put_parent(&mut self, parent: (Vec<u8>, OwnedFd)) {
-        self.cache = Some(parent);
-    }
-
-    /// Makes room for a new entry called `name`: an earlier entry of the
-    /// same name goes, unless it is a directory (which would drop what was
-    /// restored into it: duplicated entries may not do that).
-    fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
-        match safe_fs::lstat_at(dir, name) {
-            Err(Errno::NOENT) => Ok(()),
-            Ok(st) if safe_fs::file_type(&st) == FileType::Directory => Err(Error::unsafe_entry(
-                entry,
-                "it would replace a directory restored earlier",
-            )),
-            Ok(_) => rfs::unlinkat(dir, name, AtFlags::empty())
-                .map_err(|e| Error::os(format!("restoring {}", quote(entry)), e)),
-            Err(e) => Err(Error::os(format!("restoring {}", quote(entry)), e)),
-        }
-    }
-
-    fn make_dir(&mut self, path: &[u8], entry: &Entry<'_>) -> Result<()> {
-        let (parent_path, parent) = self.take_parent(path, entry.path)?;
-        let (_, last) = split_last(path);
-        let name = cstring(last)?;
-        let made = (|| -> Result<OwnedFd> {
-            match rfs::mkdirat(parent.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755)) {
-                Ok(()) => {}
-                Err(Errno::EXIST) => {
-                    let st = safe_fs::lstat_at(parent.as_fd(), name.as_c_str())
-                        .map_err(|e| Error::os(format!("restoring {}", quote(entry.path)), e))?;
-                    if safe_fs::file_type(&st) != FileType::Directory {
-                        Self::clear_name(parent.as_fd(), &name, entry.path)?;
-                        rfs::mkdirat(parent.as_fd(), name.as_c_str(), Mode::from_raw_mode(0o755))
-                            .map_err(|e| Error::os(format!("restoring {}", quote(entry.path)), e))?;
-                    }
-                }
-                Err(e) => return Err(Error::os(format!("restoring {}", quote(entry.path)), e)),
-            }
-            let fd = safe_fs::open_dir(parent.as_fd(), name.as_c_str())
-                .map_err(|e| self.lookup_error(parent.as_fd(), &name, entry.path, e))?;
-            chown(fd.as_fd(), self.opts.owner)
-                .map_err(|e| Error::os(format!("restoring {}", quote(entry.path)), e))?;
-            Ok(fd)
-        })();
-        self.put_parent((parent_path, parent));
-        let fd = made?;
-        self.dirs.push(path, entry.mode, entry.mtime);
-        self.summary.dirs += 1;
-        // The entries that follow a directory are usually inside it.
-        self.cache = Some((path.to_vec(), fd));
-        Ok(())
-    }
-
-    fn write_file(
-        &mut self,
-        path: &[u8],
-        entry: &Entry<'_>,
-        data: &mut dyn EntryData,
-    ) -> Result<()> {
-        let parent = self.take_parent(path, entry.path)?;
-        let result = self.write_file_in(parent.1.as_fd(), path, entry, data);
-        self.put_parent(parent);
-        result
-    }
-
-    fn write_file_in(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        path: &[u8],
-        entry: &Entry<'_>,
-        data: &mut dyn EntryData,
-    ) -> Result<()> {
-        let (_, last) = split_last(path);
-        let name = cstring(last)?;
-        let err = |e: Errno| Error::os(format!("restoring {}", quote(entry.path)), e);
-        Self::clear_name(dir, &name, entry.path)?;
-        let fd = rfs::openat(
-            dir,
-            name.as_c_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(err)?;
-        loop {
-            let chunk = data.next_data()?;
-            if chunk.is_empty() {
-                break;
-            }
-            let after = self.summary.bytes + chunk.len() as u64;
-            if self.opts.disk_limit > 0 && after > self.opts.disk_limit {
-                return Err(quota_error(self.opts.disk_limit));
-            }
-            write_all(fd.as_fd(), chunk).map_err(err)?;
-            self.summary.bytes = after;
-        }
-        chown(fd.as_fd(), self.opts.owner).map_err(err)?;
-        // setuid and setgid bits are never restored.
-        rfs::fchmod(&fd, Mode::from_raw_mode(entry.mode & 0o1777)).map_err(err)?;
-        rfs::futimens(&fd, &times(entry.mtime)).map_err(err)?;
-        self.summary.files += 1;
-        Ok(())
-    }
-
-    fn make_symlink(&mut self, path: &[u8], target: &[u8], entry: &Entry<'_>) -> Result<()> {
-        if target.is_empty() {
-            return Err(Error::corrupt(format!(
-                "the symlink {} has an empty target",
-                quote(entry.path)
-            )));
-        }
-        let target = cstring(target)?;
-        let parent = self.take_parent(path, entry.path)?;
-        let (_, last) = split_last(path);
-        let result = (|| -> Result<()> {
-            let name = cstring(last)?;
-            let dir = parent.1.as_fd();
-            let err = |e: Errno| Error::os(format!("restoring {}", quote(entry.path)), e);
-            Self::clear_name(dir, &name, entry.path)?;
-            rfs::symlinkat(target.as_c_str(), dir, name.as_c_str()).map_err(err)?;
-            if let Some(o) = self.opts.owner {
-                rfs::chownat(
-                    dir,
-                    name.as_c_str(),
-                    Some(Uid::from_raw(o.uid)),
-                    Some(Gid::from_raw(o.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(err)?;
-            }
-            rfs::utimensat(
-                dir,
-                name.as_c_str(),
-                &times(entry.mtime),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(err)?;
-            Ok(())
-        })();
-        self.put_parent(parent);
-        result?;
-        self.summary.symlinks += 1;
-        Ok(())
-    }
-
-    fn make_hard_link(&mut self, path: &[u8], target: &[u8], entry: &Entry<'_>) -> Result<()> {
-        let target = normalize(target).map_err(|_| {
-            Error::unsafe_entry(
-                entry.path,
-                "its hard link target leaves the server directory",
-            )
-        })?;
-        if target.is_empty() || target.starts_with(RESERVED_PREFIX) {
-            return Err(Error::unsafe_entry(
-                entry.path,
-                "its hard link target is not a file",
-            ));
-        }
-        let (target_dir, target_last) = split_last(&target);
-        let target_parent = self.open_staged_dir(target_dir, false, entry.path)?;
-        let target_name = cstring(target_last)?;
-        let parent = self.take_parent(path, entry.path)?;
-        let (_, last) = split_last(path);
-        let result = (|| -> Result<()> {
-            let name = cstring(last)?;
-            let dir = parent.1.as_fd();
-            if target == path {
-                return Ok(());
-            }
-            Self::clear_name(dir, &name, entry.path)?;
-            rfs::linkat(
-                target_parent.as_fd(),
-                target_name.as_c_str(),
-                dir,
-                name.as_c_str(),
-                AtFlags::empty(),
-            )
-            .map_err(|e| match e {
-                Errno::NOENT => Error::corrupt(format!(
-                    "cannot restore {}: its hard link target is not in the archive before it",
-                    quote(entry.path)
-                )),
-                Errno::PERM => {
-                    Error::unsafe_entry(entry.path, "its hard link target is a directory")
-                }
-                e => Error::os(format!("restoring {}", quote(entry.path)), e),
-            })
-        })();
-        self.put_parent(parent);
-        result?;
-        self.summary.hard_links += 1;
-        Ok(())
-    }
-
-    /// Applies the explicit directories' modes, owners and times, deepest
-    /// last-listed first; for a directory listed twice the later entry wins.
+    /// Applies the explicit directories' modes and times, last-listed
+    /// first; for a directory listed twice the later entry wins.
     fn finish_dirs(&mut self) -> Result<()> {
-        let dirs = std::mem::take(&mut self.dirs);
+        let dirs = std::mem::take(&mut self.state.dirs);
         let mut last_index: HashMap<&[u8], usize> = HashMap::new();
         for (i, (off, len, _, _)) in dirs.items.iter().enumerate() {
             last_index.insert(&dirs.paths[*off as usize..(*off + *len) as usize], i);
         }
+        let tree = self.tree.as_fd();
         for (i, (off, len, mode, mtime)) in dirs.items.iter().enumerate().rev() {
             let path = &dirs.paths[*off as usize..(*off + *len) as usize];
             if last_index.get(path) != Some(&i) {
                 continue;
             }
-            let fd = self.open_staged_dir(path, false, path)?;
-            let err = |e: Errno| Error::os(format!("restoring {}", quote(path)), e);
-            rfs::fchmod(&fd, Mode::from_raw_mode(mode & 0o1777)).map_err(err)?;
-            rfs::futimens(&fd, &times(*mtime)).map_err(err)?;
+            let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+            let Some(fd) = self.cursor.goto(tree, &parts, &mut |dir, part| {
+                safe_fs::open_dir(dir, part).map_err(|e| lookup_error(dir, part, path, e))
+            })?
+            else {
+                continue;
+            };
+            let err = |e: Errno| entry_error(path, e);
+            rfs::fchmod(fd, Mode::from_raw_mode(mode & 0o1777)).map_err(err)?;
+            rfs::futimens(fd, &times(*mtime)).map_err(err)?;
         }
         Ok(())
     }
@@ -581,13 +354,13 @@ impl RestoreTarget {
                 }
                 Ok(false)
             },
-            &mut |_, _, _| Ok(()),
+            &mut |_, _, _, _| Ok(()),
         )?;
-        if self.opts.disk_limit > 0 && !self.opts.truncate {
+        if self.state.opts.disk_limit > 0 && !self.state.opts.truncate {
             let usage = tree_usage(self.root.as_fd())?;
-            let after = usage.saturating_sub(replaced) + self.summary.bytes;
-            if after > self.opts.disk_limit {
-                return Err(quota_error(self.opts.disk_limit));
+            let after = usage.saturating_sub(replaced) + self.state.summary.bytes;
+            if after > self.state.opts.disk_limit {
+                return Err(quota_error(self.state.opts.disk_limit));
             }
         }
         Ok(())
@@ -637,13 +410,13 @@ impl RestoreTarget {
         self.finish_dirs()?;
         self.plan()?;
         let _ = rfs::syncfs(&self.stage);
-        let marker: &[u8] = if self.opts.truncate {
+        let marker: &[u8] = if self.state.opts.truncate {
             b"truncate\n"
         } else {
             b"merge\n"
         };
         write_marker(self.stage.as_fd(), c"commit", marker)?;
-        let committed = if self.opts.truncate {
+        let committed = if self.state.opts.truncate {
             commit_truncate(
                 self.root.as_fd(),
                 self.stage.as_fd(),
@@ -655,17 +428,241 @@ impl RestoreTarget {
                 self.root.as_fd(),
                 self.stage.as_fd(),
                 self.tree.as_fd(),
-                self.opts.owner,
+                self.state.opts.owner,
             )
         };
         committed?;
         self.done = true;
-        if let Some(mtime) = self.root_mtime {
+        if let Some(mtime) = self.state.root_mtime {
             let _ = rfs::futimens(&self.root, &times(mtime));
         }
         let _ = safe_fs::remove_tree(self.root.as_fd(), self.stage_name.as_c_str());
-        Ok(self.summary.clone())
+        Ok(self.state.summary.clone())
     }
+}
+
+/// An error of the filesystem while restoring `entry`. A name longer than
+/// the filesystem allows is the archive's fault.
+fn entry_error(entry: &[u8], e: Errno) -> Error {
+    match e {
+        Errno::NAMETOOLONG => Error::corrupt(format!(
+            "cannot restore {}: a name in it is longer than the filesystem allows",
+            quote(entry)
+        )),
+        e => Error::os(format!("restoring {}", quote(entry)), e),
+    }
+}
+
+/// Why `name` in `dir` could not be opened as a directory, for `entry`.
+fn lookup_error(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
+    match e {
+        Errno::LOOP | Errno::NOTDIR => match safe_fs::lstat_at(dir, name) {
+            Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => Error::unsafe_entry(
+                entry,
+                "it would be written through a symlink from the archive",
+            ),
+            _ => Error::corrupt(format!(
+                "cannot restore {}: a parent of it is not a directory",
+                quote(entry)
+            )),
+        },
+        Errno::NOENT => Error::corrupt(format!(
+            "cannot restore {}: its target is not in the archive before it",
+            quote(entry)
+        )),
+        e => entry_error(entry, e),
+    }
+}
+
+/// Opens the staged directory `name` in `dir`, creating it (owned by
+/// `owner`) when the archive did not list it before the entries below it.
+fn open_or_make_dir(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    owner: Option<Owner>,
+    entry: &[u8],
+) -> Result<OwnedFd> {
+    match safe_fs::open_dir(dir, name) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOENT) => {
+            match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(entry_error(entry, e)),
+            }
+            let fd = safe_fs::open_dir(dir, name).map_err(|e| lookup_error(dir, name, entry, e))?;
+            chown(fd.as_fd(), owner).map_err(|e| entry_error(entry, e))?;
+            Ok(fd)
+        }
+        Err(e) => Err(lookup_error(dir, name, entry, e)),
+    }
+}
+
+/// Opens the staged directory `dir` (a normalised path) without creating
+/// anything, for hard link targets.
+fn open_staged_dir(tree: BorrowedFd<'_>, dir: &[u8], entry: &[u8]) -> Result<OwnedFd> {
+    let mut current = safe_fs::open_dir(tree, c".").map_err(|e| entry_error(entry, e))?;
+    for part in dir.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+        let name = cstring(part)?;
+        current = safe_fs::open_dir(current.as_fd(), name.as_c_str())
+            .map_err(|e| lookup_error(current.as_fd(), &name, entry, e))?;
+    }
+    Ok(current)
+}
+
+/// Makes room for a new entry called `name`: an earlier entry of the same
+/// name goes, unless it is a directory (which would drop what was restored
+/// into it: duplicated entries may not do that).
+fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
+    match safe_fs::lstat_at(dir, name) {
+        Err(Errno::NOENT) => Ok(()),
+        Ok(st) if safe_fs::file_type(&st) == FileType::Directory => Err(Error::unsafe_entry(
+            entry,
+            "it would replace a directory restored earlier",
+        )),
+        Ok(_) => rfs::unlinkat(dir, name, AtFlags::empty()).map_err(|e| entry_error(entry, e)),
+        Err(e) => Err(entry_error(entry, e)),
+    }
+}
+
+fn make_dir(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    path: &[u8],
+    entry: &Entry<'_>,
+    state: &mut State,
+) -> Result<()> {
+    let err = |e: Errno| entry_error(entry.path, e);
+    match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) => {}
+        Err(Errno::EXIST) => {
+            let st = safe_fs::lstat_at(dir, name).map_err(err)?;
+            if safe_fs::file_type(&st) != FileType::Directory {
+                clear_name(dir, name, entry.path)?;
+                rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)).map_err(err)?;
+            }
+        }
+        Err(e) => return Err(err(e)),
+    }
+    let fd = safe_fs::open_dir(dir, name).map_err(|e| lookup_error(dir, name, entry.path, e))?;
+    chown(fd.as_fd(), state.opts.owner).map_err(err)?;
+    state.dirs.push(path, entry.mode, entry.mtime);
+    state.summary.dirs += 1;
+    Ok(())
+}
+
+fn write_file(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    entry: &Entry<'_>,
+    data: &mut dyn EntryData,
+    state: &mut State,
+) -> Result<()> {
+    let err = |e: Errno| entry_error(entry.path, e);
+    clear_name(dir, name, entry.path)?;
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(err)?;
+    loop {
+        let chunk = data.next_data()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let after = state.summary.bytes + chunk.len() as u64;
+        if state.opts.disk_limit > 0 && after > state.opts.disk_limit {
+            return Err(quota_error(state.opts.disk_limit));
+        }
+        write_all(fd.as_fd(), chunk).map_err(err)?;
+        state.summary.bytes = after;
+    }
+    chown(fd.as_fd(), state.opts.owner).map_err(err)?;
+    // setuid and setgid bits are never restored.
+    rfs::fchmod(&fd, Mode::from_raw_mode(entry.mode & 0o1777)).map_err(err)?;
+    rfs::futimens(&fd, &times(entry.mtime)).map_err(err)?;
+    state.summary.files += 1;
+    Ok(())
+}
+
+fn make_symlink(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    target: &[u8],
+    entry: &Entry<'_>,
+    state: &mut State,
+) -> Result<()> {
+    if target.is_empty() {
+        return Err(Error::corrupt(format!(
+            "the symlink {} has an empty target",
+            quote(entry.path)
+        )));
+    }
+    let target = cstring(target)?;
+    let err = |e: Errno| entry_error(entry.path, e);
+    clear_name(dir, name, entry.path)?;
+    rfs::symlinkat(target.as_c_str(), dir, name).map_err(err)?;
+    if let Some(o) = state.opts.owner {
+        rfs::chownat(
+            dir,
+            name,
+            Some(Uid::from_raw(o.uid)),
+            Some(Gid::from_raw(o.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(err)?;
+    }
+    rfs::utimensat(dir, name, &times(entry.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
+    state.summary.symlinks += 1;
+    Ok(())
+}
+
+fn make_hard_link(
+    tree: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    path: &[u8],
+    target: &[u8],
+    entry: &Entry<'_>,
+    state: &mut State,
+) -> Result<()> {
+    let target = normalize(target).map_err(|_| {
+        Error::unsafe_entry(
+            entry.path,
+            "its hard link target leaves the server directory",
+        )
+    })?;
+    if target.is_empty() || target.starts_with(RESERVED_PREFIX) {
+        return Err(Error::unsafe_entry(
+            entry.path,
+            "its hard link target is not a file",
+        ));
+    }
+    if target == path {
+        return Ok(());
+    }
+    let (target_dir, target_last) = split_last(&target);
+    let target_parent = open_staged_dir(tree, target_dir, entry.path)?;
+    let target_name = cstring(target_last)?;
+    clear_name(dir, name, entry.path)?;
+    rfs::linkat(
+        target_parent.as_fd(),
+        target_name.as_c_str(),
+        dir,
+        name,
+        AtFlags::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::NOENT => Error::corrupt(format!(
+            "cannot restore {}: its hard link target is not in the archive before it",
+            quote(entry.path)
+        )),
+        Errno::PERM => Error::unsafe_entry(entry.path, "its hard link target is a directory"),
+        e => entry_error(entry.path, e),
+    })?;
+    state.summary.hard_links += 1;
+    Ok(())
 }
 
 impl Drop for RestoreTarget {
@@ -861,8 +858,9 @@ fn move_into(
 /// At most a bounded number of handles are open, whatever the depth.
 /// `visit(staged_dir, live_dir, name, relative_path) -> descend?`
 type VisitFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool> + 'a;
-/// `leave(staged_dir, live_dir, depth)`
-type LeaveFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, usize) -> Result<()> + 'a;
+/// `leave(staged_dir, live_dir, depth, staged_stat)`: `staged_stat` was taken
+/// when the walk entered the staged directory, before its children moved.
+type LeaveFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, usize, &Stat) -> Result<()> + 'a;
 
 fn walk_pair(
     tree: BorrowedFd<'_>,
@@ -875,6 +873,8 @@ fn walk_pair(
         next: usize,
         /// Relative path of this directory with its trailing `/`.
         prefix: Vec<u8>,
+        /// The staged directory as it was when entered.
+        stat: Stat,
     }
     let err = |e: Errno| Error::os("walking the restored files", e);
     let mut staged: DirStack<Level> = DirStack::default();
@@ -887,6 +887,7 @@ fn walk_pair(
             listing: first,
             next: 0,
             prefix: Vec::new(),
+            stat: rfs::fstat(tree).map_err(err)?,
         },
     );
     live.push(
@@ -896,10 +897,11 @@ fn walk_pair(
     );
     while let Some(frame) = staged.top_mut() {
         if frame.data.next >= frame.data.listing.len() {
+            let stat = frame.data.stat;
             let depth = staged.len();
             let s = staged.take_top_fd(tree).map_err(err)?;
             let l = live.take_top_fd(root).map_err(err)?;
-            leave(s.as_fd(), l.as_fd(), depth)?;
+            leave(s.as_fd(), l.as_fd(), depth, &stat)?;
             staged.pop();
             live.pop();
             continue;
@@ -924,6 +926,7 @@ fn walk_pair(
         if let Some((s, l)) = descend {
             let (s, l) = (s?, l?);
             let listing = Listing::read(s.as_fd()).map_err(err)?;
+            let stat = rfs::fstat(&s).map_err(err)?;
             path.push(b'/');
             staged.push(
                 name.clone(),
@@ -932,6 +935,7 @@ fn walk_pair(
                     listing,
                     next: 0,
                     prefix: path,
+                    stat,
                 },
             );
             live.push(name, l, ());
@@ -974,12 +978,11 @@ fn commit_merge(
             }
             Ok(false)
         },
-        &mut |s, l, depth| {
+        &mut |_, l, depth, st| {
             if depth > 1 {
-                let st = rfs::fstat(s).map_err(err)?;
                 chown(l, owner).map_err(err)?;
                 rfs::fchmod(l, Mode::from_raw_mode(st.st_mode & 0o1777)).map_err(err)?;
-                rfs::futimens(l, &times(st.st_mtime as i64)).map_err(err)?;
+                rfs::futimens(l, &times(st.st_mtime)).map_err(err)?;
             }
             Ok(())
         },

@@ -114,8 +114,9 @@ impl Listing {
 }
 
 /// A path of open directories below a base handle, for walks of any depth:
-/// at most `MAX_OPEN` handles stay open, and a frame whose handle was closed
-/// is reopened by name from the nearest ancestor that has one.
+/// at most `MAX_OPEN` handles stay open (the deepest ones), and a frame
+/// whose handle was closed is reopened by name from the nearest ancestor
+/// that has one.
 pub struct DirStack<T> {
     frames: Vec<DirFrame<T>>,
     open: usize,
@@ -148,20 +149,30 @@ impl<T> DirStack<T> {
     }
 
     pub fn push(&mut self, name: CString, fd: OwnedFd, data: T) {
-        if self.open >= MAX_OPEN {
-            // Close the shallowest open handle; the walk will not need it
-            // until it climbs back there.
-            if let Some(frame) = self.frames.iter_mut().find(|f| f.fd.is_some()) {
-                frame.fd = None;
-                self.open -= 1;
-            }
-        }
         self.frames.push(DirFrame {
             name,
             fd: Some(fd),
             data,
         });
         self.open += 1;
+        self.trim();
+    }
+
+    /// Closes the shallowest handles (never the top one) until at most
+    /// `MAX_OPEN` are open: the walk will not need them until it climbs back.
+    fn trim(&mut self) {
+        self.trim_below(self.frames.len().saturating_sub(1));
+    }
+
+    /// `trim`, keeping frame `keep` and everything deeper open.
+    fn trim_below(&mut self, keep: usize) {
+        let mut i = 0;
+        while self.open > MAX_OPEN && i < keep {
+            if self.frames[i].fd.take().is_some() {
+                self.open -= 1;
+            }
+            i += 1;
+        }
     }
 
     pub fn pop(&mut self) -> Option<DirFrame<T>> {
@@ -174,11 +185,6 @@ impl<T> DirStack<T> {
 
     pub fn top_mut(&mut self) -> Option<&mut DirFrame<T>> {
         self.frames.last_mut()
-    }
-
-    /// The relative path of the top frame (names joined with `/`).
-    pub fn names(&self) -> impl Iterator<Item = &CStr> {
-        self.frames.iter().map(|f| f.name.as_c_str())
     }
 
     /// Moves the top frame's handle out (reopening it if it was closed), so
@@ -202,6 +208,7 @@ impl<T> DirStack<T> {
             }
             frame.fd = Some(fd);
         }
+        self.trim();
     }
 
     /// The handle of the top frame, reopening closed frames from `base`.
@@ -212,6 +219,9 @@ impl<T> DirStack<T> {
             while first > 0 && self.frames[first - 1].fd.is_none() {
                 first -= 1;
             }
+            // Reopen down to the top, keeping the handles (the walk is about
+            // to climb through them) but closing the shallowest ones as soon as
+            // more than the limit are open, so a deep reopen stays bounded too.
             for i in first..=last {
                 let fd = {
                     let parent = if i == 0 {
@@ -223,6 +233,7 @@ impl<T> DirStack<T> {
                 };
                 self.frames[i].fd = Some(fd);
                 self.open += 1;
+                self.trim_below(i);
             }
         }
         self.frames[last]
@@ -230,6 +241,44 @@ impl<T> DirStack<T> {
             .as_ref()
             .map(|fd| fd.as_fd())
             .ok_or(Errno::BADF)
+    }
+}
+
+impl DirStack<()> {
+    /// Makes the stack the path `parts` below `base` (reusing the frames it
+    /// shares with the current path) and returns the handle of the path's last
+    /// directory, or `None` for the empty path (`base` itself). Components
+    /// not open yet are opened with `open_child(parent, name)`, which may
+    /// create them.
+    pub fn goto<E: From<Errno>>(
+        &mut self,
+        base: BorrowedFd<'_>,
+        parts: &[&[u8]],
+        open_child: &mut dyn FnMut(BorrowedFd<'_>, &CStr) -> Result<OwnedFd, E>,
+    ) -> Result<Option<BorrowedFd<'_>>, E> {
+        let common = self
+            .frames
+            .iter()
+            .zip(parts)
+            .take_while(|(f, p)| f.name.as_bytes() == **p)
+            .count();
+        while self.frames.len() > common {
+            self.pop();
+        }
+        for part in &parts[common..] {
+            let name = CString::new(*part).map_err(|_| Errno::INVAL)?;
+            let child = if self.frames.is_empty() {
+                open_child(base, &name)?
+            } else {
+                let parent = self.top_fd(base)?;
+                open_child(parent, &name)?
+            };
+            self.push(name, child, ());
+        }
+        if self.frames.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.top_fd(base)?))
     }
 }
 

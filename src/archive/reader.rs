@@ -441,6 +441,8 @@ pub struct TarEntry {
 
 /// Longest GNU long name or PAX header accepted.
 const MAX_META: u64 = 1 << 20;
+/// Largest entry size believed (64 PiB); anything above is a corrupt header.
+const MAX_ENTRY_SIZE: u64 = 1 << 56;
 
 /// The tar parser over an inflated stream.
 pub struct TarReader<'s, 'a> {
@@ -476,7 +478,8 @@ impl<'s, 'a> TarReader<'s, 'a> {
     }
 
     fn skip_rest(&mut self) -> Result<()> {
-        self.stream.skip(self.remaining + self.padding)?;
+        self.stream
+            .skip(self.remaining.saturating_add(self.padding))?;
         self.remaining = 0;
         self.padding = 0;
         Ok(())
@@ -533,6 +536,13 @@ impl<'s, 'a> TarReader<'s, 'a> {
                 Some(s) if !matches!(typeflag, b'x' | b'g' | b'L' | b'K') => s,
                 _ => h.entry_size().map_err(|e| field_err("size", e))?,
             };
+            // A negative base-256 size reads as a huge one; no real entry is
+            // anywhere near this.
+            if size > MAX_ENTRY_SIZE {
+                return Err(Error::corrupt(format!(
+                    "an entry claims {size} bytes, which no archive holds"
+                )));
+            }
             match typeflag {
                 b'x' => {
                     let data = self.read_meta(size, "a PAX header")?;

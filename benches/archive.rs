@@ -1,0 +1,80 @@
+//! One archive operation per process, through the library's public API, so
+//! that scripts/bench.sh measures it the way it measures every other tool: as
+//! a child process (wall time, CPU time and peak RSS from wait4).
+//!
+//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE
+//!     archive extract ARCHIVE DEST_DIR      (truncate; DEST_DIR must exist)
+//!
+//! Threads default to the machine's cores, as in the engine. Prints the
+//! library's summary JSON. Run without arguments (as `cargo bench` does) it
+//! only prints this usage.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
+use wings_backup::progress::Control;
+
+const USAGE: &str =
+    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE\n       \
+                     archive extract ARCHIVE DEST_DIR";
+
+fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
+    let (op, rest) = match args {
+        [op, rest @ ..] => (op.as_str(), rest),
+        _ => return Ok(None),
+    };
+    match (op, rest) {
+        ("create", [level, source, archive]) => {
+            let opts = ArchiveOptions::from_json(Some(&format!(
+                r#"{{"compression_level":{},"threads":0}}"#,
+                serde_json::Value::from(level.as_str())
+            )))?;
+            archive_create(
+                Path::new(source),
+                Path::new(archive),
+                &opts,
+                &mut Control::none(),
+            )
+            .map(Some)
+        }
+        ("extract", [archive, dest]) => {
+            let opts = ArchiveOptions::from_json(Some(
+                r#"{"compression_level":"none","threads":0,"truncate":true}"#,
+            ))?;
+            archive_extract(
+                Path::new(archive),
+                Path::new(dest),
+                &opts,
+                &mut Control::none(),
+            )
+            .map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench` (and maybe a filter): nothing to measure.
+    let bench_run = args.is_empty() || args[0] == "--bench";
+    match run(&args) {
+        Ok(Some(summary)) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("{USAGE}");
+            if bench_run {
+                eprintln!("(scripts/bench.sh runs this binary; see `make bench`)");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("archive: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! Faults (CONTRACT sections 2 and 6): the disk filling up during a backup
+//! or a restore, and the process being killed (SIGKILL) in the middle of a
+//! backup or a restore, then an engine started again on the same
+//! directories.
+//!
+//! A killed process is this test binary run again as a child (selected with
+//! `WB_FAULT_CHILD`), which starts an engine and runs one operation slowed
+//! down by `write_limit`; the test kills it at a random moment (the seed is
+//! printed; `WB_FAULT_SEED` replays it) or at a chosen event. Disk-full
+//! tests mount a small tmpfs (we run as root), and are skipped with a note
+//! where mounting is not permitted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use wings_backup::config::EngineConfig;
+use wings_backup::engine::Engine;
+use wings_backup::progress::Control;
+use wings_backup::Status;
+
+fn child_mode() -> Option<String> {
+    std::env::var("WB_FAULT_CHILD").ok()
+}
+
+fn engine_config(data: &Path, backups: &Path, extra: &str) -> EngineConfig {
+    let json = format!(
+        r#"{{"data_directory":"{}","backup_directory":"{}"{extra}}}"#,
+        data.display(),
+        backups.display()
+    );
+    EngineConfig::from_json(&json).unwrap()
+}
+
+/// Pseudo-random, incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A small random number generator for kill times, seeded from the clock
+/// or `WB_FAULT_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn new(what: &str) -> Rng {
+        let seed = std::env::var("WB_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{what}: WB_FAULT_SEED={seed}");
+        Rng(seed | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A tmpfs mounted for the length of a test.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
+    let node = Node::new(r#","threads":1"#);
+    for i in 0..4 {
+        write_file(
+            &node.root().join(format!("world/region-{i}.mca")),
+            &noise(2 << 20, i),
+            0o644,
+            1_600_000_000,
+        );
+    }
+    write_file(
+        &node.root().join("server.properties"),
+        b"motd=x\n",
+        0o644,
+        1,
+    );
+    // Declared after `node`, so unmounted before its directory goes.
+    let Some(_mount) = Mount::tmpfs(&node.backups(), "2m") else {
+        return;
+    };
+    let err = node.create(BACKUP, "").unwrap_err();
+    assert_eq!(err.status, Status::Quota, "{err}");
+    assert!(err.message.contains("disk space"), "{err}");
+    assert_eq!(names_in(&node.backups()), Vec::<String>::new());
+
+    // The engine is fine afterwards: a backup that fits succeeds.
+    std::fs::remove_dir_all(node.root().join("world")).unwrap();
+    node.create(BACKUP, "").unwrap();
+    assert_eq!(names_in(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
+}
+
+#[test]
+fn a_full_disk_during_a_restore_is_a_quota_error_and_keeps_every_file() {
+    let node = Node::new("");
+    let Some(_mount) = Mount::tmpfs(&node.root(), "6m") else {
+        return;
+    };
+    write_file(&node.root().join("new/a.bin"), &noise(3 << 20, 1), 0o644, 1);
+    node.create(BACKUP, "").unwrap();
+    std::fs::remove_dir_all(node.root().join("new")).unwrap();
+    // 3.5 MiB of the server's own files and 3 MiB to stage do not fit in 6.
+    write_file(&node.root().join("old/b.bin"), &noise(7 << 19, 2), 0o644, 1);
+    write_file(&node.root().join("config.yml"), b"old", 0o600, 2);
+    let before = snapshot(&node.root());
+    for truncate in [true, false] {
+        let err = node.restore(BACKUP, truncate).unwrap_err();
+        assert_eq!(err.status, Status::Quota, "truncate={truncate}: {err}");
+        assert_eq!(snapshot(&node.root()), before, "truncate={truncate}");
+    }
+}
+
+/// Runs this test binary's test `name` as a child with `env` set.
+fn spawn_child(name: &str, env: &[(&str, &OsStr)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.spawn().expect("re-running the test binary")
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+/// Waits until `cond` holds, at most `secs`, polling every 100 µs (the
+/// commit of a restore can be over in a few milliseconds).
+fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    false
+}
+
+/// The child side of the kill tests: an engine over `WB_DATA` and
+/// `WB_BACKUPS` at 1 MiB/s runs one operation.
+fn run_child_operation(mode: &str) {
+    let data = PathBuf::from(std::env::var_os("WB_DATA").unwrap());
+    let backups = PathBuf::from(std::env::var_os("WB_BACKUPS").unwrap());
+    let engine = Engine::new(engine_config(
+        &data,
+        &backups,
+        r#","write_limit":1,"threads":1"#,
+    ))
+    .unwrap();
+    let result = match mode {
+        "create" => {
+            let body = format!(r#"{{"adapter":"wings","uuid":"{BACKUP}","ignore":""}}"#);
+            engine
+                .create_backup(SERVER, &body, &mut Control::none())
+                .map(|_| ())
+        }
+        _ => {
+            let truncate = mode == "restore-truncate";
+            let body = format!(r#"{{"adapter":"wings","truncate_directory":{truncate}}}"#);
+            engine
+                .restore_backup(SERVER, BACKUP, &body, &mut Control::none())
+                .map(|_| ())
+        }
+    };
+    eprintln!("child {mode}: {result:?}");
+}
+
+fn part_files(backups: &Path) -> Vec<String> {
+    names_in(backups)
+        .into_iter()
+        .filter(|n| n.contains(".tar.gz.part-"))
+        .collect()
+}
+
+#[test]
+fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start() {
+    if let Some(mode) = child_mode() {
+        return run_child_operation(&mode);
+    }
+    let node = Node::new("");
+    for i in 0..3 {
+        write_file(
+            &node.root().join(format!("world/r{i}.mca")),
+            &noise(2 << 20, i),
+            0o644,
+            1,
+        );
+    }
+    let mut rng = Rng::new("killed backup");
+    for round in 0..2 {
+        let mut child = spawn_child(
+            "a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start",
+            &[
+                ("WB_FAULT_CHILD", OsStr::new("create")),
+                ("WB_DATA", node.dir.join("data").as_os_str()),
+                ("WB_BACKUPS", node.backups().as_os_str()),
+            ],
+        );
+        let started = wait_for(30, || {
+            part_files(&node.backups())
+                .iter()
+                .any(|p| std::fs::metadata(node.backups().join(p)).is_ok_and(|m| m.len() > 0))
+        });
+        if !started {
+            kill(&mut child);
+            panic!("the child never started writing");
+        }
+        // An engine starting while the backup runs leaves its file alone
+        // (the file is locked).
+        let running = part_files(&node.backups());
+        drop(Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap());
+        assert_eq!(
+            part_files(&node.backups()),
+            running,
+            "a live temporary file was removed"
+        );
+
+        std::thread::sleep(Duration::from_millis(rng.below(2500)));
+        let finished = matches!(child.try_wait(), Ok(Some(_)));
+        kill(&mut child);
+        assert!(
+            !finished,
+            "round {round}: the backup ended before it was killed"
+        );
+        assert!(
+            !node.archive(BACKUP).exists(),
+            "an archive under the final name"
+        );
+        assert_eq!(
+            part_files(&node.backups()).len(),
+            1,
+            "the abandoned temporary file"
+        );
+
+        // Starting again removes it; the same backup can then be made.
+        let engine =
+            Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap();
+        assert_eq!(names_in(&node.backups()), Vec::<String>::new());
+        if round == 1 {
+            let body = format!(r#"{{"adapter":"wings","uuid":"{BACKUP}","ignore":""}}"#);
+            engine
+                .create_backup(SERVER, &body, &mut Control::none())
+                .unwrap();
+            assert_eq!(names_in(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
+        }
+    }
+}
+
+/// The files of a tree: (relative path, what is there), reserved names
+/// (the engine's staging directories) left out.
+fn view(root: &Path) -> BTreeMap<Vec<u8>, Node2> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(b".wings-backup-"))
+        .collect()
+}
+
+/// `view` with the directories' times left out: a merge interrupted by a
+/// kill and finished at the next start cannot give the directories it had
+/// begun to merge their archive times back (their staged copies' times
+/// changed as children moved out; see docs/guarantees.md).
+fn without_dir_times(v: BTreeMap<Vec<u8>, Node2>) -> BTreeMap<Vec<u8>, Node2> {
+    v.into_iter()
+        .map(|(k, n)| match n {
+            Node2::Dir { mode, .. } => (k, Node2::Dir { mode, mtime: 0 }),
+            n => (k, n),
+        })
+        .collect()
+}
+
+/// What is compared after an interrupted restore: everything, except the
+/// directories' times after a merge (see `without_dir_times`).
+fn comparable(v: BTreeMap<Vec<u8>, Node2>, truncate: bool) -> BTreeMap<Vec<u8>, Node2> {
+    if truncate {
+        v
+    } else {
+        without_dir_times(v)
+    }
+}
+
+#[test]
+fn a_merge_restore_gives_directories_the_archive_s_times() {
+    let node = Node::new("");
+    write_file(&node.root().join("world/a"), b"a", 0o644, 1);
+    set_mtime(&node.root().join("world"), 1_500_000_000);
+    node.create(BACKUP, "").unwrap();
+    std::fs::remove_file(node.root().join("world/a")).unwrap();
+    set_mtime(&node.root().join("world"), 1_400_000_000);
+    node.restore(BACKUP, false).unwrap();
+    let world = snapshot(&node.root()).remove(b"world".as_slice());
+    assert_eq!(
+        world,
+        Some(Node2::Dir {
+            mode: 0o755,
+            mtime: 1_500_000_000
+        })
+    );
+}
+
+/// The tree the backup holds: 300 small top-level files, a world of 2 MiB
+/// (so that reading it at 1 MiB/s takes a while), nested directories.
+fn new_tree(root: &Path) {
+    for i in 0..300 {
+        let data = format!("NEW {i} {}", "n".repeat(i % 37));
+        write_file(
+            &root.join(format!("f{i:03}")),
+            data.as_bytes(),
+            0o644,
+            1_700_000_000,
+        );
+    }
+    for i in 0..2 {
+        write_file(
+            &root.join(format!("world/r{i}.mca")),
+            &noise(1 << 20, 100 + i),
+            0o600,
+            1_700_000_000,
+        );
+    }
+    write_file(
+        &root.join("cfg/a/b/c.txt"),
+        b"NEW nested",
+        0o644,
+        1_700_000_000,
+    );
+    write_file(&root.join("new-only/x"), b"NEW only", 0o755, 1_700_000_000);
+    fix_dir_times(root, 1_700_000_500);
+}
+
+/// The server's files before the restore: half the same names, files
+/// only it has, a different world, and `cfg` a file where the backup has a
+/// directory.
+fn old_tree(root: &Path) {
+    for i in 0..150 {
+        let data = format!("OLD {i} {}", "o".repeat(i % 53));
+        write_file(
+            &root.join(format!("f{i:03}")),
+            data.as_bytes(),
+            0o640,
+            1_600_000_000,
+        );
+    }
+    for i in 0..150 {
+        write_file(
+            &root.join(format!("old-only-{i:03}")),
+            format!("OLD only {i}").as_bytes(),
+            0o644,
+            1_600_000_000,
+        );
+    }
+    write_file(
+        &root.join("world/r0.mca"),
+        &noise(100_000, 7),
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &root.join("world/old.dat"),
+        b"OLD world",
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &root.join("cfg"),
+        b"OLD cfg is a file",
+        0o644,
+        1_600_000_000,
+    );
+    fix_dir_times(root, 1_600_000_500);
+}
+
+/// Gives every directory below `root` the time `t`, so that two trees
+/// built at different times compare equal.
+fn fix_dir_times(root: &Path, t: i64) {
+    let mut dirs = Vec::new();
+    for (k, v) in snapshot(root) {
+        if matches!(v, Node2::Dir { .. }) {
+            dirs.push(k);
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dirs {
+        set_mtime(&root.join(OsStr::from_bytes(&d)), t);
+    }
+}
+
+fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+/// The stage directories in `root` and whether each has its commit marker.
+fn stages(root: &Path) -> Vec<(String, bool)> {
+    names_in(root)
+        .into_iter()
+        .filter(|n| n.starts_with(".wings-backup-restore-"))
+        .map(|n| {
+            let committed = root.join(&n).join("commit").exists();
+            (n, committed)
+        })
+        .collect()
+}
+
+#[test]
+fn a_restore_killed_at_any_point_leaves_every_file_old_or_new_and_recovers_to_one_tree() {
+    if let Some(mode) = child_mode() {
+        return run_child_operation(&mode);
+    }
+    let node = Node::new("");
+    let root = node.root();
+    new_tree(&root);
+    node.create(BACKUP, "").unwrap();
+    let new_view = view(&root);
+
+    // What a complete restore of each kind gives, over the old tree.
+    let mut complete = BTreeMap::new();
+    for truncate in [true, false] {
+        empty_dir(&root);
+        old_tree(&root);
+        node.restore(BACKUP, truncate).unwrap();
+        complete.insert(truncate, comparable(view(&root), truncate));
+    }
+    assert_eq!(
+        complete[&true], new_view,
+        "a truncating restore gives the backup"
+    );
+    empty_dir(&root);
+    old_tree(&root);
+    let old_view = view(&root);
+
+    let mut rng = Rng::new("killed restore");
+    let mut outcomes = Vec::new();
+    // (truncate, kill at a random moment or as soon as the commit starts)
+    let plan = [
+        (true, false),
+        (false, false),
+        (true, false),
+        (false, false),
+        (true, true),
+        (false, true),
+        (true, false),
+        (false, true),
+    ];
+    for (round, (truncate, at_commit)) in plan.into_iter().enumerate() {
+        empty_dir(&root);
+        old_tree(&root);
+        let mode = if truncate {
+            "restore-truncate"
+        } else {
+            "restore-merge"
+        };
+        let mut child = spawn_child(
+            "a_restore_killed_at_any_point_leaves_every_file_old_or_new_and_recovers_to_one_tree",
+            &[
+                ("WB_FAULT_CHILD", OsStr::new(mode)),
+                ("WB_DATA", node.dir.join("data").as_os_str()),
+                ("WB_BACKUPS", node.backups().as_os_str()),
+            ],
+        );
+        let when = if at_commit {
+            let seen = wait_for(30, || stages(&root).iter().any(|(_, c)| *c));
+            assert!(seen, "round {round}: the restore never reached its commit");
+            let us = rng.below(4000);
+            std::thread::sleep(Duration::from_micros(us));
+            format!("{us} µs into the commit")
+        } else {
+            let ms = 50 + rng.below(2300);
+            std::thread::sleep(Duration::from_millis(ms));
+            format!("after {ms} ms")
+        };
+        let finished = matches!(child.try_wait(), Ok(Some(_)));
+        kill(&mut child);
+        let stage_state = stages(&root);
+
+        // Before any recovery, every file there is the old or the new one.
+        let target = &complete[&truncate];
+        let (mut olds, mut news) = (0, 0);
+        for (path, now) in view(&root) {
+            let name = String::from_utf8_lossy(&path);
+            if let Node2::File { data, mode, .. } = &now {
+                let is = |v: Option<&Node2>| matches!(v, Some(Node2::File { data: d, mode: m, .. }) if d == data && m == mode);
+                let (old, new) = (is(old_view.get(&path)), is(target.get(&path)));
+                olds += usize::from(old && !new);
+                news += usize::from(new && !old);
+                assert!(
+                    old || new,
+                    "round {round} (truncate={truncate}, killed {when}): {name} is neither \
+                     the old file nor the new one"
+                );
+            }
+        }
+
+        // An engine starting over the same directories recovers.
+        drop(Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap());
+        assert_eq!(stages(&root), vec![], "round {round}: a stage is left");
+        let after = comparable(view(&root), truncate);
+        let old_view = comparable(old_view.clone(), truncate);
+        let outcome = if after == old_view {
+            "old"
+        } else if &after == target {
+            "new"
+        } else {
+            let diff: Vec<String> = after
+                .iter()
+                .filter(|(k, v)| old_view.get(*k) != Some(*v) && target.get(*k) != Some(*v))
+                .map(|(k, v)| {
+                    format!(
+                        "{}: now {v:?}, new {:?}",
+                        String::from_utf8_lossy(k),
+                        target.get(k)
+                    )
+                })
+                .take(10)
+                .collect();
+            panic!(
+                "round {round} (truncate={truncate}, killed {when}, stage {stage_state:?}): \
+                 the tree is neither all old nor all new after recovery; e.g. {diff:?}"
+            );
+        };
+        assert!(
+            !(finished && outcome == "old"),
+            "round {round}: a restore that finished was undone"
+        );
+        outcomes.push(format!(
+            "{mode} killed {when} ({olds} old-only and {news} new-only files in place): {outcome}"
+        ));
+    }
+    eprintln!("killed restores: {outcomes:#?}");
+}
