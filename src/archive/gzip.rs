@@ -8,8 +8,6 @@
 //! the stream into members without inflating and inflate them in parallel.
 //! Other readers skip the field.
 
-use std::io::Write;
-
 use crate::config::CompressionLevel;
 use crate::error::{Error, Result};
 
@@ -28,74 +26,62 @@ pub fn max_member_len(len: usize) -> usize {
     HEADER_LEN + len + 5 * (len / 65535 + 1) + TRAILER_LEN
 }
 
-/// Compresses `input` into one gzip member appended to `out`.
-pub fn encode_member(level: CompressionLevel, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    let start = out.len();
+/// Room a member buffer needs for an input of `len` bytes: the worst case,
+/// plus the slack ISA-L wants in its output buffer.
+pub fn member_buffer_len(len: usize) -> usize {
+    max_member_len(len) + len / 16 + 1024
+}
+
+/// Compresses `input` into one gzip member at the start of `out` and returns
+/// its length. `out` is grown (once) to `member_buffer_len` and then reused
+/// as is: nothing is zeroed or copied that the member does not need.
+pub fn encode_member(level: CompressionLevel, input: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+    let room = member_buffer_len(input.len());
+    if out.len() < room {
+        out.resize(room, 0);
+    }
     let xfl = match level {
         CompressionLevel::BestCompression => 2,
         CompressionLevel::BestSpeed => 4,
         CompressionLevel::None => 0,
     };
-    // ID1 ID2 CM FLG(FEXTRA) MTIME(0) XFL OS(Unix) XLEN SI1 SI2 LEN, then the
-    // member length and ISIZE, both patched/filled below.
-    out.extend_from_slice(&[
+    // ID1 ID2 CM FLG(FEXTRA) MTIME(0) XFL OS(Unix) XLEN SI1 SI2 LEN, the
+    // member length (patched below) and ISIZE.
+    out[..16].copy_from_slice(&[
         0x1f, 0x8b, 8, 4, 0, 0, 0, 0, xfl, 3, 12, 0, b'W', b'B', 8, 0,
     ]);
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    match level {
-        CompressionLevel::None => stored_blocks(input, out),
-        CompressionLevel::BestSpeed => {
-            if looks_incompressible(input) || !isal_deflate(input, out) {
-                stored_blocks(input, out);
-            }
-        }
+    out[20..24].copy_from_slice(&(input.len() as u32).to_le_bytes());
+    let body = &mut out[HEADER_LEN..room - TRAILER_LEN];
+    let stored_len = max_member_len(input.len()) - HEADER_LEN - TRAILER_LEN;
+    let compressed = match level {
+        CompressionLevel::None => None,
+        CompressionLevel::BestSpeed if looks_incompressible(input) => None,
+        CompressionLevel::BestSpeed => isal::compress_into(
+            input,
+            body,
+            isal::CompressionLevel::One,
+            isal::Codec::Deflate,
+        )
+        .ok(),
         CompressionLevel::BestCompression => {
-            let body_start = out.len();
-            let mut enc = flate2::write::DeflateEncoder::new(
-                std::mem::take(out),
-                flate2::Compression::best(),
-            );
-            enc.write_all(input)
-                .map_err(|e| Error::internal(format!("deflate: {e}")))?;
-            *out = enc
-                .finish()
-                .map_err(|e| Error::internal(format!("deflate: {e}")))?;
-            if out.len() - body_start > input.len() + 5 * (input.len() / 65535 + 1) {
-                out.truncate(body_start);
-                stored_blocks(input, out);
+            let mut z = flate2::Compress::new(flate2::Compression::best(), false);
+            match z.compress(input, body, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => Some(z.total_out() as usize),
+                _ => None,
             }
         }
-    }
-    out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
-    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    let member_len = (out.len() - start) as u32;
-    out[start + 16..start + 20].copy_from_slice(&member_len.to_le_bytes());
-    Ok(())
-}
-
-/// Deflate with ISA-L at level 1 into `out`; false if it did not shrink the
-/// data (the caller stores it instead).
-fn isal_deflate(input: &[u8], out: &mut Vec<u8>) -> bool {
-    let body_start = out.len();
-    let room = input.len() + input.len() / 16 + 1024;
-    out.resize(body_start + room, 0);
-    let written = isal::compress_into(
-        input,
-        &mut out[body_start..],
-        isal::CompressionLevel::One,
-        isal::Codec::Deflate,
-    );
-    match written {
-        Ok(n) if n < input.len() => {
-            out.truncate(body_start + n);
-            true
-        }
-        _ => {
-            out.truncate(body_start);
-            false
-        }
-    }
+    };
+    // Deflate that does not shrink the data is replaced by stored blocks.
+    let body_len = match compressed {
+        Some(n) if n < stored_len => n,
+        _ => stored_blocks(input, body),
+    };
+    let end = HEADER_LEN + body_len;
+    out[end..end + 4].copy_from_slice(&crc32fast::hash(input).to_le_bytes());
+    out[end + 4..end + 8].copy_from_slice(&(input.len() as u32).to_le_bytes());
+    let member_len = end + TRAILER_LEN;
+    out[16..20].copy_from_slice(&(member_len as u32).to_le_bytes());
+    Ok(member_len)
 }
 
 /// Whether a block is already-compressed data (zip, jar, region files, media),
@@ -130,21 +116,25 @@ fn sample_entropy_bits(sample: &[u8]) -> f64 {
         .sum()
 }
 
-/// Deflate "stored" blocks: the data as is, in pieces of at most 65535 bytes.
-fn stored_blocks(input: &[u8], out: &mut Vec<u8>) {
-    let mut pieces = input.chunks(65535).peekable();
-    if pieces.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-        return;
+/// Deflate "stored" blocks: the data as is, in pieces of at most 65535
+/// bytes, written to the start of `out`; returns their length.
+fn stored_blocks(input: &[u8], out: &mut [u8]) -> usize {
+    if input.is_empty() {
+        out[..5].copy_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        return 5;
     }
+    let mut pos = 0;
+    let mut pieces = input.chunks(65535).peekable();
     while let Some(piece) = pieces.next() {
         let last = pieces.peek().is_none();
         let len = piece.len() as u16;
-        out.push(u8::from(last));
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(piece);
+        out[pos] = u8::from(last);
+        out[pos + 1..pos + 3].copy_from_slice(&len.to_le_bytes());
+        out[pos + 3..pos + 5].copy_from_slice(&(!len).to_le_bytes());
+        out[pos + 5..pos + 5 + piece.len()].copy_from_slice(piece);
+        pos += 5 + piece.len();
     }
+    pos
 }
 
 /// What the first bytes of a member say, when it is one of ours.
@@ -238,10 +228,11 @@ mod tests {
             CompressionLevel::BestCompression,
         ] {
             let mut out = Vec::new();
-            for block in data.chunks(BLOCK_SIZE) {
-                encode_member(level, block, &mut out).unwrap();
+            let mut buf = Vec::new();
+            for block in data.chunks(BLOCK_SIZE).chain([&[][..]]) {
+                let n = encode_member(level, block, &mut buf).unwrap();
+                out.extend_from_slice(&buf[..n]);
             }
-            encode_member(level, &[], &mut out).unwrap();
             let mut back = Vec::new();
             flate2::read::MultiGzDecoder::new(&out[..])
                 .read_to_end(&mut back)
@@ -275,15 +266,16 @@ mod tests {
         assert!(looks_incompressible(&data));
         assert!(!looks_incompressible(&sample_data()[..BLOCK_SIZE]));
         let mut out = Vec::new();
-        encode_member(CompressionLevel::BestSpeed, &data, &mut out).unwrap();
-        assert!(out.len() <= max_member_len(data.len()));
+        let n = encode_member(CompressionLevel::BestSpeed, &data, &mut out).unwrap();
+        assert_eq!(n, max_member_len(data.len()), "stored");
     }
 
     #[test]
     fn corruption_is_detected() {
         let data = sample_data();
         let mut out = Vec::new();
-        encode_member(CompressionLevel::BestSpeed, &data[..BLOCK_SIZE], &mut out).unwrap();
+        let n = encode_member(CompressionLevel::BestSpeed, &data[..BLOCK_SIZE], &mut out).unwrap();
+        out.truncate(n);
         let h = parse_member_header(&out).unwrap();
         let mut bad = out.clone();
         let mid = bad.len() / 2;

@@ -5,7 +5,9 @@
 //! blocks into independent gzip members; one thread puts the members back in
 //! order, feeds them to SHA-1 and writes them out, at most at the write limit.
 //! A fixed pool of blocks bounds memory and makes a fast stage wait for a
-//! slow one.
+//! slow one: a block returns to the pool only once its member is written and
+//! hashed, so however the threads are scheduled, no more than the pool's
+//! blocks and members exist at once.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -63,7 +65,23 @@ struct Block {
 /// A compressed block on its way to the writer.
 struct Member {
     seq: u64,
-    bytes: Vec<u8>,
+    /// A reused buffer: the member is its first `len` bytes.
+    buf: Vec<u8>,
+    len: usize,
+    /// The block it was made from, back to the pool once this is written.
+    block: Vec<u8>,
+}
+
+/// Where the hashing thread returns buffers for reuse.
+struct Pools<'a> {
+    free_blocks: SyncSender<Vec<u8>>,
+    spare_members: &'a Mutex<Vec<Vec<u8>>>,
+}
+
+impl Member {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Writes the archive of the tree under `root` into `out`.
@@ -75,7 +93,7 @@ pub fn write_archive(
     ctl: &mut Control<'_>,
 ) -> Result<ArchiveSummary> {
     let threads = opts.threads.max(1);
-    let pool_size = 2 * threads + 2;
+    let pool_size = 2 * threads + 4;
     let shared = Shared::default();
     let counters = Counters::default();
     let scan_root = safe_fs::open_dir(root.as_fd(), c".")
@@ -96,6 +114,9 @@ pub fn write_archive(
         let counters = &counters;
         let spare_members = &spare_members;
         s.spawn(move || {
+            // Only for the progress total: it runs when a core is idle, so it
+            // never slows the backup itself.
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
             if let Some(total) = scan_total(scan_root, ignore, shared) {
                 counters.set_total(total);
             }
@@ -103,16 +124,20 @@ pub fn write_archive(
         for _ in 0..threads {
             let job_rx = &job_rx;
             let member_tx = member_tx.clone();
-            let free_tx = free_tx.clone();
             let level = opts.level;
-            s.spawn(move || {
-                compress_worker(level, job_rx, member_tx, free_tx, spare_members, shared)
-            });
+            s.spawn(move || compress_worker(level, job_rx, member_tx, spare_members, shared));
         }
         drop(member_tx);
-        drop(free_tx);
-        let writer =
-            s.spawn(move || write_members(member_rx, out, opts.write_limit, spare_members, shared));
+        let (finished_tx, finished_rx) = mpsc::channel::<()>();
+        let pools = Pools {
+            free_blocks: free_tx,
+            spare_members,
+        };
+        let writer = s.spawn(move || {
+            let written = write_members(member_rx, out, opts.write_limit, pools, shared);
+            let _ = finished_tx.send(());
+            written
+        });
 
         let mut producer = Producer {
             walker,
@@ -135,11 +160,12 @@ pub fn write_archive(
         // a write limit can make that take a while, so keep reporting (and
         // let a cancel stop the writer) meanwhile.
         producer.job_tx = None;
-        while !writer.is_finished() {
+        while let Err(RecvTimeoutError::Timeout) =
+            finished_rx.recv_timeout(Duration::from_millis(100))
+        {
             if let Err(e) = ctl.tick(Phase::Archive, counters) {
                 shared.fail(e);
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
         let written = writer
             .join()
@@ -335,7 +361,6 @@ fn compress_worker(
     level: CompressionLevel,
     jobs: &Mutex<Receiver<Block>>,
     members: SyncSender<Member>,
-    free: SyncSender<Vec<u8>>,
     spare_members: &Mutex<Vec<Vec<u8>>>,
     shared: &Shared,
 ) {
@@ -352,17 +377,20 @@ fn compress_worker(
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
-            .unwrap_or_else(|| Vec::with_capacity(gzip::max_member_len(BLOCK_SIZE)));
-        out.clear();
-        if let Err(e) = gzip::encode_member(level, &block.buf[..block.len], &mut out) {
-            shared.fail(e);
-            return;
-        }
-        let _ = free.try_send(block.buf);
+            .unwrap_or_default();
+        let len = match gzip::encode_member(level, &block.buf[..block.len], &mut out) {
+            Ok(len) => len,
+            Err(e) => {
+                shared.fail(e);
+                return;
+            }
+        };
         if members
             .send(Member {
                 seq: block.seq,
-                bytes: out,
+                buf: out,
+                len,
+                block: block.buf,
             })
             .is_err()
         {
@@ -378,17 +406,18 @@ fn write_members(
     members: Receiver<Member>,
     out: &mut (dyn Write + Send),
     limit: u64,
-    spare_members: &Mutex<Vec<Vec<u8>>>,
+    pools: Pools<'_>,
     shared: &Shared,
 ) -> Result<(String, u64)> {
-    let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(4);
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<Member>(4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut sha = Sha1::new();
-            for bytes in hash_rx.iter() {
-                sha.update(&bytes);
-                if let Ok(mut spare) = spare_members.lock() {
-                    spare.push(bytes);
+            for member in hash_rx.iter() {
+                sha.update(member.bytes());
+                let _ = pools.free_blocks.try_send(member.block);
+                if let Ok(mut spare) = pools.spare_members.lock() {
+                    spare.push(member.buf);
                 }
             }
             hex(&sha.finalize())
@@ -405,10 +434,10 @@ fn write_in_order(
     members: Receiver<Member>,
     out: &mut (dyn Write + Send),
     limit: u64,
-    hash_tx: SyncSender<Vec<u8>>,
+    hash_tx: SyncSender<Member>,
     shared: &Shared,
 ) -> Result<u64> {
-    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Member> = BTreeMap::new();
     let mut next = 0u64;
     let mut size = 0u64;
     let mut rate = RateLimit::new(limit);
@@ -417,17 +446,17 @@ fn write_in_order(
         e
     };
     for member in members.iter() {
-        pending.insert(member.seq, member.bytes);
-        while let Some(bytes) = pending.remove(&next) {
+        pending.insert(member.seq, member);
+        while let Some(member) = pending.remove(&next) {
             if shared.should_stop() {
                 return Err(shared.take_error().unwrap_or_else(Error::cancelled));
             }
-            out.write_all(&bytes)
+            out.write_all(member.bytes())
                 .map_err(|e| fail(Error::io("writing the archive", e)))?;
-            size += bytes.len() as u64;
+            size += member.len as u64;
             next += 1;
-            rate.consume(bytes.len() as u64, shared);
-            if hash_tx.send(bytes).is_err() {
+            rate.consume(member.len as u64, shared);
+            if hash_tx.send(member).is_err() {
                 return Err(fail(Error::internal("archive hashing thread stopped")));
             }
         }
