@@ -1,7 +1,8 @@
 //! The archive writer: walks a server directory and writes a `.tar.gz` of it.
 //!
-//! Four stages run at once: the calling thread walks the tree and lays tar
-//! headers and file bytes into 1 MiB blocks; `threads` workers compress the
+//! Five stages run at once: a thread walks the tree (lists directories,
+//! opens files); the calling thread lays tar headers and file bytes into
+//! 1 MiB blocks; `threads` workers compress the
 //! blocks into independent gzip members; one thread puts the members back in
 //! order, feeds them to SHA-1 and writes them out, at most at the write limit.
 //! A fixed pool of blocks bounds memory and makes a fast stage wait for a
@@ -20,7 +21,7 @@ use sha1::{Digest, Sha1};
 
 use crate::archive::gzip::{self, BLOCK_SIZE};
 use crate::archive::header::{self, EntryMeta};
-use crate::archive::walk::{Skipped, TreeWalker, MAX_LISTED};
+use crate::archive::walk::{Skipped, TreeWalker, WalkItem, MAX_LISTED};
 use crate::config::CompressionLevel;
 use crate::error::{quote, Error, Result};
 use crate::ignore::IgnoreRules;
@@ -113,6 +114,8 @@ pub fn write_archive(
         let shared = &shared;
         let counters = &counters;
         let spare_members = &spare_members;
+        let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(64);
+        s.spawn(move || walk_ahead(walker, walked_tx, shared));
         s.spawn(move || {
             // Only for the progress total: it runs when a core is idle, so it
             // never slows the backup itself.
@@ -140,7 +143,7 @@ pub fn write_archive(
         });
 
         let mut producer = Producer {
-            walker,
+            walked: walked_rx,
             block: Block {
                 seq: 0,
                 buf: Vec::new(),
@@ -185,8 +188,42 @@ pub fn write_archive(
     })
 }
 
-struct Producer<'a, 'w> {
-    walker: TreeWalker<'w>,
+/// What the walking thread hands the producer.
+enum Walked {
+    Item(Box<WalkItem>),
+    /// The walk is over: what it left out.
+    End(Vec<Skipped>, u64),
+    Failed(Error),
+}
+
+/// Runs the walk on its own thread, so that listing directories and opening
+/// files overlaps reading them. The channel's bound also bounds the open
+/// files waiting to be read.
+fn walk_ahead(mut walker: TreeWalker<'_>, tx: SyncSender<Walked>, shared: &Shared) {
+    loop {
+        if shared.should_stop() {
+            return;
+        }
+        let msg = match walker.next_item() {
+            Ok(Some(item)) => Walked::Item(Box::new(item)),
+            Ok(None) => {
+                let skipped = std::mem::take(&mut walker.skipped);
+                let _ = tx.send(Walked::End(skipped, walker.skipped_count));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Walked::Failed(e));
+                return;
+            }
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+struct Producer<'a> {
+    walked: Receiver<Walked>,
     block: Block,
     job_tx: Option<SyncSender<Block>>,
     free_rx: Receiver<Vec<u8>>,
@@ -195,11 +232,34 @@ struct Producer<'a, 'w> {
     summary: ArchiveSummary,
 }
 
-impl Producer<'_, '_> {
+impl Producer<'_> {
+    /// The next walked entry (`None` at the end), reporting progress while
+    /// waiting for the walk.
+    fn next_item(&mut self, ctl: &mut Control<'_>) -> Result<Option<WalkItem>> {
+        loop {
+            match self.walked.recv_timeout(Duration::from_millis(100)) {
+                Ok(Walked::Item(item)) => return Ok(Some(*item)),
+                Ok(Walked::End(skipped, count)) => {
+                    self.summary.skipped = skipped;
+                    self.summary.skipped_count = count;
+                    return Ok(None);
+                }
+                Ok(Walked::Failed(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => ctl.tick(Phase::Archive, self.counters)?,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self
+                        .shared
+                        .take_error()
+                        .unwrap_or_else(|| Error::internal("the tree walk stopped")))
+                }
+            }
+        }
+    }
+
     fn run(&mut self, ctl: &mut Control<'_>) -> Result<ArchiveSummary> {
         self.block.buf = self.take_buffer(ctl)?;
         let mut header_buf = Vec::with_capacity(3 * header::BLOCK);
-        while let Some(item) = self.walker.next_item()? {
+        while let Some(item) = self.next_item(ctl)? {
             ctl.tick(Phase::Archive, self.counters)?;
             if self.shared.should_stop() {
                 return Err(self.shared.take_error().unwrap_or_else(Error::cancelled));
@@ -220,8 +280,6 @@ impl Producer<'_, '_> {
         if self.block.len > 0 {
             self.ship(ctl, false)?;
         }
-        self.summary.skipped = std::mem::take(&mut self.walker.skipped);
-        self.summary.skipped_count = self.walker.skipped_count;
         ctl.tick(Phase::Archive, self.counters)?;
         Ok(std::mem::take(&mut self.summary))
     }
