@@ -636,7 +636,7 @@ pub fn archive_create(
     let name = archive
         .file_name()
         .ok_or_else(|| Error::invalid("the archive path has no file name"))?;
-    if !parent.is_dir() {
+    if !parent.exists() {
         return Err(Error::not_found(
             "the directory of the archive path does not exist",
         ));
