@@ -43,6 +43,9 @@ curl -i -X POST "http://$LISTEN/api/servers/\$SERVER/backup" \\
   -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
   -d '{"adapter":"wings","uuid":"'"\$BACKUP"'","ignore":""}'
 
+# wait (at most 10 s) until the archive is there (run from this directory)
+for i in \$(seq 50); do [ -f var/backups/\$BACKUP.tar.gz ] && break; sleep 0.2; done
+
 # restore it, replacing the server's files (204)
 curl -i -X POST "http://$LISTEN/api/servers/\$SERVER/backup/\$BACKUP/restore" \\
   -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\

@@ -186,14 +186,27 @@ impl TempArchive {
             Err(rustix::io::Errno::EXIST) => {
                 return Err(Error::conflict("a backup with this uuid already exists"))
             }
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
-                std::fs::rename(&self.path, final_path)
-                    .map_err(|e| Error::io("publishing the archive", e))?
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) if !replace => {
+                // No RENAME_NOREPLACE on this filesystem: a hard link never
+                // replaces an existing archive either; then the temporary
+                // name goes.
+                match rustix::fs::linkat(&dir_fd, from, &dir_fd, to, rustix::fs::AtFlags::empty()) {
+                    Ok(()) => {
+                        let _ = rustix::fs::unlinkat(&dir_fd, from, rustix::fs::AtFlags::empty());
+                    }
+                    Err(rustix::io::Errno::EXIST) => {
+                        return Err(Error::conflict("a backup with this uuid already exists"))
+                    }
+                    Err(e) => return Err(Error::os("publishing the archive", e)),
+                }
             }
             Err(e) => return Err(Error::os("publishing the archive", e)),
         }
         self.kept = true;
-        rustix::fs::fsync(&dir_fd).map_err(|e| Error::os("flushing the backup directory", e))?;
+        // The archive is in place under its final name: a failure to flush
+        // the directory does not make the backup fail after the fact (the
+        // file is synced; at worst a crash now forgets the rename).
+        let _ = rustix::fs::fsync(&dir_fd);
         Ok(())
     }
 

@@ -211,8 +211,95 @@ impl Read for BodyReader {
     }
 }
 
+/// A reader whose reads happen on a thread of their own, so that the
+/// restore never waits on the network: a read that finds nothing within
+/// `Detached::WAIT` answers `WouldBlock`, and the caller may ask again or,
+/// cancelled, give up at once. The thread ends at the body's end, at an
+/// error, or at its next read after the `Detached` is dropped (a stalled
+/// server holds it until the read timeout). At most `DEPTH` chunks wait.
+struct Detached {
+    chunks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Detached {
+    const WAIT: Duration = Duration::from_millis(100);
+    const DEPTH: usize = 8;
+    const CHUNK: usize = 64 * 1024;
+
+    fn spawn(mut inner: impl Read + Send + 'static) -> Result<Detached> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(Self::DEPTH);
+        std::thread::Builder::new()
+            .name("wb-download".into())
+            .spawn(move || loop {
+                let mut buf = vec![0u8; Self::CHUNK];
+                match inner.read(&mut buf) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // An empty chunk is the end of the body.
+                        if tx.send(Ok(buf)).is_err() || n == 0 {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the download", e))?;
+        Ok(Detached {
+            chunks: rx,
+            current: Vec::new(),
+            pos: 0,
+            ended: false,
+        })
+    }
+}
+
+impl Read for Detached {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::mpsc::RecvTimeoutError;
+        while self.pos >= self.current.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.chunks.recv_timeout(Self::WAIT) {
+                Ok(Ok(chunk)) => {
+                    self.ended = chunk.is_empty();
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => return Err(std::io::ErrorKind::WouldBlock.into()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other(Error::remote(
+                        "the download stopped unexpectedly",
+                    )))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 fn redirect_target(current: &Uri, location: &str) -> Result<String> {
-    if location.contains("://") {
+    // Absolute when it starts with a scheme (RFC 3986: ALPHA *( ALPHA /
+    // DIGIT / "+" / "-" / "." ) ":"); "/p?u=http://x" is a path.
+    let scheme_len = location
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        .count();
+    if scheme_len > 0
+        && location.as_bytes()[0].is_ascii_alphabetic()
+        && location.as_bytes().get(scheme_len) == Some(&b':')
+    {
         return Ok(location.to_string());
     }
     let scheme = current.scheme_str().unwrap_or("https");
@@ -302,7 +389,7 @@ pub fn open(url: &str, allow: &[AllowEntry]) -> Result<Download> {
             .and_then(|v| v.parse().ok());
         let reader = response.into_body().into_reader();
         return Ok(Download {
-            reader: Box::new(BodyReader(reader)),
+            reader: Box::new(Detached::spawn(BodyReader(reader))?),
             len,
         });
     }
@@ -405,5 +492,13 @@ mod tests {
             "https://s3.example.com/bucket/a/c.tar.gz"
         );
         assert_eq!(redirect_target(&base, "//cdn/z").unwrap(), "https://cdn/z");
+        assert_eq!(
+            redirect_target(&base, "/p?u=http://x").unwrap(),
+            "https://s3.example.com/p?u=http://x"
+        );
+        assert_eq!(
+            redirect_target(&base, "HTTP://Other/x").unwrap(),
+            "HTTP://Other/x"
+        );
     }
 }

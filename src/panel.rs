@@ -295,7 +295,11 @@ impl PanelClient {
         if let Ok(f) = std::fs::File::open(&tmp) {
             let _ = f.sync_all();
         }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing a pending report", e))
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing a pending report", e))?;
+        if let Ok(dir) = std::fs::File::open(&self.pending_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     /// Sends the parked reports once each (the standard 30 s policy); a

@@ -54,9 +54,23 @@ pub struct LimitedReader<'a, R> {
 }
 
 impl<R: std::io::Read> std::io::Read for LimitedReader<'_, R> {
+    /// A source that has nothing yet answers `WouldBlock` (a download, see
+    /// `download::Detached`): asked again until it has, unless the work
+    /// was stopped meanwhile.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.limit.consume(n as u64, self.shared);
-        Ok(n)
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.shared.should_stop() {
+                        return Err(std::io::Error::other(crate::error::Error::cancelled()));
+                    }
+                }
+                result => {
+                    let n = result?;
+                    self.limit.consume(n as u64, self.shared);
+                    return Ok(n);
+                }
+            }
+        }
     }
 }

@@ -84,18 +84,26 @@ pub enum EntryKind<'a> {
 
 /// Explicit directory entries, whose mode and time are applied at the end
 /// (applying them earlier would fail for read-only modes, and creating
-/// children changes a directory's mtime).
+/// children changes a directory's mtime). One item per path, the last
+/// listed wins: an archive that lists one directory a million times costs
+/// one item, so memory follows the directories actually made.
 #[derive(Default)]
 struct DirList {
-    paths: Vec<u8>,
-    items: Vec<(u32, u32, u32, i64)>,
+    items: HashMap<Vec<u8>, (u32, i64)>,
 }
 
 impl DirList {
     fn push(&mut self, path: &[u8], mode: u32, mtime: i64) {
-        let off = self.paths.len() as u32;
-        self.paths.extend_from_slice(path);
-        self.items.push((off, path.len() as u32, mode, mtime));
+        match self.items.get_mut(path) {
+            Some(item) => *item = (mode, mtime),
+            None => {
+                self.items.insert(path.to_vec(), (mode, mtime));
+            }
+        }
+    }
+
+    fn contains(&self, path: &[u8]) -> bool {
+        self.items.contains_key(path)
     }
 }
 
@@ -286,20 +294,16 @@ impl RestoreTarget {
         }
     }
 
-    /// Applies the explicit directories' modes and times, last-listed
-    /// first; for a directory listed twice the later entry wins.
+    /// Applies the explicit directories' modes and times, deepest first (a
+    /// read-only directory is made so after its children); for a directory
+    /// listed twice the later entry wins.
     fn finish_dirs(&mut self) -> Result<()> {
-        let dirs = std::mem::take(&mut self.state.dirs);
-        let mut last_index: HashMap<&[u8], usize> = HashMap::new();
-        for (i, (off, len, _, _)) in dirs.items.iter().enumerate() {
-            last_index.insert(&dirs.paths[*off as usize..(*off + *len) as usize], i);
-        }
+        let mut order: Vec<(&Vec<u8>, &(u32, i64))> = self.state.dirs.items.iter().collect();
+        let depth = |p: &[u8]| p.iter().filter(|b| **b == b'/').count();
+        order.sort_unstable_by(|a, b| depth(b.0).cmp(&depth(a.0)).then_with(|| a.0.cmp(b.0)));
         let tree = self.tree.as_fd();
-        for (i, (off, len, mode, mtime)) in dirs.items.iter().enumerate().rev() {
-            let path = &dirs.paths[*off as usize..(*off + *len) as usize];
-            if last_index.get(path) != Some(&i) {
-                continue;
-            }
+        for (path, (mode, mtime)) in order {
+            let path = path.as_slice();
             let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
             let Some(fd) = self.cursor.goto(tree, &parts, &mut |dir, part| {
                 safe_fs::open_dir(dir, part).map_err(|e| lookup_error(dir, part, path, e))
@@ -348,7 +352,7 @@ impl RestoreTarget {
                             ),
                         ));
                     }
-                    (FileType::Directory, _) => {}
+                    // A server file the staged entry displaces, whatever it is.
                     (_, FileType::RegularFile) => replaced += live_st.st_size as u64,
                     _ => {}
                 }
@@ -357,8 +361,12 @@ impl RestoreTarget {
             &mut |_, _, _, _| Ok(()),
         )?;
         if self.state.opts.disk_limit > 0 && !self.state.opts.truncate {
+            // What the server holds, less what the merge replaces, plus what
+            // is staged (not the bytes written: an archive may write one
+            // file several times).
             let usage = tree_usage(self.root.as_fd())?;
-            let after = usage.saturating_sub(replaced) + self.state.summary.bytes;
+            let staged = tree_usage(self.tree.as_fd())?;
+            let after = usage.saturating_sub(replaced) + staged;
             if after > self.state.opts.disk_limit {
                 return Err(quota_error(self.state.opts.disk_limit));
             }
@@ -416,23 +424,43 @@ impl RestoreTarget {
             b"merge\n"
         };
         write_marker(self.stage.as_fd(), c"commit", marker)?;
+        // From here on the stage may hold the server's files (in `old/`):
+        // whatever happens, it is not deleted unless they are back.
+        self.done = true;
         let committed = if self.state.opts.truncate {
+            let mut moves = Moves::default();
             commit_truncate(
                 self.root.as_fd(),
                 self.stage.as_fd(),
                 self.tree.as_fd(),
                 false,
+                &mut moves,
             )
+            .map_err(|e| {
+                match roll_back_truncate(
+                    self.root.as_fd(),
+                    self.stage.as_fd(),
+                    self.tree.as_fd(),
+                    &moves,
+                ) {
+                    Ok(()) => {
+                        let _ = safe_fs::remove_tree(self.root.as_fd(), self.stage_name.as_c_str());
+                        e
+                    }
+                    Err(_) => unfinished(e),
+                }
+            })
         } else {
             commit_merge(
                 self.root.as_fd(),
                 self.stage.as_fd(),
                 self.tree.as_fd(),
                 self.state.opts.owner,
+                Some(&self.state.dirs),
             )
+            .map_err(unfinished)
         };
         committed?;
-        self.done = true;
         if let Some(mtime) = self.state.root_mtime {
             let _ = rfs::futimens(&self.root, &times(mtime));
         }
@@ -690,9 +718,11 @@ fn first_child(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
     Some(listing.get(0).0.to_bytes().to_vec())
 }
 
-/// Bytes in regular files under `root` (its own reserved entries excluded).
+/// Bytes in regular files under `root` (its own reserved entries excluded),
+/// a file with several hard links counted once.
 fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
     let mut total = 0u64;
+    let mut linked: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
     let mut stack: DirStack<(Listing, usize)> = DirStack::default();
     let listing =
         Listing::read(root).map_err(|e| Error::os("measuring the server directory", e))?;
@@ -719,7 +749,11 @@ fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
         let mut descend = None;
         if let Ok(st) = safe_fs::lstat_at(dir.as_fd(), name.as_c_str()) {
             match safe_fs::file_type(&st) {
-                FileType::RegularFile => total += st.st_size as u64,
+                FileType::RegularFile
+                    if st.st_nlink <= 1 || linked.insert((st.st_dev, st.st_ino)) =>
+                {
+                    total += st.st_size as u64;
+                }
                 FileType::Directory => {
                     if let Ok(fd) = safe_fs::open_dir(dir.as_fd(), name.as_c_str()) {
                         if let Ok(l) = Listing::read(fd.as_fd()) {
@@ -742,10 +776,16 @@ fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
 fn write_marker(dir: BorrowedFd<'_>, name: &CStr, content: &[u8]) -> Result<()> {
     let err = |e: Errno| Error::os("recording the restore's progress", e);
     let tmp = format!("{}.tmp", name.to_string_lossy());
+    // A stale name there is removed first: the file is always new (and
+    // never something planted, such as a FIFO, opened for writing).
+    match rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(err(e)),
+    }
     let fd = rfs::openat(
         dir,
         tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
     .map_err(err)?;
@@ -782,6 +822,49 @@ fn live_names(root: BorrowedFd<'_>) -> Result<Vec<CString>> {
         .collect())
 }
 
+/// A commit that failed and could not be undone: the stage keeps what it
+/// holds, and `recover` (at the next restore of the server, or the next
+/// start) carries the commit through.
+fn unfinished(e: Error) -> Error {
+    Error::new(
+        e.status,
+        format!(
+            "{}; the restore is finished at the next restore of this server or the next start, nothing is lost",
+            e.message
+        ),
+    )
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A point of the commit made to fail, for the tests of its undoing.
+    static FAULT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fails at `point` when a test asked for it; nothing outside tests.
+fn fault(point: &'static str) -> Result<()> {
+    #[cfg(test)]
+    if FAULT.with(|f| f.get()) == Some(point) {
+        return Err(Error::os(
+            format!("injected fault at {point}"),
+            Errno::NOSPC,
+        ));
+    }
+    let _ = point;
+    Ok(())
+}
+
+/// The renames a truncating commit made, so that a failure can undo them.
+#[derive(Default)]
+struct Moves {
+    /// Server entries moved from the root into `old/`.
+    out: Vec<CString>,
+    /// Staged entries moved from `tree/` into the root.
+    r#in: Vec<CString>,
+    /// `(name in old/, live name)` of entries the server created in the way.
+    displaced: Vec<(String, CString)>,
+}
+
 /// Replaces the server's top-level entries with the staged ones. `resume`
 /// continues after a crash (some entries may already have moved).
 fn commit_truncate(
@@ -789,43 +872,91 @@ fn commit_truncate(
     stage: BorrowedFd<'_>,
     tree: BorrowedFd<'_>,
     resume: bool,
+    moves: &mut Moves,
 ) -> Result<()> {
     let old = old_dir(stage)?;
     let moving_in = resume && has_marker(stage, c"phase-b");
-    let mut moved_out: Vec<CString> = Vec::new();
     if !moving_in {
         for name in live_names(root)? {
             match rfs::renameat(root, name.as_c_str(), old.as_fd(), name.as_c_str()) {
-                Ok(()) => moved_out.push(name),
+                Ok(()) => moves.out.push(name),
                 Err(Errno::NOENT) => {}
-                Err(e) => {
-                    // Put back what already moved; the server keeps its files.
-                    for back in &moved_out {
-                        let _ = rfs::renameat(old.as_fd(), back.as_c_str(), root, back.as_c_str());
-                    }
-                    return Err(Error::os("moving the server's files aside", e));
-                }
+                Err(e) => return Err(Error::os("moving the server's files aside", e)),
             }
         }
+        fault("phase-b")?;
         write_marker(stage, c"phase-b", b"")?;
     }
     let mut counter = 0u64;
     let listing = Listing::read(tree).map_err(|e| Error::os("reading the staging tree", e))?;
     for i in 0..listing.len() {
         let (name, _) = listing.get(i);
-        move_into(tree, name, root, old.as_fd(), &mut counter)?;
+        if i > 0 {
+            fault("move-in")?;
+        }
+        move_into(tree, name, root, old.as_fd(), &mut counter, moves)?;
+        moves.r#in.push(name.to_owned());
     }
     Ok(())
 }
 
+/// Undoes what a failed truncating commit did, newest first: staged entries
+/// go back to `tree/`, what the server made in their way goes back to its
+/// name, and the server's own entries come back from `old/`. Then the
+/// `commit` marker goes, so that nothing finishes the commit later. An
+/// error leaves the stage as it is (for `recover`).
+fn roll_back_truncate(
+    root: BorrowedFd<'_>,
+    stage: BorrowedFd<'_>,
+    tree: BorrowedFd<'_>,
+    moves: &Moves,
+) -> std::result::Result<(), Errno> {
+    let old = if moves.out.is_empty() && moves.displaced.is_empty() {
+        None // nothing went to `old/` (which may not even exist)
+    } else {
+        Some(safe_fs::open_dir(stage, c"old")?)
+    };
+    for name in moves.r#in.iter().rev() {
+        rfs::renameat_with(
+            root,
+            name.as_c_str(),
+            tree,
+            name.as_c_str(),
+            RenameFlags::NOREPLACE,
+        )?;
+    }
+    let old = old.as_ref().map(|fd| fd.as_fd());
+    for (aside, name) in moves.displaced.iter().rev() {
+        rfs::renameat_with(
+            old.ok_or(Errno::NOENT)?,
+            aside.as_str(),
+            root,
+            name.as_c_str(),
+            RenameFlags::NOREPLACE,
+        )?;
+    }
+    for name in moves.out.iter().rev() {
+        rfs::renameat_with(
+            old.ok_or(Errno::NOENT)?,
+            name.as_c_str(),
+            root,
+            name.as_c_str(),
+            RenameFlags::NOREPLACE,
+        )?;
+    }
+    rfs::unlinkat(stage, c"commit", AtFlags::empty())?;
+    rfs::fsync(stage)
+}
+
 /// Renames `dir/name` to `live/name`; whatever is in the way (something the
-/// server created meanwhile) is moved to `old/` first.
+/// server created meanwhile) is moved to `old/` first, and noted in `moves`.
 fn move_into(
     dir: BorrowedFd<'_>,
     name: &CStr,
     live: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     counter: &mut u64,
+    moves: &mut Moves,
 ) -> Result<()> {
     for _ in 0..3 {
         match rfs::renameat_with(dir, name, live, name, RenameFlags::NOREPLACE) {
@@ -833,7 +964,8 @@ fn move_into(
             Err(Errno::EXIST) => {
                 let aside = displaced_name(counter);
                 match rfs::renameat(live, name, old, aside.as_str()) {
-                    Ok(()) | Err(Errno::NOENT) => {}
+                    Ok(()) => moves.displaced.push((aside, name.to_owned())),
+                    Err(Errno::NOENT) => {}
                     Err(e) => return Err(Error::os("moving the server's files aside", e)),
                 }
             }
@@ -858,9 +990,10 @@ fn move_into(
 /// At most a bounded number of handles are open, whatever the depth.
 /// `visit(staged_dir, live_dir, name, relative_path) -> descend?`
 type VisitFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool> + 'a;
-/// `leave(staged_dir, live_dir, depth, staged_stat)`: `staged_stat` was taken
-/// when the walk entered the staged directory, before its children moved.
-type LeaveFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, usize, &Stat) -> Result<()> + 'a;
+/// `leave(staged_dir, live_dir, relative_path, staged_stat)`: the path is
+/// empty for the root; `staged_stat` was taken when the walk entered the
+/// staged directory, before its children moved.
+type LeaveFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &[u8], &Stat) -> Result<()> + 'a;
 
 fn walk_pair(
     tree: BorrowedFd<'_>,
@@ -898,10 +1031,11 @@ fn walk_pair(
     while let Some(frame) = staged.top_mut() {
         if frame.data.next >= frame.data.listing.len() {
             let stat = frame.data.stat;
-            let depth = staged.len();
+            let path = std::mem::take(&mut frame.data.prefix);
+            let path = path.strip_suffix(b"/").unwrap_or(&path);
             let s = staged.take_top_fd(tree).map_err(err)?;
             let l = live.take_top_fd(root).map_err(err)?;
-            leave(s.as_fd(), l.as_fd(), depth, &stat)?;
+            leave(s.as_fd(), l.as_fd(), path, &stat)?;
             staged.pop();
             live.pop();
             continue;
@@ -946,13 +1080,16 @@ fn walk_pair(
 
 /// Merges the staged tree into the server's: files replace files by an
 /// atomic rename; a staged directory whose place is free moves as a whole,
-/// one whose place holds a directory is merged into it and then given the
-/// archive's mode and time (and the configured owner).
+/// one whose place holds a directory is merged into it and then, if the
+/// archive listed it (`explicit`), given the archive's mode and time (and
+/// the configured owner). A directory the archive only implied keeps the
+/// server's mode, time and owner.
 fn commit_merge(
     root: BorrowedFd<'_>,
     stage: BorrowedFd<'_>,
     tree: BorrowedFd<'_>,
     owner: Option<Owner>,
+    explicit: Option<&DirList>,
 ) -> Result<()> {
     let old = old_dir(stage)?;
     let mut counter = 0u64;
@@ -974,12 +1111,12 @@ fn commit_merge(
                 (false, Some(ty)) if ty != FileType::Directory => {
                     rfs::renameat(s, name, l, name).map_err(err)?;
                 }
-                _ => move_into(s, name, l, old.as_fd(), &mut counter)?,
+                _ => move_into(s, name, l, old.as_fd(), &mut counter, &mut Moves::default())?,
             }
             Ok(false)
         },
-        &mut |_, l, depth, st| {
-            if depth > 1 {
+        &mut |_, l, path, st| {
+            if !path.is_empty() && explicit.is_some_and(|dirs| dirs.contains(path)) {
                 chown(l, owner).map_err(err)?;
                 rfs::fchmod(l, Mode::from_raw_mode(st.st_mode & 0o1777)).map_err(err)?;
                 rfs::futimens(l, &times(st.st_mtime)).map_err(err)?;
@@ -996,43 +1133,50 @@ fn commit_merge(
 pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
     let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
     let mut handled = 0;
+    let euid = rustix::process::geteuid().as_raw();
     for i in 0..listing.len() {
         let (name, ty) = listing.get(i);
-        if !name.to_bytes().starts_with(STAGE_PREFIX.as_bytes()) || ty != FileType::Directory {
+        if !name.to_bytes().starts_with(STAGE_PREFIX.as_bytes())
+            || !matches!(ty, FileType::Directory | FileType::Unknown)
+        {
             continue;
         }
         let Ok(stage) = safe_fs::open_dir(root, name) else {
             continue;
         };
+        // Only a stage this engine could have made (`begin`): ours, 0700.
+        // The server's user may plant anything under this name; it is left
+        // alone, neither obeyed nor deleted.
+        match rfs::fstat(&stage) {
+            // (A setgid root passes its bit on; only the permissions count.)
+            Ok(st) if st.st_uid == euid && st.st_mode & 0o777 == 0o700 => {}
+            _ => continue,
+        }
         // Held until this stage is dealt with; a restore still running (in
         // this or another process) holds it, and its stage is left alone.
-        let _lock = match rfs::openat(
-            stage.as_fd(),
-            c"lock",
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(lock) => {
+        let _lock = match open_marker(stage.as_fd(), c"lock", OFlags::RDWR) {
+            Some(lock) => {
                 if rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
                     continue;
                 }
                 Some(lock)
             }
-            Err(_) => None,
+            None => None,
         };
-        if let Ok(fd) = rfs::openat(
-            stage.as_fd(),
-            c"commit",
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        if let Some(fd) = open_marker(stage.as_fd(), c"commit", OFlags::RDONLY) {
             let mut buf = [0u8; 16];
             let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
             if let Ok(tree) = safe_fs::open_dir(stage.as_fd(), c"tree") {
                 if buf[..n].starts_with(b"truncate") {
-                    commit_truncate(root, stage.as_fd(), tree.as_fd(), true)?;
+                    commit_truncate(
+                        root,
+                        stage.as_fd(),
+                        tree.as_fd(),
+                        true,
+                        &mut Moves::default(),
+                    )?;
                 } else {
-                    commit_merge(root, stage.as_fd(), tree.as_fd(), None)?;
+                    commit_merge(root, stage.as_fd(), tree.as_fd(), None, None)?;
                 }
             }
         }
@@ -1040,6 +1184,20 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         handled += 1;
     }
     Ok(handled)
+}
+
+/// Opens a stage's marker file if it is a regular file: never through a
+/// link, never blocking (a FIFO under that name is not waited on).
+fn open_marker(stage: BorrowedFd<'_>, name: &CStr, access: OFlags) -> Option<OwnedFd> {
+    let fd = rfs::openat(
+        stage,
+        name,
+        access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = rfs::fstat(&fd).ok()?;
+    (safe_fs::file_type(&st) == FileType::RegularFile).then_some(fd)
 }
 
 #[cfg(test)]
@@ -1054,5 +1212,125 @@ mod tests {
         assert!(normalize(b"../x").is_err());
         assert!(normalize(b"a/../../x").is_err());
         assert!(normalize(b"/etc/passwd").is_err());
+    }
+
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A server root with three old entries; returns it and its listing.
+    fn old_server() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("wb-commit-{}", safe_fs::nonce()));
+        std::fs::create_dir_all(dir.join("world")).unwrap();
+        std::fs::write(dir.join("world/level.dat"), b"old level").unwrap();
+        std::fs::write(dir.join("server.properties"), b"old props").unwrap();
+        std::fs::write(dir.join("zz.txt"), b"old zz").unwrap();
+        Scratch(dir)
+    }
+
+    fn listing(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                if p.is_dir() {
+                    stack.push(p);
+                    out.push((rel, Vec::new()));
+                } else {
+                    out.push((rel, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    struct Bytes<'a>(Option<&'a [u8]>);
+
+    impl EntryData for Bytes<'_> {
+        fn next_data(&mut self) -> Result<&[u8]> {
+            Ok(self.0.take().unwrap_or(&[]))
+        }
+    }
+
+    /// A truncating restore of new entries that fails at `point` of its
+    /// commit: the server's files are all back, and no stage is left.
+    fn failed_commit_keeps_old_files(point: &'static str) {
+        let server = old_server();
+        let before = listing(&server.0);
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        let opts = RestoreOptions {
+            truncate: true,
+            ..Default::default()
+        };
+        let mut target = RestoreTarget::begin(root, opts).unwrap();
+        for (path, data) in [
+            (&b"a-new.txt"[..], &b"new a"[..]),
+            (b"server.properties", b"new props"),
+            (b"zz.txt", b"new zz"),
+        ] {
+            let entry = Entry {
+                path,
+                kind: EntryKind::File,
+                mode: 0o644,
+                mtime: 0,
+            };
+            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
+        }
+        FAULT.with(|f| f.set(Some(point)));
+        let result = target.commit();
+        FAULT.with(|f| f.set(None));
+        let err = result.unwrap_err();
+        assert_eq!(err.status, crate::Status::Quota, "{}", err.message);
+        assert_eq!(listing(&server.0), before, "after a fault at {point}");
+    }
+
+    #[test]
+    fn a_commit_failing_before_moving_in_puts_everything_back() {
+        failed_commit_keeps_old_files("phase-b");
+    }
+
+    #[test]
+    fn a_commit_failing_while_moving_in_puts_everything_back() {
+        failed_commit_keeps_old_files("move-in");
+    }
+
+    #[test]
+    fn recover_ignores_stages_it_did_not_make() {
+        let server = old_server();
+        let before = listing(&server.0);
+        // A planted stage: mode 0755, a FIFO as its commit marker, and a
+        // `truncate` marker that would replace the server's files.
+        let stage = server.0.join(format!("{STAGE_PREFIX}planted"));
+        std::fs::create_dir_all(stage.join("tree/x")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            stage.join("lock"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        std::fs::write(stage.join("commit"), b"truncate\n").unwrap();
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 0);
+        // Mode 0700 but FIFO markers: never opened (no hang), the server's
+        // files untouched.
+        std::fs::remove_file(stage.join("commit")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            stage.join("commit"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        rustix::fs::chmod(&stage, Mode::from_raw_mode(0o700)).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 1);
+        let mut after = listing(&server.0);
+        after.retain(|(p, _)| !p.starts_with(STAGE_PREFIX));
+        assert_eq!(after, before);
     }
 }

@@ -162,12 +162,16 @@ impl PartJob<'_> {
                 Ok(mut response) => {
                     let status = response.status().as_u16();
                     if (200..300).contains(&status) {
-                        let etag = response
-                            .headers()
-                            .get("etag")
-                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                            .unwrap_or_default();
-                        return Ok(etag);
+                        // Recorded verbatim; without one the Panel could
+                        // not complete the upload, so the backup fails now.
+                        return match response.headers().get("etag") {
+                            Some(v) if !v.as_bytes().is_empty() => {
+                                Ok(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            }
+                            _ => Err(Error::remote(format!(
+                                "S3 answered HTTP {status} for part {number} without an ETag"
+                            ))),
+                        };
                     }
                     let mut text = String::new();
                     let _ = response

@@ -14,9 +14,9 @@ use rustix::io::Errno;
 pub use rustix::fs::Stat;
 
 /// Prefix of the names this engine creates inside a server root while it
-/// restores; such names are never archived, restored or treated as the
-/// server's own files.
-pub const RESERVED_PREFIX: &[u8] = b".wings-backup-";
+/// restores (its staging directories); such names are never archived,
+/// restored or treated as the server's own files.
+pub const RESERVED_PREFIX: &[u8] = b".wings-backup-restore-";
 
 pub fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)

@@ -326,7 +326,7 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
 fn view(root: &Path) -> BTreeMap<Vec<u8>, Node2> {
     snapshot(root)
         .into_iter()
-        .filter(|(k, _)| !k.starts_with(b".wings-backup-"))
+        .filter(|(k, _)| !k.starts_with(b".wings-backup-restore-"))
         .collect()
 }
 

@@ -321,10 +321,17 @@ fn files_that_change_while_archived_end_in_a_valid_archive() {
         );
     }
     // The walk opens files ahead of the reading, by at most a bounded number
-    // of entries: more than that many stand between the big files and the
-    // ones changed below, so those are not open yet when they change.
-    for i in 0..200 {
-        write_file(&r.join(format!("4-filler/{i:03}")), b"f", 0o644, 1_600_000_000);
+    // of entries (about 160: `WALK_BATCHES` batches of `WALK_BATCH` in the
+    // channel, one being filled, one being read): more than twice that many
+    // stand between the big files and the ones changed below, so those are
+    // not open yet when they change.
+    for i in 0..400 {
+        write_file(
+            &r.join(format!("4-filler/{i:03}")),
+            b"f",
+            0o644,
+            1_600_000_000,
+        );
     }
     for name in [
         "7-becomes-fifo.txt",

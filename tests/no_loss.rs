@@ -225,6 +225,8 @@ fn fake_interrupted_stage(root: &std::path::Path, committed: bool) {
     std::fs::write(stage.join("tree/new.txt"), b"new").unwrap();
     std::fs::write(stage.join("tree/newdir/n.txt"), b"n").unwrap();
     std::fs::write(stage.join("lock"), b"").unwrap();
+    // As the engine makes its stages (others are not its own).
+    std::fs::set_permissions(&stage, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     if committed {
         std::fs::write(stage.join("commit"), b"truncate\n").unwrap();
         // Half of phase one done: one old entry already moved aside.

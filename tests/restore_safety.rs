@@ -260,6 +260,43 @@ fn truncated_gzip_is_a_corrupt_archive_and_loses_nothing() {
 }
 
 #[test]
+fn our_archive_cut_after_a_whole_member_is_truncated_not_short() {
+    // Entries of exactly one block of the tar stream each (header + data =
+    // BLOCK_SIZE), so that every gzip member ends at an entry boundary: a
+    // cut there leaves a valid gzip stream of whole entries.
+    use wings_backup::archive::gzip::{parse_member_header, BLOCK_SIZE, HEADER_LEN};
+    let s = Scene::new();
+    let src = TempDir::new("member-cut-src");
+    for i in 0..4u32 {
+        let data: Vec<u8> = (0..BLOCK_SIZE as u32 - 512)
+            .map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
+            .collect();
+        write_file(&src.join(format!("f{i}")), &data, 0o644, 1_600_000_000);
+    }
+    let full = s.node.dir.join("members.tar.gz");
+    wings_backup::engine::archive_create(
+        src.path(),
+        &full,
+        &wings_backup::engine::ArchiveOptions::from_json(None).unwrap(),
+        &mut wings_backup::progress::Control::none(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let head = &bytes[at..(at + HEADER_LEN).min(bytes.len())];
+        let member = parse_member_header(head).expect("a member of our making");
+        at += member.member_len;
+        cuts.push(at);
+    }
+    assert!(cuts.len() >= 4, "members: {cuts:?}");
+    for cut in &cuts[..cuts.len() - 1] {
+        s.expect(&bytes[..*cut], Status::CorruptArchive, "");
+    }
+}
+
+#[test]
 fn data_that_is_not_gzip_is_a_corrupt_archive() {
     let s = Scene::new();
     s.expect(

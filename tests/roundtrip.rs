@@ -266,3 +266,48 @@ fn the_ignore_file_is_honoured_only_up_to_32_kib() {
     node.create(d, "").unwrap();
     assert!(!listed(d));
 }
+
+#[test]
+fn a_merge_keeps_the_mode_of_directories_the_archive_only_implies() {
+    // Another tool's archive with no directory entries: "world/" and
+    // "config/" exist only as parents of files.
+    let node = Node::new("");
+    let root = node.root();
+    std::fs::create_dir_all(root.join("world")).unwrap();
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    std::fs::set_permissions(root.join("world"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(root.join("config"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let mut t = RawTar::default();
+    t.entry(b"world/level.dat", b'0', b"", 0o644, b"new level");
+    // The archive does list "config/", with its own mode: that one applies.
+    t.entry(b"config/", b'5', b"", 0o711, b"");
+    t.entry(b"config/server.properties", b'0', b"", 0o600, b"motd=new");
+    std::fs::write(
+        node.archive("11111111-2222-4333-8444-555555555555"),
+        gzip(&t.finish()),
+    )
+    .unwrap();
+    node.restore("11111111-2222-4333-8444-555555555555", false)
+        .unwrap();
+    let mode = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(
+        mode("world"),
+        0o700,
+        "an implied directory keeps the server's mode"
+    );
+    assert_eq!(
+        mode("config"),
+        0o711,
+        "a listed directory takes the archive's mode"
+    );
+    assert_eq!(
+        std::fs::read(root.join("world/level.dat")).unwrap(),
+        b"new level"
+    );
+}

@@ -291,6 +291,34 @@ fn a_download_cut_off_midway_leaves_the_old_files() {
 }
 
 #[test]
+fn a_restore_cancelled_while_the_download_stalls_ends_promptly() {
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-stall");
+    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
+    let (key, _) = uploaded_archive(&stub, &dir);
+    let root = dir.join("data").join(SERVER);
+    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    let before = snapshot(&root);
+    let url = format!("{}/_test/stall?key={key}&at=50000&secs=30", stub.url);
+    let body = json!({"adapter":"s3","truncate_directory":true,"download_url":url}).to_string();
+    let token = wings_backup::progress::CancelToken::new();
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            token.trigger();
+        });
+        engine.restore_backup(SERVER, BACKUP, &body, &mut Control::new(Some(&token), None))
+    });
+    let took = started.elapsed();
+    let err = result.unwrap_err();
+    assert_eq!(err.status, Status::Cancelled, "{err}");
+    // The server stalls for 30 s; the cancel is not held up by it.
+    assert!(took.as_secs() < 15, "the cancelled restore took {took:?}");
+    assert_eq!(snapshot(&root), before);
+}
+
+#[test]
 fn loopback_and_private_urls_are_refused_unless_allowlisted() {
     let stub = Stub::start();
     let dir = TempDir::new("s3-ssrf");

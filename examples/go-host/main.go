@@ -73,6 +73,9 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		ReadHeaderTimeout: opts.readHeaderTimeout,
 		ReadTimeout:       opts.readTimeout,
 		IdleTimeout:       2 * time.Minute,
+		// The Python host's server (waitress) refuses headers over 256 KiB;
+		// both hosts draw the line at the same place.
+		MaxHeaderBytes: 256 << 10,
 		// "OPTIONS *" goes through authentication like any request (it
 		// would be a 200 to anyone otherwise).
 		DisableGeneralOptionsHandler: true,

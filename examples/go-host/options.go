@@ -91,6 +91,11 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if o.token == "" {
 		return o, errors.New("a node token is required: --token, $WINGS_TOKEN or token: in --config")
 	}
+	for name, v := range map[string]string{"listen": o.listen, "data-dir": o.dataDir, "backup-dir": o.backupDir, "compression-level": o.compressionLevel} {
+		if v == "" {
+			return o, fmt.Errorf("--%s must not be empty", name)
+		}
+	}
 	if o.panelURL != "" && o.panelTokenID == "" {
 		return o, errors.New("--panel-url needs --panel-token-id")
 	}

@@ -199,14 +199,18 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _
 		return
 	}
 	// The library accepted the body, so it is a JSON object with a uuid.
-	var req struct {
-		UUID string `json:"uuid"`
+	// The key is matched exactly, as the library does (a struct field
+	// would also take "UUID").
+	var req map[string]json.RawMessage
+	var backup string
+	if err := json.Unmarshal(body, &req); err == nil {
+		err = json.Unmarshal(req["uuid"], &backup)
 	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		writeEngineError(w, err)
+	if backup == "" {
+		writeEngineError(w, errors.New("the request body has no uuid"))
 		return
 	}
-	op, err := s.ops.reserve("backup", server, strings.ToLower(req.UUID))
+	op, err := s.ops.reserve("backup", server, strings.ToLower(backup))
 	if err != nil {
 		writeEngineError(w, err)
 		return

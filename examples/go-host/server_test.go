@@ -387,6 +387,10 @@ system:
 	if err != nil || o.token != "flag-token" || o.listen != "127.0.0.1:9" {
 		t.Errorf("flags over config: %+v %v", o, err)
 	}
+	// One token, as in Wings: the Panel is sent the node token in effect.
+	if cfg, err := o.engineConfig(); err != nil || cfg.Panel == nil || cfg.Panel.Token != "flag-token" {
+		t.Errorf("panel token with --token over config: %+v %v", cfg.Panel, err)
+	}
 	o, err = parseOptions([]string{"--config", config}, env(map[string]string{"WINGS_TOKEN": "env-token"}), io.Discard)
 	if err != nil || o.token != "env-token" {
 		t.Errorf("env over config: %+v %v", o, err)
@@ -418,6 +422,12 @@ system:
 		{"--token", "t", "--owner", "x"},
 		{"--token", "t", "--panel-url", "http://p"},
 		{"--token", "t", "extra"},
+		{"--token", ""},
+		{"--token", "t", "--data-dir", ""},
+		{"--token", "t", "--backup-dir", ""},
+		{"--token", "t", "--compression-level", ""},
+		{"--token", "t", "--listen", ""},
+		{"--token", "t", "--write-limit", "-1"},
 		{"--token", "t", "--config", filepath.Join(dir, "missing.yml")},
 	} {
 		if _, err := parseOptions(args, env(nil), io.Discard); err == nil {

@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 _CHECKOUT_BINDING = Path(__file__).resolve().parent.parent.parent / "bindings" / "python"
 if (_CHECKOUT_BINDING / "wings_backup" / "__init__.py").is_file():
@@ -63,7 +63,7 @@ log = logging.getLogger("python-host")
 BODY_LIMIT = 1 << 20
 WAITRESS_BODY_LIMIT = 16 << 20
 MAX_RUNNING_BACKUPS = 4
-HTTP_THREADS = 16
+HTTP_THREADS = 64  # a synchronous restore holds one for its whole length
 READ_HEADER_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 30.0
 ACCEPT_WAIT_S = 30.0
@@ -124,7 +124,6 @@ def read_wings_config(path: str) -> Dict[str, Any]:
 
     out: Dict[str, Any] = {
         "token": get("token", str),
-        "panel_token": get("token", str),
         "panel_token_id": get("token_id", str),
         "panel_url": get("remote", str),
         "data_dir": get("system.data", str),
@@ -151,7 +150,8 @@ def read_wings_config(path: str) -> Dict[str, Any]:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Wings-compatible backup HTTP host (Python, over libwings_backup).")
+        description="Wings-compatible backup HTTP host (Python, over libwings_backup).",
+        allow_abbrev=False)  # Go's flag package takes no abbreviations either
 
     def flag(name: str, **kw: Any) -> None:
         # Go's flag package takes -name and --name alike; so does this host.
@@ -165,8 +165,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     flag("panel-token-id", help="token id for the Panel's remote API")
     flag("panel-token", help="token for the Panel's remote API (default: --token)")
     flag("compression-level", help="none, best_speed (default) or best_compression")
-    flag("write-limit", type=int, metavar="MIB", help="archive write limit in MiB/s (0 = none)")
-    flag("disk-limit", type=int, metavar="BYTES", help="disk limit for restores in bytes (0 = none)")
+    flag("write-limit", type=non_negative, metavar="MIB", help="archive write limit in MiB/s (0 = none)")
+    flag("disk-limit", type=non_negative, metavar="BYTES", help="disk limit for restores in bytes (0 = none)")
     flag("owner", metavar="UID:GID", help="chown restored files to this owner")
     flag("restore-host-allowlist", metavar="LIST",
          help="comma-separated hosts, IPs or CIDRs that s3 download URLs may resolve to privately")
@@ -178,7 +178,35 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     flag("read-timeout", type=parse_duration, metavar="DURATION",
          help=f"how long a client may take to send a whole request, headers and body "
               f"(default {READ_TIMEOUT_S:g}s)")
-    return p.parse_args(argv)
+    return p.parse_args(go_bool_flags(list(sys.argv[1:] if argv is None else argv), p))
+
+
+def non_negative(text: str) -> int:
+    """An unsigned integer flag, as Go's flag.Uint64 takes it."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
+    return value
+
+
+def go_bool_flags(argv: List[str], parser: argparse.ArgumentParser) -> List[str]:
+    """Go's flag package takes a boolean flag as -async-restore=false too;
+    so does this host."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        m = re.fullmatch(r"--?async-restore=(.*)", arg)
+        if m is None:
+            out.append(arg)
+        elif m.group(1) in ("1", "t", "T", "true", "TRUE", "True"):
+            out.append("--async-restore")
+        elif m.group(1) not in ("0", "f", "F", "false", "FALSE", "False"):
+            parser.error(f"invalid boolean value {m.group(1)!r} for -async-restore")
+    return out
 
 
 def parse_duration(text: str) -> float:
@@ -202,6 +230,8 @@ def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
         value = getattr(args, name)
         return value if value is not None else file_cfg.get(name, default)
 
+    if args.token == "":
+        raise ConfigError("--token must not be empty")
     token = args.token or os.environ.get("WINGS_TOKEN") or file_cfg.get("token")
     if not token:
         raise ConfigError("a node token is required: --token, WINGS_TOKEN or `token` in --config")
@@ -212,6 +242,9 @@ def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
         "write_limit": pick("write_limit", 0),
         "disk_limit": pick("disk_limit", 0),
     }
+    for name in ("listen", "data_dir", "backup_dir", "compression_level"):
+        if pick(name) == "":
+            raise ConfigError(f"--{name.replace('_', '-')} must not be empty")
     owner = pick("owner")
     if owner:
         m = re.fullmatch(r"(\d+):(\d+)", owner)
@@ -289,6 +322,10 @@ class Operations:
         self.lock = threading.Lock()
         self.by_server: Dict[str, Job] = {}
         self.by_backup: Dict[str, Job] = {}
+        # Every job from reserve to release, including one whose server was
+        # given back at its report phase: shutdown cancels them all, so that
+        # an engine still retrying a Panel report parks it and returns.
+        self.all_jobs: Set[Job] = set()
         self.shutting_down = False
 
     def reserve(self, kind: str, server: str, backup: str) -> Job:
@@ -302,6 +339,7 @@ class Operations:
                 raise wb.ConflictError(wb.Status.CONFLICT, MSG_SERVER_BUSY.format(current.kind))
             job = Job(kind, server, backup)
             self.by_server[server] = job
+            self.all_jobs.add(job)
             if kind == "backup":
                 self.by_backup[backup] = job
             return job
@@ -317,6 +355,7 @@ class Operations:
                 del self.by_server[job.server]
             if self.by_backup.get(job.backup) is job:
                 del self.by_backup[job.backup]
+            self.all_jobs.discard(job)
 
     def backup_job(self, backup: str) -> Optional[Job]:
         with self.lock:
@@ -326,7 +365,7 @@ class Operations:
         """Refuses new work and cancels what runs or waits; returns it."""
         with self.lock:
             self.shutting_down = True
-            jobs = list(self.by_server.values())
+            jobs = list(self.all_jobs)
         for job in jobs:
             job.token.cancel()
         return jobs

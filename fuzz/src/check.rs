@@ -243,7 +243,7 @@ impl Scratch {
         let after = snapshot(&self.root, None);
         for path in after.keys() {
             assert!(
-                !path.starts_with(b".wings-backup-"),
+                !path.starts_with(b".wings-backup-restore-"),
                 "{what}: it left {:?} in the root",
                 String::from_utf8_lossy(path)
             );

@@ -10,6 +10,7 @@
 //! GNU long names and links, and old v7 headers.
 
 use std::io::{BufRead, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Mutex;
 
@@ -28,6 +29,10 @@ pub struct TarStream<'a> {
     pos: usize,
     spare: &'a Mutex<Vec<Vec<u8>>>,
     finished: bool,
+    /// Set once a member of this engine's making was seen: such an archive
+    /// always ends with the end-of-archive blocks, so one cut off at a
+    /// member boundary is truncated, not short.
+    own_members: &'a AtomicBool,
     /// Called every `WAIT_TICK` while waiting for data, so that the caller
     /// keeps reporting progress and can cancel (an error stops the stream).
     wait: &'a dyn Fn() -> Result<()>,
@@ -135,15 +140,18 @@ pub fn with_tar_stream<T>(
     let (order_tx, order_rx) = mpsc::sync_channel::<Receiver<Inflated>>(in_flight);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
     let job_rx = Mutex::new(job_rx);
+    let own_members = AtomicBool::new(false);
     std::thread::scope(|s| {
         let spare = &spare;
+        let own_members = &own_members;
         for _ in 0..threads {
             let job_rx = &job_rx;
             s.spawn(move || inflate_worker(job_rx, spare, shared));
         }
         s.spawn(move || {
             let mut input = Input::new(source, counters);
-            if let Err(e) = split_members(&mut input, &order_tx, &job_tx, spare, shared) {
+            let split = split_members(&mut input, &order_tx, &job_tx, spare, shared, own_members);
+            if let Err(e) = split {
                 let (tx, rx) = mpsc::sync_channel(1);
                 let _ = tx.send(Err(e));
                 let _ = order_tx.send(rx);
@@ -155,6 +163,7 @@ pub fn with_tar_stream<T>(
             pos: 0,
             spare,
             finished: false,
+            own_members,
             wait,
         };
         let result = f(&mut stream);
@@ -295,6 +304,7 @@ fn split_members(
     jobs: &SyncSender<Job>,
     spare: &Mutex<Vec<Vec<u8>>>,
     shared: &Shared,
+    own_members: &AtomicBool,
 ) -> Result<()> {
     let mut first = true;
     let mut member_bufs: Vec<Vec<u8>> = Vec::new();
@@ -317,6 +327,7 @@ fn split_members(
         }
         first = false;
         if let Some(header) = gzip::parse_member_header(head) {
+            own_members.store(true, Ordering::Relaxed);
             let mut member = member_bufs.pop().unwrap_or_default();
             input.take(header.member_len, &mut member)?;
             let (done, slot) = mpsc::sync_channel(1);
@@ -515,8 +526,14 @@ impl<'s, 'a> TarReader<'s, 'a> {
         for _ in 0..64 {
             if !self.stream.read_full(&mut block)? {
                 // The stream ended at a header boundary without the end
-                // blocks; GNU tar, Python and Go accept that too.
-                if long_name.is_some() || long_link.is_some() || !pax.is_empty() {
+                // blocks; GNU tar, Python and Go accept that from other
+                // tools. This engine always writes them: its archive cut off
+                // after a whole member is truncated.
+                if long_name.is_some()
+                    || long_link.is_some()
+                    || !pax.is_empty()
+                    || self.stream.own_members.load(Ordering::Relaxed)
+                {
                     return Err(truncated());
                 }
                 self.ended = true;

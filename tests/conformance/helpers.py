@@ -136,8 +136,15 @@ def unless_busy(send: Callable[[], requests.Response], timeout: float = WAIT) ->
 
 
 def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Polls `pred`; a file vanishing under it (work still moving files, as
+    a restore's commit does) counts as not yet."""
     deadline = time.monotonic() + timeout
-    while not pred():
+    while True:
+        try:
+            if pred():
+                return
+        except FileNotFoundError:
+            pass
         assert time.monotonic() < deadline, f"{what} (waited {timeout}s)"
         time.sleep(0.05)
 

@@ -346,6 +346,21 @@ class PanelStub:
             h.wfile.flush()
             h.close_connection = True
             return None
+        if path == "/_test/stall":
+            # Serves an object but stops sending after `at` bytes and keeps
+            # the connection open for `secs` seconds (at most 60).
+            key, at = query["key"][0], int(query["at"][0])
+            secs = min(float((query.get("secs") or ["30"])[0]), 60.0)
+            data = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            h.send_response(200)
+            h.send_header("Content-Type", "application/gzip")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data[:at])
+            h.wfile.flush()
+            time.sleep(secs)
+            h.close_connection = True
+            return None
         if path == "/_test/serve":
             # Serves an object with a chosen status and Content-Type.
             key = query["key"][0]

@@ -98,7 +98,7 @@ def test_wings_config_file_with_flags_over_it(tmp_path: Path, monkeypatch: pytes
                                       "--write-limit", "0", "--data-dir", "/x"])
     assert listen == "127.0.0.1:1" and token == "flag"
     assert engine["write_limit"] == 0 and engine["data_directory"] == "/x"
-    assert engine["panel"]["token"] == "node-secret"  # the file's token still talks to the Panel
+    assert engine["panel"]["token"] == "flag"  # one token, as in Wings: the one in effect
     monkeypatch.setenv("WINGS_TOKEN", "from-env")
     assert settings(["--config", str(cfg)])[1] == "from-env"
 
@@ -114,11 +114,36 @@ def test_only_a_port_in_the_config(tmp_path: Path) -> None:
     (["--token", "t", "--owner", "root"], "UID:GID"),
     (["--token", "t", "--panel-url", "http://p"], "panel-token-id"),
     (["--token", "t", "--config", "/nonexistent/config.yml"], "cannot read"),
+    (["--token", ""], "token must not be empty"),
+    (["--token", "t", "--data-dir", ""], "data-dir must not be empty"),
+    (["--token", "t", "--backup-dir", ""], "backup-dir must not be empty"),
+    (["--token", "t", "--compression-level", ""], "compression-level must not be empty"),
+    (["--token", "t", "--listen", ""], "listen must not be empty"),
 ])
 def test_bad_settings(argv: List[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WINGS_TOKEN", raising=False)
     with pytest.raises(host_main.ConfigError, match=message):
         settings(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--token", "t", "--write-limit", "-1"],
+    ["--token", "t", "--disk-limit", "-5"],
+    ["--tok", "t"],  # no abbreviations, as in Go
+    ["--token", "t", "--async-restore=maybe"],
+])
+def test_flags_go_refuses(argv: List[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        host_main.parse_args(argv)
+    assert e.value.code == 2
+    capsys.readouterr()
+
+
+def test_boolean_flag_values_as_go_takes_them() -> None:
+    assert host_main.parse_args(["--async-restore"]).async_restore
+    assert host_main.parse_args(["-async-restore=true"]).async_restore
+    assert not host_main.parse_args(["--async-restore=false"]).async_restore
+    assert not host_main.parse_args([]).async_restore
 
 
 @pytest.mark.parametrize("text,seconds", [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h30m", 5400.0),
@@ -259,3 +284,52 @@ def test_405_names_the_allowed_method(node: Node) -> None:
     r = node.client.get(f"/api/servers/{node.server()}/backup", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
     assert r.json == {"error": host_main.MSG_NOT_ALLOWED}
+
+
+def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None:
+    """The Panel answers 502 to every report: the engine keeps retrying
+    after the server was given back (phase REPORT). Shutdown must still
+    cancel that backup, so that its report is parked for the next start
+    instead of being lost with the process."""
+    import http.server
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    panel = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=panel.serve_forever, daemon=True).start()
+    data, backups = tmp_path / "volumes", tmp_path / "backups"
+    data.mkdir()
+    backups.mkdir()
+    engine = wb.Engine({"data_directory": str(data), "backup_directory": str(backups), "threads": 1,
+                        "panel": {"url": f"http://127.0.0.1:{panel.server_address[1]}",
+                                  "token_id": "id", "token": "t"}})
+    try:
+        host = host_main.Host(engine, TOKEN, str(data), async_restore=False)
+        server, backup = str(uuid.uuid4()), str(uuid.uuid4())
+        (data / server).mkdir()
+        (data / server / "file.txt").write_text("data")
+        r = host.app.test_client().post(f"/api/servers/{server}/backup",
+                                        data=json.dumps({"adapter": "wings", "uuid": backup, "ignore": ""}),
+                                        headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 202
+        for _ in range(200):
+            if (backups / f"{backup}.tar.gz").exists() and host.ops.by_server == {}:
+                break
+            host_main.time.sleep(0.05)
+        assert host.ops.by_server == {}, "the server was not given back at the report phase"
+        assert host.ops.backup_job(backup) is not None, "the reporting backup is not tracked"
+        assert host.shut_down(host_main.time.monotonic() + 20), "shutdown did not end the reporting backup"
+        parked = list((backups / ".pending").glob("*.json"))
+        assert [p.name for p in parked] == [f"{backup}.json"]
+        assert json.loads(parked[0].read_text())["body"]["successful"] is True
+    finally:
+        engine.close()
+        panel.shutdown()
