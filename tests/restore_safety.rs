@@ -221,18 +221,15 @@ fn setuid_and_setgid_bits_are_cleared() {
     assert_eq!(mode("sticky"), 0o1777);
 }
 
-#[test]
-fn truncated_gzip_is_a_corrupt_archive_and_loses_nothing() {
-    let s = Scene::new();
-    // A real backup of a bigger tree, cut short.
-    let src = TempDir::new("trunc-src");
-    for i in 0..50 {
-        let data: Vec<u8> = (0..40_000u32)
-            .map(|j| ((i * 7 + j * 13) % 251) as u8)
-            .collect();
+/// The bytes of an archive this engine makes of `files` files of `len`
+/// bytes each, byte `j` of file `i` being `byte(i, j)`.
+fn our_archive_of(s: &Scene, files: u32, byte: impl Fn(u32, u32) -> u8, len: u32) -> Vec<u8> {
+    let src = TempDir::new("our-archive-src");
+    for i in 0..files {
+        let data: Vec<u8> = (0..len).map(|j| byte(i, j)).collect();
         write_file(&src.join(format!("f{i}")), &data, 0o644, 1_600_000_000);
     }
-    let full = s.node.dir.join("full.tar.gz");
+    let full = s.node.dir.join("ours.tar.gz");
     wings_backup::engine::archive_create(
         src.path(),
         &full,
@@ -240,7 +237,14 @@ fn truncated_gzip_is_a_corrupt_archive_and_loses_nothing() {
         &mut wings_backup::progress::Control::none(),
     )
     .unwrap();
-    let bytes = std::fs::read(&full).unwrap();
+    std::fs::read(&full).unwrap()
+}
+
+#[test]
+fn truncated_gzip_is_a_corrupt_archive_and_loses_nothing() {
+    let s = Scene::new();
+    // A real backup of a bigger tree, cut short.
+    let bytes = our_archive_of(&s, 50, |i, j| ((i * 7 + j * 13) % 251) as u8, 40_000);
     for cut in [bytes.len() / 2, bytes.len() - 40, bytes.len() - 1] {
         s.expect(&bytes[..cut], Status::CorruptArchive, "");
     }
@@ -266,22 +270,8 @@ fn our_archive_cut_after_a_whole_member_is_truncated_not_short() {
     // cut there leaves a valid gzip stream of whole entries.
     use wings_backup::archive::gzip::{parse_member_header, BLOCK_SIZE, HEADER_LEN};
     let s = Scene::new();
-    let src = TempDir::new("member-cut-src");
-    for i in 0..4u32 {
-        let data: Vec<u8> = (0..BLOCK_SIZE as u32 - 512)
-            .map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
-            .collect();
-        write_file(&src.join(format!("f{i}")), &data, 0o644, 1_600_000_000);
-    }
-    let full = s.node.dir.join("members.tar.gz");
-    wings_backup::engine::archive_create(
-        src.path(),
-        &full,
-        &wings_backup::engine::ArchiveOptions::from_json(None).unwrap(),
-        &mut wings_backup::progress::Control::none(),
-    )
-    .unwrap();
-    let bytes = std::fs::read(&full).unwrap();
+    let noise = |i: u32, j: u32| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8;
+    let bytes = our_archive_of(&s, 4, noise, BLOCK_SIZE as u32 - 512);
     let mut cuts = Vec::new();
     let mut at = 0;
     while at < bytes.len() {

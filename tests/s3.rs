@@ -245,20 +245,46 @@ fn uploaded_archive(
     (key, snapshot(&src))
 }
 
+/// A restore scene: an engine allowed to download from the stub, an
+/// archive of `tree` in the bucket, and a server root holding `old.txt`.
+struct RestoreScene {
+    engine: Engine,
+    key: String,
+    expected: std::collections::BTreeMap<Vec<u8>, Node2>,
+    root: std::path::PathBuf,
+    _dir: TempDir,
+    stub: Stub,
+}
+
+impl RestoreScene {
+    fn new(name: &str) -> RestoreScene {
+        let stub = Stub::start();
+        let dir = TempDir::new(name);
+        let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
+        let (key, expected) = uploaded_archive(&stub, &dir);
+        let root = dir.join("data").join(SERVER);
+        write_file(&root.join("old.txt"), b"old", 0o644, 1);
+        RestoreScene {
+            engine,
+            key,
+            expected,
+            root,
+            _dir: dir,
+            stub,
+        }
+    }
+}
+
 #[test]
 fn a_restore_from_a_presigned_url_gives_the_tree_back() {
-    let stub = Stub::start();
-    let dir = TempDir::new("s3-restore");
-    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
-    let (key, expected) = uploaded_archive(&stub, &dir);
-    let root = dir.join("data").join(SERVER);
-    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    let scene = RestoreScene::new("s3-restore");
+    let (engine, key, root, stub) = (&scene.engine, &scene.key, &scene.root, &scene.stub);
     let url = stub.get(&format!("/_test/presign?key={key}"))["url"]
         .as_str()
         .unwrap()
         .to_string();
-    restore_s3(&engine, BACKUP, &url, true).unwrap();
-    assert_eq!(snapshot(&root), expected);
+    restore_s3(engine, BACKUP, &url, true).unwrap();
+    assert_eq!(snapshot(root), scene.expected);
     let restores = stub.state()["restores"].clone();
     assert_eq!(
         restores,
@@ -268,37 +294,29 @@ fn a_restore_from_a_presigned_url_gives_the_tree_back() {
 
 #[test]
 fn a_download_cut_off_midway_leaves_the_old_files() {
-    let stub = Stub::start();
-    let dir = TempDir::new("s3-cut");
-    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
-    let (key, _) = uploaded_archive(&stub, &dir);
-    let root = dir.join("data").join(SERVER);
-    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    let scene = RestoreScene::new("s3-cut");
+    let (engine, key, root, stub) = (&scene.engine, &scene.key, &scene.root, &scene.stub);
     write_file(&root.join("world/level.dat"), b"mine", 0o644, 1);
-    let before = snapshot(&root);
+    let before = snapshot(root);
     let size = stub.get(&format!("/_test/object?key={key}"))["size"]
         .as_u64()
         .unwrap();
     assert!(size > 100_000, "a sizeable archive: {size}");
     let url = format!("{}/_test/cut?key={key}&at={}", stub.url, size / 2);
-    let err = restore_s3(&engine, BACKUP, &url, true).unwrap_err();
+    let err = restore_s3(engine, BACKUP, &url, true).unwrap_err();
     assert!(
         matches!(err.status, Status::Remote | Status::CorruptArchive),
         "{err}"
     );
-    assert_eq!(snapshot(&root), before);
+    assert_eq!(snapshot(root), before);
     assert_eq!(stub.state()["restores"][0]["body"]["successful"], false);
 }
 
 #[test]
 fn a_restore_cancelled_while_the_download_stalls_ends_promptly() {
-    let stub = Stub::start();
-    let dir = TempDir::new("s3-stall");
-    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
-    let (key, _) = uploaded_archive(&stub, &dir);
-    let root = dir.join("data").join(SERVER);
-    write_file(&root.join("old.txt"), b"old", 0o644, 1);
-    let before = snapshot(&root);
+    let scene = RestoreScene::new("s3-stall");
+    let (engine, key, root, stub) = (&scene.engine, &scene.key, &scene.root, &scene.stub);
+    let before = snapshot(root);
     let url = format!("{}/_test/stall?key={key}&at=50000&secs=30", stub.url);
     let body = json!({"adapter":"s3","truncate_directory":true,"download_url":url}).to_string();
     let token = wings_backup::progress::CancelToken::new();
@@ -315,7 +333,7 @@ fn a_restore_cancelled_while_the_download_stalls_ends_promptly() {
     assert_eq!(err.status, Status::Cancelled, "{err}");
     // The server stalls for 30 s; the cancel is not held up by it.
     assert!(took.as_secs() < 15, "the cancelled restore took {took:?}");
-    assert_eq!(snapshot(&root), before);
+    assert_eq!(snapshot(root), before);
 }
 
 #[test]
@@ -370,13 +388,9 @@ fn loopback_and_private_urls_are_refused_unless_allowlisted() {
 
 #[test]
 fn bad_status_content_type_and_redirect_loops_are_refused() {
-    let stub = Stub::start();
-    let dir = TempDir::new("s3-http");
-    let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
-    let (key, _) = uploaded_archive(&stub, &dir);
-    let root = dir.join("data").join(SERVER);
-    write_file(&root.join("old.txt"), b"old", 0o644, 1);
-    let before = snapshot(&root);
+    let scene = RestoreScene::new("s3-http");
+    let (engine, key, root, stub) = (&scene.engine, &scene.key, &scene.root, &scene.stub);
+    let before = snapshot(root);
     let cases = [
         (
             format!("{}/_test/serve?key={key}&status=404", stub.url),
@@ -400,7 +414,7 @@ fn bad_status_content_type_and_redirect_loops_are_refused() {
         ),
     ];
     for (url, part) in cases {
-        let result = restore_s3(&engine, BACKUP, &url, true);
+        let result = restore_s3(engine, BACKUP, &url, true);
         if part.is_empty() {
             result.unwrap();
             continue;
@@ -414,7 +428,7 @@ fn bad_status_content_type_and_redirect_loops_are_refused() {
         );
         assert!(err.message.contains(part), "{url}: {}", err.message);
         assert!(
-            snapshot(&root) == before,
+            snapshot(root) == before,
             "{url}: the server's files changed"
         );
     }
