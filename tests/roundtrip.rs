@@ -311,3 +311,35 @@ fn a_merge_keeps_the_mode_of_directories_the_archive_only_implies() {
         b"new level"
     );
 }
+
+#[test]
+fn a_backup_leaves_the_files_access_times_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let node = Node::new("");
+    let root = node.root();
+    // touch -d sets both times: atime == mtime, so relatime would update
+    // the atime at the next read.
+    write_file(
+        &root.join("world/level.dat"),
+        b"level",
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &root.join("control.txt"),
+        b"read by a plain read",
+        0o644,
+        1_600_000_000,
+    );
+    std::fs::read(root.join("control.txt")).unwrap();
+    if std::fs::metadata(root.join("control.txt")).unwrap().atime() == 1_600_000_000 {
+        eprintln!("this filesystem does not record access times; nothing to check");
+        return;
+    }
+    node.create("11111111-2222-4333-8444-555555555555", "")
+        .unwrap();
+    let atime = std::fs::metadata(root.join("world/level.dat"))
+        .unwrap()
+        .atime();
+    assert_eq!(atime, 1_600_000_000, "the backup changed the access time");
+}
