@@ -176,31 +176,40 @@ impl TempArchive {
             .map_err(|e| Error::os("opening the backup directory", e))?;
         let from = self.path.file_name().unwrap_or_default();
         let to = final_path.file_name().unwrap_or_default();
-        let flags = if replace {
-            RenameFlags::empty()
+        use rustix::fs::{linkat, renameat, renameat_with, statat, unlinkat, AtFlags};
+        use rustix::io::Errno;
+        let exists = || Error::conflict("a backup with this uuid already exists");
+        let failed = |e: Errno| Error::os("publishing the archive", e);
+        if replace {
+            renameat(&dir_fd, from, &dir_fd, to).map_err(failed)?;
         } else {
-            RenameFlags::NOREPLACE
-        };
-        match rustix::fs::renameat_with(&dir_fd, from, &dir_fd, to, flags) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => {
-                return Err(Error::conflict("a backup with this uuid already exists"))
-            }
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) if !replace => {
-                // No RENAME_NOREPLACE on this filesystem: a hard link never
-                // replaces an existing archive either; then the temporary
-                // name goes.
-                match rustix::fs::linkat(&dir_fd, from, &dir_fd, to, rustix::fs::AtFlags::empty()) {
-                    Ok(()) => {
-                        let _ = rustix::fs::unlinkat(&dir_fd, from, rustix::fs::AtFlags::empty());
+            match renameat_with(&dir_fd, from, &dir_fd, to, RenameFlags::NOREPLACE) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => return Err(exists()),
+                Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                    // No RENAME_NOREPLACE here: a hard link never replaces
+                    // an existing archive either (then the temporary name
+                    // goes); without hard links, a rename once the name is
+                    // seen to be free.
+                    match linkat(&dir_fd, from, &dir_fd, to, AtFlags::empty()) {
+                        Ok(()) => {
+                            let _ = unlinkat(&dir_fd, from, AtFlags::empty());
+                        }
+                        Err(Errno::EXIST) => return Err(exists()),
+                        Err(Errno::PERM) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => {
+                            match statat(&dir_fd, to, AtFlags::SYMLINK_NOFOLLOW) {
+                                Err(Errno::NOENT) => {
+                                    renameat(&dir_fd, from, &dir_fd, to).map_err(failed)?
+                                }
+                                Ok(_) => return Err(exists()),
+                                Err(e) => return Err(failed(e)),
+                            }
+                        }
+                        Err(e) => return Err(failed(e)),
                     }
-                    Err(rustix::io::Errno::EXIST) => {
-                        return Err(Error::conflict("a backup with this uuid already exists"))
-                    }
-                    Err(e) => return Err(Error::os("publishing the archive", e)),
                 }
+                Err(e) => return Err(failed(e)),
             }
-            Err(e) => return Err(Error::os("publishing the archive", e)),
         }
         self.kept = true;
         // The archive is in place under its final name: a failure to flush

@@ -388,7 +388,9 @@ impl Engine {
         ctl: &mut Control<'_>,
     ) -> Result<RestoreSummary> {
         let root_fd = self.open_root(root)?;
-        restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd))?;
+        // An earlier restore's stage that cannot be finished (yet) does not
+        // stop this one: it stays, with what it holds, for the next try.
+        let _ = restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd));
         let opts = self.restore_options(request.truncate_directory);
         let threads = self.config.worker_threads();
         match (&request.adapter, &request.download_url) {

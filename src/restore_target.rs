@@ -352,8 +352,11 @@ impl RestoreTarget {
                             ),
                         ));
                     }
-                    // A server file the staged entry displaces, whatever it is.
-                    (_, FileType::RegularFile) => replaced += live_st.st_size as u64,
+                    // A server file the staged entry displaces, whatever it
+                    // is; one with other hard links keeps its bytes.
+                    (_, FileType::RegularFile) if live_st.st_nlink <= 1 => {
+                        replaced += live_st.st_size as u64
+                    }
                     _ => {}
                 }
                 Ok(false)
@@ -800,18 +803,42 @@ fn has_marker(dir: BorrowedFd<'_>, name: &CStr) -> bool {
     safe_fs::lstat_at(dir, name).is_ok()
 }
 
-/// A name in `old/` for something displaced from the live tree.
+/// A name in the stage's `displaced/` for something the server created in
+/// the way of a staged entry. (Not in `old/`: there the server's own
+/// top-level entries keep their names, whatever they are.)
 fn displaced_name(counter: &mut u64) -> String {
     *counter += 1;
-    format!("displaced-{counter}")
+    // Unique across runs too: a commit resumed after a crash adds to what
+    // the interrupted one displaced.
+    format!("{counter}-{}", safe_fs::nonce())
 }
 
-fn old_dir(stage: BorrowedFd<'_>) -> Result<OwnedFd> {
-    match rfs::mkdirat(stage, c"old", Mode::from_raw_mode(0o700)) {
+/// The stage's directory `name` (`old`, `displaced`), made if need be.
+fn stage_dir(stage: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
+    match rfs::mkdirat(stage, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(Error::os("preparing the restore", e)),
     }
-    safe_fs::open_dir(stage, c"old").map_err(|e| Error::os("preparing the restore", e))
+    safe_fs::open_dir(stage, name).map_err(|e| Error::os("preparing the restore", e))
+}
+
+/// Renames without replacing anything. On a filesystem without
+/// `RENAME_NOREPLACE`, a plain rename after checking that the target is
+/// free (nothing else writes into the stage).
+fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> std::result::Result<(), Errno> {
+    match rfs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL) | Err(Errno::NOSYS) => match safe_fs::lstat_at(to_dir, to) {
+            Err(Errno::NOENT) => rfs::renameat(from_dir, from, to_dir, to),
+            Ok(_) => Err(Errno::EXIST),
+            Err(e) => Err(e),
+        },
+        result => result,
+    }
 }
 
 fn live_names(root: BorrowedFd<'_>) -> Result<Vec<CString>> {
@@ -861,8 +888,9 @@ struct Moves {
     out: Vec<CString>,
     /// Staged entries moved from `tree/` into the root.
     r#in: Vec<CString>,
-    /// `(name in old/, live name)` of entries the server created in the way.
-    displaced: Vec<(String, CString)>,
+    /// `(name in displaced/, live name)` of entries the server created in
+    /// the way.
+    displaced: Vec<(CString, CString)>,
 }
 
 /// Replaces the server's top-level entries with the staged ones. `resume`
@@ -874,7 +902,8 @@ fn commit_truncate(
     resume: bool,
     moves: &mut Moves,
 ) -> Result<()> {
-    let old = old_dir(stage)?;
+    let old = stage_dir(stage, c"old")?;
+    let displaced = stage_dir(stage, c"displaced")?;
     let moving_in = resume && has_marker(stage, c"phase-b");
     if !moving_in {
         for name in live_names(root)? {
@@ -894,7 +923,7 @@ fn commit_truncate(
         if i > 0 {
             fault("move-in")?;
         }
-        move_into(tree, name, root, old.as_fd(), &mut counter, moves)?;
+        move_into(tree, name, root, displaced.as_fd(), &mut counter, moves)?;
         moves.r#in.push(name.to_owned());
     }
     Ok(())
@@ -911,50 +940,33 @@ fn roll_back_truncate(
     tree: BorrowedFd<'_>,
     moves: &Moves,
 ) -> std::result::Result<(), Errno> {
-    let old = if moves.out.is_empty() && moves.displaced.is_empty() {
-        None // nothing went to `old/` (which may not even exist)
-    } else {
-        Some(safe_fs::open_dir(stage, c"old")?)
-    };
     for name in moves.r#in.iter().rev() {
-        rfs::renameat_with(
-            root,
-            name.as_c_str(),
-            tree,
-            name.as_c_str(),
-            RenameFlags::NOREPLACE,
-        )?;
+        rename_noreplace(root, name, tree, name)?;
     }
-    let old = old.as_ref().map(|fd| fd.as_fd());
-    for (aside, name) in moves.displaced.iter().rev() {
-        rfs::renameat_with(
-            old.ok_or(Errno::NOENT)?,
-            aside.as_str(),
-            root,
-            name.as_c_str(),
-            RenameFlags::NOREPLACE,
-        )?;
+    if !moves.displaced.is_empty() {
+        let displaced = safe_fs::open_dir(stage, c"displaced")?;
+        for (aside, name) in moves.displaced.iter().rev() {
+            rename_noreplace(displaced.as_fd(), aside, root, name)?;
+        }
     }
-    for name in moves.out.iter().rev() {
-        rfs::renameat_with(
-            old.ok_or(Errno::NOENT)?,
-            name.as_c_str(),
-            root,
-            name.as_c_str(),
-            RenameFlags::NOREPLACE,
-        )?;
+    if !moves.out.is_empty() {
+        let old = safe_fs::open_dir(stage, c"old")?;
+        for name in moves.out.iter().rev() {
+            rename_noreplace(old.as_fd(), name, root, name)?;
+        }
     }
     rfs::unlinkat(stage, c"commit", AtFlags::empty())?;
     rfs::fsync(stage)
 }
 
 /// Renames `dir/name` to `live/name`; whatever is in the way (something the
-/// server created meanwhile) is moved to `old/` first, and noted in `moves`.
+/// server created meanwhile) is moved to `displaced` first, and noted in
+/// `moves`.
 fn move_into(
     dir: BorrowedFd<'_>,
     name: &CStr,
     live: BorrowedFd<'_>,
-    old: BorrowedFd<'_>,
+    displaced: BorrowedFd<'_>,
     counter: &mut u64,
     moves: &mut Moves,
 ) -> Result<()> {
@@ -962,8 +974,8 @@ fn move_into(
         match rfs::renameat_with(dir, name, live, name, RenameFlags::NOREPLACE) {
             Ok(()) => return Ok(()),
             Err(Errno::EXIST) => {
-                let aside = displaced_name(counter);
-                match rfs::renameat(live, name, old, aside.as_str()) {
+                let aside = cstring(displaced_name(counter).as_bytes())?;
+                match rename_noreplace(live, name, displaced, &aside) {
                     Ok(()) => moves.displaced.push((aside, name.to_owned())),
                     Err(Errno::NOENT) => {}
                     Err(e) => return Err(Error::os("moving the server's files aside", e)),
@@ -1091,7 +1103,7 @@ fn commit_merge(
     owner: Option<Owner>,
     explicit: Option<&DirList>,
 ) -> Result<()> {
-    let old = old_dir(stage)?;
+    let displaced = stage_dir(stage, c"displaced")?;
     let mut counter = 0u64;
     let err = |e: Errno| Error::os("putting restored files in place", e);
     walk_pair(
@@ -1111,7 +1123,14 @@ fn commit_merge(
                 (false, Some(ty)) if ty != FileType::Directory => {
                     rfs::renameat(s, name, l, name).map_err(err)?;
                 }
-                _ => move_into(s, name, l, old.as_fd(), &mut counter, &mut Moves::default())?,
+                _ => move_into(
+                    s,
+                    name,
+                    l,
+                    displaced.as_fd(),
+                    &mut counter,
+                    &mut Moves::default(),
+                )?,
             }
             Ok(false)
         },
@@ -1134,6 +1153,7 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
     let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
     let mut handled = 0;
     let euid = rustix::process::geteuid().as_raw();
+    let mut first_error = None;
     for i in 0..listing.len() {
         let (name, ty) = listing.get(i);
         if !name.to_bytes().starts_with(STAGE_PREFIX.as_bytes())
@@ -1163,27 +1183,37 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
             }
             None => None,
         };
-        if let Some(fd) = open_marker(stage.as_fd(), c"commit", OFlags::RDONLY) {
-            let mut buf = [0u8; 16];
-            let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
-            if let Ok(tree) = safe_fs::open_dir(stage.as_fd(), c"tree") {
-                if buf[..n].starts_with(b"truncate") {
-                    commit_truncate(
-                        root,
-                        stage.as_fd(),
-                        tree.as_fd(),
-                        true,
-                        &mut Moves::default(),
-                    )?;
-                } else {
-                    commit_merge(root, stage.as_fd(), tree.as_fd(), None, None)?;
+        let finished = match open_marker(stage.as_fd(), c"commit", OFlags::RDONLY) {
+            Some(fd) => {
+                let mut buf = [0u8; 16];
+                let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
+                match safe_fs::open_dir(stage.as_fd(), c"tree") {
+                    Ok(tree) if buf[..n].starts_with(b"truncate") => {
+                        let mut moves = Moves::default();
+                        commit_truncate(root, stage.as_fd(), tree.as_fd(), true, &mut moves)
+                    }
+                    Ok(tree) => commit_merge(root, stage.as_fd(), tree.as_fd(), None, None),
+                    Err(e) => Err(Error::os("reading a stale restore", e)),
                 }
             }
+            None => Ok(()),
+        };
+        // A stage that cannot be finished is kept (it may hold the server's
+        // files), and the others are still dealt with.
+        let result = finished.and_then(|()| {
+            safe_fs::remove_tree(root, name).map_err(|e| Error::os("removing a stale restore", e))
+        });
+        match result {
+            Ok(()) => handled += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
-        safe_fs::remove_tree(root, name).map_err(|e| Error::os("removing a stale restore", e))?;
-        handled += 1;
     }
-    Ok(handled)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(handled),
+    }
 }
 
 /// Opens a stage's marker file if it is a regular file: never through a

@@ -77,3 +77,25 @@ fn every_compression_level_round_trips() {
         assert!(snapshot(&node.root()) == before, "{level}");
     }
 }
+
+#[test]
+fn a_merge_that_replaces_one_link_of_a_file_counts_the_other_link() {
+    // The server holds one 1,000-byte file under two names (a hard link);
+    // the archive brings a new `a`. Afterwards the server holds 2,000
+    // bytes: over a limit of 1,500, so the merge is refused.
+    let node = Node::new(r#","disk_limit":1500"#);
+    let root = node.root();
+    write_file(&root.join("a"), &[1u8; 1000], 0o644, 1);
+    std::fs::hard_link(root.join("a"), root.join("b")).unwrap();
+    let mut t = RawTar::default();
+    t.entry(b"a", b'0', b"", 0o644, &[2u8; 1000]);
+    let backup = "11111111-2222-4333-8444-555555555555";
+    std::fs::write(node.archive(backup), gzip(&t.finish())).unwrap();
+    let err = node.restore(backup, false).unwrap_err();
+    assert_eq!(err.status, wings_backup::Status::Quota, "{}", err.message);
+    assert_eq!(std::fs::read(root.join("a")).unwrap(), vec![1u8; 1000]);
+    // Without the second link the same merge fits.
+    std::fs::remove_file(root.join("b")).unwrap();
+    node.restore(backup, false).unwrap();
+    assert_eq!(std::fs::read(root.join("a")).unwrap(), vec![2u8; 1000]);
+}

@@ -145,7 +145,8 @@ def read_wings_config(path: str) -> Dict[str, Any]:
     uid, gid = get("system.user.uid", int), get("system.user.gid", int)
     if uid is not None and gid is not None:
         out["owner"] = f"{uid}:{gid}"
-    return {k: v for k, v in out.items() if v is not None}
+    # As in the Go host, an empty value in the file means "not set".
+    return {k: v for k, v in out.items() if v is not None and v != ""}
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -182,12 +183,17 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def non_negative(text: str) -> int:
-    """An unsigned integer flag, as Go's flag.Uint64 takes it."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = -1
-    if value < 0:
+    """An unsigned integer flag, as Go's flag.Uint64 takes it
+    (strconv.ParseUint with base 0): decimal, 0x hex, 0o or leading-0
+    octal, 0b binary; no sign, no spaces, at most 2^64 - 1."""
+    value = -1
+    if re.fullmatch(r"[0-9A-Za-z_]+", text):
+        octal = re.fullmatch(r"0([0-7_]+)", text)
+        try:
+            value = int("0o" + octal.group(1), 0) if octal else int(text, 0)
+        except ValueError:
+            value = -1
+    if not 0 <= value < 1 << 64:
         raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
     return value
 

@@ -5,6 +5,7 @@ tests/conformance against the running host."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -137,6 +138,24 @@ def test_flags_go_refuses(argv: List[str], capsys: pytest.CaptureFixture[str]) -
         host_main.parse_args(argv)
     assert e.value.code == 2
     capsys.readouterr()
+
+
+def test_integer_flags_as_go_takes_them() -> None:
+    # strconv.ParseUint with base 0, as Go's flag.Uint64.
+    for text, value in [("010", 8), ("0x10", 16), ("0b101", 5), ("1_000", 1000), ("0", 0)]:
+        assert host_main.parse_args(["--write-limit", text]).write_limit == value
+    for text in ["+5", " 5", "08", str(1 << 64)]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            host_main.non_negative(text)
+
+
+def test_empty_values_in_the_config_file_are_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WINGS_TOKEN", raising=False)
+    cfg = tmp_path / "config.yml"
+    cfg.write_text('token: t\nsystem:\n  data: ""\n  backups:\n    compression_level: ""\n')
+    _, _, engine = settings(["--config", str(cfg)])
+    assert engine["data_directory"] == "/var/lib/pterodactyl/volumes"
+    assert engine["compression_level"] == "best_speed"
 
 
 def test_boolean_flag_values_as_go_takes_them() -> None:
