@@ -38,20 +38,6 @@ fn engine_config(data: &Path, backups: &Path, extra: &str) -> EngineConfig {
     EngineConfig::from_json(&json).unwrap()
 }
 
-/// Pseudo-random, incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// A small random number generator for kill times, seeded from the clock
 /// or `WB_FAULT_SEED`.
 struct Rng(u64);
@@ -117,18 +103,6 @@ impl Drop for Mount {
     }
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
     let node = Node::new(r#","threads":1"#);
@@ -153,12 +127,12 @@ fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
     let err = node.create(BACKUP, "").unwrap_err();
     assert_eq!(err.status, Status::Quota, "{err}");
     assert!(err.message.contains("disk space"), "{err}");
-    assert_eq!(names_in(&node.backups()), Vec::<String>::new());
+    assert_eq!(names(&node.backups()), Vec::<String>::new());
 
     // The engine is fine afterwards: a backup that fits succeeds.
     std::fs::remove_dir_all(node.root().join("world")).unwrap();
     node.create(BACKUP, "").unwrap();
-    assert_eq!(names_in(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
+    assert_eq!(names(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
 }
 
 #[test]
@@ -241,7 +215,7 @@ fn run_child_operation(mode: &str) {
 }
 
 fn part_files(backups: &Path) -> Vec<String> {
-    names_in(backups)
+    names(backups)
         .into_iter()
         .filter(|n| n.contains(".tar.gz.part-"))
         .collect()
@@ -310,13 +284,13 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
         // Starting again removes it; the same backup can then be made.
         let engine =
             Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap();
-        assert_eq!(names_in(&node.backups()), Vec::<String>::new());
+        assert_eq!(names(&node.backups()), Vec::<String>::new());
         if round == 1 {
             let body = format!(r#"{{"adapter":"wings","uuid":"{BACKUP}","ignore":""}}"#);
             engine
                 .create_backup(SERVER, &body, &mut Control::none())
                 .unwrap();
-            assert_eq!(names_in(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
+            assert_eq!(names(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
         }
     }
 }
@@ -459,20 +433,9 @@ fn fix_dir_times(root: &Path, t: i64) {
     }
 }
 
-fn empty_dir(dir: &Path) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            std::fs::remove_dir_all(p).unwrap();
-        } else {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
-}
-
 /// The stage directories in `root` and whether each has its commit marker.
 fn stages(root: &Path) -> Vec<(String, bool)> {
-    names_in(root)
+    names(root)
         .into_iter()
         .filter(|n| n.starts_with(".wings-backup-restore-"))
         .map(|n| {

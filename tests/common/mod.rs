@@ -123,17 +123,19 @@ pub fn empty_dir(dir: &Path) {
     }
 }
 
-/// `len` bytes no compressor can shrink (xorshift64), from `seed`.
+/// `len` bytes no compressor can shrink (xorshift64), from `seed`; every
+/// seed gives different bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
 
 /// What a test compares about each path of a tree.
