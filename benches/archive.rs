@@ -2,21 +2,22 @@
 //! that scripts/bench.sh measures it the way it measures every other tool: as
 //! a child process (wall time, CPU time and peak RSS from wait4).
 //!
-//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE
+//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress]
 //!     archive extract ARCHIVE DEST_DIR      (truncate; DEST_DIR must exist)
 //!
-//! Threads default to the machine's cores, as in the engine. Prints the
-//! library's summary JSON. Run without arguments (as `cargo bench` does) it
+//! Threads default to the machine's cores, as in the engine. `--progress`
+//! passes a progress callback (which makes the library total the tree's size
+//! first, for percentages). Prints the library's summary JSON. Run without arguments (as `cargo bench` does) it
 //! only prints this usage.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
-use wings_backup::progress::Control;
+use wings_backup::progress::{Control, Progress};
 
 const USAGE: &str =
-    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE\n       \
+    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress]\n       \
                      archive extract ARCHIVE DEST_DIR";
 
 fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
@@ -25,18 +26,31 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
         _ => return Ok(None),
     };
     match (op, rest) {
-        ("create", [level, source, archive]) => {
+        ("create", [level, source, archive, flags @ ..]) => {
+            let progress = match flags {
+                [] => false,
+                [flag] if flag == "--progress" => true,
+                _ => return Ok(None),
+            };
             let opts = ArchiveOptions::from_json(Some(&format!(
                 r#"{{"compression_level":{},"threads":0}}"#,
                 serde_json::Value::from(level.as_str())
             )))?;
-            archive_create(
-                Path::new(source),
-                Path::new(archive),
-                &opts,
-                &mut Control::none(),
-            )
-            .map(Some)
+            let reports = std::cell::Cell::new(0u64);
+            let mut count = |_: &Progress| {
+                reports.set(reports.get() + 1);
+                true
+            };
+            let mut ctl = Control::new(None, None);
+            if progress {
+                ctl = Control::new(None, Some(&mut count));
+            }
+            let summary = archive_create(Path::new(source), Path::new(archive), &opts, &mut ctl);
+            drop(ctl);
+            if progress {
+                eprintln!("archive: {} progress reports", reports.get());
+            }
+            summary.map(Some)
         }
         ("extract", [archive, dest]) => {
             let opts = ArchiveOptions::from_json(Some(

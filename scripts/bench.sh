@@ -5,7 +5,10 @@
 # tool, then repetition 2, ...), three operations on two corpora:
 #   create best_speed, create none, restore (truncate, into an empty directory)
 # by these tools, each run as a child process and measured the same way:
-#   ours            benches/archive.rs: one library call per process
+#   ours            benches/archive.rs: one library call per process, without
+#                   a progress callback (wings-replica reports no progress)
+#   ours-progress   the same with a progress callback (create best_speed):
+#                   the library then also totals the tree for percentages
 #   wings-replica   the Wings 1.11 stand-in (anchor), create and restore
 #   pigz            tar -cf - . | pigz -1 > OUT
 #   gnu-tar-gz      tar -czf OUT . (gzip -6) and tar -xzf OUT
@@ -205,6 +208,8 @@ step() {
 	create_best_speed)
 		case $tool in
 		ours) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$OURS" create best_speed "$SRC" "$out" ;;
+		ours-progress) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
+			"$OURS" create best_speed "$SRC" "$out" --progress ;;
 		wings-replica) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$REPLICA" create "$SRC" "$out" ;;
 		pigz) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
 			bash -c 'set -o pipefail; tar -cf - -C "$1" . | pigz -1 >"$2"' - "$SRC" "$out" ;;
@@ -212,7 +217,7 @@ step() {
 		*) die "no $op for $tool" ;;
 		esac
 		# The first archive of ours, wings-replica and GNU tar is kept for the restores.
-		if [[ $tool != pigz && ! -e $(kept "$tool") ]]; then
+		if [[ $tool != pigz && $tool != ours-progress && ! -e $(kept "$tool") ]]; then
 			mv "$out" "$(kept "$tool")"
 		else
 			rm -f "$out"
@@ -255,7 +260,7 @@ step() {
 # Repetitions of corpora a and b: every step once per repetition, in this order.
 INTERLEAVED=(
 	create_best_speed:ours create_best_speed:wings-replica create_best_speed:pigz
-	create_best_speed:gnu-tar-gz
+	create_best_speed:gnu-tar-gz create_best_speed:ours-progress
 	create_none:ours create_none:gnu-tar create_none:walk-pipe create_none:walk-null
 	restore:ours restore:wings-replica restore:gnu-tar-gz restore:ours-wr
 )

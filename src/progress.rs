@@ -130,6 +130,12 @@ impl<'a> Control<'a> {
         Control::new(None, None)
     }
 
+    /// Whether anybody receives progress reports (else totals that only
+    /// serve them need not be computed).
+    pub fn has_listener(&self) -> bool {
+        self.callback.is_some()
+    }
+
     /// Adds a second token that also cancels the call.
     pub fn also_cancelled_by(&mut self, token: std::sync::Arc<CancelToken>) {
         self.internal = Some(token);
