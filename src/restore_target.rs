@@ -555,6 +555,25 @@ fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
     }
 }
 
+/// Creates a new entry called `name` with `create`, which fails with
+/// `EEXIST` if the name is taken; then the earlier entry is cleared (see
+/// `clear_name`) and `create` runs once more. Names are rarely taken (only
+/// by duplicated entries), so the usual cost is the one call.
+fn create_new<T>(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    entry: &[u8],
+    mut create: impl FnMut() -> std::result::Result<T, Errno>,
+) -> Result<std::result::Result<T, Errno>> {
+    match create() {
+        Err(Errno::EXIST) => {
+            clear_name(dir, name, entry)?;
+            Ok(create())
+        }
+        other => Ok(other),
+    }
+}
+
 fn make_dir(
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -589,13 +608,14 @@ fn write_file(
     state: &mut State,
 ) -> Result<()> {
     let err = |e: Errno| entry_error(entry.path, e);
-    clear_name(dir, name, entry.path)?;
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
+    let fd = create_new(dir, name, entry.path, || {
+        rfs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+    })?
     .map_err(err)?;
     loop {
         let chunk = data.next_data()?;
@@ -632,8 +652,10 @@ fn make_symlink(
     }
     let target = cstring(target)?;
     let err = |e: Errno| entry_error(entry.path, e);
-    clear_name(dir, name, entry.path)?;
-    rfs::symlinkat(target.as_c_str(), dir, name).map_err(err)?;
+    create_new(dir, name, entry.path, || {
+        rfs::symlinkat(target.as_c_str(), dir, name)
+    })?
+    .map_err(err)?;
     if let Some(o) = state.opts.owner {
         rfs::chownat(
             dir,
@@ -676,14 +698,15 @@ fn make_hard_link(
     let (target_dir, target_last) = split_last(&target);
     let target_parent = open_staged_dir(tree, target_dir, entry.path)?;
     let target_name = cstring(target_last)?;
-    clear_name(dir, name, entry.path)?;
-    rfs::linkat(
-        target_parent.as_fd(),
-        target_name.as_c_str(),
-        dir,
-        name,
-        AtFlags::empty(),
-    )
+    create_new(dir, name, entry.path, || {
+        rfs::linkat(
+            target_parent.as_fd(),
+            target_name.as_c_str(),
+            dir,
+            name,
+            AtFlags::empty(),
+        )
+    })?
     .map_err(|e| match e {
         Errno::NOENT => Error::corrupt(format!(
             "cannot restore {}: its hard link target is not in the archive before it",

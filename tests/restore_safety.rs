@@ -336,6 +336,51 @@ fn duplicated_entries_may_not_turn_a_directory_into_a_symlink() {
 }
 
 #[test]
+fn a_later_entry_of_a_name_replaces_the_earlier_one_without_following_it() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scene::new();
+    let mut t = RawTar::default();
+    t.entry(b"a.txt", b'0', b"", 0o644, b"one");
+    t.entry(b"a.txt", b'0', b"", 0o644, b"two");
+    let outside = s.outside.join("secret");
+    t.entry(
+        b"link",
+        b'2',
+        outside.to_str().unwrap().as_bytes(),
+        0o777,
+        b"",
+    );
+    t.entry(b"link", b'0', b"", 0o644, b"a file now");
+    t.entry(b"f", b'0', b"", 0o644, b"x");
+    t.entry(b"f", b'2', b"a.txt", 0o777, b"");
+    t.entry(b"h", b'0', b"", 0o644, b"h");
+    t.entry(b"h", b'1', b"a.txt", 0o644, b"");
+    std::fs::write(s.node.archive(HOSTILE), gzip(&t.finish())).unwrap();
+    for truncate in [true, false] {
+        s.node.restore(HOSTILE, truncate).unwrap();
+        let root = s.node.root();
+        assert_eq!(std::fs::read(root.join("a.txt")).unwrap(), b"two");
+        let link = std::fs::symlink_metadata(root.join("link")).unwrap();
+        assert!(link.is_file(), "the file replaced the symlink");
+        assert_eq!(std::fs::read(root.join("link")).unwrap(), b"a file now");
+        assert_eq!(std::fs::read(&outside).unwrap(), b"secret");
+        let f = std::fs::read_link(root.join("f")).unwrap();
+        assert_eq!(f, PathBuf::from("a.txt"));
+        let (h, a) = (
+            std::fs::metadata(root.join("h")).unwrap(),
+            std::fs::metadata(root.join("a.txt")).unwrap(),
+        );
+        assert_eq!((h.dev(), h.ino()), (a.dev(), a.ino()), "h is a hard link");
+    }
+    // A directory is never replaced by a later entry.
+    let mut t = RawTar::default();
+    t.entry(b"mods/", b'5', b"", 0o755, b"");
+    t.entry(b"mods/a.jar", b'0', b"", 0o644, b"a");
+    t.entry(b"mods", b'0', b"", 0o644, b"a file");
+    s.expect(&gzip(&t.finish()), Status::UnsafeEntry, "mods");
+}
+
+#[test]
 fn pax_and_gnu_long_names_cannot_escape() {
     let s = Scene::new();
     let mut t = RawTar::default();
