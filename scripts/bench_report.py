@@ -299,7 +299,11 @@ def report(meta, stats, runs):
         L.append("For b×4 the last two columns are this run's wall and CPU time ÷ the corpus-b "
                  "medians of the same tool and operation: 4.00 means the cost grows linearly "
                  "with files and bytes (b×4 runs once, tool by tool, not interleaved; CPU time is "
-                 "the less noisy of the two on a shared machine).")
+                 "the less noisy of the two on a shared machine). Restores at b×4 run with the "
+                 "corpus, an archive and the restored tree in tmpfs at once (about 12 GB); on this "
+                 "machine the kernel's time for them grows with the memory in use, which makes "
+                 "every tool's restore look superlinear (see docs/design.md, \"Scaling with files "
+                 "and bytes\").")
         L.append("")
     elif meta.get("b4_skipped"):
         L.append(f"Corpus b×4 was skipped: {meta['b4_skipped']}.")
