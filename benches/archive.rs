@@ -7,8 +7,8 @@
 //!
 //! Threads default to the machine's cores, as in the engine. `--progress`
 //! passes a progress callback (which makes the library total the tree's size
-//! first, for percentages). Prints the library's summary JSON. Run without arguments (as `cargo bench` does) it
-//! only prints this usage.
+//! too, for percentages). Prints the library's summary JSON. Run without
+//! arguments (as `cargo bench` does) it only prints this usage.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -98,7 +98,7 @@ pub fn write_archive(
     let shared = Shared::default();
     let counters = Counters::default();
     // The total only serves progress reports: without a listener, the
-    // stat-only pass (about 3% of a backup's CPU time) is not made.
+    // stat-only pass (3-7% of a backup's CPU time) is not made.
     let scan_root = if ctl.has_listener() {
         Some(
             safe_fs::open_dir(root.as_fd(), c".")
