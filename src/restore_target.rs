@@ -1021,7 +1021,7 @@ fn move_into(
 /// Walks the staged tree and the server's tree side by side. `visit` sees
 /// each staged name with both parent handles and its relative path, and says
 /// whether to descend (both sides must then be directories); `leave` runs
-/// after a directory's children, with both handles and the depth (1 = root).
+/// after a directory's children, with both handles and its relative path.
 /// At most a bounded number of handles are open, whatever the depth.
 /// `visit(staged_dir, live_dir, name, relative_path) -> descend?`
 type VisitFn<'a> = dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool> + 'a;
