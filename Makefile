@@ -2,12 +2,17 @@
 #
 #   make build   the library (target/release/libwings_backup.so), the header,
 #                and the Go host (target/go-host)
-#   make serve   build, then run the Go host on 127.0.0.1:8080 with ./var
+#   make serve   build, then run the Go host on 127.0.0.1 with ./var
 #   make test    every test: Rust, C harness (sanitizers, valgrind), Go, Python,
-#                and the HTTP conformance suite against both hosts
+#                the HTTP conformance suite against both hosts, and an install
+#   make install the library (with SONAME and pkg-config file), header, host
+#                and systemd unit under $(DESTDIR)$(PREFIX)
 #   make bench   the benchmark against the anchors (docs/bench/)
 #   make fuzz    a bounded fuzzing session of the archive reader
 #   make lint    cargo fmt/clippy, gofmt, go vet
+#
+# build and test first install what a new machine lacks (scripts/install-deps.sh:
+# Debian packages with apt-get as root, else it prints the command to run).
 
 SHELL := /bin/bash
 ROOT := $(CURDIR)
@@ -16,14 +21,47 @@ GO_HOST := target/go-host
 PYTHON ?= python3
 CC ?= gcc
 export WINGS_BACKUP_LIB := $(ROOT)/$(LIB)
+# The Go binding links through pkg-config; inside the checkout it finds the
+# uninstalled library through target/pkgconfig (written by `make lib`).
+export PKG_CONFIG_PATH := $(ROOT)/target/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
-.PHONY: build lib header go-host serve test test-rust test-header test-c test-go \
-	test-python test-conformance bench fuzz lint clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DATADIR ?= $(PREFIX)/share/wings-backup
+# What a program linking the static library also needs (rustc's native-static-libs).
+PRIVATE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+.PHONY: build deps deps-test lib header go-host serve test test-rust test-header test-c \
+	test-go test-python test-conformance test-install install uninstall bench fuzz lint clean
 
 build: lib go-host
 
-lib:
+deps:
+	@./scripts/install-deps.sh build
+
+deps-test:
+	@./scripts/install-deps.sh test
+
+# The SONAME is libwings_backup.so.$(SOVERSION) (build.rs): programs linked in
+# the checkout find it through the symlink beside the library.
+lib: deps
 	cargo build --release --lib
+	ln -sf libwings_backup.so target/release/libwings_backup.so.$(SOVERSION)
+	@mkdir -p target/pkgconfig
+	@$(call write_pc,$(ROOT),$(ROOT)/target/release,$(ROOT)/include,-Wl$(comma)-rpath$(comma)$${libdir}) \
+	  >target/pkgconfig/wings_backup.pc
+
+comma := ,
+# write_pc PREFIX LIBDIR INCLUDEDIR RPATH: the pkg-config file on stdout.
+write_pc = sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@INCLUDEDIR@|$(3)|' \
+	-e 's|@RPATH@|$(4)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@PRIVATE_LIBS@|$(PRIVATE_LIBS)|' \
+	packaging/wings_backup.pc.in
 
 # Rewrites include/wings_backup.h from src/ffi (commit the result).
 header:
@@ -35,7 +73,7 @@ go-host: lib
 serve: build
 	./scripts/serve.sh
 
-test: build test-rust test-c test-go test-python test-conformance
+test: deps-test build test-rust test-c test-go test-python test-conformance test-install
 	@echo "all tests passed"
 
 test-rust:
@@ -69,6 +107,37 @@ test-python: lib
 
 test-conformance: build
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/conformance
+
+# Installs into a temporary prefix and builds a C and a Go program outside the
+# checkout against it.
+test-install: lib
+	./tests/install/run.sh
+
+# The host installed for the service is built against the installed library
+# and finds it through its run path.
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)
+	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/libwings_backup.so.$(VERSION)
+	ln -sf libwings_backup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwings_backup.so.$(SOVERSION)
+	ln -sf libwings_backup.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libwings_backup.so
+	install -m 0644 target/release/libwings_backup.a $(DESTDIR)$(LIBDIR)/libwings_backup.a
+	install -m 0644 include/wings_backup.h $(DESTDIR)$(INCLUDEDIR)/wings_backup.h
+	$(call write_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),) >$(DESTDIR)$(PKGCONFIGDIR)/wings_backup.pc
+	cd examples/go-host && PKG_CONFIG_PATH=$(abspath $(DESTDIR)$(PKGCONFIGDIR)) \
+	  PKG_CONFIG_SYSROOT_DIR=$(if $(DESTDIR),$(abspath $(DESTDIR))) CGO_LDFLAGS="-Wl,-rpath,$(LIBDIR)" \
+	  go build -o $(abspath $(DESTDIR)$(BINDIR))/wings-backup-host .
+	sed 's|@BINDIR@|$(BINDIR)|' packaging/systemd/wings-backup.service.in \
+	  >$(DESTDIR)$(UNITDIR)/wings-backup.service
+	install -m 0644 packaging/config.example.yml $(DESTDIR)$(DATADIR)/config.example.yml
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libwings_backup.so.$(VERSION) \
+	  $(DESTDIR)$(LIBDIR)/libwings_backup.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libwings_backup.so \
+	  $(DESTDIR)$(LIBDIR)/libwings_backup.a $(DESTDIR)$(INCLUDEDIR)/wings_backup.h \
+	  $(DESTDIR)$(PKGCONFIGDIR)/wings_backup.pc $(DESTDIR)$(BINDIR)/wings-backup-host \
+	  $(DESTDIR)$(UNITDIR)/wings-backup.service $(DESTDIR)$(DATADIR)/config.example.yml
+	-rmdir $(DESTDIR)$(DATADIR)
 
 bench: lib
 	./scripts/bench.sh

@@ -1,5 +1,6 @@
 //! Generates the C header from `src/ffi` with cbindgen and sets the shared
-//! library's SONAME.
+//! library's SONAME, `libwings_backup.so.<major version>`: programs linked
+//! against it keep loading it across compatible releases.
 //!
 //! The header is always written to `$OUT_DIR/wings_backup.h`; the committed
 //! copy, `include/wings_backup.h`, is rewritten when it is missing or when
@@ -12,7 +13,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=WB_BLESS_HEADER");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libwings_backup.so");
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("set by cargo");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libwings_backup.so.{major}");
 
     let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));

@@ -10,14 +10,15 @@
 //
 //	if errors.Is(err, wingsbackup.ErrNotFound) { ... }
 //
-// The library is linked from ../../target/release of the checkout (build it
-// with `cargo build --release --lib`); the binary records that directory as
-// its run path.
+// The library is found with pkg-config (package wings_backup): after `make
+// install`, put the install's lib/pkgconfig on PKG_CONFIG_PATH. Inside the
+// source checkout, `make lib` writes target/pkgconfig/wings_backup.pc for the
+// uninstalled library (whose run path it records) and the Makefile puts it on
+// PKG_CONFIG_PATH.
 package wingsbackup
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -Wl,-rpath,${SRCDIR}/../../target/release -lwings_backup
+#cgo pkg-config: wings_backup
 #include <stdlib.h>
 #include <string.h>
 #include "bridge.h"
