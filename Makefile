@@ -105,6 +105,19 @@ test-python: lib
 	cd bindings/python && $(PYTHON) -m pytest -q -p no:cacheprovider tests
 	$(PYTHON) -m pytest -q -p no:cacheprovider examples/python-host/tests
 
+# The Python package as a wheel that carries the library (target/wheels/),
+# built by setuptools-rust with the checkout's target/ (pip fetches it).
+WHEEL_DIR := target/wheels
+.PHONY: wheel test-wheel
+wheel:
+	rm -f $(WHEEL_DIR)/wings_backup-*.whl
+	$(PYTHON) -m pip wheel --no-deps -w $(WHEEL_DIR) ./bindings/python
+
+# That wheel installed into a fresh virtualenv and used with no WINGS_BACKUP_LIB.
+test-wheel: wheel
+	cd bindings/python && WINGS_BACKUP_WHEEL="$$(ls $(ROOT)/$(WHEEL_DIR)/wings_backup-*.whl)" \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_packaging.py
+
 test-conformance: build
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/conformance
 

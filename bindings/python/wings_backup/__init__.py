@@ -1,10 +1,11 @@
 """wings_backup: Python bindings (ctypes) for libwings_backup, the backup
 engine of a game-server node (Pterodactyl/Pelican Wings compatible).
 
-The library is looked up in ``$WINGS_BACKUP_LIB``, then in
-``target/release`` of the source checkout this package sits in, then next to
-the package; importing fails with :class:`ImportError` if none is found or
-its ABI version is not the one this binding expects.
+The library is looked up in ``$WINGS_BACKUP_LIB``, then inside the installed
+package (``pip install`` builds it in), then in ``target/release`` of the
+source checkout this package sits in, then as the system's
+``libwings_backup.so.0``; importing fails with :class:`ImportError` if none is
+found or its ABI version is not the one this binding expects.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Nothing here is public: the rest of the package goes through ``LIB``.
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -14,7 +15,14 @@ from typing import List, Optional, Tuple
 ABI_VERSION = 1
 
 LIBRARY_NAME = "libwings_backup.so"
-_HINT = "run `make build` in the source checkout or set WINGS_BACKUP_LIB to the library's path"
+#: The installed library's SONAME (``make install``), tried last.
+SYSTEM_SONAME = "libwings_backup.so.0"
+#: The library inside the installed package, without its extension suffix.
+BUNDLED_STEM = "libwings_backup"
+_HINT = (
+    "install the package with pip (`pip install ./bindings/python` builds the library into it), "
+    "run `make build` in the source checkout, or set WINGS_BACKUP_LIB to the library's path"
+)
 
 
 class WbProgress(ctypes.Structure):
@@ -65,17 +73,61 @@ _PROTOTYPES = {
 }
 
 
+def _bundled(here: Path) -> Path:
+    """The library a wheel or ``pip install`` put inside the package.
+
+    setuptools-rust names it like an extension module (``libwings_backup.abi3.so``
+    for the abi3 wheel), so every extension suffix of this interpreter is tried;
+    the first that exists wins, and the abi3 name stands for all when none does.
+    """
+    names = [BUNDLED_STEM + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    for name in names:
+        if (here / name).is_file():
+            return here / name
+    return here / (BUNDLED_STEM + ".abi3.so")
+
+
 def candidate_paths() -> List[Tuple[str, Path]]:
-    """Where the library is looked for, in order, with why."""
+    """Where the library is looked for, in order, with why.
+
+    A path that is not absolute (the system's SONAME) is left to the dynamic
+    loader's own search (``ld.so.conf``, ``LD_LIBRARY_PATH``).
+    """
     env = os.environ.get("WINGS_BACKUP_LIB")
     if env:
         # An explicit choice is never second-guessed by falling back.
         return [("WINGS_BACKUP_LIB", Path(env))]
     here = Path(__file__).resolve().parent
     return [
+        ("bundled in the package", _bundled(here)),
         ("source checkout", here.parent.parent.parent / "target" / "release" / LIBRARY_NAME),
-        ("next to the package", here / LIBRARY_NAME),
+        ("system library", Path(SYSTEM_SONAME)),
     ]
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def _loaded_from(lib: ctypes.CDLL, fallback: Path) -> Path:
+    """The file the dynamic loader mapped for ``lib`` (found with dladdr), so
+    that a library loaded by SONAME still reports a real path."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
+        return fallback
+    dladdr.restype = ctypes.c_int
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    info = _DlInfo()
+    address = ctypes.cast(lib.wb_abi_version, ctypes.c_void_p)
+    if dladdr(address, ctypes.byref(info)) and info.dli_fname:
+        return Path(os.fsdecode(info.dli_fname)).resolve()
+    return fallback
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -89,7 +141,8 @@ def load() -> Tuple[ctypes.CDLL, Path]:
     """Loads the first library found and checks its ABI, or raises ImportError."""
     tried: List[str] = []
     for origin, path in candidate_paths():
-        if not path.is_file():
+        by_soname = not path.is_absolute() and origin != "WINGS_BACKUP_LIB"
+        if not by_soname and not path.is_file():
             tried.append(f"{path} ({origin}): not found")
             continue
         try:
@@ -112,7 +165,7 @@ def load() -> Tuple[ctypes.CDLL, Path]:
             _declare(lib)
         except AttributeError as e:
             raise ImportError(f"wings_backup: {path} is incomplete ({e}); {_HINT}") from None
-        return lib, path
+        return lib, (_loaded_from(lib, path) if by_soname else path)
     raise ImportError(
         "wings_backup: cannot load libwings_backup: " + "; ".join(tried) + f". To fix: {_HINT}"
     )
