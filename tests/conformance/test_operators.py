@@ -373,12 +373,22 @@ def test_serve_honours_port_and_its_printed_commands_work(go_host_built: None, t
     try:
         assert listening_port(serve.read_until("Listening on")) == port
         lines = serve.read_until("Ctrl-C stops the host.")
-        script = "".join(lines[lines.index("In another shell:\n") + 1:])
-        # The printed commands, run as printed: create (202), wait for the
-        # archive, restore (204), delete (204).
-        res = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+        script = "".join(lines[lines.index("In another shell:\n") + 1:-1])  # up to "Ctrl-C stops..."
+        create, rest = script.split("# restore it", 1)
+        # The printed commands, run as printed: create (202) and wait for the
+        # archive; once the host has logged the end of the backup (the archive
+        # is in place a moment before the server is free), restore (204) and
+        # delete (204).
+        res = subprocess.run(["bash", "-c", create], cwd=REPO, capture_output=True, text=True, timeout=60)
         statuses = re.findall(r"(?m)^HTTP/1\.1 (\d{3})", res.stdout)
-        assert statuses == ["202", "204", "204"], res.stdout + res.stderr
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while "msg=\"backup finished\"" not in "".join(serve.stderr) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        export = next(ln for ln in lines if ln.startswith("export "))
+        res = subprocess.run(["bash", "-c", export + "# restore it" + rest], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+        statuses += re.findall(r"(?m)^HTTP/1\.1 (\d{3})", res.stdout)
+        assert statuses == ["202", "204", "204"], res.stdout + res.stderr + "".join(serve.stderr)
         token = next(ln for ln in lines if ln.startswith("Node token: ")).split(": ", 1)[1].strip()
         # Once more, so that the host is seen answering this token on that port.
         r = requests.delete(f"http://127.0.0.1:{port}/api/servers/8f0c3a52-6d1e-4b7a-9c2f-1e5d7a3b9c40/backup/"
