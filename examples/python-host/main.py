@@ -963,7 +963,8 @@ def prepare_directories(engine_config: Dict[str, Any]) -> None:
                 os.chmod(path, mode)
             except OSError as e:
                 raise StartError(f"--{flag_name} {path}: cannot create it: {reason(e)}") from None
-            log.info("created directory flag=--%s path=%s mode=%s", flag_name, logfmt(path), oct(mode)[2:].rjust(4, "0"))
+            log.info("created directory flag=--%s path=%s mode=%s", flag_name, logfmt(path),
+                     oct(mode)[2:].rjust(4, "0"))
         except OSError as e:
             raise StartError(f"--{flag_name} {path}: {reason(e)}") from None
     backup_dir = engine_config["backup_directory"]
