@@ -2,7 +2,8 @@
 #
 #   make build   the library (target/release/libwings_backup.so), the header,
 #                and the Go host (target/go-host)
-#   make serve   build, then run the Go host on 127.0.0.1 with ./var
+#   make serve   build, then run the Go host on 127.0.0.1 (8080, else a free port;
+#                PORT= or LISTEN= choose) with ./var
 #   make test    every test: Rust, C harness (sanitizers, valgrind), Go, Python,
 #                the HTTP conformance suite against both hosts, and an install
 #   make wheel   the Python package with the library inside (target/wheels/)

@@ -27,10 +27,10 @@ const maxRunningBackups = 4
 const shutdownGrace = 30 * time.Second
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	opts, err := parseOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -39,12 +39,21 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "go-host: %v\n", err)
 		return 2
 	}
+	if opts.version {
+		fmt.Fprintln(stdout, versionLine(wingsbackup.Version()))
+		return 0
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	logStartup(log, opts)
 
 	cfg, err := opts.engineConfig()
 	if err != nil {
 		fmt.Fprintf(stderr, "go-host: %v\n", err)
 		return 2
+	}
+	if err := prepareDirectories(log, opts); err != nil {
+		fmt.Fprintf(stderr, "go-host: %v\n", err)
+		return 1
 	}
 	engine, err := wingsbackup.NewEngine(cfg)
 	if err != nil {

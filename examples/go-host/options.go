@@ -32,6 +32,14 @@ type options struct {
 	allowlist        string
 	asyncRestore     bool
 	configFile       string
+	version          bool
+	// sources: where each setting not left at its default came from
+	// ("flag", "env" or "config"), by flag name.
+	sources map[string]string
+	// ignoredKeys: the dotted paths of the --config keys the host does not
+	// use; warnings: other things in --config the host does not honour.
+	ignoredKeys []string
+	warnings    []string
 	// Slow clients: how long reading a request's headers, and the whole
 	// request with its body, may take before the connection is dropped.
 	readHeaderTimeout time.Duration
@@ -43,6 +51,8 @@ POST /api/servers/:uuid/backup/:id/restore, DELETE /api/servers/:uuid/backup/:id
 over libwings_backup.
 
 Usage: go-host [flags]
+
+Flags (--name VALUE or --name=VALUE; -name is taken too):
 `
 
 // parseOptions reads the command line; getenv is os.Getenv outside tests.
@@ -50,10 +60,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	var o options
 	fs := flag.NewFlagSet("go-host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usageHeader)
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() { printUsage(fs, stderr) }
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to serve on, `host:port`")
 	fs.StringVar(&o.token, "token", "", "node `TOKEN` clients must send as \"Authorization: Bearer TOKEN\" (default $WINGS_TOKEN)")
 	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/pterodactyl/volumes", "directory of server roots, `DIR`/<server uuid>")
@@ -70,18 +77,29 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.configFile, "config", "", "Wings config.yml `FILE` to read settings from; flags override it")
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 15*time.Second, "how long a client may take to send a request's headers (`DURATION`, e.g. 15s)")
 	fs.DurationVar(&o.readTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request, headers and body (`DURATION`)")
+	fs.BoolVar(&o.version, "version", false, "print the host's name and the library's version, and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.version {
+		return o, nil
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.sources = map[string]string{}
+	fs.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		o.sources[f.Name] = "flag"
+	})
 
 	if !set["token"] {
 		o.token = getenv("WINGS_TOKEN")
 		set["token"] = o.token != ""
+		if set["token"] {
+			o.sources["token"] = "env"
+		}
 	}
 	if o.configFile != "" {
 		if err := o.applyWingsConfig(o.configFile, set); err != nil {
@@ -135,20 +153,79 @@ type wingsConfig struct {
 	} `yaml:"system"`
 }
 
+// wingsConfigKeys are the keys of a Wings config.yml the host uses (the
+// fields of wingsConfig), as dotted paths; the Python host has the same list.
+// Every other key in the file is logged as ignored.
+var wingsConfigKeys = []string{
+	"token_id", "token", "remote",
+	"api.host", "api.port", "api.ssl.enabled",
+	"system.data", "system.backup_directory", "system.user.uid", "system.user.gid",
+	"system.backups.compression_level", "system.backups.write_limit", "system.backups.restore_host_allowlist",
+}
+
+// ignoredConfigKeys lists, in file order, the dotted path of every key of
+// the YAML document that is not in wingsConfigKeys: a leaf (a value that is
+// not a mapping, or an empty one) under an unknown key is named in full, so
+// a misplaced block names each of its keys (backups.compression_level).
+func ignoredConfigKeys(raw []byte) []string {
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil
+	}
+	known := map[string]bool{}   // leaves the host reads
+	section := map[string]bool{} // mappings that hold them
+	for _, k := range wingsConfigKeys {
+		known[k] = true
+		for i := strings.LastIndexByte(k, '.'); i > 0; i = strings.LastIndexByte(k[:i], '.') {
+			section[k[:i]] = true
+		}
+	}
+	var out []string
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, value := n.Content[i].Value, n.Content[i+1]
+			if value.Kind == yaml.AliasNode && value.Alias != nil {
+				value = value.Alias
+			}
+			path := prefix + key
+			switch {
+			case known[path]:
+			case section[path] && (value.Kind == yaml.MappingNode || value.Tag == "!!null"):
+				walk(value, path+".")
+			case value.Kind == yaml.MappingNode && len(value.Content) > 0:
+				walk(value, path+".")
+			default:
+				out = append(out, path)
+			}
+		}
+	}
+	if root := doc.Content[0]; root.Kind == yaml.MappingNode {
+		walk(root, "")
+	}
+	return out
+}
+
 // applyWingsConfig fills every setting whose flag was not given from the
 // Wings configuration file.
 func (o *options) applyWingsConfig(path string, set map[string]bool) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("reading --config: %w", err)
+		return fmt.Errorf("--config %s: cannot read: %s", path, reason(err))
 	}
 	var c wingsConfig
 	if err := yaml.Unmarshal(raw, &c); err != nil {
-		return fmt.Errorf("parsing --config %s: %w", path, err)
+		var typeErr *yaml.TypeError
+		if errors.As(err, &typeErr) {
+			return fmt.Errorf("--config %s: %s", path, strings.Join(typeErr.Errors, "; "))
+		}
+		return fmt.Errorf("--config %s: invalid YAML: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	o.ignoredKeys = ignoredConfigKeys(raw)
 	str := func(name string, dst *string, v string) {
 		if !set[name] && v != "" {
 			*dst = v
+			o.sources[name] = "config"
 		}
 	}
 	str("token", &o.token, c.Token)
@@ -166,18 +243,22 @@ func (o *options) applyWingsConfig(path string, set map[string]bool) error {
 			port = strconv.Itoa(c.API.Port)
 		}
 		o.listen = net.JoinHostPort(host, port)
+		o.sources["listen"] = "config"
 	}
 	if !set["write-limit"] && c.System.Backups.WriteLimit != nil {
 		o.writeLimit = *c.System.Backups.WriteLimit
+		o.sources["write-limit"] = "config"
 	}
 	if !set["owner"] && c.System.User.UID != nil && c.System.User.GID != nil {
 		o.owner = fmt.Sprintf("%d:%d", *c.System.User.UID, *c.System.User.GID)
+		o.sources["owner"] = "config"
 	}
 	if !set["restore-host-allowlist"] && len(c.System.Backups.RestoreHostAllowlist) > 0 {
 		o.allowlist = strings.Join(c.System.Backups.RestoreHostAllowlist, ",")
+		o.sources["restore-host-allowlist"] = "config"
 	}
 	if c.API.SSL.Enabled {
-		fmt.Fprintln(os.Stderr, "go-host: warning: api.ssl in --config is ignored; this host serves plain HTTP (put a TLS proxy in front)")
+		o.warnings = append(o.warnings, "api.ssl in --config is ignored; this host serves plain HTTP (put a TLS proxy in front)")
 	}
 	return nil
 }

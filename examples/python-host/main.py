@@ -95,20 +95,65 @@ class ConfigError(Exception):
     pass
 
 
-def read_wings_config(path: str) -> Dict[str, Any]:
+# The keys of a Wings config.yml this host uses, as dotted paths (the Go
+# host has the same list). Every other key in the file is logged as ignored.
+WINGS_CONFIG_KEYS = (
+    "token_id", "token", "remote",
+    "api.host", "api.port", "api.ssl.enabled",
+    "system.data", "system.backup_directory", "system.user.uid", "system.user.gid",
+    "system.backups.compression_level", "system.backups.write_limit", "system.backups.restore_host_allowlist",
+)
+
+
+def ignored_config_keys(doc: Dict[Any, Any]) -> List[str]:
+    """The dotted path of every key of the document that is not in
+    WINGS_CONFIG_KEYS, in file order: a leaf (a value that is not a mapping,
+    or an empty one) under an unknown key is named in full, so a misplaced
+    block names each of its keys (backups.compression_level)."""
+    known = set(WINGS_CONFIG_KEYS)
+    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    out: List[str] = []
+
+    def walk(node: Dict[Any, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = prefix + str(key)
+            if path in known:
+                continue
+            if path in sections and (isinstance(value, dict) or value is None):
+                walk(value or {}, path + ".")
+            elif isinstance(value, dict) and value:
+                walk(value, path + ".")
+            else:
+                out.append(path)
+
+    walk(doc, "")
+    return out
+
+
+def read_wings_config(path: str) -> Tuple[Dict[str, Any], List[str], List[str]]:
     """The settings this host understands from a Wings config.yml, as the
-    names of our flags (absent keys are left out)."""
+    names of our flags (absent keys are left out); the keys of the file it
+    does not use; warnings about what it does not honour."""
     try:
         import yaml
     except ImportError:
         raise ConfigError("--config needs PyYAML (pip install PyYAML)") from None
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read: {reason(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: cannot read: not UTF-8 ({e.reason})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"--config {path}: invalid YAML: {where}{getattr(e, 'problem', None) or e}") from None
+    doc = {} if doc is None else doc
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: the document is not a mapping")
+        raise ConfigError(f"--config {path}: the document is not a mapping")
 
     def get(dotted: str, kind: type) -> Any:
         node: Any = doc
@@ -119,7 +164,7 @@ def read_wings_config(path: str) -> Dict[str, Any]:
         if node is None:
             return None
         if kind is int and isinstance(node, bool) or not isinstance(node, kind):
-            raise ConfigError(f"{path}: `{dotted}` must be a {kind.__name__}")
+            raise ConfigError(f"--config {path}: `{dotted}` must be a {kind.__name__}")
         return node
 
     out: Dict[str, Any] = {
@@ -139,19 +184,40 @@ def read_wings_config(path: str) -> Dict[str, Any]:
         # Like the Go host: what the file leaves out comes from the default.
         host, port = host or "127.0.0.1", port or 8080
         out["listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    warnings = []
     if get("api.ssl.enabled", bool):
-        log.warning("api.ssl in --config is ignored; this host serves plain HTTP "
-                    "(put a TLS proxy in front)")
+        warnings.append("api.ssl in --config is ignored; this host serves plain HTTP (put a TLS proxy in front)")
     uid, gid = get("system.user.uid", int), get("system.user.gid", int)
     if uid is not None and gid is not None:
         out["owner"] = f"{uid}:{gid}"
     # As in the Go host, an empty value in the file means "not set".
-    return {k: v for k, v in out.items() if v is not None and v != ""}
+    settings = {k: v for k, v in out.items() if v is not None and v != ""}
+    return settings, ignored_config_keys(doc), warnings
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help lists each flag as --name, as the README documents them (the
+    -name spelling Go's flag package takes is accepted, not listed)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [o for o in action.option_strings if o.startswith("--") or len(o) == 2]
+        if len(shown) == len(action.option_strings):
+            return super()._format_action_invocation(action)
+        return super()._format_action_invocation(argparse.Action(shown, action.dest, nargs=action.nargs,
+                                                                 metavar=action.metavar))
+
+
+def version_line() -> str:
+    """What --version prints."""
+    return f"python-host, libwings_backup {wb.library_version()}"
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Wings-compatible backup HTTP host (Python, over libwings_backup).",
+        prog="python-host",
+        description="Wings-compatible backup HTTP host (Python, over libwings_backup). "
+                    "Flags are written --name VALUE or --name=VALUE; -name is taken too.",
+        formatter_class=HelpFormatter,
         allow_abbrev=False)  # Go's flag package takes no abbreviations either
 
     def flag(name: str, **kw: Any) -> None:
@@ -160,12 +226,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
     flag("listen", metavar="ADDR", help="address to listen on (default 127.0.0.1:8080)")
     flag("token", help="node token the Panel sends as a Bearer token (or env WINGS_TOKEN)")
-    flag("data-dir", help=f"server data directory (default {WINGS_DATA_DIR})")
-    flag("backup-dir", help=f"local backup directory (default {WINGS_BACKUP_DIR})")
-    flag("panel-url", help="Panel base URL; when set, results are reported to it")
-    flag("panel-token-id", help="token id for the Panel's remote API")
-    flag("panel-token", help="token for the Panel's remote API (default: --token)")
-    flag("compression-level", help="none, best_speed (default) or best_compression")
+    flag("data-dir", metavar="DIR", help=f"server data directory (default {WINGS_DATA_DIR})")
+    flag("backup-dir", metavar="DIR", help=f"local backup directory (default {WINGS_BACKUP_DIR})")
+    flag("panel-url", metavar="URL", help="Panel base URL; when set, results are reported to it")
+    flag("panel-token-id", metavar="ID", help="token id for the Panel's remote API")
+    flag("panel-token", metavar="TOKEN", help="token for the Panel's remote API (default: --token)")
+    flag("compression-level", metavar="LEVEL", help="none, best_speed (default) or best_compression")
     flag("write-limit", type=non_negative, metavar="MIB", help="archive write limit in MiB/s (0 = none)")
     flag("disk-limit", type=non_negative, metavar="BYTES", help="disk limit for restores in bytes (0 = none)")
     flag("owner", metavar="UID:GID", help="chown restored files to this owner")
@@ -179,6 +245,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     flag("read-timeout", type=parse_duration, metavar="DURATION",
          help=f"how long a client may take to send a whole request, headers and body "
               f"(default {READ_TIMEOUT_S:g}s)")
+    p.add_argument("--version", "-version", action="version", version=version_line(),
+                   help="print the host's name and the library's version, and exit")
     return p.parse_args(go_bool_flags(list(sys.argv[1:] if argv is None else argv), p))
 
 
@@ -228,9 +296,30 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+class Settings:
+    """What the flags, WINGS_TOKEN and --config add up to."""
+
+    def __init__(self, args: argparse.Namespace, listen: str, token: str, engine: Dict[str, Any],
+                 sources: Dict[str, str], ignored_keys: List[str], warnings: List[str]) -> None:
+        self.args = args
+        self.listen = listen
+        self.token = token
+        self.engine = engine
+        self.sources = sources  # flag name -> "flag", "env" or "config"
+        self.ignored_keys = ignored_keys
+        self.warnings = warnings
+
+
 def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
     """(listen address, node token, engine configuration)."""
-    file_cfg = read_wings_config(args.config) if args.config else {}
+    s = resolve_settings(args)
+    return s.listen, s.token, s.engine
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    file_cfg, ignored, warnings = read_wings_config(args.config) if args.config else ({}, [], [])
+    sources = {name.replace("_", "-"): "flag" for name, value in vars(args).items()
+               if value is not None and value is not False}
 
     def pick(name: str, default: Any = None) -> Any:
         value = getattr(args, name)
@@ -267,7 +356,12 @@ def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
             raise ConfigError("--panel-url needs --panel-token-id (or `token_id` in --config)")
         engine["panel"] = {"url": panel_url, "token_id": token_id,
                            "token": pick("panel_token") or token}
-    return pick("listen", "127.0.0.1:8080"), token, engine
+    for name in file_cfg:
+        if getattr(args, name) is None and (name != "token" or not os.environ.get("WINGS_TOKEN")):
+            sources[name.replace("_", "-")] = "config"
+    if args.token is None and os.environ.get("WINGS_TOKEN"):
+        sources["token"] = "env"
+    return Settings(args, pick("listen", "127.0.0.1:8080"), token, engine, sources, ignored, warnings)
 
 
 # --------------------------------------------------------------------------
@@ -772,16 +866,128 @@ def serve(host: Host, listen: str, read_header_timeout: float = READ_HEADER_TIME
     listeners[0].task_dispatcher.shutdown(timeout=5)
 
 
+# --------------------------------------------------------------------------
+# Start-up: what is logged, and the directories.
+
+def logfmt(value: Any) -> str:
+    """A log value as Go's log/slog text handler writes it: quoted when
+    empty or holding spaces, quotes, '=' or unprintable characters."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if not text or any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration prints it (15s, 500ms, 1m30s)."""
+    ms = round(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{h}h{m}m{sec}" if h else f"{m}m{sec}" if m else sec
+
+
+def redact_url(raw: Optional[str]) -> str:
+    """A URL fit for a log: user information and query replaced by
+    REDACTED, fragment dropped."""
+    from urllib.parse import urlsplit, urlunsplit
+    if not raw:
+        return "none"
+    try:
+        u = urlsplit(raw)
+    except ValueError:
+        return "REDACTED"
+    netloc = "REDACTED@" + u.netloc.rsplit("@", 1)[1] if "@" in u.netloc else u.netloc
+    return urlunsplit((u.scheme, netloc, u.path, "REDACTED" if u.query or raw.endswith("?") else "", ""))
+
+
+def log_startup(s: Settings) -> None:
+    """Logs, once at start, what --config holds that the host does not use,
+    and the settings in effect with where each came from. The node and Panel
+    tokens are never logged, and the Panel URL is logged without its
+    credentials or query."""
+    config = s.args.config
+    for key in s.ignored_keys:
+        log.warning("ignored --config key key=%s config=%s", logfmt(key), logfmt(config))
+    for warning in s.warnings:
+        log.warning("%s config=%s", warning, logfmt(config))
+    e = s.engine
+    owner = e.get("owner")
+    fields: List[Tuple[str, Any]] = [
+        ("listen", s.listen),
+        ("data_dir", e["data_directory"]),
+        ("backup_dir", e["backup_directory"]),
+        ("compression_level", e["compression_level"]),
+        ("write_limit_mib", e["write_limit"]),
+        ("disk_limit_bytes", e["disk_limit"]),
+        ("owner", f"{owner['uid']}:{owner['gid']}" if owner else "none"),
+        ("panel_url", redact_url(e.get("panel", {}).get("url"))),
+        ("restore_host_allowlist", ",".join(e.get("restore_host_allowlist", [])) or "none"),
+        ("async_restore", bool(s.args.async_restore)),
+        ("read_header_timeout", go_duration(s.args.read_header_timeout or READ_HEADER_TIMEOUT_S)),
+        ("read_timeout", go_duration(s.args.read_timeout or READ_TIMEOUT_S)),
+        ("config", config or "none"),
+    ]
+    for source in ("flag", "env", "config"):
+        names = sorted(n for n, src in s.sources.items() if src == source)
+        fields.append((f"from_{source}", ",".join(names) or "none"))
+    log.info("settings %s", " ".join(f"{k}={logfmt(v)}" for k, v in fields))
+
+
+class StartError(Exception):
+    pass
+
+
+def reason(e: OSError) -> str:
+    """An OSError without the path it carries, worded as Go's (the messages
+    name the path themselves)."""
+    text = e.strerror or str(e)
+    return text[:1].lower() + text[1:]
+
+
+def prepare_directories(engine_config: Dict[str, Any]) -> None:
+    """Creates the data and backup directories if they are missing (as
+    Wings does) and checks that they are directories and that the backup
+    directory is writable, so that a start-up error names its path."""
+    for flag_name, path, mode in (("data-dir", engine_config["data_directory"], 0o755),
+                                  ("backup-dir", engine_config["backup_directory"], 0o700)):
+        try:
+            if not os.path.isdir(path):
+                os.stat(path)  # raises when missing, or when a parent is not a directory
+                raise StartError(f"--{flag_name} {path}: not a directory")
+        except FileNotFoundError:
+            try:
+                os.makedirs(path, 0o755)
+                os.chmod(path, mode)
+            except OSError as e:
+                raise StartError(f"--{flag_name} {path}: cannot create it: {reason(e)}") from None
+            log.info("created directory flag=--%s path=%s mode=%s", flag_name, logfmt(path),
+                     oct(mode)[2:].rjust(4, "0"))
+        except OSError as e:
+            raise StartError(f"--{flag_name} {path}: {reason(e)}") from None
+    backup_dir = engine_config["backup_directory"]
+    if not os.access(backup_dir, os.W_OK | os.X_OK):
+        raise StartError(f"--backup-dir {backup_dir}: not writable: permission denied")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        listen, token, engine_config = build_settings(args)
+        settings = resolve_settings(args)
+        listen, token, engine_config = settings.listen, settings.token, settings.engine
+        log_startup(settings)
+        prepare_directories(engine_config)
         engine = wb.Engine(engine_config)
     except ConfigError as e:
         log.error("%s", e)
         return 2
+    except StartError as e:
+        log.error("%s", e)
+        return 1
     except wb.WingsBackupError as e:
         log.error("starting the engine: %s", e.message)
         return 1

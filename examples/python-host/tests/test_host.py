@@ -352,3 +352,85 @@ def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None
     finally:
         engine.close()
         panel.shutdown()
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+def test_ignored_config_keys() -> None:
+    import yaml
+    doc = yaml.safe_load("""
+debug: false
+token: t
+api:
+  port: 8080
+  upload_limit: 100
+backups:
+  compression_level: best_compression
+system:
+  data: /srv
+  sftp: {bind_port: 2022}
+  user: {uid: 1, gid: 1, rootless: {enabled: false}}
+  backups:
+    compresion_level: none
+    write_limit: 3
+docker: {}
+allowed_mounts: []
+empty:
+""")
+    assert host_main.ignored_config_keys(doc) == [
+        "debug", "api.upload_limit", "backups.compression_level", "system.sftp.bind_port",
+        "system.user.rootless.enabled", "system.backups.compresion_level", "docker", "allowed_mounts", "empty"]
+    assert host_main.ignored_config_keys(yaml.safe_load("token: t\nsystem:\n")) == []
+
+
+@pytest.mark.parametrize("url,redacted", [
+    (None, "none"),
+    ("https://panel.example.com/", "https://panel.example.com/"),
+    ("https://u:p@panel.example.com", "https://REDACTED@panel.example.com"),
+    ("http://127.0.0.1:9/p?key=s#frag", "http://127.0.0.1:9/p?REDACTED"),
+])
+def test_redact_url(url: Any, redacted: str) -> None:
+    assert host_main.redact_url(url) == redacted
+
+
+def test_startup_log_never_holds_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("WINGS_TOKEN", raising=False)
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("token: file-secret\ntoken_id: id\nremote: https://u:pw@panel/\ndebug: true\n")
+    s = host_main.resolve_settings(host_main.parse_args(["--config", str(cfg), "--panel-token", "panel-secret"]))
+    with caplog.at_level("INFO", logger="python-host"):
+        host_main.log_startup(s)
+    text = caplog.text
+    for secret in ("file-secret", "panel-secret", "pw"):
+        assert secret not in text
+    for want in ("key=debug", "panel_url=https://REDACTED@panel/", "from_config=panel-token-id,panel-url,token",
+                 "from_flag=config,panel-token"):
+        assert want in text
+
+
+def test_help_shows_double_dashes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        host_main.parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "  --data-dir DIR" in out
+    assert not [ln for ln in out.splitlines() if ln.startswith("  -") and not ln.startswith(("  --", "  -h, --"))]
+    with pytest.raises(SystemExit) as e:
+        host_main.parse_args(["-version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("python-host, libwings_backup ")
+
+
+def test_prepare_directories_names_the_path(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for data, backups, want in [(a_file / "v", tmp_path / "b", f"--data-dir {a_file / 'v'}: not a directory"),
+                                (tmp_path / "v", a_file, f"--backup-dir {a_file}: not a directory")]:
+        with pytest.raises(host_main.StartError) as e:
+            host_main.prepare_directories({"data_directory": str(data), "backup_directory": str(backups)})
+        assert str(e.value) == want
+    host_main.prepare_directories({"data_directory": str(tmp_path / "a" / "v"),
+                                   "backup_directory": str(tmp_path / "a" / "b")})
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o700
