@@ -95,7 +95,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "library", wingsbackup.Version(),
-		"panel", opts.panelURL != "", "async_restore", opts.asyncRestore)
+		"deflate", wingsbackup.DeflateBackend(), "panel", opts.panelURL != "", "async_restore", opts.asyncRestore)
 
 	select {
 	case err := <-served:
