@@ -354,8 +354,8 @@ def pure_section(L, stats):
     L.append("## The pure-Rust build (`--no-default-features`)")
     L.append("")
     L.append("The library built without ISA-L deflates `best_speed` with zlib-rs level 1 and "
-             "inflates with zlib-rs (see docs/design.md). Its rows above are "ours, pure-Rust "
-             "build"; here its figures are set against the same anchors as the goals of the "
+             "inflates with zlib-rs (see docs/design.md). Its rows above are \"ours, pure-Rust "
+             "build\"; here its figures are set against the same anchors as the goals of the "
              "default build (the goals are the default build's; these results are for "
              "information).")
     L.append("")
