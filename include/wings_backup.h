@@ -383,6 +383,15 @@ uint16_t wb_status_http(int32_t status);
 const char *wb_version(void);
 
 /**
+ * The deflate implementation this library was built with: `"isal"` (ISA-L,
+ * the default build) or `"zlib-rs"` (pure Rust, built with cargo's
+ * `--no-default-features`). It compresses `best_speed` archives and inflates
+ * the library's own archives; both builds read and write the same format.
+ * The string is static and borrowed: never free it.
+ */
+const char *wb_deflate_backend(void);
+
+/**
  * The ABI version of the library (compare with `WB_ABI_VERSION`).
  */
 uint32_t wb_abi_version(void);

@@ -9,6 +9,9 @@
 #                   a progress callback (wings-replica reports no progress)
 #   ours-progress   the same with a progress callback (create best_speed):
 #                   the library then also totals the tree for percentages
+#   ours-pure       ours built without ISA-L (`--no-default-features`, deflate
+#                   by zlib-rs, into target/pure): create best_speed, and
+#                   restore of its own archive (create none does not deflate)
 #   wings-replica   the Wings 1.11 stand-in (anchor), create and restore
 #   pigz            tar -cf - . | pigz -1 > OUT
 #   gnu-tar-gz      tar -czf OUT . (gzip -6) and tar -xzf OUT
@@ -89,21 +92,33 @@ check_tools() {
 
 # --- builds -------------------------------------------------------------------
 
+# The bench executable's path, from cargo's JSON messages on stdin.
+bench_executable() {
+	python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "archive" and m.get("executable"):
+        print(m["executable"])'
+}
+
 build() {
 	mkdir -p "$BIN_DIR"
 	log "building benches/archive.rs (release)"
 	local exe
 	exe=$(cd "$ROOT" && cargo build --release --bench archive --message-format=json-render-diagnostics |
-		python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "archive" and m.get("executable"):
-        print(m["executable"])') || die "building the bench binary failed"
+		bench_executable) || die "building the bench binary failed"
 	[[ -x $exe ]] || die "cargo did not report the bench executable"
 	cp "$exe" "$BIN_DIR/archive"
+	log "building benches/archive.rs without ISA-L (release, --no-default-features, target/pure)"
+	exe=$(cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target/pure cargo build --release --no-default-features \
+		--bench archive --message-format=json-render-diagnostics | bench_executable) ||
+		die "building the pure-Rust bench binary failed"
+	[[ -x $exe ]] || die "cargo did not report the pure-Rust bench executable"
+	cp "$exe" "$BIN_DIR/archive-pure"
 	log "building wings-replica"
 	"$REPLICA_DIR/build.sh" "$BIN_DIR/wings-replica" || die "building wings-replica failed"
 	OURS=$BIN_DIR/archive
+	OURS_PURE=$BIN_DIR/archive-pure
 	REPLICA=$BIN_DIR/wings-replica
 }
 
@@ -210,13 +225,14 @@ step() {
 		ours) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$OURS" create best_speed "$SRC" "$out" ;;
 		ours-progress) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
 			"$OURS" create best_speed "$SRC" "$out" --progress ;;
+		ours-pure) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$OURS_PURE" create best_speed "$SRC" "$out" ;;
 		wings-replica) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$REPLICA" create "$SRC" "$out" ;;
 		pigz) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
 			bash -c 'set -o pipefail; tar -cf - -C "$1" . | pigz -1 >"$2"' - "$SRC" "$out" ;;
 		gnu-tar-gz) measure "$corpus" "$op" "$tool" "$rep" "$out" -- tar -czf "$out" -C "$SRC" . ;;
 		*) die "no $op for $tool" ;;
 		esac
-		# The first archive of ours, wings-replica and GNU tar is kept for the restores.
+		# The first archive of ours, ours-pure, wings-replica and GNU tar is kept for the restores.
 		if [[ $tool != pigz && $tool != ours-progress && ! -e $(kept "$tool") ]]; then
 			mv "$out" "$(kept "$tool")"
 		else
@@ -246,6 +262,7 @@ step() {
 		mkdir "$dest"
 		case $tool in
 		ours | ours-wr) measure "$corpus" "$op" "$tool" "$rep" "" -- "$OURS" extract "$archive" "$dest" ;;
+		ours-pure) measure "$corpus" "$op" "$tool" "$rep" "" -- "$OURS_PURE" extract "$archive" "$dest" ;;
 		wings-replica) measure "$corpus" "$op" "$tool" "$rep" "" -- "$REPLICA" restore "$archive" "$dest" ;;
 		gnu-tar-gz) measure "$corpus" "$op" "$tool" "$rep" "" -- tar -xzf "$archive" -C "$dest" ;;
 		*) die "no $op for $tool" ;;
@@ -260,14 +277,15 @@ step() {
 # Repetitions of corpora a and b: every step once per repetition, in this order.
 INTERLEAVED=(
 	create_best_speed:ours create_best_speed:wings-replica create_best_speed:pigz
-	create_best_speed:gnu-tar-gz create_best_speed:ours-progress
+	create_best_speed:gnu-tar-gz create_best_speed:ours-progress create_best_speed:ours-pure
 	create_none:ours create_none:gnu-tar create_none:walk-pipe create_none:walk-null
-	restore:ours restore:wings-replica restore:gnu-tar-gz restore:ours-wr
+	restore:ours restore:wings-replica restore:gnu-tar-gz restore:ours-wr restore:ours-pure
 )
 # Corpus b4, once: tool by tool, so that at most one kept archive and one
 # restored tree exist at a time beside the (4x) corpus.
 SEQUENTIAL=(
 	create_best_speed:ours restore:ours drop:ours create_none:ours
+	create_best_speed:ours-pure restore:ours-pure drop:ours-pure
 	create_best_speed:wings-replica restore:wings-replica restore:ours-wr drop:wings-replica
 	create_best_speed:pigz create_best_speed:gnu-tar-gz restore:gnu-tar-gz drop:gnu-tar-gz
 	create_none:gnu-tar create_none:walk-pipe create_none:walk-null
@@ -303,8 +321,9 @@ machine_meta() {
 		"$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" "$(nproc)" "$(json_str "$cpu")" \
 		"$(json_str "$(uname -sr)")" "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" "$REPS" \
 		"$(json_str "$WORK")"
-	printf '"versions":{"ours":%s,"rustc":%s,"go":%s,"wings-replica":%s,"tar":%s,"pigz":%s,"gzip":%s,"time":%s},' \
+	printf '"versions":{"ours":%s,"ours-pure":%s,"rustc":%s,"go":%s,"wings-replica":%s,"tar":%s,"pigz":%s,"gzip":%s,"time":%s},' \
 		"$(json_str "wings-backup $(awk -F'"' '/^version/ {print $2; exit}' "$ROOT/Cargo.toml") ($git_rev)")" \
+		"$(json_str "the same, built with --no-default-features (deflate: zlib-rs, no ISA-L)")" \
 		"$(json_str "$(rustc -V)")" "$(json_str "$(go version)")" \
 		"$(json_str "$(awk '/klauspost|sabhiram/ && NF == 2 {printf "%s%s %s", sep, $1, $2; sep = ", "}' "$REPLICA_DIR/go.mod")")" \
 		"$(json_str "$(tar --version | head -1)")" "$(json_str "$(pigz --version 2>&1 | head -1)")" \

@@ -27,6 +27,7 @@ LABELS = {
     ("create_best_speed", "pigz"): "`tar -cf - . | pigz -1`",
     ("create_best_speed", "gnu-tar-gz"): "`tar -czf` (gzip -6)",
     ("create_best_speed", "ours-progress"): "ours, with a progress callback",
+    ("create_best_speed", "ours-pure"): "ours, pure-Rust build (zlib-rs, no ISA-L)",
     ("create_none", "ours"): "**ours** (wings-backup)",
     ("create_none", "gnu-tar"): "`tar -cf FILE .`",
     ("create_none", "walk-pipe"): "`tar -cf - . | cat >/dev/null` (floor)",
@@ -35,12 +36,13 @@ LABELS = {
     ("restore", "wings-replica"): "wings-replica (its own archive)",
     ("restore", "gnu-tar-gz"): "`tar -xzf` (its own archive)",
     ("restore", "ours-wr"): "ours, on wings-replica's archive",
+    ("restore", "ours-pure"): "ours, pure-Rust build (its own archive)",
 }
 SHORT = {
     "ours": "ours", "wings-replica": "wings-replica", "pigz": "tar|pigz -1",
     "gnu-tar-gz": "tar -z", "gnu-tar": "tar -cf", "walk-pipe": "walk|cat",
     "walk-null": "walk>/dev/null", "ours-wr": "ours on wr archive",
-    "ours-progress": "ours + progress",
+    "ours-progress": "ours + progress", "ours-pure": "ours pure-Rust",
 }
 CORPUS_NAMES = {
     "a": "(a) Rust sysroot",
@@ -156,8 +158,13 @@ def verdict(measured, ok):
     return "n/a" if measured is None else "PASS" if ok else "FAIL"
 
 
-def goals(stats):
-    """(goal, measured, threshold, passed); None measured = not measured."""
+def goals(stats, tool="ours"):
+    """(goal, measured, threshold, passed); None measured = not measured.
+
+    `tool` is the build whose figures are set against the anchors: "ours" (the
+    default build; the goals are its) or "ours-pure" (the pure-Rust build,
+    measured for create best_speed and restore only, so the create none goals
+    are left out for it)."""
     out = []
 
     def wall(c, op, tool):
@@ -165,13 +172,15 @@ def goals(stats):
         return s["wall"] if s else None
 
     def ratio_goal(text, c, op, anchor_op, anchor, minimum):
-        a, o = wall(c, anchor_op, anchor), wall(c, op, "ours")
+        if tool != "ours" and op == "create_none":
+            return
+        a, o = wall(c, anchor_op, anchor), wall(c, op, tool)
         value = a / o if a and o else None
         out.append((text, None if value is None else f"{value:.2f}×", f"≥ {minimum}×",
                     value is not None and value >= minimum))
 
     def rss_goal(text, c, op):
-        s = stats.get((c, op, "ours"))
+        s = stats.get((c, op, tool))
         value = s["rss_max"] if s else None
         out.append((text, None if value is None else f"{value:.1f} MiB (highest run)",
                     "≤ 64 MiB", value is not None and value <= 64))
@@ -179,7 +188,7 @@ def goals(stats):
     cb, cn, r = "create_best_speed", "create_none", "restore"
     ratio_goal("(a) create best_speed throughput vs wings-replica", "a", cb, cb,
                "wings-replica", 2.5)
-    so = stats.get(("a", cb, "ours"))
+    so = stats.get(("a", cb, tool))
     sw = stats.get(("a", cb, "wings-replica"))
     value = so["size"] / sw["size"] if so and sw and so["size"] and sw["size"] else None
     out.append(("(a) create best_speed archive size vs wings-replica",
@@ -215,7 +224,7 @@ def chart(meta, stats, path):
             med = [s["wall"] for s in ss]
             err = [[s["wall"] - s["wall_min"] for s in ss], [s["wall_max"] - s["wall"] for s in ss]]
             colors = ["tab:orange" if t == "ours" else
-                      "navajowhite" if t in ("ours-wr", "ours-progress") else
+                      "navajowhite" if t in ("ours-wr", "ours-progress", "ours-pure") else
                       "tab:blue" if t == "wings-replica" else "tab:gray" for t in tools]
             y = range(len(tools))
             ax.barh(y, med, xerr=err if meta["corpora"][c]["reps"] > 1 else None,
@@ -256,8 +265,9 @@ def report(meta, stats, runs):
     L.append(f"- Work directory: `{meta['bench_dir']}` (tmpfs: sources, archives and restores "
              "are all in memory, so no disk is measured)")
     L.append("- Tools:")
-    for k in ("ours", "rustc", "wings-replica", "go", "tar", "pigz", "gzip", "time"):
-        L.append(f"  - {k}: {v[k]}")
+    for k in ("ours", "ours-pure", "rustc", "wings-replica", "go", "tar", "pigz", "gzip", "time"):
+        if k in v:  # runs before the pure-Rust build was measured lack "ours-pure"
+            L.append(f"  - {k}: {v[k]}")
     L.append("")
     L.append("## Method")
     L.append("")
@@ -332,7 +342,44 @@ def report(meta, stats, runs):
                  "run effectively had one core (other work on the machine held the other), "
                  "so the time ratios approach the CPU-time ratios.")
         L.append("")
-    return "\n".join(L), gs
+    pure = pure_section(L, stats)
+    return "\n".join(L), gs, pure
+
+
+def pure_section(L, stats):
+    """The pure-Rust build against the same anchors; its goals, for information."""
+    if not any(t == "ours-pure" for (_, _, t) in stats):
+        return []
+    gs = goals(stats, "ours-pure")
+    L.append("## The pure-Rust build (`--no-default-features`)")
+    L.append("")
+    L.append("The library built without ISA-L deflates `best_speed` with zlib-rs level 1 and "
+             "inflates with zlib-rs (see docs/design.md). Its rows above are \"ours, pure-Rust "
+             "build\"; here its figures are set against the same anchors as the goals of the "
+             "default build (the goals are the default build's; these results are for "
+             "information).")
+    L.append("")
+    L.append("| Goal, for the pure-Rust build | measured | target | result |")
+    L.append("|---|--:|--:|---|")
+    for text, measured, target, ok in gs:
+        L.append(f"| {cell(text)} | {measured or 'not measured'} | {target} | "
+                 f"{verdict(measured, ok)} |")
+    L.append("")
+    cost = []
+    for op, label in OPS:
+        o, p = stats.get(("a", op, "ours")), stats.get(("a", op, "ours-pure"))
+        if o and p:
+            cost.append(f"{label} {p['wall'] / o['wall']:.2f}× the wall time and "
+                        f"{p['cpu'] / o['cpu']:.2f}× the CPU time")
+    o, p = stats.get(("a", "create_best_speed", "ours")), stats.get(("a", "create_best_speed",
+                                                                     "ours-pure"))
+    if o and p and o["size"] and p["size"]:
+        cost.append(f"an archive {p['size'] / o['size']:.3f}× the size")
+    if cost:
+        L.append("On corpus a the pure-Rust build takes, against the default build: " +
+                 "; ".join(cost) + ".")
+        L.append("")
+    return gs
 
 
 def main():
@@ -341,7 +388,7 @@ def main():
     meta_path, runs_path, out_dir = sys.argv[1:]
     meta, runs = load(meta_path, runs_path)
     stats = summarize(runs)
-    text, gs = report(meta, stats, runs)
+    text, gs, pure = report(meta, stats, runs)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(text)
     chart(meta, stats, os.path.join(out_dir, "chart.png"))
@@ -352,10 +399,15 @@ def main():
                    "summary": [{"corpus": c, "op": o, "tool": t, **s}
                                for (c, o, t), s in sorted(stats.items())],
                    "goals": [{"goal": g[0], "measured": g[1], "target": g[2], "pass": g[3]}
-                             for g in gs]}, f, indent=1)
+                             for g in gs],
+                   "goals_pure_rust": [{"goal": g[0], "measured": g[1], "target": g[2],
+                                        "pass": g[3]} for g in pure]}, f, indent=1)
     print(f"wrote {out_dir}/results.md, {out_dir}/chart.png and {raw}")
     for text, measured, target, ok in gs:
         print(f"  {verdict(measured, ok):4}  {text}: {measured or 'not measured'} ({target})")
+    for text, measured, target, ok in pure:
+        print(f"  pure-Rust build, {verdict(measured, ok):4}  {text}: "
+              f"{measured or 'not measured'} ({target})")
 
 
 if __name__ == "__main__":

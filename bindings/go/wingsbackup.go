@@ -43,6 +43,14 @@ func Version() string {
 	return C.GoString(C.wb_version())
 }
 
+// DeflateBackend returns the deflate implementation the loaded library was
+// built with: "isal" (ISA-L, the default build) or "zlib-rs" (pure Rust,
+// built with cargo's --no-default-features). Both read and write the same
+// archives; the pure-Rust build compresses best_speed more slowly and less.
+func DeflateBackend() string {
+	return C.GoString(C.wb_deflate_backend())
+}
+
 // LibraryABIVersion returns the ABI version of the loaded library.
 func LibraryABIVersion() uint32 {
 	return uint32(C.wb_abi_version())

@@ -22,6 +22,19 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// TestDeflateBackend checks the library names one of its two deflate
+// builds; with WB_EXPECT_DEFLATE set (e.g. when testing the pure-Rust build),
+// it must name that one.
+func TestDeflateBackend(t *testing.T) {
+	got := wingsbackup.DeflateBackend()
+	if got != "isal" && got != "zlib-rs" {
+		t.Fatalf("DeflateBackend() = %q, want isal or zlib-rs", got)
+	}
+	if want := os.Getenv("WB_EXPECT_DEFLATE"); want != "" && got != want {
+		t.Fatalf("DeflateBackend() = %q, WB_EXPECT_DEFLATE = %q", got, want)
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	n := newNode(t, wingsbackup.Config{})
 	server := n.server(t)

@@ -104,7 +104,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "library", wingsbackup.Version(),
-		"panel", opts.panelURL != "", "async_restore", opts.asyncRestore)
+		"deflate", wingsbackup.DeflateBackend(), "panel", opts.panelURL != "", "async_restore", opts.asyncRestore)
 
 	select {
 	case err := <-served:

@@ -27,7 +27,8 @@ pub fn max_member_len(len: usize) -> usize {
 }
 
 /// Room a member buffer needs for an input of `len` bytes: the worst case,
-/// plus the slack ISA-L wants in its output buffer.
+/// plus the slack ISA-L wants in its output buffer (zlib-rs needs none,
+/// but the member layout is the same in both builds).
 pub fn member_buffer_len(len: usize) -> usize {
     max_member_len(len) + len / 16 + 1024
 }
@@ -56,20 +57,8 @@ pub fn encode_member(level: CompressionLevel, input: &[u8], out: &mut Vec<u8>) -
     let compressed = match level {
         CompressionLevel::None => None,
         CompressionLevel::BestSpeed if looks_incompressible(input) => None,
-        CompressionLevel::BestSpeed => isal::compress_into(
-            input,
-            body,
-            isal::CompressionLevel::One,
-            isal::Codec::Deflate,
-        )
-        .ok(),
-        CompressionLevel::BestCompression => {
-            let mut z = flate2::Compress::new(flate2::Compression::best(), false);
-            match z.compress(input, body, flate2::FlushCompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => Some(z.total_out() as usize),
-                _ => None,
-            }
-        }
+        CompressionLevel::BestSpeed => deflate_fast(input, body),
+        CompressionLevel::BestCompression => deflate_zlib(flate2::Compression::best(), input, body),
     };
     // Deflate that does not shrink the data is replaced by stored blocks.
     let body_len = match compressed {
@@ -82,6 +71,71 @@ pub fn encode_member(level: CompressionLevel, input: &[u8], out: &mut Vec<u8>) -
     let member_len = end + TRAILER_LEN;
     out[16..20].copy_from_slice(&(member_len as u32).to_le_bytes());
     Ok(member_len)
+}
+
+/// The deflate this library was built with: `"isal"` (the default `isal`
+/// feature) or `"zlib-rs"` (pure Rust, `--no-default-features`). It does
+/// `best_speed` and inflates our own members; `best_compression` and
+/// archives from other tools always use zlib-rs.
+pub const DEFLATE_BACKEND: &std::ffi::CStr = if cfg!(feature = "isal") {
+    c"isal"
+} else {
+    c"zlib-rs"
+};
+
+/// `best_speed`: ISA-L level 1 into `out` (raw deflate); `None` when it
+/// does not fit.
+#[cfg(feature = "isal")]
+fn deflate_fast(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    isal::compress_into(
+        input,
+        out,
+        isal::CompressionLevel::One,
+        isal::Codec::Deflate,
+    )
+    .ok()
+}
+
+/// `best_speed` without ISA-L: zlib-rs level 1.
+#[cfg(not(feature = "isal"))]
+fn deflate_fast(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    deflate_zlib(flate2::Compression::fast(), input, out)
+}
+
+/// Raw deflate with flate2 (zlib-rs) into `out`; `None` when it does not fit.
+fn deflate_zlib(level: flate2::Compression, input: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut z = flate2::Compress::new(level, false);
+    match z.compress(input, out, flate2::FlushCompress::Finish) {
+        Ok(flate2::Status::StreamEnd) => Some(z.total_out() as usize),
+        _ => None,
+    }
+}
+
+/// Inflates the raw deflate `body` into `out` with ISA-L; returns the
+/// number of bytes written.
+#[cfg(feature = "isal")]
+fn inflate_into(body: &[u8], out: &mut [u8]) -> Result<usize> {
+    isal::decompress_into(body, out, isal::Codec::Deflate)
+        .map_err(|e| Error::corrupt(format!("invalid deflate data: {e}")))
+}
+
+/// Inflating without ISA-L.
+#[cfg(not(feature = "isal"))]
+fn inflate_into(body: &[u8], out: &mut [u8]) -> Result<usize> {
+    inflate_zlib(body, out)
+}
+
+/// Inflates the raw deflate `body` into `out` with flate2 (zlib-rs); the
+/// stream must end within `body` and within `out`. (Compiled in the ISA-L
+/// build for its tests.)
+#[cfg(any(test, not(feature = "isal")))]
+fn inflate_zlib(body: &[u8], out: &mut [u8]) -> Result<usize> {
+    let mut z = flate2::Decompress::new(false);
+    match z.decompress(body, out, flate2::FlushDecompress::Finish) {
+        Ok(flate2::Status::StreamEnd) => Ok(z.total_out() as usize),
+        Ok(_) => Err(Error::corrupt("gzip member length mismatch")),
+        Err(e) => Err(Error::corrupt(format!("invalid deflate data: {e}"))),
+    }
 }
 
 /// Whether a block is already-compressed data (zip, jar, region files, media),
@@ -194,8 +248,7 @@ pub fn decode_member(member: &[u8], header: MemberHeader, out: &mut Vec<u8>) -> 
     let n = if header.data_len == 0 && body == [1, 0, 0, 0xff, 0xff] {
         0
     } else {
-        isal::decompress_into(body, out, isal::Codec::Deflate)
-            .map_err(|e| Error::corrupt(format!("invalid deflate data: {e}")))?
+        inflate_into(body, out)?
     };
     if n != header.data_len {
         return Err(Error::corrupt("gzip member length mismatch"));
@@ -250,6 +303,29 @@ mod tests {
             }
             assert_eq!(ours, data);
         }
+    }
+
+    /// Archives move between the two builds (a node rebuilt without ISA-L
+    /// restores its old backups): each build's `best_speed` members must
+    /// inflate with the other's inflate. Only the ISA-L build has both.
+    #[test]
+    fn both_builds_read_each_others_members() {
+        let data = sample_data();
+        let block = &data[..BLOCK_SIZE];
+        let mut body = vec![0; member_buffer_len(block.len())];
+        let mut back = vec![0; block.len()];
+        let n = deflate_fast(block, &mut body).unwrap();
+        assert!(n < block.len() / 2, "best_speed: {n} bytes");
+        assert_eq!(inflate_zlib(&body[..n], &mut back).unwrap(), block.len());
+        assert!(back == block);
+        let n = deflate_zlib(flate2::Compression::fast(), block, &mut body).unwrap();
+        back.fill(0);
+        assert_eq!(inflate_into(&body[..n], &mut back).unwrap(), block.len());
+        assert!(back == block);
+        // Inflating into too small a buffer is an error, not a short block.
+        let short = block.len() - 1;
+        assert!(inflate_zlib(&body[..n], &mut back[..short]).is_err());
+        assert!(inflate_into(&body[..n], &mut back[..short]).is_err());
     }
 
     #[test]

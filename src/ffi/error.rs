@@ -99,6 +99,16 @@ pub extern "C" fn wb_version() -> *const c_char {
     VERSION.as_ptr()
 }
 
+/// The deflate implementation this library was built with: `"isal"` (ISA-L,
+/// the default build) or `"zlib-rs"` (pure Rust, built with cargo's
+/// `--no-default-features`). It compresses `best_speed` archives and inflates
+/// the library's own archives; both builds read and write the same format.
+/// The string is static and borrowed: never free it.
+#[no_mangle]
+pub extern "C" fn wb_deflate_backend() -> *const c_char {
+    crate::archive::gzip::DEFLATE_BACKEND.as_ptr()
+}
+
 /// The ABI version of the library (compare with `WB_ABI_VERSION`).
 #[no_mangle]
 pub extern "C" fn wb_abi_version() -> u32 {

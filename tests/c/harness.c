@@ -612,6 +612,14 @@ static void test_version_status(void) {
     CHECK(wb_version() == v, "wb_version() is not static");
     CHECK(wb_abi_version() == WB_ABI_VERSION, "wb_abi_version() = %u, header %u", wb_abi_version(),
           (unsigned)WB_ABI_VERSION);
+    const char *deflate = wb_deflate_backend();
+    CHECK(deflate != NULL && (strcmp(deflate, "isal") == 0 || strcmp(deflate, "zlib-rs") == 0),
+          "wb_deflate_backend() = %s, want isal or zlib-rs", deflate ? deflate : "(null)");
+    CHECK(wb_deflate_backend() == deflate, "wb_deflate_backend() is not static");
+    const char *want_deflate = getenv("WB_EXPECT_DEFLATE");
+    if (want_deflate != NULL && *want_deflate != '\0')
+        CHECK(deflate != NULL && strcmp(deflate, want_deflate) == 0,
+              "wb_deflate_backend() = %s, WB_EXPECT_DEFLATE = %s", deflate ? deflate : "(null)", want_deflate);
 
     static const struct {
         int32_t status;
@@ -1648,7 +1656,7 @@ int main(void) {
         return 2;
     }
 
-    run("version, abi, status names and HTTP codes", test_version_status);
+    run("version, abi, deflate backend, status names and HTTP codes", test_version_status);
     run("NULL objects, *_free(NULL), cancel tokens", test_null_objects);
     run("wb_engine_new: NULL, bad JSON, unknown and ill-typed keys", test_engine_new);
 

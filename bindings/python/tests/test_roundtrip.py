@@ -22,6 +22,16 @@ def test_library_is_loaded() -> None:
     assert wb.ABI_VERSION == 1
 
 
+def test_deflate_backend_names_the_build() -> None:
+    """One of the two builds; with WB_EXPECT_DEFLATE set (when testing the
+    pure-Rust build, say), exactly that one."""
+    backend = wb.deflate_backend()
+    assert backend in ("isal", "zlib-rs")
+    want = os.environ.get("WB_EXPECT_DEFLATE")
+    if want:
+        assert backend == want
+
+
 def test_backup_restore_delete_round_trip(node: Node, engine: wb.Engine) -> None:
     files = {"a.txt": "alpha", "plugins/p.jar": os.urandom(100_000), "world/region/r.0.0.mca": b"\x01" * 70_000}
     server = node.server(files)

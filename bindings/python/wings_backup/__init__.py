@@ -36,6 +36,13 @@ def library_version() -> str:
     return str(LIB.wb_version().decode())
 
 
+def deflate_backend() -> str:
+    """The deflate the loaded library was built with: ``"isal"`` (ISA-L, the
+    default build) or ``"zlib-rs"`` (pure Rust, cargo ``--no-default-features``).
+    Both read and write the same archives."""
+    return str(LIB.wb_deflate_backend().decode())
+
+
 __all__ = [
     "ABI_VERSION",
     "LIBRARY_PATH",
@@ -58,5 +65,6 @@ __all__ = [
     "WingsBackupError",
     "archive_create",
     "archive_extract",
+    "deflate_backend",
     "library_version",
 ]

@@ -51,6 +51,7 @@ _I32 = ctypes.c_int32
 _PROTOTYPES = {
     "wb_abi_version": (ctypes.c_uint32, []),
     "wb_version": (_STR, []),
+    "wb_deflate_backend": (_STR, []),
     "wb_status_name": (_STR, [_I32]),
     "wb_status_http": (ctypes.c_uint16, [_I32]),
     "wb_error_status": (_I32, [_P]),
