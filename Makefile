@@ -39,7 +39,15 @@ DATADIR ?= $(PREFIX)/share/wings-backup
 # What a program linking the static library also needs (rustc's native-static-libs).
 PRIVATE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
-.PHONY: build deps deps-test lib header go-host serve test test-rust test-header test-c \
+# ISAL=0 builds without ISA-L (pure-Rust deflate, no nasm or autotools needed).
+ISAL ?= 1
+CARGO_FEATURES := $(if $(filter 0,$(ISAL)),--no-default-features)
+export ISAL
+# The pure-Rust build that `make test` also tests, beside the default one.
+PURE_DIR := target/pure
+PURE_LIB := $(ROOT)/$(PURE_DIR)/release
+
+.PHONY: build deps deps-test lib lib-pure header go-host serve test test-rust test-pure test-c \
 	test-go test-python test-conformance test-install install uninstall bench fuzz lint clean
 
 build: lib go-host
@@ -53,7 +61,7 @@ deps-test:
 # The SONAME is libwings_backup.so.$(SOVERSION) (build.rs): programs linked in
 # the checkout find it through the symlink beside the library.
 lib: deps
-	cargo build --release --lib
+	cargo build --release --lib $(CARGO_FEATURES)
 	ln -sf libwings_backup.so target/release/libwings_backup.so.$(SOVERSION)
 	@mkdir -p target/pkgconfig
 	@$(call write_pc,$(ROOT),$(ROOT)/target/release,$(ROOT)/include,-Wl$(comma)-rpath$(comma)$${libdir}) \
@@ -67,7 +75,7 @@ write_pc = sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@INCLUDEDIR@|$(
 
 # Rewrites include/wings_backup.h from src/ffi (commit the result).
 header:
-	WB_BLESS_HEADER=1 cargo build --release --lib
+	WB_BLESS_HEADER=1 cargo build --release --lib $(CARGO_FEATURES)
 
 go-host: lib
 	cd examples/go-host && go build -o $(ROOT)/$(GO_HOST) .
@@ -75,11 +83,30 @@ go-host: lib
 serve: build
 	./scripts/serve.sh
 
-test: deps-test build test-rust test-c test-go test-python test-wheel test-conformance test-install
+test: deps-test build test-rust test-c test-go test-python test-wheel test-conformance test-install \
+	test-pure
 	@echo "all tests passed"
 
 test-rust:
-	cargo test --release
+	cargo test --release $(CARGO_FEATURES)
+
+# The build without ISA-L: its Rust tests, and the C harness, Go and Python
+# binding tests against its library (WB_EXPECT_DEFLATE proves which one loaded).
+lib-pure:
+	CARGO_TARGET_DIR=$(PURE_DIR) cargo build --release --no-default-features --lib
+	ln -sf libwings_backup.so $(PURE_DIR)/release/libwings_backup.so.$(SOVERSION)
+
+test-pure: lib lib-pure
+	! cargo tree --no-default-features -e normal | grep -i isal
+	CARGO_TARGET_DIR=$(PURE_DIR) cargo test --release --no-default-features
+	@mkdir -p target/c
+	$(CC) $(C_FLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer tests/c/harness.c \
+	  -o target/c/harness-pure-asan -L$(PURE_LIB) -Wl,-rpath,$(PURE_LIB) -lwings_backup -lpthread
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  WB_EXPECT_DEFLATE=zlib-rs ./target/c/harness-pure-asan
+	cd bindings/go && LD_LIBRARY_PATH=$(PURE_LIB) WB_EXPECT_DEFLATE=zlib-rs go test -count=1 ./...
+	cd bindings/python && WINGS_BACKUP_LIB=$(PURE_LIB)/libwings_backup.so WB_EXPECT_DEFLATE=zlib-rs \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider --ignore=tests/test_packaging.py tests
 
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -g -I$(ROOT)/include
 C_LINK := -L$(ROOT)/target/release -Wl,-rpath,$(ROOT)/target/release -lwings_backup -lpthread
@@ -163,6 +190,7 @@ fuzz:
 lint:
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(PURE_DIR) cargo clippy --release --all-targets --no-default-features -- -D warnings
 	test -z "$$(gofmt -l bindings/go examples/go-host)"
 	cd bindings/go && go vet ./...
 	cd examples/go-host && go vet ./...

@@ -67,6 +67,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     else
         echo "install-deps: missing Debian packages: ${missing[*]}; install them with:" >&2
         echo "    sudo apt-get install -y ${missing[*]}" >&2
+        if [ "${ISAL:-1}" != 0 ]; then
+            echo "(or build without ISA-L, which needs neither nasm nor the autotools: make ISAL=0 ...)" >&2
+        fi
         exit 1
     fi
 fi
