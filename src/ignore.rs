@@ -36,6 +36,13 @@ pub struct IgnoreRules {
     patterns: Vec<Pattern>,
 }
 
+/// How many patterns `matches_unless` tries between two questions to `stop`.
+const STOP_CHECK_PATTERNS: usize = 16;
+
+/// How many bytes of text a glob of 64 steps or more reads between two
+/// questions to `stop`.
+const STOP_CHECK_BYTES: usize = 64;
+
 /// Largest `.pteroignore` honoured, as in Wings.
 pub const IGNORE_FILE_MAX: u64 = 32 * 1024;
 
@@ -69,24 +76,41 @@ impl IgnoreRules {
     /// Callers walking a tree prune ignored directories, so ancestors are
     /// already known not to be ignored.
     pub fn matches(&self, path: &[u8], is_dir: bool) -> bool {
+        self.matches_unless(path, is_dir, &|| false)
+            .unwrap_or(false)
+    }
+
+    /// `matches`, giving up (`None`) once `stop` answers true. It is asked
+    /// between patterns: with many patterns and a long path, one answer can
+    /// take a while, even though each pattern takes time bounded by its
+    /// length times the path's.
+    pub fn matches_unless(
+        &self,
+        path: &[u8],
+        is_dir: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<bool> {
         let basename = match path.iter().rposition(|b| *b == b'/') {
             Some(slash) => &path[slash + 1..],
             None => path,
         };
-        for p in self.patterns.iter().rev() {
+        for (i, p) in self.patterns.iter().rev().enumerate() {
+            if i % STOP_CHECK_PATTERNS == STOP_CHECK_PATTERNS - 1 && stop() {
+                return None;
+            }
             if p.dir_only && !is_dir {
                 continue;
             }
             let hit = if p.basename_only {
-                p.matches_basename(basename)
+                p.matches_basename(basename, stop)?
             } else {
-                p.matches_path(path)
+                p.matches_path(path, stop)?
             };
             if hit {
-                return !p.negated;
+                return Some(!p.negated);
             }
         }
-        false
+        Some(false)
     }
 
     /// Whether `path` is ignored, itself or through an ignored parent
@@ -166,17 +190,17 @@ impl Pattern {
         })
     }
 
-    fn matches_basename(&self, name: &[u8]) -> bool {
+    fn matches_basename(&self, name: &[u8], stop: &dyn Fn() -> bool) -> Option<bool> {
         if self.literal_prefix == self.glob.len() {
-            return self.glob == name;
+            return Some(self.glob == name);
         }
-        self.compiled.matches(name)
+        self.compiled.matches_unless(name, stop)
     }
 
     /// Anchored match against the whole relative path. Like git, a literal
     /// prefix is compared first and only the rest goes through the glob
     /// matcher, which matters for `**` right after the prefix.
-    fn matches_path(&self, path: &[u8]) -> bool {
+    fn matches_path(&self, path: &[u8], stop: &dyn Fn() -> bool) -> Option<bool> {
         let mut glob = &self.glob[..];
         let mut prefix = self.literal_prefix;
         if glob.first() == Some(&b'/') {
@@ -186,11 +210,11 @@ impl Pattern {
         let mut name = path;
         if prefix > 0 {
             if prefix > name.len() || glob[..prefix] != name[..prefix] {
-                return false;
+                return Some(false);
             }
             name = &name[prefix..];
         }
-        self.compiled.matches(name)
+        self.compiled.matches_unless(name, stop)
     }
 }
 
@@ -455,7 +479,14 @@ impl Glob {
 
     /// Whether the whole of `text` matches.
     pub fn matches(&self, text: &[u8]) -> bool {
-        match &self.form {
+        self.matches_unless(text, &|| false).unwrap_or(false)
+    }
+
+    /// `matches`, giving up (`None`) once `stop` answers true; it is asked
+    /// now and then only for globs of 64 steps or more, the ones that can
+    /// take long on a long text.
+    pub fn matches_unless(&self, text: &[u8], stop: &dyn Fn() -> bool) -> Option<bool> {
+        Some(match &self.form {
             Form::Never => false,
             Form::Literal(bytes) => same(text, bytes),
             Form::Wild {
@@ -468,19 +499,19 @@ impl Glob {
                     || !same(&text[text.len() - tail.len()..], tail)
                     || !same(&text[..head.len()], head)
                 {
-                    return false;
+                    return Some(false);
                 }
                 let text = &text[head.len()..text.len() - tail.len()];
                 if !contains.is_empty() && !find(text, contains) {
-                    return false;
+                    return Some(false);
                 }
                 match middle {
                     Middle::AnyOf(set) => text.iter().all(|c| set.contains(*c)),
                     Middle::Small(nfa) => nfa.matches(text),
-                    Middle::Large(steps) => simulate(steps, text),
+                    Middle::Large(steps) => simulate(steps, text, stop)?,
                 }
             }
-        }
+        })
     }
 }
 
@@ -528,8 +559,9 @@ fn close(steps: &[Step], bits: &mut [u64]) {
     }
 }
 
-/// The general form of `SmallNfa::matches`, for globs of any length.
-fn simulate(steps: &[Step], text: &[u8]) -> bool {
+/// The general form of `SmallNfa::matches`, for globs of any length; `None`
+/// if `stop` said so (it is asked every `STOP_CHECK_BYTES` bytes).
+fn simulate(steps: &[Step], text: &[u8], stop: &dyn Fn() -> bool) -> Option<bool> {
     // States 0..=steps.len(); the last one is "matched".
     let accept = steps.len();
     let words = accept / 64 + 1;
@@ -537,7 +569,10 @@ fn simulate(steps: &[Step], text: &[u8]) -> bool {
     let mut next = vec![0u64; words];
     set_bit(&mut cur, 0);
     close(steps, &mut cur);
-    for &c in text {
+    for (n, &c) in text.iter().enumerate() {
+        if n % STOP_CHECK_BYTES == STOP_CHECK_BYTES - 1 && stop() {
+            return None;
+        }
         next.fill(0);
         let mut alive = false;
         for (w, &word) in cur.iter().enumerate() {
@@ -559,12 +594,12 @@ fn simulate(steps: &[Step], text: &[u8]) -> bool {
             }
         }
         if !alive {
-            return false;
+            return Some(false);
         }
         close(steps, &mut next);
         std::mem::swap(&mut cur, &mut next);
     }
-    cur[accept / 64] & (1 << (accept % 64)) != 0
+    Some(cur[accept / 64] & (1 << (accept % 64)) != 0)
 }
 
 /// Translates git's glob syntax into steps, reading it the way git's
