@@ -12,6 +12,15 @@
 //! globset was the first candidate, but its syntax has `{a,b}` alternation and
 //! lacks `[:class:]` names and git's `**` rules, so it gives different answers
 //! than git on such patterns; this module matches git byte for byte instead.
+//!
+//! The ignore file is written by the server's user, so matching must not be
+//! a way to stall a backup: git's matcher backtracks and takes exponential
+//! time on globs like `**/a/**/a/**/a/**/a/**/b` over a deep path. Here each
+//! glob is compiled once into a list of steps, read the way git reads it, and
+//! matched by following every possible position at once (an NFA simulation):
+//! time at most proportional to the glob's length times the path's, whatever
+//! the glob. Quick literal tests (head, tail, a run the text must contain)
+//! answer most paths before that.
 
 /// One parsed ignore line.
 #[derive(Clone, Debug)]
@@ -272,7 +281,9 @@ impl ByteSet {
 /// glob matches in time proportional to its length times the text's length,
 /// however many `*` and `**` it holds. git's `wildmatch` backtracks and can
 /// take exponential time on globs such as `**/a/**/a/**/a/**/b`; its early
-/// aborts only prune attempts that cannot succeed, so the answers agree.
+/// aborts only prune attempts that cannot succeed (in pathname mode, and on
+/// a single component otherwise), so the answers agree: the oracle tests
+/// compare them with `git check-ignore`.
 #[derive(Clone, Debug)]
 enum Step {
     /// Exactly one byte of the set.
@@ -752,7 +763,11 @@ fn compile_bracket(g: &[u8], mut p: usize, pathname: bool) -> Option<(ByteSet, u
 }
 
 /// git's glob match of the whole `text` (compiles the glob each time; the
-/// ignore rules compile theirs once).
+/// ignore rules compile theirs once). Without `pathname`, `text` is taken to
+/// be one path component, as in the ignore rules' basename matches: git's
+/// early aborts can refuse a match there when a `/` in the text is matched
+/// by `?` or a bracket expression next to a `**` that is not a segment of its
+/// own, and this matcher does not copy that quirk.
 pub fn wildmatch(glob: &[u8], text: &[u8], pathname: bool) -> bool {
     Glob::new(glob, pathname).matches(text)
 }
@@ -847,6 +862,57 @@ mod tests {
                 "rules {rules:?} path {path:?} dir {is_dir}"
             );
         }
+    }
+
+    /// The glob from issue 15: exponential for a backtracking matcher over
+    /// a deep path, answered here in time linear in the path.
+    #[test]
+    fn hostile_glob_over_deep_paths() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rules = IgnoreRules::parse(b"**/a/**/a/**/a/**/a/**/a/**/a/**/b");
+            let deep = "a/".repeat(100);
+            let answers = [
+                rules.matches(format!("{deep}b").as_bytes(), false),
+                rules.matches(format!("{deep}xb").as_bytes(), false),
+                rules.matches(format!("{deep}c").as_bytes(), false),
+                rules.matches(deep.trim_end_matches('/').as_bytes(), true),
+                rules.matches(format!("{}b", "a/".repeat(5)).as_bytes(), false),
+                rules.matches(format!("{}b", "a/".repeat(6)).as_bytes(), false),
+                rules.matches(format!("{}b", "a/b/".repeat(6)).as_bytes(), false),
+            ];
+            let _ = tx.send(answers);
+        });
+        let answers = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("answered within 10 s");
+        assert_eq!(answers, [true, false, false, false, false, true, true]);
+    }
+
+    /// Globs of 64 steps or more take the general simulation, which also
+    /// gives up when told to stop, as do rules between patterns.
+    #[test]
+    fn long_globs_and_stopping() {
+        let glob = Glob::new("a*".repeat(40).as_bytes(), true);
+        assert!(matches!(
+            glob.form,
+            Form::Wild {
+                middle: Middle::Large(_),
+                ..
+            }
+        ));
+        assert!(glob.matches("a".repeat(40).as_bytes()));
+        assert!(glob.matches("ab".repeat(40).as_bytes()));
+        assert!(!glob.matches("a".repeat(39).as_bytes()));
+        assert!(!glob.matches(format!("{}/", "a".repeat(40)).as_bytes()));
+        let text = "a".repeat(1000);
+        assert_eq!(glob.matches_unless(text.as_bytes(), &|| false), Some(true));
+        assert_eq!(glob.matches_unless(text.as_bytes(), &|| true), None);
+
+        let rules = IgnoreRules::parse("x*y\n".repeat(100).as_bytes());
+        assert_eq!(rules.matches_unless(b"xz", false, &|| true), None);
+        assert_eq!(rules.matches_unless(b"xzy", false, &|| false), Some(true));
+        assert_eq!(rules.matches_unless(b"xz", false, &|| false), Some(false));
     }
 
     #[test]
