@@ -248,3 +248,100 @@ fn matches_git_check_ignore() {
         mismatches[..mismatches.len().min(20)].join("\n")
     );
 }
+
+/// Globs with many `**` over deep paths, the shape on which git's
+/// backtracking matcher takes exponential time (kept small enough here for
+/// git to answer quickly): the answers must still be git's.
+#[test]
+fn many_double_stars_over_deep_paths_match_git() {
+    const COMPONENTS: &[&str] = &["a", "b", "ab", "ba"];
+    const GLOB_PARTS: &[&str] = &["**", "**", "a", "b", "*", "a*", "*b", "?", "[ab]", "ab"];
+    let base = std::env::temp_dir().join(format!("wb-ignore-deep-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base).unwrap();
+    let excludes = std::env::temp_dir().join(format!("wb-ignore-deep-{}.txt", std::process::id()));
+
+    let mut compared = 0;
+    let mut ignored = 0;
+    let mut mismatches = Vec::new();
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+        let root = base.join(format!("t{seed}"));
+        fs::create_dir(&root).unwrap();
+        // One chain of directories, with a file beside each.
+        let mut paths: Vec<(String, bool)> = Vec::new();
+        let mut dir = String::new();
+        for _ in 0..(8 + rng.below(17)) {
+            let name = rng.pick(COMPONENTS);
+            let file = rng.pick(&["a", "b", "c", "ab"]);
+            if file != name {
+                let rel = if dir.is_empty() {
+                    file.to_string()
+                } else {
+                    format!("{dir}/{file}")
+                };
+                fs::write(root.join(&rel), b"x").unwrap();
+                paths.push((rel, false));
+            }
+            dir = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            fs::create_dir(root.join(&dir)).unwrap();
+            paths.push((dir.clone(), true));
+        }
+        let lines: Vec<String> = (0..1 + rng.below(3))
+            .map(|_| {
+                let mut stars = 0;
+                let parts: Vec<&str> = (0..3 + rng.below(6))
+                    .map(|_| loop {
+                        let part = rng.pick(GLOB_PARTS);
+                        if part != "**" || stars < 4 {
+                            stars += usize::from(part == "**");
+                            break part;
+                        }
+                    })
+                    .collect();
+                let mut line = parts.join("/");
+                if rng.chance(20) {
+                    line.insert(0, '!');
+                }
+                line
+            })
+            .collect();
+        let text = lines.join("\n");
+        fs::write(&excludes, &text).unwrap();
+        Command::new("git")
+            .args(["init", "-q"])
+            .arg(&root)
+            .status()
+            .unwrap();
+        let want = git_ignored(&root, &excludes, &paths);
+        let rules = IgnoreRules::parse(text.as_bytes());
+        for ((path, is_dir), want) in paths.iter().zip(want) {
+            compared += 1;
+            ignored += usize::from(want);
+            let got = rules.is_ignored(path.as_bytes(), *is_dir);
+            if got != want {
+                mismatches.push(format!(
+                    "seed {seed}: patterns {text:?} path {path:?} dir {is_dir}: git {want}, ours {got}"
+                ));
+            }
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+    let _ = fs::remove_dir_all(&base);
+    let _ = fs::remove_file(&excludes);
+    assert!(compared >= 1000, "only {compared} cases");
+    assert!(
+        ignored * 10 > compared && ignored * 10 < compared * 9,
+        "{ignored} of {compared} ignored"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} differ:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(20)].join("\n")
+    );
+}

@@ -15,6 +15,7 @@ use rustix::io::Errno;
 use crate::archive::header::{EntryMeta, Kind};
 use crate::error::{Error, Result};
 use crate::ignore::IgnoreRules;
+use crate::progress::Shared;
 use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
 
 /// An entry to archive. Regular files come with an open handle and the stat
@@ -51,6 +52,8 @@ pub struct TreeWalker<'a> {
     links: HashMap<(u64, u64), Vec<u8>>,
     pub skipped: Vec<Skipped>,
     pub skipped_count: u64,
+    /// Set when the walk must end early (a cancel, an error elsewhere).
+    stop: Option<&'a Shared>,
 }
 
 enum Found {
@@ -84,7 +87,29 @@ impl<'a> TreeWalker<'a> {
             links: HashMap::new(),
             skipped: Vec::new(),
             skipped_count: 0,
+            stop: None,
         })
+    }
+
+    /// Makes the walk watch `shared`: once it says stop, `next_item` fails
+    /// with `Cancelled` within one entry (or a few patterns of matching), even
+    /// in a directory whose entries are all ignored.
+    pub fn stop_when(&mut self, shared: &'a Shared) {
+        self.stop = Some(shared);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.is_some_and(|s| s.should_stop())
+    }
+
+    /// Whether the ignore rules leave `rel` out; `None` if the walk must stop.
+    fn ignored(&self, rel: &[u8], is_dir: bool) -> Option<bool> {
+        match self.stop {
+            Some(shared) => self
+                .ignore
+                .matches_unless(rel, is_dir, &|| shared.should_stop()),
+            None => Some(self.ignore.matches(rel, is_dir)),
+        }
     }
 
     fn skip(&mut self, path: Vec<u8>, reason: impl Into<String>) {
@@ -100,6 +125,9 @@ impl<'a> TreeWalker<'a> {
     /// The next entry, or `None` at the end of the walk.
     pub fn next_item(&mut self) -> Result<Option<WalkItem>> {
         loop {
+            if self.should_stop() {
+                return Err(Error::cancelled());
+            }
             let depth = self.stack.len();
             let Some(frame) = self.stack.top_mut() else {
                 return Ok(None);
@@ -211,7 +239,8 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignore.matches(rel, false) {
+        if self.ignored(rel, false) != Some(false) {
+            // Ignored, or the walk is stopping (`next_item` then says so).
             return Ok(Found::Skip);
         }
         let fd = safe_fs::open_file(dir, name)?;
@@ -251,7 +280,8 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignore.matches(rel, true) {
+        if self.ignored(rel, true) != Some(false) {
+            // Ignored, or the walk is stopping (`next_item` then says so).
             return Ok(Found::Skip);
         }
         let fd = safe_fs::open_dir(dir, name)?;
@@ -282,7 +312,8 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignore.matches(rel, false) {
+        if self.ignored(rel, false) != Some(false) {
+            // Ignored, or the walk is stopping (`next_item` then says so).
             return Ok(Found::Skip);
         }
         let st = safe_fs::lstat_at(dir, name)?;
@@ -302,7 +333,8 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignore.matches(rel, false) {
+        if self.ignored(rel, false) != Some(false) {
+            // Ignored, or the walk is stopping (`next_item` then says so).
             return Ok(Found::Skip);
         }
         let st = safe_fs::lstat_at(dir, name)?;

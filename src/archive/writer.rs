@@ -107,7 +107,8 @@ pub fn write_archive(
     } else {
         None
     };
-    let walker = TreeWalker::new(root, ignore)?;
+    let mut walker = TreeWalker::new(root, ignore)?;
+    walker.stop_when(&shared);
 
     let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(pool_size);
     for _ in 0..pool_size {
@@ -243,6 +244,8 @@ fn walk_ahead(mut walker: TreeWalker<'_>, tx: SyncSender<Walked>, shared: &Share
                 let skipped = std::mem::take(&mut walker.skipped);
                 Some(Walked::End(skipped, walker.skipped_count))
             }
+            // Stopped by a cancel or an error elsewhere: that is the error.
+            Err(_) if shared.should_stop() => return,
             Err(e) => Some(Walked::Failed(e)),
         };
         if !batch.is_empty() {
