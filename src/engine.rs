@@ -128,8 +128,6 @@ impl Engine {
     ) -> Result<String> {
         let request = self.check_create(server, request_json)?;
         let root = self.server_root(server)?;
-        // A call cancelled before it starts is not accepted.
-        ctl.check()?;
         let mut ticket = self.ops.admit(server, Kind::Backup, Some(&request.uuid))?;
         // Re-check under the hold: another call may have finished this uuid.
         if self.store.exists(&request.uuid) {
@@ -266,7 +264,6 @@ impl Engine {
         let request = self.check_restore(server, backup, request_json)?;
         let backup = backup_uuid(backup)?;
         let root = self.server_root(server)?;
-        ctl.check()?;
         let mut ticket = self.ops.admit(server, Kind::Restore, None)?;
         ctl.also_cancelled_by(ticket.token());
         let outcome = ctl
