@@ -72,7 +72,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.compressionLevel, "compression-level", "best_speed", "none, best_speed or best_compression")
 	fs.Uint64Var(&o.writeLimit, "write-limit", 0, "archive write (and restore read) limit in `MiB`/s, 0 = unlimited")
 	fs.Uint64Var(&o.diskLimit, "disk-limit", 0, "`BYTES` a server's files may take after a restore, 0 = no limit")
-	fs.Uint64Var(&o.maxBackups, "max-running-backups", 4, "backups that run at once (`N`, at least 1); more wait, accepted, for a slot")
+	fs.Uint64Var(&o.maxBackups, "max-running-backups", 4, "backups that run at once (`N`, 1 to 1024); more wait, accepted, for a slot")
 	fs.StringVar(&o.owner, "owner", "", "`UID:GID` that owns restored files")
 	fs.StringVar(&o.allowlist, "restore-host-allowlist", "", "comma-separated hosts, IPs or CIDRs an s3 restore may download from although private (`LIST`)")
 	fs.BoolVar(&o.asyncRestore, "async-restore", false, "answer restores with 202 once started and run them in the background (Wings behaviour)")

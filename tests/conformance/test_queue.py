@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
+import requests
 
 from conftest import REPO, Host, host_command, start_host, stop_host
 from helpers import assert_error, create_body, demo_tree, leftovers, new_id, temporary_files, wait_archive, wait_until
@@ -42,7 +43,7 @@ def running(host: Host, backup: str) -> bool:
     return bool(files_of(host, backup))
 
 
-def post(host: Host, server: str, backup: str):  # type: ignore[no-untyped-def]
+def post(host: Host, server: str, backup: str) -> requests.Response:
     return host.request("POST", f"/api/servers/{server}/backup", body=create_body(backup))
 
 
