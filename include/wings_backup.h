@@ -248,6 +248,15 @@ int32_t wb_backup_create_check(const struct wb_engine *engine,
  * `{"checksum","checksum_type","size","successful","parts"}` plus `files`,
  * `changed` (files that changed while read) and `skipped`; free it with
  * `wb_string_free`. `progress`, `userdata` and `cancel` may be NULL.
+ *
+ * Node policy: while `max_running_backups` backups run, the call is still
+ * accepted (`WB_PHASE_STARTED`, holding the server and the uuid) and then
+ * waits for a slot, oldest first; cancelling it (its token, or
+ * `wb_backup_delete` of its uuid) ends the wait with `WB_CANCELLED`. A
+ * second create of a queued or running uuid, or on a busy server, is
+ * `WB_CONFLICT`; after `wb_engine_cancel_all` it is `WB_CANCELLED`. The
+ * server and the slot are given back before the Panel is told
+ * (`WB_PHASE_REPORT`).
  */
 int32_t wb_backup_create(const struct wb_engine *engine,
                          const char *server_uuid,
@@ -288,8 +297,9 @@ int32_t wb_backup_restore(const struct wb_engine *engine,
 
 /**
  * Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
- * is none. A backup of that uuid still being created is cancelled, its
- * partial file removed, and the call succeeds.
+ * is none. A backup of that uuid still being created, or waiting for a
+ * slot, is cancelled, its partial file removed, and the call succeeds (it
+ * waits up to 60 s for the backup to stop, else `WB_INTERNAL`).
  */
 int32_t wb_backup_delete(const struct wb_engine *engine,
                          const char *server_uuid,
@@ -317,8 +327,9 @@ void wb_cancel_free(struct wb_cancel *cancel);
  * `data_directory`, `backup_directory`, `compression_level` (`"none"`,
  * `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
  * (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),
- * `restore_host_allowlist` (hosts, IPs, CIDRs), `upload_concurrency`, and
- * `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
+ * `restore_host_allowlist` (hosts, IPs, CIDRs), `upload_concurrency`,
+ * `max_running_backups` (backups running at once, default 4; more wait,
+ * accepted, inside `wb_backup_create`), and `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
  * ill-typed keys are `WB_INVALID_ARGUMENT` naming the key. Creating an
  * engine removes abandoned temporary archives and finishes or undoes
  * restores that a crash interrupted.
@@ -344,6 +355,16 @@ int32_t wb_engine_send_pending_reports(const struct wb_engine *engine,
                                        const struct wb_cancel *cancel,
                                        char **summary_json,
                                        struct wb_error **err);
+
+/**
+ * Cancels every backup and restore of this engine in progress (queued,
+ * running, or still telling the Panel, whose report is then parked for the
+ * next start) and refuses new ones from now on with `WB_CANCELLED` ("The
+ * node is shutting down."); deletes still work. Each cancelled call returns
+ * `WB_CANCELLED` promptly, its partial files removed. For a host shutting
+ * down; safe from any thread, and more than once. NULL is a no-op.
+ */
+void wb_engine_cancel_all(const struct wb_engine *engine);
 
 /**
  * The status of an error (`WB_INTERNAL` for NULL).

@@ -178,7 +178,7 @@ impl TempArchive {
         let to = final_path.file_name().unwrap_or_default();
         use rustix::fs::{linkat, renameat, renameat_with, statat, unlinkat, AtFlags};
         use rustix::io::Errno;
-        let exists = || Error::conflict("a backup with this uuid already exists");
+        let exists = || Error::conflict(crate::operations::MSG_UUID_EXISTS);
         let failed = |e: Errno| Error::os("publishing the archive", e);
         if replace {
             renameat(&dir_fd, from, &dir_fd, to).map_err(failed)?;

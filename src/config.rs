@@ -93,6 +93,8 @@ pub struct EngineConfig {
     pub panel: Option<PanelConfig>,
     /// S3 parts in flight at once (a Panel's `max_concurrent_uploads` can lower it).
     pub upload_concurrency: usize,
+    /// Backups that run at once; more wait, accepted, for a free slot.
+    pub max_running_backups: usize,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +110,7 @@ impl Default for EngineConfig {
             restore_host_allowlist: Vec::new(),
             panel: None,
             upload_concurrency: 4,
+            max_running_backups: 4,
         }
     }
 }
@@ -141,6 +144,10 @@ impl EngineConfig {
                 "upload_concurrency" => {
                     config.upload_concurrency = unsigned(key, value, 64)?.max(1) as usize
                 }
+                "max_running_backups" => match unsigned(key, value, 1024)? {
+                    0 => return Err(type_error(key, "an integer from 1 to 1024")),
+                    n => config.max_running_backups = n as usize,
+                },
                 "owner" => config.owner = owner(value)?,
                 "restore_host_allowlist" => config.restore_host_allowlist = allowlist(value)?,
                 "panel" => config.panel = panel(value)?,
@@ -309,6 +316,7 @@ mod tests {
             (r#"{"nope":1}"#, "nope"),
             (r#"{"write_limit":"x"}"#, "write_limit"),
             (r#"{"threads":-1}"#, "threads"),
+            (r#"{"max_running_backups":0}"#, "max_running_backups"),
             (r#"{"compression_level":"fast"}"#, "compression_level"),
             (r#"{"owner":{"uid":1}}"#, "owner"),
             (r#"{"owner":{"uid":1,"gid":2,"x":3}}"#, "owner.x"),

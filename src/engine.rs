@@ -2,11 +2,8 @@
 //! 4, 6), their validation, and the guard that lets only one backup or restore
 //! hold a server at a time.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -15,6 +12,7 @@ use crate::backup_store::BackupStore;
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
+use crate::operations::{Kind, Operations};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::request::{backup_uuid, canonical_uuid, Adapter, CreateRequest, RestoreRequest};
@@ -22,46 +20,12 @@ use crate::restore::restore_stream;
 use crate::restore_target::{self, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
 
-/// What holds a server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Hold {
-    Backup,
-    Restore,
-}
-
-#[derive(Default)]
-struct State {
-    /// Server uuid -> the operation holding it.
-    servers: HashMap<String, Hold>,
-    /// Running backups: uuid -> the token that cancels it (DELETE uses it).
-    backups: HashMap<String, Arc<CancelToken>>,
-}
-
 pub struct Engine {
     config: EngineConfig,
     store: BackupStore,
     panel: Option<PanelClient>,
-    state: Mutex<State>,
-    /// Signalled whenever an operation releases its hold.
-    released: Condvar,
-}
-
-/// Releases a server (and a running backup's uuid) when dropped.
-struct HoldGuard<'e> {
-    engine: &'e Engine,
-    server: String,
-    backup: Option<String>,
-}
-
-impl Drop for HoldGuard<'_> {
-    fn drop(&mut self) {
-        let mut state = self.engine.lock_state();
-        state.servers.remove(&self.server);
-        if let Some(b) = &self.backup {
-            state.backups.remove(b);
-        }
-        self.engine.released.notify_all();
-    }
+    /// What runs and waits, and the node's policy over it.
+    ops: Operations,
 }
 
 impl Engine {
@@ -80,11 +44,10 @@ impl Engine {
             .as_ref()
             .map(|p| PanelClient::new(p, &config.backup_directory));
         let engine = Engine {
+            ops: Operations::new(config.max_running_backups),
             config,
             store,
             panel,
-            state: Mutex::new(State::default()),
-            released: Condvar::new(),
         };
         engine.recover_all_servers();
         Ok(engine)
@@ -92,12 +55,6 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
-    }
-
-    fn lock_state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps inconsistent
-        // (each update is a single insert or remove), so keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn recover_all_servers(&self) {
@@ -134,57 +91,6 @@ impl Engine {
         safe_fs::open_trusted_dir(root).map_err(|e| Error::os("opening the server directory", e))
     }
 
-    /// Takes the server for an operation, or fails with a conflict.
-    fn hold(
-        &self,
-        server: &str,
-        what: Hold,
-        backup: Option<(&str, Arc<CancelToken>)>,
-    ) -> Result<HoldGuard<'_>> {
-        let mut state = self.lock_state();
-        if let Some((uuid, _)) = &backup {
-            if state.backups.contains_key(*uuid) {
-                return Err(Error::conflict(
-                    "a backup with this uuid is already running",
-                ));
-            }
-        }
-        if let Some(current) = state.servers.get(server) {
-            let doing = match current {
-                Hold::Backup => "a backup",
-                Hold::Restore => "a restore",
-            };
-            return Err(Error::conflict(format!(
-                "{doing} is already running for this server"
-            )));
-        }
-        state.servers.insert(server.to_string(), what);
-        let backup = backup.map(|(uuid, token)| {
-            state.backups.insert(uuid.to_string(), token);
-            uuid.to_string()
-        });
-        Ok(HoldGuard {
-            engine: self,
-            server: server.to_string(),
-            backup,
-        })
-    }
-
-    fn busy_error(&self, server: &str, backup: Option<&str>) -> Option<Error> {
-        let state = self.lock_state();
-        if let Some(b) = backup {
-            if state.backups.contains_key(b) {
-                return Some(Error::conflict(
-                    "a backup with this uuid is already running",
-                ));
-            }
-        }
-        state
-            .servers
-            .contains_key(server)
-            .then(|| Error::conflict("another backup or restore is running for this server"))
-    }
-
     /// Validates a create request without starting it (what a host checks
     /// before answering 202).
     pub fn check_create(&self, server: &str, request_json: &str) -> Result<CreateRequest> {
@@ -192,11 +98,9 @@ impl Engine {
         let request = CreateRequest::parse(request_json)?;
         self.check_create_adapter(request.adapter)?;
         if self.store.exists(&request.uuid) {
-            return Err(Error::conflict("a backup with this uuid already exists"));
+            return Err(Error::conflict(crate::operations::MSG_UUID_EXISTS));
         }
-        if let Some(e) = self.busy_error(server, Some(&request.uuid)) {
-            return Err(e);
-        }
+        self.ops.check(server, Some(&request.uuid))?;
         Ok(request)
     }
 
@@ -224,22 +128,19 @@ impl Engine {
     ) -> Result<String> {
         let request = self.check_create(server, request_json)?;
         let root = self.server_root(server)?;
-        let token = Arc::new(CancelToken::new());
-        let hold = self.hold(
-            server,
-            Hold::Backup,
-            Some((&request.uuid, Arc::clone(&token))),
-        )?;
+        let mut ticket = self.ops.admit(server, Kind::Backup, Some(&request.uuid))?;
         // Re-check under the hold: another call may have finished this uuid.
         if self.store.exists(&request.uuid) {
-            return Err(Error::conflict("a backup with this uuid already exists"));
+            return Err(Error::conflict(crate::operations::MSG_UUID_EXISTS));
         }
-        ctl.also_cancelled_by(token);
+        ctl.also_cancelled_by(ticket.token());
+        // Accepted; a backup with no free slot then waits for one.
         let outcome = ctl
             .report(Progress::at(Phase::Started))
+            .and_then(|_| ticket.wait_for_slot(ctl))
             .and_then(|_| self.run_backup(&request, &root, ctl));
-        // The server is free again while the Panel is told.
-        drop(hold);
+        // The server and the slot are free again while the Panel is told.
+        ticket.release_server();
         let report = match &outcome {
             Ok(done) => done.report.clone(),
             Err(_) => BackupReport::failed(),
@@ -347,9 +248,7 @@ impl Engine {
             }
             _ => {}
         }
-        if let Some(e) = self.busy_error(server, None) {
-            return Err(e);
-        }
+        self.ops.check(server, None)?;
         Ok(request)
     }
 
@@ -365,11 +264,12 @@ impl Engine {
         let request = self.check_restore(server, backup, request_json)?;
         let backup = backup_uuid(backup)?;
         let root = self.server_root(server)?;
-        let hold = self.hold(server, Hold::Restore, None)?;
+        let mut ticket = self.ops.admit(server, Kind::Restore, None)?;
+        ctl.also_cancelled_by(ticket.token());
         let outcome = ctl
             .report(Progress::at(Phase::Started))
             .and_then(|_| self.run_restore(&request, &backup, &root, ctl));
-        drop(hold);
+        ticket.release_server();
         if let Some(panel) = &self.panel {
             ctl.report_final(Progress::at(Phase::Report));
             // A report that cannot be delivered does not undo the restore.
@@ -438,29 +338,19 @@ impl Engine {
         }
     }
 
+    /// Refuses new backups and restores from now on and cancels every call
+    /// in progress (a host shutting down), see `Operations::cancel_all`.
+    pub fn cancel_all(&self) {
+        self.ops.cancel_all();
+    }
+
     /// Deletes the local archive of backup `backup`. A backup still being
-    /// created is cancelled first (its partial file is removed) and counts
-    /// as deleted.
+    /// created or waiting for a slot is cancelled first (its partial file is
+    /// removed) and counts as deleted.
     pub fn delete_backup(&self, server: &str, backup: &str) -> Result<()> {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
-        let running = self.lock_state().backups.get(&backup).cloned();
-        if let Some(token) = running {
-            token.trigger();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut state = self.lock_state();
-            while state.backups.contains_key(&backup) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::internal("the running backup did not stop in time"));
-                }
-                state = self
-                    .released
-                    .wait_timeout(state, left)
-                    .map(|(s, _)| s)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
-            drop(state);
+        if self.ops.cancel_backup(&backup)? {
             return match self.store.delete(&backup) {
                 Ok(())
                 | Err(Error {

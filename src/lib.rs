@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod ignore;
+pub mod operations;
 pub mod panel;
 pub mod progress;
 pub mod rate_limit;

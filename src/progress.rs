@@ -2,24 +2,44 @@
 //! long operation share.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// A cancel token: any thread may trigger it, at any time.
+/// A cancel token: any thread may trigger it, at any time. A token may be
+/// linked to others (`link`): triggering it triggers them too.
 #[derive(Debug, Default)]
-pub struct CancelToken(AtomicBool);
+pub struct CancelToken {
+    flag: AtomicBool,
+    linked: Mutex<Vec<Weak<CancelToken>>>,
+}
 
 impl CancelToken {
     pub fn new() -> CancelToken {
         CancelToken::default()
     }
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
+        let linked = std::mem::take(&mut *self.linked.lock().unwrap_or_else(|p| p.into_inner()));
+        for token in linked.iter().filter_map(Weak::upgrade) {
+            token.trigger();
+        }
     }
     pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.flag.load(Ordering::Relaxed)
+    }
+    /// Makes a trigger of this token trigger `other` too (at once if this
+    /// one is triggered already). Only a weak reference is kept.
+    pub fn link(&self, other: &Arc<CancelToken>) {
+        let mut linked = self.linked.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_triggered() {
+            drop(linked);
+            other.trigger();
+            return;
+        }
+        linked.retain(|w| w.strong_count() > 0);
+        linked.push(Arc::downgrade(other));
     }
 }
 
@@ -136,8 +156,13 @@ impl<'a> Control<'a> {
         self.callback.is_some()
     }
 
-    /// Adds a second token that also cancels the call.
-    pub fn also_cancelled_by(&mut self, token: std::sync::Arc<CancelToken>) {
+    /// Adds the engine's own token for this call (what a DELETE or
+    /// `wb_engine_cancel_all` triggers); the caller's token is linked to it,
+    /// so that it alone says whether the call is cancelled.
+    pub fn also_cancelled_by(&mut self, token: Arc<CancelToken>) {
+        if let Some(caller) = self.cancel {
+            caller.link(&token);
+        }
         self.internal = Some(token);
     }
 
@@ -187,10 +212,11 @@ impl<'a> Control<'a> {
         }
     }
 
-    /// The cancel token the caller gave, for work that must watch it
-    /// directly (network retries).
+    /// The token that cancels this call, for work that must watch it
+    /// directly (network retries): the engine's own when it has one (the
+    /// caller's is linked to it), else the caller's.
     pub fn cancel_token(&self) -> Option<&CancelToken> {
-        self.cancel
+        self.internal.as_deref().or(self.cancel)
     }
 
     /// Reports if enough time has passed since the last report, and checks

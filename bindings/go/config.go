@@ -27,6 +27,10 @@ type Config struct {
 	RestoreHostAllowlist []string `json:"restore_host_allowlist,omitempty"`
 	// UploadConcurrency is how many S3 parts are uploaded at once.
 	UploadConcurrency int `json:"upload_concurrency,omitempty"`
+	// MaxRunningBackups is how many backups run at once (0: the library's
+	// default, 4); more are accepted and wait, inside CreateBackup, for a
+	// slot.
+	MaxRunningBackups int `json:"max_running_backups,omitempty"`
 	// Panel, if set, is told the result of every backup and restore.
 	Panel *PanelConfig `json:"panel,omitempty"`
 }

@@ -234,8 +234,8 @@ func (e *Engine) RestoreBackup(ctx context.Context, serverUUID, backupUUID strin
 }
 
 // DeleteBackup deletes the local archive of backup backupUUID (ErrNotFound
-// if there is none). A backup of that uuid still being created is
-// cancelled, its partial file removed, and the call succeeds.
+// if there is none). A backup of that uuid still being created, or waiting
+// for a slot, is cancelled, its partial file removed, and the call succeeds.
 func (e *Engine) DeleteBackup(serverUUID, backupUUID string) error {
 	return e.with(func(ptr *C.wb_engine) error {
 		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
@@ -247,6 +247,18 @@ func (e *Engine) DeleteBackup(serverUUID, backupUUID string) error {
 		if status := C.wb_backup_delete(ptr, args[0], args[1], &cerr); status != C.WB_OK {
 			return takeError(status, cerr)
 		}
+		return nil
+	})
+}
+
+// CancelAll cancels every backup and restore of the engine in progress
+// (queued, running, or still telling the Panel, whose report is then parked)
+// and makes new ones fail with ErrCancelled ("The node is shutting down.");
+// DeleteBackup still works. For a host shutting down: each cancelled call
+// returns ErrCancelled promptly. After Close it does nothing.
+func (e *Engine) CancelAll() {
+	_ = e.with(func(ptr *C.wb_engine) error {
+		C.wb_engine_cancel_all(ptr)
 		return nil
 	})
 }

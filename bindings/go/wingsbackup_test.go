@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -674,5 +675,45 @@ func TestGCCleanup(t *testing.T) {
 			t.Fatalf("round %d: delete: %v", i, err)
 		}
 		runtime.GC()
+	}
+}
+
+// TestCancelAll: a running backup stops at once, its partial archive is
+// removed, and the engine refuses new work (what a host does at shutdown).
+func TestCancelAll(t *testing.T) {
+	n := newNode(t, wingsbackup.Config{WriteLimit: 1, MaxRunningBackups: 1})
+	server := slowServer(t, n)
+	archiving := make(chan struct{})
+	var once sync.Once
+	result := make(chan error, 1)
+	go func() {
+		_, err := n.engine.CreateBackup(context.Background(), server, createBody(newUUID()), func(p wingsbackup.Progress) bool {
+			if p.Phase == wingsbackup.PhaseArchive {
+				once.Do(func() { close(archiving) })
+			}
+			return true
+		})
+		result <- err
+	}()
+	select {
+	case <-archiving:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backup never reached the archive phase")
+	}
+	n.engine.CancelAll()
+	select {
+	case err := <-result:
+		if !errors.Is(err, wingsbackup.ErrCancelled) {
+			t.Fatalf("got %v, want ErrCancelled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("CancelAll did not stop the backup within 5s")
+	}
+	if names := backupDirNames(t, n.backups); len(names) != 0 {
+		t.Errorf("backup directory not clean after CancelAll: %v", names)
+	}
+	err := n.engine.CheckCreate(server, createBody(newUUID()))
+	if !errors.Is(err, wingsbackup.ErrCancelled) || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("create after CancelAll: %v", err)
 	}
 }

@@ -19,10 +19,6 @@ import (
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
 )
 
-// maxRunningBackups bounds the backups running at once; later ones wait,
-// already accepted, for a slot.
-const maxRunningBackups = 4
-
 // shutdownGrace bounds how long a signal waits for requests and operations.
 const shutdownGrace = 30 * time.Second
 
@@ -72,7 +68,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer stopSignals()
 	opsCtx, cancelOps := context.WithCancel(context.Background())
 	defer cancelOps()
-	ops := newOperations(opsCtx, engine, log, maxRunningBackups)
+	ops := newOperations(opsCtx, engine, log)
 	srv := &http.Server{
 		Handler: newServer(engine, ops, log, opts.token, opts.dataDir, opts.asyncRestore),
 		// A client that sends its request byte by byte is dropped once

@@ -28,6 +28,7 @@ type options struct {
 	compressionLevel string
 	writeLimit       uint64
 	diskLimit        uint64
+	maxBackups       uint64
 	owner            string
 	allowlist        string
 	asyncRestore     bool
@@ -71,6 +72,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.compressionLevel, "compression-level", "best_speed", "none, best_speed or best_compression")
 	fs.Uint64Var(&o.writeLimit, "write-limit", 0, "archive write (and restore read) limit in `MiB`/s, 0 = unlimited")
 	fs.Uint64Var(&o.diskLimit, "disk-limit", 0, "`BYTES` a server's files may take after a restore, 0 = no limit")
+	fs.Uint64Var(&o.maxBackups, "max-running-backups", 4, "backups that run at once (`N`, 1 to 1024); more wait, accepted, for a slot")
 	fs.StringVar(&o.owner, "owner", "", "`UID:GID` that owns restored files")
 	fs.StringVar(&o.allowlist, "restore-host-allowlist", "", "comma-separated hosts, IPs or CIDRs an s3 restore may download from although private (`LIST`)")
 	fs.BoolVar(&o.asyncRestore, "async-restore", false, "answer restores with 202 once started and run them in the background (Wings behaviour)")
@@ -114,6 +116,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 			return o, fmt.Errorf("--%s must not be empty", name)
 		}
 	}
+	if o.maxBackups < 1 || o.maxBackups > 1024 {
+		return o, errors.New("--max-running-backups must be from 1 to 1024")
+	}
 	if o.panelURL != "" && o.panelTokenID == "" {
 		return o, errors.New("--panel-url needs --panel-token-id")
 	}
@@ -148,6 +153,7 @@ type wingsConfig struct {
 		Backups struct {
 			CompressionLevel     string   `yaml:"compression_level"`
 			WriteLimit           *uint64  `yaml:"write_limit"`
+			MaxRunningBackups    *uint64  `yaml:"max_running_backups"`
 			RestoreHostAllowlist []string `yaml:"restore_host_allowlist"`
 		} `yaml:"backups"`
 	} `yaml:"system"`
@@ -161,6 +167,7 @@ var wingsConfigKeys = []string{
 	"api.host", "api.port", "api.ssl.enabled",
 	"system.data", "system.backup_directory", "system.user.uid", "system.user.gid",
 	"system.backups.compression_level", "system.backups.write_limit", "system.backups.restore_host_allowlist",
+	"system.backups.max_running_backups",
 }
 
 // ignoredConfigKeys lists, in file order, the dotted path of every key of
@@ -249,6 +256,10 @@ func (o *options) applyWingsConfig(path string, set map[string]bool) error {
 		o.writeLimit = *c.System.Backups.WriteLimit
 		o.sources["write-limit"] = "config"
 	}
+	if !set["max-running-backups"] && c.System.Backups.MaxRunningBackups != nil {
+		o.maxBackups = *c.System.Backups.MaxRunningBackups
+		o.sources["max-running-backups"] = "config"
+	}
 	if !set["owner"] && c.System.User.UID != nil && c.System.User.GID != nil {
 		o.owner = fmt.Sprintf("%d:%d", *c.System.User.UID, *c.System.User.GID)
 		o.sources["owner"] = "config"
@@ -284,12 +295,13 @@ func (o *options) engineConfig() (wingsbackup.Config, error) {
 		return wingsbackup.Config{}, err
 	}
 	cfg := wingsbackup.Config{
-		DataDirectory:    o.dataDir,
-		BackupDirectory:  o.backupDir,
-		CompressionLevel: o.compressionLevel,
-		WriteLimit:       o.writeLimit,
-		DiskLimit:        o.diskLimit,
-		Owner:            owner,
+		DataDirectory:     o.dataDir,
+		BackupDirectory:   o.backupDir,
+		CompressionLevel:  o.compressionLevel,
+		WriteLimit:        o.writeLimit,
+		DiskLimit:         o.diskLimit,
+		MaxRunningBackups: int(o.maxBackups),
+		Owner:             owner,
 	}
 	for _, h := range strings.Split(o.allowlist, ",") {
 		if h = strings.TrimSpace(h); h != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -187,36 +188,17 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, true
 }
 
-// create is POST /api/servers/:uuid/backup: validate, accept (202 once the
-// library has started, or once queued), back up in the background.
+// create is POST /api/servers/:uuid/backup: 202 once the library has
+// accepted the backup (it may then wait for a slot), in the background.
 func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _ []string) {
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	if err := s.engine.CheckCreate(server, body); err != nil {
-		writeEngineError(w, err)
-		return
-	}
-	// The library accepted the body, so it is a JSON object with a uuid.
-	// The key is matched exactly, as the library does (a struct field
-	// would also take "UUID").
-	var req map[string]json.RawMessage
-	var backup string
-	if err := json.Unmarshal(body, &req); err == nil {
-		err = json.Unmarshal(req["uuid"], &backup)
-	}
-	if backup == "" {
-		writeEngineError(w, errors.New("the request body has no uuid"))
-		return
-	}
-	op, err := s.ops.reserve("backup", server, strings.ToLower(backup))
-	if err != nil {
-		writeEngineError(w, err)
-		return
-	}
-	err = s.ops.start(op, func(op *operation) error {
-		details, err := s.engine.CreateBackup(op.ctx, server, body, op.progress)
+	var req struct{ UUID string } // for the log; the library reads the body
+	_ = json.Unmarshal(body, &req)
+	_, err := s.ops.start("backup", server, strings.ToLower(req.UUID), func(op *operation) error {
+		details, err := s.engine.CreateBackup(context.Background(), server, body, op.progress)
 		op.bytes, op.panelReport = uint64(details.Size), details.PanelReport
 		return err
 	})
@@ -228,26 +210,16 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _
 }
 
 // restore is POST /api/servers/:uuid/backup/:id/restore: 204 when restored
-// (or 202 once started, with --async-restore).
+// (or 202 once started, with --async-restore). A client that gives up does
+// not undo it halfway: only shutdown cancels it.
 func (s *server) restore(w http.ResponseWriter, r *http.Request, server string, parts []string) {
 	backup := parts[2]
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	if err := s.engine.CheckRestore(server, backup, body); err != nil {
-		writeEngineError(w, err)
-		return
-	}
-	op, err := s.ops.reserve("restore", server, strings.ToLower(backup))
-	if err != nil {
-		writeEngineError(w, err)
-		return
-	}
-	// The restore is not tied to the request: a client that gives up does
-	// not undo it halfway; shutdown or nothing cancels it.
-	err = s.ops.start(op, func(op *operation) error {
-		return s.engine.RestoreBackup(op.ctx, server, backup, body, op.progress)
+	op, err := s.ops.start("restore", server, strings.ToLower(backup), func(op *operation) error {
+		return s.engine.RestoreBackup(context.Background(), server, backup, body, op.progress)
 	})
 	if err != nil {
 		writeEngineError(w, err)
@@ -265,27 +237,10 @@ func (s *server) restore(w http.ResponseWriter, r *http.Request, server string, 
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// delete is DELETE /api/servers/:uuid/backup/:id. A backup still running
-// or waiting for a slot is cancelled first, and counts as deleted.
+// delete is DELETE /api/servers/:uuid/backup/:id; the library cancels a
+// backup of that uuid still running or queued first.
 func (s *server) delete(w http.ResponseWriter, r *http.Request, server string, parts []string) {
-	backup := parts[2]
-	if op := s.ops.runningBackup(strings.ToLower(backup)); op != nil {
-		op.cancel()
-		select {
-		case <-op.done:
-		case <-time.After(time.Minute):
-			writeError(w, http.StatusInternalServerError, "The running backup did not stop in time.")
-			return
-		}
-		err := s.engine.DeleteBackup(server, backup)
-		if err != nil && !errors.Is(err, wingsbackup.ErrNotFound) {
-			writeEngineError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if err := s.engine.DeleteBackup(server, backup); err != nil {
+	if err := s.engine.DeleteBackup(server, parts[2]); err != nil {
 		writeEngineError(w, err)
 		return
 	}

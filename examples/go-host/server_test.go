@@ -34,6 +34,7 @@ func newTestHost(t *testing.T, cfg wingsbackup.Config, slots int, async bool) *t
 	dir := t.TempDir()
 	h := &testHost{data: filepath.Join(dir, "volumes"), backups: filepath.Join(dir, "backups")}
 	cfg.DataDirectory, cfg.BackupDirectory, cfg.Threads = h.data, h.backups, 1
+	cfg.MaxRunningBackups = slots
 	engine, err := wingsbackup.NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +42,7 @@ func newTestHost(t *testing.T, cfg wingsbackup.Config, slots int, async bool) *t
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	h.ops = newOperations(ctx, engine, log, slots)
+	h.ops = newOperations(ctx, engine, log)
 	srv := httptest.NewServer(newServer(engine, h.ops, log, testToken, h.data, async))
 	h.url = srv.URL
 	t.Cleanup(func() {
@@ -132,7 +133,7 @@ func (h *testHost) waitArchive(t *testing.T, backup string) {
 	t.Helper()
 	path := filepath.Join(h.backups, backup+".tar.gz")
 	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(path); err == nil && h.ops.runningBackup(backup) == nil {
+		if _, err := os.Stat(path); err == nil && h.ops.active.Load() == 0 {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -273,46 +274,6 @@ func TestAsyncRestore(t *testing.T) {
 	}
 	if r := h.call(t, "POST", "/api/servers/"+server+"/backup/"+newUUID()+"/restore", restoreBody); r.status != 404 {
 		t.Fatalf("async restore of a missing backup: %d", r.status)
-	}
-}
-
-// TestQueuedBackups fills the single slot with a slow backup: the next one
-// is accepted and queued, the host answers 409 for its uuid and server, and
-// deleting it cancels it before it runs.
-func TestQueuedBackups(t *testing.T) {
-	h := newTestHost(t, wingsbackup.Config{WriteLimit: 1}, 1, false)
-	slow, other := h.server(t, true), h.server(t, false)
-	running, queued := newUUID(), newUUID()
-	if r := h.call(t, "POST", "/api/servers/"+slow+"/backup", createBody(running)); r.status != 202 {
-		t.Fatalf("slow backup: %d %s", r.status, r.body)
-	}
-	if r := h.call(t, "POST", "/api/servers/"+slow+"/backup", createBody(newUUID())); r.status != 409 {
-		t.Errorf("busy server: %d %s", r.status, r.body)
-	}
-	if r := h.call(t, "POST", "/api/servers/"+other+"/backup", createBody(queued)); r.status != 202 {
-		t.Fatalf("queued backup: %d %s", r.status, r.body)
-	}
-	if r := h.call(t, "POST", "/api/servers/"+h.server(t, false)+"/backup", createBody(queued)); r.status != 409 {
-		t.Errorf("queued uuid again: %d %s", r.status, r.body)
-	}
-	if r := h.call(t, "POST", "/api/servers/"+other+"/backup/"+newUUID()+"/restore", restoreBody); r.status != 404 && r.status != 409 {
-		t.Errorf("restore on a server with a queued backup: %d %s", r.status, r.body)
-	}
-	if r := h.call(t, "DELETE", "/api/servers/"+other+"/backup/"+queued, nil); r.status != 204 {
-		t.Errorf("delete queued: %d %s", r.status, r.body)
-	}
-	if r := h.call(t, "DELETE", "/api/servers/"+slow+"/backup/"+running, nil); r.status != 204 {
-		t.Errorf("delete running: %d %s", r.status, r.body)
-	}
-	entries, _ := os.ReadDir(h.backups)
-	for _, e := range entries {
-		if e.Name() != ".pending" {
-			t.Errorf("left in the backup directory: %s", e.Name())
-		}
-	}
-	// Both servers are free again.
-	if r := h.call(t, "POST", "/api/servers/"+other+"/backup", createBody(newUUID())); r.status != 202 {
-		t.Errorf("backup after the deletes: %d %s", r.status, r.body)
 	}
 }
 
@@ -475,8 +436,8 @@ func TestSlowPanelDoesNotHoldTheServer(t *testing.T) {
 	if r := h.call(t, "POST", "/api/servers/"+h.server(t, false)+"/backup", createBody(first)); r.status != 409 {
 		t.Errorf("first uuid again: %d %s", r.status, r.body)
 	}
-	if h.ops.runningBackup(first) == nil {
-		t.Error("the first backup is no longer tracked while it reports")
+	if h.ops.active.Load() == 0 {
+		t.Error("the first backup's call ended while it reports")
 	}
 	if !h.ops.shutdown(h.cancel, 20*time.Second) {
 		t.Fatal("shutdown did not end the reporting backups")

@@ -51,6 +51,7 @@ func logStartup(log *slog.Logger, o options) {
 		"compression_level", o.compressionLevel,
 		"write_limit_mib", o.writeLimit,
 		"disk_limit_bytes", o.diskLimit,
+		"max_running_backups", o.maxBackups,
 		"owner", orNone(o.owner),
 		"panel_url", redactURL(o.panelURL),
 		"restore_host_allowlist", orNone(o.allowlist),

@@ -39,6 +39,15 @@ pub unsafe extern "C" fn wb_backup_create_check(
 /// `{"checksum","checksum_type","size","successful","parts"}` plus `files`,
 /// `changed` (files that changed while read) and `skipped`; free it with
 /// `wb_string_free`. `progress`, `userdata` and `cancel` may be NULL.
+///
+/// Node policy: while `max_running_backups` backups run, the call is still
+/// accepted (`WB_PHASE_STARTED`, holding the server and the uuid) and then
+/// waits for a slot, oldest first; cancelling it (its token, or
+/// `wb_backup_delete` of its uuid) ends the wait with `WB_CANCELLED`. A
+/// second create of a queued or running uuid, or on a busy server, is
+/// `WB_CONFLICT`; after `wb_engine_cancel_all` it is `WB_CANCELLED`. The
+/// server and the slot are given back before the Panel is told
+/// (`WB_PHASE_REPORT`).
 #[no_mangle]
 pub unsafe extern "C" fn wb_backup_create(
     engine: *const wb_engine,
@@ -115,8 +124,9 @@ pub unsafe extern "C" fn wb_backup_restore(
 }
 
 /// Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
-/// is none. A backup of that uuid still being created is cancelled, its
-/// partial file removed, and the call succeeds.
+/// is none. A backup of that uuid still being created, or waiting for a
+/// slot, is cancelled, its partial file removed, and the call succeeds (it
+/// waits up to 60 s for the backup to stop, else `WB_INTERNAL`).
 #[no_mangle]
 pub unsafe extern "C" fn wb_backup_delete(
     engine: *const wb_engine,

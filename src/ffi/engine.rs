@@ -18,8 +18,9 @@ pub struct wb_engine {
 /// `data_directory`, `backup_directory`, `compression_level` (`"none"`,
 /// `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
 /// (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),
-/// `restore_host_allowlist` (hosts, IPs, CIDRs), `upload_concurrency`, and
-/// `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
+/// `restore_host_allowlist` (hosts, IPs, CIDRs), `upload_concurrency`,
+/// `max_running_backups` (backups running at once, default 4; more wait,
+/// accepted, inside `wb_backup_create`), and `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
 /// ill-typed keys are `WB_INVALID_ARGUMENT` naming the key. Creating an
 /// engine removes abandoned temporary archives and finishes or undoes
 /// restores that a crash interrupted.
@@ -84,4 +85,17 @@ pub unsafe extern "C" fn wb_engine_send_pending_reports(
         );
         Ok(())
     })
+}
+
+/// Cancels every backup and restore of this engine in progress (queued,
+/// running, or still telling the Panel, whose report is then parked for the
+/// next start) and refuses new ones from now on with `WB_CANCELLED` ("The
+/// node is shutting down."); deletes still work. Each cancelled call returns
+/// `WB_CANCELLED` promptly, its partial files removed. For a host shutting
+/// down; safe from any thread, and more than once. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn wb_engine_cancel_all(engine: *const wb_engine) {
+    if let Ok(engine) = engine_ref(engine) {
+        engine.cancel_all();
+    }
 }

@@ -1620,6 +1620,89 @@ static void test_delete_running(void) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* max_running_backups 1: the second backup is accepted and queued; then
+ * wb_engine_cancel_all ends both and refuses new work. */
+
+typedef struct {
+    wb_engine *engine;
+    const char *server;
+    char req[256];
+    int started, go;
+    int32_t rc;
+    wb_error *err;
+    recorder rec;
+} queued_job;
+
+static int note_start(recorder *r, const wb_progress *p) {
+    queued_job *j = r->ctx;
+    if (p->phase != WB_PHASE_STARTED) return 0;
+    set_flag(&j->started);
+    if (j->go >= 0) wait_flag(&j->go, 1); /* the first job holds its slot here */
+    return 0;
+}
+
+static void *queued_main(void *arg) {
+    queued_job *j = arg;
+    rec_init(&j->rec);
+    j->rec.hook = note_start;
+    j->rec.ctx = j;
+    j->rc = wb_backup_create(j->engine, j->server, j->req, rec_cb, &j->rec, NULL, NULL, &j->err);
+    set_flag(&j->started);
+    return NULL;
+}
+
+static void test_queue_and_cancel_all(void) {
+    char cfg[8192], ua[40], ub[40], uc[40], arch[PATH_MAX];
+    make_config(cfg, sizeof cfg, ",\"max_running_backups\":1");
+    wb_engine *eng = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_engine_new, cfg, &eng);
+    if (eng == NULL) return;
+    backup_uuid(ua, 40);
+    backup_uuid(ub, 41);
+    backup_uuid(uc, 42);
+    queued_job a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    a.engine = b.engine = eng;
+    a.server = S1;
+    b.server = S2;
+    b.go = -1; /* does not wait in its callback */
+    create_req(a.req, sizeof a.req, "wings", ua, "");
+    create_req(b.req, sizeof b.req, "wings", ub, "");
+    pthread_t ta, tb;
+    CHECK(pthread_create(&ta, NULL, queued_main, &a) == 0, "pthread_create");
+    CHECK(wait_flag(&a.started, 1), "the first backup never started");
+    CHECK(pthread_create(&tb, NULL, queued_main, &b) == 0, "pthread_create");
+    /* Accepted although no slot is free: STARTED, then it waits. */
+    CHECK(wait_flag(&b.started, 1), "the queued backup was not accepted");
+    sleep_ms(200);
+    CHECK(get_flag(&b.started) == 1 && b.rec.last_phase == WB_PHASE_STARTED,
+          "the queued backup did not wait for the slot");
+    char req[256];
+    create_req(req, sizeof req, "wings", ub, "");
+    BOTH(WB_CONFLICT, "already running", wb_backup_create_check, eng, S1, req);
+    create_req(req, sizeof req, "wings", uc, "");
+    BOTH(WB_CONFLICT, "Another backup is already running for this server", wb_backup_create_check, eng,
+         S2, req);
+    wb_engine_cancel_all(eng);
+    wb_engine_cancel_all(eng); /* twice is fine */
+    wb_engine_cancel_all(NULL);
+    set_flag(&a.go);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.rc == WB_CANCELLED, "running backup after cancel_all: %s", wb_status_name(a.rc));
+    CHECK(b.rc == WB_CANCELLED, "queued backup after cancel_all: %s", wb_status_name(b.rc));
+    wb_error_free(a.err);
+    wb_error_free(b.err);
+    archive_of(arch, ua);
+    CHECK(!exists(arch), "archive of a cancelled running backup exists");
+    archive_of(arch, ub);
+    CHECK(!exists(arch), "archive of a cancelled queued backup exists");
+    BOTH(WB_CANCELLED, "shutting down", wb_backup_create_check, eng, S1, req);
+    wb_engine_free(eng);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static void run(const char *name, void (*fn)(void)) {
     g_test_failures = 0;
@@ -1680,6 +1763,7 @@ int main(void) {
     run("two servers backed up at once", test_concurrent_servers);
     run("the same server twice at once: conflict", test_same_server);
     run("deleting a running backup", test_delete_running);
+    run("max_running_backups: a queued backup; wb_engine_cancel_all", test_queue_and_cancel_all);
 
     wb_engine_free(g_engine);
     rm_rf(g_root);

@@ -194,3 +194,41 @@ def test_engines_are_freed_when_collected(node: Node) -> None:
     del engine
     gc.collect()
     assert ref() is None
+
+
+def test_cancel_all_ends_running_and_queued_backups(node: Node) -> None:
+    """max_running_backups 1: the second backup is accepted (STARTED) and
+    waits; cancel_all ends both, leaves no archive, and refuses new work."""
+    engine = wb.Engine(node.config(max_running_backups=1))
+    first, second = node.server(), node.server()
+    started = {first: threading.Event(), second: threading.Event()}
+    release = threading.Event()
+    errors: dict = {}
+
+    def run(server: str) -> None:
+        def on_progress(p: wb.Progress) -> None:
+            if p.phase == wb.Phase.STARTED:
+                started[server].set()
+                if server == first:
+                    assert release.wait(30)
+        try:
+            engine.create_backup(server, create_request(new_uuid()), progress=on_progress)
+        except wb.WingsBackupError as e:
+            errors[server] = e
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (first, second)]
+    threads[0].start()
+    assert started[first].wait(30)
+    threads[1].start()
+    assert started[second].wait(30)
+    engine.cancel_all()
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert isinstance(errors.get(first), wb.CancelledError)
+    assert isinstance(errors.get(second), wb.CancelledError)
+    assert leftovers(node) == []
+    with pytest.raises(wb.CancelledError, match="shutting down"):
+        engine.check_create(node.server(), create_request(new_uuid()))
+    engine.close()
+    engine.cancel_all()  # after close: nothing

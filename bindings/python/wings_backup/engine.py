@@ -96,7 +96,7 @@ class Engine:
     the keys of CONTRACT section 8: ``data_directory``, ``backup_directory``,
     ``compression_level``, ``write_limit``, ``threads``, ``owner``,
     ``disk_limit``, ``restore_host_allowlist``, ``upload_concurrency``,
-    ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
+    ``max_running_backups``, ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
 
     Use it as a context manager, or call :meth:`close` (idempotent; a call
     still running keeps the native engine alive until it returns).
@@ -150,6 +150,18 @@ class Engine:
         text = take_string(out.value)
         check(status, err)
         return _parse(text)
+
+    def cancel_all(self) -> None:
+        """Cancels every backup and restore in progress (queued, running, or
+        still telling the Panel, whose report is then parked) and makes new
+        ones raise :class:`CancelledError` ("The node is shutting down.");
+        deletes still work. For a host shutting down. After :meth:`close`
+        it does nothing."""
+        try:
+            with self._handle.use() as engine:
+                LIB.wb_engine_cancel_all(engine)
+        except ValueError:  # closed
+            pass
 
     def check_create(self, server_uuid: str, request: JsonArg) -> None:
         """Validates a create request without starting it (raises on a bad

@@ -1,6 +1,7 @@
 """The Python host's own logic, in process (Flask's test client, no sockets):
-settings from flags and a Wings config.yml, the backup queue and its 409s,
-and error bodies. The HTTP behaviour shared with the Go host is checked by
+settings from flags and a Wings config.yml, and error bodies (the backup
+queue and its 409s are the engine's, tested through both hosts in
+tests/conformance/test_queue.py). The HTTP behaviour shared with the Go host is checked by
 tests/conformance against the running host."""
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def test_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         "--panel-url", "http://panel", "--panel-token-id", "id", "--panel-token", "pt",
         "--compression-level", "none", "--write-limit", "5", "--disk-limit", "1000",
         "--owner", "1000:1001", "--restore-host-allowlist", "minio.local, 10.0.0.0/8,,",
-        "--async-restore"])
+        "--async-restore", "--max-running-backups", "2"])
     assert listen == "127.0.0.1:9"
     assert engine == {"data_directory": "/d", "backup_directory": "/b", "compression_level": "none",
-                      "write_limit": 5, "disk_limit": 1000, "owner": {"uid": 1000, "gid": 1001},
+                      "write_limit": 5, "disk_limit": 1000, "max_running_backups": 2,
+                      "owner": {"uid": 1000, "gid": 1001},
                       "restore_host_allowlist": ["minio.local", "10.0.0.0/8"],
                       "panel": {"url": "http://panel", "token_id": "id", "token": "pt"}}
     # Go's single-dash spelling works too.
@@ -224,51 +226,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     n.engine.close()
 
 
-def test_queued_backups_are_accepted_and_guarded(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One slot: the first backup holds it (parked at STARTED), so the next
-    is queued. The queue is visible: a duplicate uuid or a busy server is
-    409, and deleting the queued backup cancels it."""
-    node.host.backup_slots = threading.BoundedSemaphore(1)
-    parked, release = threading.Event(), threading.Event()
-    original = host_main.Job.on_progress
-
-    def on_progress(job: Any, p: Any) -> None:
-        original(job, p)
-        if p.phase == wb.Phase.STARTED and job.backup == first:
-            parked.set()
-            assert release.wait(30)
-
-    monkeypatch.setattr(host_main.Job, "on_progress", on_progress)
-    s1, s2 = node.server(), node.server()
-    first, queued = str(uuid.uuid4()), str(uuid.uuid4())
-    try:
-        r = node.create(s1, first)
-        assert r.status_code == 202 and r.data == b""
-        assert parked.wait(30)
-        r = node.create(s2, queued)
-        assert r.status_code == 202 and r.data == b""  # accepted, waiting for the slot
-
-        r = node.create(node.server(), queued)
-        assert r.status_code == 409 and r.json == {"error": host_main.MSG_UUID_RUNNING}
-        r = node.create(s2, str(uuid.uuid4()))
-        assert r.status_code == 409 and "already running for this server" in r.json["error"]
-        (node.backups / f"{first}.tar.gz").write_bytes(b"")  # so that the restore check passes
-        r = node.post(f"/api/servers/{s2}/backup/{first}/restore", {"adapter": "wings"})
-        assert r.status_code == 409
-        (node.backups / f"{first}.tar.gz").unlink()
-
-        r = node.delete(s2, queued)
-        assert r.status_code == 204
-        assert not (node.backups / f"{queued}.tar.gz").exists()
-        r = node.create(s2, str(uuid.uuid4()))  # the server is free again (and queued again)
-        assert r.status_code == 202
-    finally:
-        release.set()
-    job = node.host.ops.backup_job(first)
-    assert job is None or job.wait_done(30)
-    assert (node.backups / f"{first}.tar.gz").is_file()
-
-
 def test_a_backup_failing_before_it_starts_answers_its_status(node: Node,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: Any, **kwargs: Any) -> Any:
@@ -279,7 +236,7 @@ def test_a_backup_failing_before_it_starts_answers_its_status(node: Node,
     r = node.create(server, str(uuid.uuid4()))
     assert r.status_code == 507 and r.json == {"error": "the disk is full"}
     assert r.headers["Content-Type"] == "application/json"
-    assert node.host.ops.by_server == {}  # released
+    node.engine.check_create(server, {"adapter": "wings", "uuid": str(uuid.uuid4()), "ignore": ""})  # free
 
 
 def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,9 +251,9 @@ def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.Monk
 
 
 def test_shutdown_refuses_new_work(node: Node) -> None:
-    node.host.ops.shut_down()
+    node.host.shut_down(host_main.time.monotonic() + 5)
     r = node.create(node.server(), str(uuid.uuid4()))
-    assert r.status_code == 503 and r.json == {"error": host_main.MSG_SHUTTING_DOWN}
+    assert r.status_code == 503 and r.json == {"error": "The node is shutting down."}
 
 
 def test_405_names_the_allowed_method(node: Node) -> None:
@@ -339,12 +296,19 @@ def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None
                                         data=json.dumps({"adapter": "wings", "uuid": backup, "ignore": ""}),
                                         headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 202
+        def server_free() -> bool:
+            try:
+                engine.check_create(server, {"adapter": "wings", "uuid": str(uuid.uuid4()), "ignore": ""})
+                return True
+            except wb.ConflictError:
+                return False
+
         for _ in range(200):
-            if (backups / f"{backup}.tar.gz").exists() and host.ops.by_server == {}:
+            if (backups / f"{backup}.tar.gz").exists() and server_free():
                 break
             host_main.time.sleep(0.05)
-        assert host.ops.by_server == {}, "the server was not given back at the report phase"
-        assert host.ops.backup_job(backup) is not None, "the reporting backup is not tracked"
+        assert server_free(), "the server was not given back at the report phase"
+        assert any(t.is_alive() for t in host.threads), "the reporting backup's call has ended"
         assert host.shut_down(host_main.time.monotonic() + 20), "shutdown did not end the reporting backup"
         parked = list((backups / ".pending").glob("*.json"))
         assert [p.name for p in parked] == [f"{backup}.json"]
