@@ -86,7 +86,10 @@ fn status_rows(source: &str) -> Vec<Row> {
     }
     assert!(!rows.is_empty(), "src/error.rs: the status table is empty");
     for (i, row) in rows.iter().enumerate() {
-        assert_eq!(row.value as usize, i, "status values are dense and in order");
+        assert_eq!(
+            row.value as usize, i,
+            "status values are dense and in order"
+        );
     }
     rows
 }

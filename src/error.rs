@@ -275,13 +275,22 @@ mod tests {
         let e = Error::io("writing x", io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(e.status, Status::Quota);
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-        assert!(e.message.starts_with("writing x: insufficient disk space ("));
+        assert!(e
+            .message
+            .starts_with("writing x: insufficient disk space ("));
         let source = std::error::Error::source(&e).expect("a source");
         assert!(source.downcast_ref::<io::Error>().is_some());
         let e = e.context("restoring");
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "context keeps the source");
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC),
+            "context keeps the source"
+        );
         let e = Error::os("opening", rustix::io::Errno::ACCESS);
-        assert_eq!((e.status, e.raw_os_error()), (Status::Io, Some(libc::EACCES)));
+        assert_eq!(
+            (e.status, e.raw_os_error()),
+            (Status::Io, Some(libc::EACCES))
+        );
         assert_eq!(Error::invalid("x").raw_os_error(), None);
         assert!(std::error::Error::source(&Error::invalid("x")).is_none());
     }

@@ -58,7 +58,15 @@ fn status_codes_are_never_renumbered() {
     let statuses = header
         .lines()
         .filter(|l| l.starts_with("#define WB_"))
-        .filter(|l| !["VERSION_", "ABI_", "PHASE_"].iter().any(|p| l[11..].starts_with(p)))
+        .filter(|l| {
+            !["VERSION_", "ABI_", "PHASE_"]
+                .iter()
+                .any(|p| l[11..].starts_with(p))
+        })
         .count();
-    assert_eq!(statuses, wings_backup::Status::ALL.len(), "statuses in the header");
+    assert_eq!(
+        statuses,
+        wings_backup::Status::ALL.len(),
+        "statuses in the header"
+    );
 }

@@ -15,6 +15,7 @@ mod cancel;
 mod engine;
 mod error;
 mod support;
+pub mod wire;
 
 pub use archive::*;
 pub use backup::*;
