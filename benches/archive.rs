@@ -13,7 +13,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use wings_backup::config::CompressionLevel;
 use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
+use wings_backup::ffi::wire;
 use wings_backup::progress::{Control, Progress};
 
 const USAGE: &str =
@@ -32,10 +34,13 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
                 [flag] if flag == "--progress" => true,
                 _ => return Ok(None),
             };
-            let opts = ArchiveOptions::from_json(Some(&format!(
-                r#"{{"compression_level":{},"threads":0}}"#,
-                serde_json::Value::from(level.as_str())
-            )))?;
+            let compression_level = CompressionLevel::parse(level).ok_or_else(|| {
+                wings_backup::Error::invalid(format!("unknown compression level {level:?}"))
+            })?;
+            let opts = ArchiveOptions {
+                compression_level,
+                ..ArchiveOptions::default()
+            };
             let reports = std::cell::Cell::new(0u64);
             let mut count = |_: &Progress| {
                 reports.set(reports.get() + 1);
@@ -50,19 +55,21 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
             if progress {
                 eprintln!("archive: {} progress reports", reports.get());
             }
-            summary.map(Some)
+            summary.map(|s| Some(wire::archive_summary(&s)))
         }
         ("extract", [archive, dest]) => {
-            let opts = ArchiveOptions::from_json(Some(
-                r#"{"compression_level":"none","threads":0,"truncate":true}"#,
-            ))?;
+            let opts = ArchiveOptions {
+                compression_level: CompressionLevel::None,
+                truncate: true,
+                ..ArchiveOptions::default()
+            };
             archive_extract(
                 Path::new(archive),
                 Path::new(dest),
                 &opts,
                 &mut Control::none(),
             )
-            .map(Some)
+            .map(|s| Some(wire::restore_summary(&s)))
         }
         _ => Ok(None),
     }

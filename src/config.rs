@@ -1,12 +1,22 @@
-//! The engine configuration (CONTRACT section 8), parsed from JSON with errors
-//! that name the offending key.
+//! The engine configuration (CONTRACT section 8): typed, with serde's derive.
+//! The C boundary (`ffi::wire`) parses the JSON and turns a failing field's
+//! path (from `serde_path_to_error`) and message into an error naming the
+//! key.
+//!
+//! Every check below fails with a message that continues the sentence
+//! "configuration key `k`" (or "option `k`" for the archive calls): it is
+//! joined with a space, or directly when it starts with a colon. A check of a
+//! nested object that concerns one of its keys names it with
+//! [`de::Error::missing_field`] ("missing field `k`", meaning "`parent.k` is
+//! required") or [`sub_key`] ("`k` ..." for `parent.k`).
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
-
-use crate::error::{Error, Result};
+use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 
 /// Deflate effort, named as in Wings' `system.backups.compression_level`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +37,17 @@ impl CompressionLevel {
             "best_compression" => Some(CompressionLevel::BestCompression),
             _ => None,
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for CompressionLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = string(d)?;
+        CompressionLevel::parse(&s).ok_or_else(|| {
+            de::Error::custom(format!(
+                ": unknown level {s:?} (expected none, best_speed or best_compression)"
+            ))
+        })
     }
 }
 
@@ -66,6 +87,26 @@ impl AllowEntry {
     }
 }
 
+impl<'de> Deserialize<'de> for Owner {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default, deserialize_with = "id")]
+            uid: Option<u32>,
+            #[serde(default, deserialize_with = "id")]
+            gid: Option<u32>,
+        }
+        match object::<D, Fields>(d)? {
+            Fields {
+                uid: Some(uid),
+                gid: Some(gid),
+            } => Ok(Owner { uid, gid }),
+            _ => Err(de::Error::custom("needs both `uid` and `gid`")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PanelConfig {
     /// Base URL of the Panel, without `/api/remote`.
@@ -77,23 +118,68 @@ pub struct PanelConfig {
     pub report_retry_s: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl<'de> Deserialize<'de> for PanelConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default, deserialize_with = "some_string")]
+            url: Option<String>,
+            #[serde(default, deserialize_with = "some_string")]
+            token_id: Option<String>,
+            #[serde(default, deserialize_with = "some_string")]
+            token: Option<String>,
+            #[serde(default = "report_retry_default", deserialize_with = "report_retry")]
+            report_retry_s: u64,
+        }
+        let fields: Fields = object(d)?;
+        let url = fields
+            .url
+            .ok_or_else(|| de::Error::missing_field("url"))?
+            .trim_end_matches('/')
+            .to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(sub_key("url", "must be an http:// or https:// URL"));
+        }
+        Ok(PanelConfig {
+            url,
+            token_id: fields
+                .token_id
+                .ok_or_else(|| de::Error::missing_field("token_id"))?,
+            token: fields
+                .token
+                .ok_or_else(|| de::Error::missing_field("token"))?,
+            report_retry_s: fields.report_retry_s,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
+    #[serde(deserialize_with = "path")]
     pub data_directory: PathBuf,
+    #[serde(deserialize_with = "path")]
     pub backup_directory: PathBuf,
     pub compression_level: CompressionLevel,
     /// MiB/s of archive bytes written (create) or read (restore); 0 = unlimited.
+    #[serde(deserialize_with = "write_limit")]
     pub write_limit: u64,
     /// Worker threads per operation; 0 = one per core.
+    #[serde(deserialize_with = "threads")]
     pub threads: usize,
     pub owner: Option<Owner>,
     /// Bytes a server's files may take after a restore; 0 = no limit.
+    #[serde(deserialize_with = "disk_limit")]
     pub disk_limit: u64,
+    #[serde(deserialize_with = "allowlist")]
     pub restore_host_allowlist: Vec<AllowEntry>,
     pub panel: Option<PanelConfig>,
     /// S3 parts in flight at once (a Panel's `max_concurrent_uploads` can lower it).
+    #[serde(deserialize_with = "upload_concurrency")]
     pub upload_concurrency: usize,
     /// Backups that run at once; more wait, accepted, for a free slot.
+    #[serde(deserialize_with = "max_running_backups")]
     pub max_running_backups: usize,
 }
 
@@ -116,51 +202,6 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Parses the engine's JSON configuration. Unknown keys and values of the
-    /// wrong type are errors naming the key.
-    pub fn from_json(text: &str) -> Result<EngineConfig> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("configuration is not valid JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(Error::invalid("configuration must be a JSON object"));
-        };
-        let mut config = EngineConfig::default();
-        for (key, value) in &map {
-            match key.as_str() {
-                "data_directory" => config.data_directory = path(key, value)?,
-                "backup_directory" => config.backup_directory = path(key, value)?,
-                "compression_level" => {
-                    let s = string(key, value)?;
-                    config.compression_level = CompressionLevel::parse(s).ok_or_else(|| {
-                        Error::invalid(format!(
-                            "configuration key `compression_level`: unknown level {s:?} \
-                             (expected none, best_speed or best_compression)"
-                        ))
-                    })?;
-                }
-                "write_limit" => config.write_limit = unsigned(key, value, 1 << 20)?,
-                "threads" => config.threads = unsigned(key, value, 1024)? as usize,
-                "disk_limit" => config.disk_limit = unsigned(key, value, u64::MAX)?,
-                "upload_concurrency" => {
-                    config.upload_concurrency = unsigned(key, value, 64)?.max(1) as usize
-                }
-                "max_running_backups" => match unsigned(key, value, 1024)? {
-                    0 => return Err(type_error(key, "an integer from 1 to 1024")),
-                    n => config.max_running_backups = n as usize,
-                },
-                "owner" => config.owner = owner(value)?,
-                "restore_host_allowlist" => config.restore_host_allowlist = allowlist(value)?,
-                "panel" => config.panel = panel(value)?,
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "configuration key `{key}` is not known"
-                    )))
-                }
-            }
-        }
-        Ok(config)
-    }
-
     /// Threads an operation may use, at least 1.
     pub fn worker_threads(&self) -> usize {
         if self.threads > 0 {
@@ -170,128 +211,159 @@ impl EngineConfig {
     }
 }
 
-fn type_error(key: &str, expected: &str) -> Error {
-    Error::invalid(format!("configuration key `{key}` must be {expected}"))
+/// The error of a key of a nested object (`k` of `parent`: `parent.k`).
+pub fn sub_key<E: de::Error>(key: &str, message: &str) -> E {
+    E::custom(format!("`{key}` {message}"))
 }
 
-fn string<'a>(key: &str, value: &'a Value) -> Result<&'a str> {
-    value.as_str().ok_or_else(|| type_error(key, "a string"))
+/// A string.
+pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map_err(|_: D::Error| de::Error::custom("must be a string"))
 }
 
-fn path(key: &str, value: &Value) -> Result<PathBuf> {
-    let s = string(key, value)?;
+fn some_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    string(d).map(Some)
+}
+
+/// A boolean.
+pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    bool::deserialize(d).map_err(|_: D::Error| de::Error::custom("must be a boolean"))
+}
+
+fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let s = string(d)?;
     if s.is_empty() || s.contains('\0') {
-        return Err(type_error(key, "a non-empty path"));
+        return Err(de::Error::custom("must be a non-empty path"));
     }
     Ok(PathBuf::from(s))
 }
 
-fn unsigned(key: &str, value: &Value, max: u64) -> Result<u64> {
-    match value.as_u64() {
-        Some(n) if n <= max => Ok(n),
-        _ => Err(type_error(key, &format!("an integer from 0 to {max}"))),
+/// An integer from 0 to `max`.
+fn bounded<'de, D: Deserializer<'de>>(d: D, max: u64) -> Result<u64, D::Error> {
+    match u64::deserialize(d) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "must be an integer from 0 to {max}"
+        ))),
     }
 }
 
-fn object<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>> {
-    value
-        .as_object()
-        .ok_or_else(|| type_error(key, "an object"))
+pub fn write_limit<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, 1 << 20)
 }
 
-fn owner(value: &Value) -> Result<Option<Owner>> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let map = object("owner", value)?;
-    let mut uid = None;
-    let mut gid = None;
-    for (key, v) in map {
-        let full = format!("owner.{key}");
-        match key.as_str() {
-            "uid" => uid = Some(unsigned(&full, v, u32::MAX as u64 - 1)? as u32),
-            "gid" => gid = Some(unsigned(&full, v, u32::MAX as u64 - 1)? as u32),
-            _ => {
-                return Err(Error::invalid(format!(
-                    "configuration key `{full}` is not known"
-                )))
-            }
-        }
-    }
-    match (uid, gid) {
-        (Some(uid), Some(gid)) => Ok(Some(Owner { uid, gid })),
-        _ => Err(Error::invalid(
-            "configuration key `owner` needs both `uid` and `gid`",
-        )),
+pub fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    bounded(d, 1024).map(|n| n as usize)
+}
+
+pub fn disk_limit<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, u64::MAX)
+}
+
+fn upload_concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    bounded(d, 64).map(|n| n.max(1) as usize)
+}
+
+fn max_running_backups<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match u64::deserialize(d) {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n as usize),
+        _ => Err(de::Error::custom("must be an integer from 1 to 1024")),
     }
 }
 
-fn allowlist(value: &Value) -> Result<Vec<AllowEntry>> {
-    let key = "restore_host_allowlist";
-    let items = value
-        .as_array()
-        .ok_or_else(|| type_error(key, "an array of strings"))?;
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    bounded(d, u32::MAX as u64 - 1).map(|n| Some(n as u32))
+}
+
+fn report_retry_default() -> u64 {
+    600
+}
+
+fn report_retry<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, 7 * 24 * 3600)
+}
+
+fn allowlist<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AllowEntry>, D::Error> {
+    let not_strings = || de::Error::custom("must be an array of strings");
+    // Deserialized whole first, so that an error names the key, not an item.
+    let serde_json::Value::Array(items) = serde_json::Value::deserialize(d)? else {
+        return Err(not_strings());
+    };
     items
         .iter()
         .map(|item| {
-            let s = item
-                .as_str()
-                .ok_or_else(|| type_error(key, "an array of strings"))?;
+            let s = item.as_str().ok_or_else(not_strings)?;
             AllowEntry::parse(s).ok_or_else(|| {
-                Error::invalid(format!(
-                    "configuration key `{key}`: {s:?} is not a host name, IP address or CIDR"
-                ))
+                de::Error::custom(format!(": {s:?} is not a host name, IP address or CIDR"))
             })
         })
         .collect()
 }
 
-fn panel(value: &Value) -> Result<Option<PanelConfig>> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let map = object("panel", value)?;
-    let mut url = None;
-    let mut token_id = None;
-    let mut token = None;
-    let mut report_retry_s = 600;
-    for (key, v) in map {
-        let full = format!("panel.{key}");
-        match key.as_str() {
-            "url" => url = Some(string(&full, v)?.trim_end_matches('/').to_string()),
-            "token_id" => token_id = Some(string(&full, v)?.to_string()),
-            "token" => token = Some(string(&full, v)?.to_string()),
-            "report_retry_s" => report_retry_s = unsigned(&full, v, 7 * 24 * 3600)?,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "configuration key `{full}` is not known"
-                )))
-            }
+/// A JSON object deserialized as `T` (keeping the paths of its keys), or
+/// "must be an object".
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    struct ObjectVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<T, A::Error> {
+            Err(not_object())
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<T, E> {
+            Err(not_object())
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<T, E> {
+            Err(not_object())
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<T, E> {
+            Err(not_object())
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+            Err(not_object())
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+            Err(not_object())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Err(not_object())
         }
     }
-    let url = url.ok_or_else(|| Error::invalid("configuration key `panel.url` is required"))?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Error::invalid(
-            "configuration key `panel.url` must be an http:// or https:// URL",
-        ));
-    }
-    Ok(Some(PanelConfig {
-        url,
-        token_id: token_id
-            .ok_or_else(|| Error::invalid("configuration key `panel.token_id` is required"))?,
-        token: token
-            .ok_or_else(|| Error::invalid("configuration key `panel.token` is required"))?,
-        report_retry_s,
-    }))
+
+    d.deserialize_any(ObjectVisitor(PhantomData))
+}
+
+fn not_object<E: de::Error>() -> E {
+    E::custom("must be an object")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Parsed as the C ABI parses it, with its messages.
+    fn parse(json: &str) -> Result<EngineConfig, String> {
+        crate::ffi::wire::engine_config(json).map_err(|e| e.message)
+    }
+
     #[test]
     fn parses_every_key() {
-        let c = EngineConfig::from_json(
+        let c = parse(
             r#"{"data_directory":"/d","backup_directory":"/b","compression_level":"none",
                 "write_limit":5,"threads":3,"owner":{"uid":1000,"gid":1001},"disk_limit":10,
                 "restore_host_allowlist":["minio.local","10.0.0.0/8","127.0.0.1"],
@@ -329,8 +401,8 @@ mod tests {
                 "restore_host_allowlist",
             ),
         ] {
-            let err = EngineConfig::from_json(json).unwrap_err();
-            assert!(err.message.contains(key), "{json}: {}", err.message);
+            let err = parse(json).unwrap_err();
+            assert!(err.contains(key), "{json}: {err}");
         }
     }
 }

@@ -1,11 +1,10 @@
 //! The engine: the three backup operations of a node (CONTRACT sections 1, 2,
 //! 4, 6), their validation, and the guard that lets only one backup or restore
-//! hold a server at a time.
+//! hold a server at a time. Typed: requests and results are Rust structs; the
+//! C boundary (`ffi::wire`) parses and renders their JSON.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-
-use serde_json::{json, Value};
 
 use crate::archive::writer::{write_archive, ArchiveSummary, WriteOptions};
 use crate::backup_store::BackupStore;
@@ -15,7 +14,9 @@ use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
 use crate::operations::{Kind, Operations};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
-use crate::request::{backup_uuid, canonical_uuid, Adapter, CreateRequest, RestoreRequest};
+use crate::request::{
+    backup_uuid, canonical_uuid, download_url_required, Adapter, CreateRequest, RestoreRequest,
+};
 use crate::restore::restore_stream;
 use crate::restore_target::{self, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
@@ -91,17 +92,23 @@ impl Engine {
         safe_fs::open_trusted_dir(root).map_err(|e| Error::os("opening the server directory", e))
     }
 
+    /// Fails with `NotFound` unless `server` is a canonical UUID with a
+    /// directory (the first check of every call on a server).
+    pub fn check_server(&self, server: &str) -> Result<()> {
+        self.server_root(server).map(|_| ())
+    }
+
     /// Validates a create request without starting it (what a host checks
-    /// before answering 202).
-    pub fn check_create(&self, server: &str, request_json: &str) -> Result<CreateRequest> {
+    /// before answering 202). Returns the backup's canonical UUID.
+    pub fn check_create(&self, server: &str, request: &CreateRequest) -> Result<String> {
         self.server_root(server)?;
-        let request = CreateRequest::parse(request_json)?;
+        let uuid = backup_uuid(&request.uuid)?;
         self.check_create_adapter(request.adapter)?;
-        if self.store.exists(&request.uuid) {
+        if self.store.exists(&uuid) {
             return Err(Error::conflict(crate::operations::MSG_UUID_EXISTS));
         }
-        self.ops.check(server, Some(&request.uuid))?;
-        Ok(request)
+        self.ops.check(server, Some(&uuid))?;
+        Ok(uuid)
     }
 
     /// An s3 backup needs a Panel for its upload URLs (an s3 restore only
@@ -119,14 +126,18 @@ impl Engine {
     /// `s3`, uploaded) and, with a Panel configured, reported. The first
     /// progress report (phase `Started`) means the request was valid and the
     /// server is held; from then on exactly one final report goes to the
-    /// Panel, success or failure. Returns the details JSON.
+    /// Panel, success or failure.
     pub fn create_backup(
         &self,
         server: &str,
-        request_json: &str,
+        request: &CreateRequest,
         ctl: &mut Control<'_>,
-    ) -> Result<String> {
-        let request = self.check_create(server, request_json)?;
+    ) -> Result<BackupDetails> {
+        let uuid = self.check_create(server, request)?;
+        let request = CreateRequest {
+            uuid,
+            ..request.clone()
+        };
         let root = self.server_root(server)?;
         let mut ticket = self.ops.admit(server, Kind::Backup, Some(&request.uuid))?;
         // Re-check under the hold: another call may have finished this uuid.
@@ -149,20 +160,13 @@ impl Engine {
             ctl.report_final(Progress::at(Phase::Report));
             panel.report_backup(&request.uuid, &report, ctl.cancel_token())
         });
-        let done = outcome?;
+        let mut details = outcome?;
         ctl.report_final(Progress::done(
-            done.summary.source_bytes,
-            done.summary.entries,
+            details.archive.source_bytes,
+            details.archive.entries,
         ));
-        let mut details = done.details;
-        if let Some(delivery) = delivery {
-            details["panel_report"] = match delivery {
-                ReportOutcome::Sent => json!("sent"),
-                ReportOutcome::Rejected(m) => json!(format!("rejected: {m}")),
-                ReportOutcome::Pending(m) => json!(format!("pending: {m}")),
-            };
-        }
-        Ok(details.to_string())
+        details.panel_report = delivery;
+        Ok(details)
     }
 
     /// Writes the archive (and uploads it, for `s3`).
@@ -171,7 +175,7 @@ impl Engine {
         request: &CreateRequest,
         root: &Path,
         ctl: &mut Control<'_>,
-    ) -> Result<FinishedBackup> {
+    ) -> Result<BackupDetails> {
         let root_fd = self.open_root(root)?;
         let ignore = ignore_rules(&request.ignore, &root_fd);
         let mut temp = self.store.create_temp(&request.uuid)?;
@@ -212,10 +216,10 @@ impl Engine {
             successful: true,
             parts,
         };
-        Ok(FinishedBackup {
-            details: details_value(&summary, &report),
+        Ok(BackupDetails {
             report,
-            summary,
+            archive: summary,
+            panel_report: None,
         })
     }
 
@@ -232,10 +236,9 @@ impl Engine {
         &self,
         server: &str,
         backup: &str,
-        request_json: &str,
-    ) -> Result<RestoreRequest> {
+        request: &RestoreRequest,
+    ) -> Result<()> {
         self.server_root(server)?;
-        let request = RestoreRequest::parse(request_json)?;
         let backup = backup_uuid(backup)?;
         match (&request.adapter, &request.download_url) {
             (Adapter::Wings, _) if !self.store.exists(&backup) => {
@@ -243,13 +246,14 @@ impl Engine {
                     "The requested backup was not found on this server.",
                 ))
             }
-            (Adapter::S3, Some(url)) => {
+            (Adapter::S3, Some(url)) if !url.is_empty() => {
                 crate::download::check_url(url, &self.config.restore_host_allowlist)?
             }
+            (Adapter::S3, _) => return Err(download_url_required()),
             _ => {}
         }
         self.ops.check(server, None)?;
-        Ok(request)
+        Ok(())
     }
 
     /// Restores backup `backup` into server `server`. Blocks until done; with
@@ -258,17 +262,17 @@ impl Engine {
         &self,
         server: &str,
         backup: &str,
-        request_json: &str,
+        request: &RestoreRequest,
         ctl: &mut Control<'_>,
     ) -> Result<RestoreSummary> {
-        let request = self.check_restore(server, backup, request_json)?;
+        self.check_restore(server, backup, request)?;
         let backup = backup_uuid(backup)?;
         let root = self.server_root(server)?;
         let mut ticket = self.ops.admit(server, Kind::Restore, None)?;
         ctl.also_cancelled_by(ticket.token());
         let outcome = ctl
             .report(Progress::at(Phase::Started))
-            .and_then(|_| self.run_restore(&request, &backup, &root, ctl));
+            .and_then(|_| self.run_restore(request, &backup, &root, ctl));
         ticket.release_server();
         if let Some(panel) = &self.panel {
             ctl.report_final(Progress::at(Phase::Report));
@@ -411,47 +415,49 @@ fn read_small_file(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> O
     Some(data)
 }
 
-fn lossy(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
+/// A finished backup: the Panel's status body, what the archive holds and
+/// left out (the C ABI's details JSON adds `files`, `changed` and `skipped`
+/// from it), and how the report to the Panel went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupDetails {
+    pub report: BackupReport,
+    pub archive: ArchiveSummary,
+    /// `None` when no Panel is configured.
+    pub panel_report: Option<ReportOutcome>,
 }
 
-/// A backup written (and uploaded), not yet reported.
-struct FinishedBackup {
-    details: Value,
-    report: BackupReport,
-    summary: ArchiveSummary,
-}
-
-/// The details of a backup: the Panel's status body (CONTRACT section 3),
-/// plus what the archive left out or saw change (`files`, `changed`,
-/// `skipped`), which the Panel ignores.
-fn details_value(summary: &ArchiveSummary, report: &BackupReport) -> Value {
-    let mut body = report.to_json();
-    body["files"] = json!(summary.files);
-    body["changed"] = json!(summary.changed.iter().map(|p| lossy(p)).collect::<Vec<_>>());
-    body["skipped"] = json!(summary
-        .skipped
-        .iter()
-        .map(|s| json!({"path": lossy(&s.path), "reason": s.reason}))
-        .collect::<Vec<_>>());
-    body
+impl BackupDetails {
+    /// `"sha1"` for a successful backup (the checksum is a SHA-1), else `""`.
+    pub fn checksum_type(&self) -> &'static str {
+        if self.report.successful {
+            "sha1"
+        } else {
+            ""
+        }
+    }
 }
 
 /// Options of the archive-level calls.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchiveOptions {
+    /// Ignore rules, in `.pteroignore` syntax.
     pub ignore: String,
     pub compression_level: CompressionLevel,
+    /// Worker threads; 0 = one per core.
     pub threads: usize,
+    /// MiB/s of archive bytes written or read; 0 = unlimited.
     pub write_limit: u64,
+    /// Extract: replace the destination's files (true) or merge into them.
     pub truncate: bool,
+    /// Extract: bytes the destination may take afterwards; 0 = no limit.
     pub disk_limit: u64,
+    /// Extract: chown everything extracted to this owner.
     pub owner: Option<Owner>,
 }
 
-impl ArchiveOptions {
-    pub fn from_json(text: Option<&str>) -> Result<ArchiveOptions> {
-        let mut opts = ArchiveOptions {
+impl Default for ArchiveOptions {
+    fn default() -> Self {
+        ArchiveOptions {
             ignore: String::new(),
             compression_level: CompressionLevel::BestSpeed,
             threads: 0,
@@ -459,44 +465,18 @@ impl ArchiveOptions {
             truncate: false,
             disk_limit: 0,
             owner: None,
-        };
-        let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-            return Ok(opts);
-        };
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("options are not valid JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(Error::invalid("options must be a JSON object"));
-        };
-        // Reuse the engine configuration's checks for the shared keys.
-        let mut engine_keys = serde_json::Map::new();
-        for (key, v) in map {
-            match key.as_str() {
-                "ignore" => {
-                    opts.ignore = v
-                        .as_str()
-                        .ok_or_else(|| Error::invalid("option `ignore` must be a string"))?
-                        .to_string()
-                }
-                "truncate" => {
-                    opts.truncate = v
-                        .as_bool()
-                        .ok_or_else(|| Error::invalid("option `truncate` must be a boolean"))?
-                }
-                "compression_level" | "threads" | "write_limit" | "disk_limit" | "owner" => {
-                    engine_keys.insert(key, v);
-                }
-                _ => return Err(Error::invalid(format!("option `{key}` is not known"))),
-            }
         }
-        let config = EngineConfig::from_json(&Value::Object(engine_keys).to_string())
-            .map_err(|e| Error::invalid(e.message.replace("configuration key", "option")))?;
-        opts.compression_level = config.compression_level;
-        opts.threads = config.worker_threads();
-        opts.write_limit = config.write_limit;
-        opts.disk_limit = config.disk_limit;
-        opts.owner = config.owner;
-        Ok(opts)
+    }
+}
+
+impl ArchiveOptions {
+    /// Threads a call may use, at least 1.
+    fn worker_threads(&self) -> usize {
+        EngineConfig {
+            threads: self.threads,
+            ..EngineConfig::default()
+        }
+        .worker_threads()
     }
 }
 
@@ -513,13 +493,13 @@ fn existing_dir(path: &Path, what: &str) -> Result<OwnedFd> {
 }
 
 /// Archives any directory into a `.tar.gz` file (written under a temporary
-/// name beside it, then renamed). Returns a JSON summary.
+/// name beside it, then renamed).
 pub fn archive_create(
     source: &Path,
     archive: &Path,
     opts: &ArchiveOptions,
     ctl: &mut Control<'_>,
-) -> Result<String> {
+) -> Result<ArchiveSummary> {
     let root = existing_dir(source, "the source")?;
     let parent = archive
         .parent()
@@ -542,7 +522,7 @@ pub fn archive_create(
         &mut temp.file,
         &WriteOptions {
             level: opts.compression_level,
-            threads: opts.threads,
+            threads: opts.worker_threads(),
             write_limit: opts.write_limit,
         },
         ctl,
@@ -550,29 +530,17 @@ pub fn archive_create(
     ctl.check()?;
     temp.publish_replacing(archive)?;
     ctl.report_final(Progress::done(summary.source_bytes, summary.entries));
-    Ok(json!({
-        "checksum": summary.sha1,
-        "checksum_type": "sha1",
-        "size": summary.size,
-        "entries": summary.entries,
-        "files": summary.files,
-        "source_bytes": summary.source_bytes,
-        "changed": summary.changed.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
-        "changed_count": summary.changed_count,
-        "skipped": summary.skipped.iter().map(|s| json!({"path": lossy(&s.path), "reason": s.reason})).collect::<Vec<_>>(),
-        "skipped_count": summary.skipped_count,
-    })
-    .to_string())
+    Ok(summary)
 }
 
 /// Extracts a `.tar.gz` file into a directory with the same safety rules as
-/// a backup restore. Returns a JSON summary.
+/// a backup restore.
 pub fn archive_extract(
     archive: &Path,
     dest: &Path,
     opts: &ArchiveOptions,
     ctl: &mut Control<'_>,
-) -> Result<String> {
+) -> Result<RestoreSummary> {
     let root = existing_dir(dest, "the destination")?;
     let mut file = match std::fs::File::open(archive) {
         Ok(f) => f,
@@ -591,23 +559,10 @@ pub fn archive_extract(
             owner: opts.owner,
             disk_limit: opts.disk_limit,
         },
-        opts.threads,
+        opts.worker_threads(),
         opts.write_limit,
         ctl,
     )?;
     ctl.report_final(Progress::done(summary.bytes, summary.entries));
-    Ok(summary_json(&summary))
-}
-
-pub fn summary_json(s: &RestoreSummary) -> String {
-    json!({
-        "entries": s.entries,
-        "files": s.files,
-        "directories": s.dirs,
-        "symlinks": s.symlinks,
-        "hard_links": s.hard_links,
-        "bytes": s.bytes,
-        "skipped": s.skipped,
-    })
-    .to_string()
+    Ok(summary)
 }

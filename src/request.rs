@@ -1,7 +1,10 @@
 //! The request bodies of the create and restore endpoints (CONTRACT section 1),
-//! validated once here so that every host answers alike.
+//! typed and validated once here so that every host answers alike. Unknown
+//! fields are ignored (Wings does). The checks run in a fixed order (adapter,
+//! then uuid or truncate_directory, ...), so a body with several faults is
+//! always refused for the same one.
 
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
@@ -12,7 +15,7 @@ pub enum Adapter {
 }
 
 impl Adapter {
-    fn parse(value: &str) -> Result<Adapter> {
+    pub fn parse(value: &str) -> Result<Adapter> {
         match value {
             "wings" => Ok(Adapter::Wings),
             "s3" => Ok(Adapter::S3),
@@ -23,20 +26,142 @@ impl Adapter {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The body of `POST /api/servers/:uuid/backup`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "CreateBody")]
 pub struct CreateRequest {
     pub adapter: Adapter,
-    /// Canonical lower-case backup UUID.
+    /// The backup's UUID (canonical, lower-case, once deserialized; the
+    /// engine checks and canonicalizes it again).
     pub uuid: String,
     pub ignore: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The body of `POST /api/servers/:uuid/backup/:id/restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RestoreBody")]
 pub struct RestoreRequest {
     pub adapter: Adapter,
     pub truncate_directory: bool,
     /// Present (and non-empty) when the adapter is `s3`.
     pub download_url: Option<String>,
+}
+
+/// The error of a restore request with the `s3` adapter and no URL.
+pub fn download_url_required() -> Error {
+    Error::invalid("The download_url field is required when the backup adapter is set to S3.")
+}
+
+/// One field of a body as sent, kept whatever its type so that the checks
+/// below decide, in their order, which fault is reported.
+#[derive(Default)]
+enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Wrong,
+    Given(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        if value.is_null() {
+            return Ok(Field::Null);
+        }
+        Ok(T::deserialize(value).map_or(Field::Wrong, Field::Given))
+    }
+}
+
+impl Field<String> {
+    fn required(self, key: &str) -> Result<String> {
+        match self {
+            Field::Absent => Err(Error::invalid(format!("the field `{key}` is required"))),
+            Field::Null | Field::Wrong => Err(not_a_string(key)),
+            Field::Given(s) => Ok(s),
+        }
+    }
+
+    fn optional(self, key: &str) -> Result<Option<String>> {
+        match self {
+            Field::Absent | Field::Null => Ok(None),
+            Field::Wrong => Err(not_a_string(key)),
+            Field::Given(s) => Ok(Some(s)),
+        }
+    }
+}
+
+fn not_a_string(key: &str) -> Error {
+    Error::invalid(format!("the field `{key}` must be a string"))
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    adapter: Field<String>,
+    #[serde(default)]
+    uuid: Field<String>,
+    #[serde(default)]
+    ignore: Field<String>,
+}
+
+#[derive(Deserialize)]
+struct RestoreBody {
+    #[serde(default)]
+    adapter: Field<String>,
+    #[serde(default)]
+    truncate_directory: Field<bool>,
+    #[serde(default)]
+    download_url: Field<String>,
+}
+
+impl TryFrom<CreateBody> for CreateRequest {
+    /// The message (every fault of a body is `WB_INVALID_ARGUMENT`).
+    type Error = String;
+
+    fn try_from(body: CreateBody) -> std::result::Result<Self, String> {
+        let checked = || -> Result<CreateRequest> {
+            Ok(CreateRequest {
+                adapter: Adapter::parse(&body.adapter.required("adapter")?)?,
+                uuid: backup_uuid(&body.uuid.required("uuid")?)?,
+                ignore: body.ignore.required("ignore")?,
+            })
+        };
+        checked().map_err(|e| e.message)
+    }
+}
+
+impl TryFrom<RestoreBody> for RestoreRequest {
+    /// The message (every fault of a body is `WB_INVALID_ARGUMENT`).
+    type Error = String;
+
+    fn try_from(body: RestoreBody) -> std::result::Result<Self, String> {
+        let checked = || -> Result<RestoreRequest> {
+            let adapter = Adapter::parse(&body.adapter.required("adapter")?)?;
+            let truncate_directory = match body.truncate_directory {
+                Field::Absent | Field::Null => false,
+                Field::Given(b) => b,
+                Field::Wrong => {
+                    return Err(Error::invalid(
+                        "the field `truncate_directory` must be a boolean",
+                    ))
+                }
+            };
+            let download_url = body
+                .download_url
+                .optional("download_url")?
+                .filter(|s| !s.is_empty());
+            if adapter == Adapter::S3 && download_url.is_none() {
+                return Err(download_url_required());
+            }
+            Ok(RestoreRequest {
+                adapter,
+                truncate_directory,
+                download_url,
+            })
+        };
+        checked().map_err(|e| e.message)
+    }
 }
 
 /// Returns the canonical (lower-case, hyphenated) form of a UUID, or `None` if
@@ -63,80 +188,21 @@ pub fn backup_uuid(s: &str) -> Result<String> {
     canonical_uuid(s).ok_or_else(|| Error::invalid("The backup identifier must be a valid UUID."))
 }
 
-fn parse_object(text: &str) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::invalid("the request body must be a JSON object")),
-        Err(e) => Err(Error::invalid(format!(
-            "The data passed in the request was not in a parsable format: {e}"
-        ))),
-    }
-}
-
-fn field_str<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    required: bool,
-) -> Result<Option<&'a str>> {
-    match map.get(key) {
-        None if required => Err(Error::invalid(format!("the field `{key}` is required"))),
-        None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid(format!(
-            "the field `{key}` must be a string"
-        ))),
-        None => Ok(None),
-    }
-}
-
-impl CreateRequest {
-    pub fn parse(text: &str) -> Result<CreateRequest> {
-        let map = parse_object(text)?;
-        let adapter = Adapter::parse(field_str(&map, "adapter", true)?.unwrap_or_default())?;
-        let uuid = backup_uuid(field_str(&map, "uuid", true)?.unwrap_or_default())?;
-        let ignore = field_str(&map, "ignore", true)?
-            .unwrap_or_default()
-            .to_string();
-        Ok(CreateRequest {
-            adapter,
-            uuid,
-            ignore,
-        })
-    }
-}
-
-impl RestoreRequest {
-    pub fn parse(text: &str) -> Result<RestoreRequest> {
-        let map = parse_object(text)?;
-        let adapter = Adapter::parse(field_str(&map, "adapter", true)?.unwrap_or_default())?;
-        let truncate_directory = match map.get("truncate_directory") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(Error::invalid(
-                    "the field `truncate_directory` must be a boolean",
-                ))
-            }
-        };
-        let download_url = field_str(&map, "download_url", false)?
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        if adapter == Adapter::S3 && download_url.is_none() {
-            return Err(Error::invalid(
-                "The download_url field is required when the backup adapter is set to S3.",
-            ));
-        }
-        Ok(RestoreRequest {
-            adapter,
-            truncate_directory,
-            download_url,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl CreateRequest {
+        fn parse(text: &str) -> Result<CreateRequest> {
+            crate::ffi::wire::create_request(text)
+        }
+    }
+
+    impl RestoreRequest {
+        fn parse(text: &str) -> Result<RestoreRequest> {
+            crate::ffi::wire::restore_request(text)
+        }
+    }
 
     #[test]
     fn uuids() {

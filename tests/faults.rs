@@ -29,13 +29,12 @@ fn child_mode() -> Option<String> {
     std::env::var("WB_FAULT_CHILD").ok()
 }
 
-fn engine_config(data: &Path, backups: &Path, extra: &str) -> EngineConfig {
-    let json = format!(
-        r#"{{"data_directory":"{}","backup_directory":"{}"{extra}}}"#,
-        data.display(),
-        backups.display()
-    );
-    EngineConfig::from_json(&json).unwrap()
+fn engine_config(data: &Path, backups: &Path) -> EngineConfig {
+    EngineConfig {
+        data_directory: data.to_path_buf(),
+        backup_directory: backups.to_path_buf(),
+        ..EngineConfig::default()
+    }
 }
 
 /// A small random number generator for kill times, seeded from the clock
@@ -105,7 +104,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
-    let node = Node::new(r#","threads":1"#);
+    let node = Node::with(|c| c.threads = 1);
     for i in 0..4 {
         write_file(
             &node.root().join(format!("world/region-{i}.mca")),
@@ -137,7 +136,7 @@ fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
 
 #[test]
 fn a_full_disk_during_a_restore_is_a_quota_error_and_keeps_every_file() {
-    let node = Node::new("");
+    let node = Node::new();
     let Some(_mount) = Mount::tmpfs(&node.root(), "6m") else {
         return;
     };
@@ -190,24 +189,25 @@ fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 fn run_child_operation(mode: &str) {
     let data = PathBuf::from(std::env::var_os("WB_DATA").unwrap());
     let backups = PathBuf::from(std::env::var_os("WB_BACKUPS").unwrap());
-    let engine = Engine::new(engine_config(
-        &data,
-        &backups,
-        r#","write_limit":1,"threads":1"#,
-    ))
+    let engine = Engine::new(EngineConfig {
+        write_limit: 1,
+        threads: 1,
+        ..engine_config(&data, &backups)
+    })
     .unwrap();
     let result = match mode {
-        "create" => {
-            let body = format!(r#"{{"adapter":"wings","uuid":"{BACKUP}","ignore":""}}"#);
-            engine
-                .create_backup(SERVER, &body, &mut Control::none())
-                .map(|_| ())
-        }
+        "create" => engine
+            .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+            .map(|_| ()),
         _ => {
             let truncate = mode == "restore-truncate";
-            let body = format!(r#"{{"adapter":"wings","truncate_directory":{truncate}}}"#);
             engine
-                .restore_backup(SERVER, BACKUP, &body, &mut Control::none())
+                .restore_backup(
+                    SERVER,
+                    BACKUP,
+                    &local_restore(truncate),
+                    &mut Control::none(),
+                )
                 .map(|_| ())
         }
     };
@@ -226,7 +226,7 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
     if let Some(mode) = child_mode() {
         return run_child_operation(&mode);
     }
-    let node = Node::new("");
+    let node = Node::new();
     for i in 0..3 {
         write_file(
             &node.root().join(format!("world/r{i}.mca")),
@@ -257,7 +257,7 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
         // An engine starting while the backup runs leaves its file alone
         // (the file is locked).
         let running = part_files(&node.backups());
-        drop(Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap());
+        drop(Engine::new(engine_config(&node.dir.join("data"), &node.backups())).unwrap());
         assert_eq!(
             part_files(&node.backups()),
             running,
@@ -282,13 +282,11 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
         );
 
         // Starting again removes it; the same backup can then be made.
-        let engine =
-            Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap();
+        let engine = Engine::new(engine_config(&node.dir.join("data"), &node.backups())).unwrap();
         assert_eq!(names(&node.backups()), Vec::<String>::new());
         if round == 1 {
-            let body = format!(r#"{{"adapter":"wings","uuid":"{BACKUP}","ignore":""}}"#);
             engine
-                .create_backup(SERVER, &body, &mut Control::none())
+                .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
                 .unwrap();
             assert_eq!(names(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
         }
@@ -329,7 +327,7 @@ fn comparable(v: BTreeMap<Vec<u8>, Node2>, truncate: bool) -> BTreeMap<Vec<u8>, 
 
 #[test]
 fn a_merge_restore_gives_directories_the_archive_s_times() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(&node.root().join("world/a"), b"a", 0o644, 1);
     set_mtime(&node.root().join("world"), 1_500_000_000);
     node.create(BACKUP, "").unwrap();
@@ -450,7 +448,7 @@ fn a_restore_killed_at_any_point_leaves_every_file_old_or_new_and_recovers_to_on
     if let Some(mode) = child_mode() {
         return run_child_operation(&mode);
     }
-    let node = Node::new("");
+    let node = Node::new();
     let root = node.root();
     new_tree(&root);
     node.create(BACKUP, "").unwrap();
@@ -535,7 +533,7 @@ fn a_restore_killed_at_any_point_leaves_every_file_old_or_new_and_recovers_to_on
         }
 
         // An engine starting over the same directories recovers.
-        drop(Engine::new(engine_config(&node.dir.join("data"), &node.backups(), "")).unwrap());
+        drop(Engine::new(engine_config(&node.dir.join("data"), &node.backups())).unwrap());
         assert_eq!(stages(&root), vec![], "round {round}: a stage is left");
         let after = comparable(view(&root), truncate);
         let old_view = comparable(old_view.clone(), truncate);

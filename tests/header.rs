@@ -47,8 +47,26 @@ fn status_codes_are_never_renumbered() {
         ],
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
+    let header = include_str!("../include/wings_backup.h");
     for s in wings_backup::Status::ALL {
         let name = unsafe { std::ffi::CStr::from_ptr(wb_status_name(s as i32)) };
         assert_eq!(name.to_str().unwrap(), s.name());
+        assert_eq!(wb_status_http(s as i32), s.http_status());
+        let define = format!("#define {} {}\n", s.name(), s as i32);
+        assert!(header.contains(&define), "the header lacks {define:?}");
     }
+    let statuses = header
+        .lines()
+        .filter(|l| l.starts_with("#define WB_"))
+        .filter(|l| {
+            !["VERSION_", "ABI_", "PHASE_"]
+                .iter()
+                .any(|p| l[11..].starts_with(p))
+        })
+        .count();
+    assert_eq!(
+        statuses,
+        wings_backup::Status::ALL.len(),
+        "statuses in the header"
+    );
 }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
-use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
+use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions, BackupDetails};
+use wings_backup::ffi::wire;
 use wings_backup::progress::{Control, Phase, Progress};
 
 /// Runs `f` on its own thread; a call still running after `secs` fails the
@@ -144,25 +145,15 @@ fn member<'m>(members: &'m [Member], name: &[u8]) -> &'m Member {
         .unwrap_or_else(|| panic!("no member {:?}", String::from_utf8_lossy(name)))
 }
 
-fn create(node: &Node, ctl: &mut Control<'_>) -> serde_json::Value {
-    let body = serde_json::json!({"adapter":"wings","uuid":BACKUP,"ignore":""}).to_string();
-    let details = node.engine.create_backup(SERVER, &body, ctl).unwrap();
-    serde_json::from_str(&details).unwrap()
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| s.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+fn create(node: &Node, ctl: &mut Control<'_>) -> BackupDetails {
+    node.engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), ctl)
+        .unwrap()
 }
 
 #[test]
 fn symlinks_pointing_outside_are_stored_as_links_and_never_read_through() {
-    let node = Node::new("");
+    let node = Node::new();
     let outside = node.dir.join("outside");
     let marker = format!("OUTSIDE-SECRET-{}", wings_backup::safe_fs::nonce());
     write_file(&outside.join("secret.txt"), marker.as_bytes(), 0o644, 1);
@@ -252,7 +243,7 @@ impl OpenWatch {
 
 #[test]
 fn fifos_are_archived_without_being_opened_and_never_hang_a_backup() {
-    let node = Arc::new(Node::new(""));
+    let node = Arc::new(Node::new());
     write_file(&node.root().join("a.txt"), b"a", 0o644, 1);
     let fifos = [
         node.root().join("console.pipe"),
@@ -290,12 +281,11 @@ fn fifos_are_archived_without_being_opened_and_never_hang_a_backup() {
     let archive2 = archive.clone();
     let dest2 = dest.clone();
     let summary = within(60, "restoring FIFOs", move || {
-        let opts = ArchiveOptions::from_json(None).unwrap();
+        let opts = ArchiveOptions::default();
         archive_extract(&archive2, &dest2, &opts, &mut Control::none())
     })
     .unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    assert_eq!(summary["skipped"], 2, "{summary}");
+    assert_eq!(summary.skipped, 2, "{summary:?}");
     assert!(!dest.join("console.pipe").exists());
     assert!(!watch.saw_open());
 }
@@ -305,7 +295,10 @@ fn files_that_change_while_archived_end_in_a_valid_archive() {
     // One compression thread and a write limit: the walk runs at most a
     // few MiB ahead of the writer, so progress reports arrive while each
     // big file is being read, and the callback changes the tree then.
-    let node = Node::new(r#","threads":1,"write_limit":8"#);
+    let node = Node::with(|c| {
+        c.threads = 1;
+        c.write_limit = 8;
+    });
     const MIB: usize = 1 << 20;
     let size = 8 * MIB;
     let r = node.root();
@@ -390,9 +383,12 @@ fn files_that_change_while_archived_end_in_a_valid_archive() {
     let details = create(&node, &mut ctl);
     drop(ctl);
     assert_eq!(fired, [true; 3], "every change happened during the backup");
-    let changed = strings(&details["changed"]);
-    assert!(changed.contains(&"1-grows.bin".to_string()), "{details}");
-    assert!(changed.contains(&"2-shrinks.bin".to_string()), "{details}");
+    let changed = lossy(&details.archive.changed);
+    assert!(changed.contains(&"1-grows.bin".to_string()), "{details:?}");
+    assert!(
+        changed.contains(&"2-shrinks.bin".to_string()),
+        "{details:?}"
+    );
 
     let archive = node.archive(BACKUP);
     gnu_tar_lists(&archive);
@@ -419,7 +415,7 @@ fn files_that_change_while_archived_end_in_a_valid_archive() {
     // The padded file restores to its size: what was read, then zeros.
     let dest = node.dir.join("extracted");
     std::fs::create_dir_all(&dest).unwrap();
-    let opts = ArchiveOptions::from_json(None).unwrap();
+    let opts = ArchiveOptions::default();
     archive_extract(&archive, &dest, &opts, &mut Control::none()).unwrap();
     let back = std::fs::read(dest.join("2-shrinks.bin")).unwrap();
     assert_eq!(back.len(), size);
@@ -501,10 +497,11 @@ fn unreadable_files_and_directories_are_skipped_with_a_reason() {
         // The child, without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH.
         let src = PathBuf::from(std::env::var_os("WB_SRC").unwrap());
         let archive = PathBuf::from(std::env::var_os("WB_ARCHIVE").unwrap());
-        let opts = ArchiveOptions::from_json(None).unwrap();
+        let opts = ArchiveOptions::default();
         let out = archive_create(&src, &archive, &opts, &mut Control::none());
         match out {
-            Ok(json) => println!("WBCHILD:ok {json}"),
+            // To the parent, as the C ABI renders it.
+            Ok(summary) => println!("WBCHILD:ok {}", wire::archive_summary(&summary)),
             Err(e) => println!("WBCHILD:err {e}"),
         }
         return;
@@ -578,7 +575,7 @@ fn unreadable_files_and_directories_are_skipped_with_a_reason() {
 
 #[test]
 fn names_with_newlines_and_invalid_utf8_round_trip() {
-    let node = Node::new("");
+    let node = Node::new();
     let r = node.root();
     let names: Vec<&[u8]> = vec![
         b"line\nbreak.txt",
@@ -718,7 +715,7 @@ fn remove_chain(top: &Path) {
 /// Python, restores it over the server (truncating) and checks the result.
 /// Returns the time the backup and the restore took.
 fn deep_round_trip(depth: usize, limit: Duration) -> (Duration, Duration) {
-    let node = Arc::new(Node::new(""));
+    let node = Arc::new(Node::new());
     make_chain(&node.root(), depth, b"at the bottom", false);
     let n = Arc::clone(&node);
     let t = Instant::now();
@@ -778,11 +775,11 @@ fn a_deep_tree_with_a_file_at_every_level_round_trips_with_1024_open_files() {
         let src = PathBuf::from(std::env::var_os("WB_SRC").unwrap());
         let archive = PathBuf::from(std::env::var_os("WB_ARCHIVE").unwrap());
         let dest = PathBuf::from(std::env::var_os("WB_DEST").unwrap());
-        let opts = ArchiveOptions::from_json(None).unwrap();
+        let opts = ArchiveOptions::default();
         match archive_create(&src, &archive, &opts, &mut Control::none())
             .and_then(|_| archive_extract(&archive, &dest, &opts, &mut Control::none()))
         {
-            Ok(json) => println!("\nWBCHILD:ok {json}"),
+            Ok(summary) => println!("\nWBCHILD:ok {}", wire::restore_summary(&summary)),
             Err(e) => println!("\nWBCHILD:err {e}"),
         }
         return;
@@ -903,7 +900,7 @@ fn many_empty_files_round_trip_in_bounded_memory() {
         make_empty_files(&src, count);
         let made = t.elapsed();
         let base = vm_hwm_kib();
-        let opts = ArchiveOptions::from_json(None).unwrap();
+        let opts = ArchiveOptions::default();
         let archive = dir.join("many.tar.gz");
         let t = Instant::now();
         let created = archive_create(&src, &archive, &opts, &mut Control::none()).unwrap();
@@ -921,8 +918,8 @@ fn many_empty_files_round_trip_in_bounded_memory() {
             "WBCHILD:{}",
             serde_json::json!({
                 "count": count, "restored": restored,
-                "create": serde_json::from_str::<serde_json::Value>(&created).unwrap(),
-                "extract": serde_json::from_str::<serde_json::Value>(&extracted).unwrap(),
+                "create": {"files": created.files, "entries": created.entries, "size": created.size},
+                "extract": {"files": extracted.files, "entries": extracted.entries},
                 "archive_bytes": size,
                 "make_s": made.as_secs_f64(), "create_s": create_time.as_secs_f64(),
                 "extract_s": extract_time.as_secs_f64(),

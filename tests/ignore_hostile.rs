@@ -47,8 +47,10 @@ fn deep_a_tree(root: &Path, depth: usize, files: bool) -> PathBuf {
 }
 
 fn options(ignore: &str) -> ArchiveOptions {
-    let json = serde_json::json!({ "ignore": ignore }).to_string();
-    ArchiveOptions::from_json(Some(&json)).unwrap()
+    ArchiveOptions {
+        ignore: ignore.to_string(),
+        ..ArchiveOptions::default()
+    }
 }
 
 /// Member names as GNU tar lists them, without a trailing `/`.

@@ -42,13 +42,13 @@ fn source_tree(dir: &TempDir) -> std::path::PathBuf {
 }
 
 fn ours(src: &Path, archive: &Path) {
-    let opts = ArchiveOptions::from_json(None).unwrap();
+    let opts = ArchiveOptions::default();
     archive_create(src, archive, &opts, &mut Control::none()).unwrap();
 }
 
 fn extract_with_us(archive: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
-    let opts = ArchiveOptions::from_json(None).unwrap();
+    let opts = ArchiveOptions::default();
     archive_extract(archive, dest, &opts, &mut Control::none()).unwrap();
 }
 

@@ -19,7 +19,7 @@ fn peak_rss_kib() -> i64 {
 
 #[test]
 fn a_large_backup_and_restore_stream() {
-    let node = Node::new("");
+    let node = Node::new();
     // 768 MiB of data that compresses (so it goes through the compressor),
     // written as a pattern to keep the test quick.
     let path = node.root().join("big.bin");

@@ -24,7 +24,7 @@ fn big_tree(node: &Node, files: usize) {
 
 #[test]
 fn a_truncating_restore_of_an_archive_corrupt_near_its_end_keeps_every_file() {
-    let node = Node::new("");
+    let node = Node::new();
     big_tree(&node, 30);
     node.create(BACKUP, "").unwrap();
     let mut bytes = std::fs::read(node.archive(BACKUP)).unwrap();
@@ -44,8 +44,9 @@ fn a_truncating_restore_of_an_archive_corrupt_near_its_end_keeps_every_file() {
 }
 
 fn create_with(node: &Node, uuid: &str, ctl: &mut Control<'_>) -> wings_backup::Result<String> {
-    let body = serde_json::json!({"adapter":"wings","uuid":uuid,"ignore":""}).to_string();
-    node.engine.create_backup(SERVER, &body, ctl)
+    node.engine
+        .create_backup(SERVER, &create_request(uuid, ""), ctl)
+        .map(|d| d.report.checksum)
 }
 
 /// Runs `work` with a progress callback that, at the first report of
@@ -88,7 +89,7 @@ fn while_in_phase<T: Send>(
 
 #[test]
 fn a_create_stopped_by_its_progress_callback_leaves_nothing() {
-    let node = Node::new("");
+    let node = Node::new();
     big_tree(&node, 20);
     let mut calls = 0;
     let mut cb = |p: &Progress| {
@@ -104,7 +105,7 @@ fn a_create_stopped_by_its_progress_callback_leaves_nothing() {
 
 #[test]
 fn a_create_cancelled_from_another_thread_leaves_nothing() {
-    let node = Node::new("");
+    let node = Node::new();
     big_tree(&node, 20);
     let token = CancelToken::new();
     let (result, _) = while_in_phase(
@@ -119,7 +120,7 @@ fn a_create_cancelled_from_another_thread_leaves_nothing() {
 
 #[test]
 fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
-    let node = Node::new("");
+    let node = Node::new();
     big_tree(&node, 20);
     // DELETE waits for the create to stop, so it runs on its own thread; the
     // callback holds the create until the delete is under way.
@@ -159,7 +160,7 @@ fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
 
 #[test]
 fn a_cancelled_restore_keeps_every_file() {
-    let node = Node::new("");
+    let node = Node::new();
     big_tree(&node, 20);
     node.create(BACKUP, "").unwrap();
     write_file(
@@ -170,12 +171,12 @@ fn a_cancelled_restore_keeps_every_file() {
     );
     let before = snapshot(&node.root());
     let token = CancelToken::new();
-    let body = r#"{"adapter":"wings","truncate_directory":true}"#;
+    let body = local_restore(true);
     let (result, _) = while_in_phase(
         Phase::Extract,
         |ctl| {
             node.engine
-                .restore_backup(SERVER, BACKUP, body, ctl)
+                .restore_backup(SERVER, BACKUP, &body, ctl)
                 .map(|_| String::new())
         },
         Some(&token),
@@ -187,7 +188,7 @@ fn a_cancelled_restore_keeps_every_file() {
 
 #[test]
 fn a_busy_server_is_a_conflict() {
-    let node = Node::new("");
+    let node = Node::new();
     big_tree(&node, 5);
     let other = "22222222-2222-4333-8444-555555555555";
     std::fs::write(node.archive(other), b"x").unwrap();
@@ -197,7 +198,7 @@ fn a_busy_server_is_a_conflict() {
         None,
         || {
             let third = "33333333-2222-4333-8444-555555555555";
-            let body = r#"{"adapter":"wings","truncate_directory":true}"#;
+            let body = local_restore(true);
             vec![
                 create_with(&node, third, &mut Control::none())
                     .unwrap_err()
@@ -206,7 +207,7 @@ fn a_busy_server_is_a_conflict() {
                     .unwrap_err()
                     .status,
                 node.engine
-                    .check_restore(SERVER, other, body)
+                    .check_restore(SERVER, other, &body)
                     .unwrap_err()
                     .status,
                 node.restore(other, true).unwrap_err().status,
@@ -236,7 +237,7 @@ fn fake_interrupted_stage(root: &std::path::Path, committed: bool) {
 
 #[test]
 fn an_interrupted_committed_restore_is_finished_at_start() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(&node.root().join("old1.txt"), b"1", 0o644, 1);
     write_file(&node.root().join("old2.txt"), b"2", 0o644, 1);
     fake_interrupted_stage(&node.root(), true);
@@ -250,7 +251,7 @@ fn an_interrupted_committed_restore_is_finished_at_start() {
 
 #[test]
 fn an_interrupted_uncommitted_restore_is_undone_at_start() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(&node.root().join("old1.txt"), b"1", 0o644, 1);
     write_file(&node.root().join("old2.txt"), b"2", 0o644, 1);
     fake_interrupted_stage(&node.root(), false);
@@ -264,7 +265,7 @@ fn an_interrupted_uncommitted_restore_is_undone_at_start() {
 
 #[test]
 fn stale_temporary_archives_are_removed_at_start() {
-    let node = Node::new("");
+    let node = Node::new();
     std::fs::write(
         node.backups()
             .join(format!(".{BACKUP}.tar.gz.part-123-abc-0")),

@@ -6,11 +6,17 @@ mod common;
 use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
+use wings_backup::config::{CompressionLevel, Owner};
 
 #[test]
 fn restored_files_belong_to_the_configured_owner() {
     if is_root() {
-        let node = Node::new(r#","owner":{"uid":4321,"gid":4322}"#);
+        let node = Node::with(|c| {
+            c.owner = Some(Owner {
+                uid: 4321,
+                gid: 4322,
+            })
+        });
         build_game_tree(&node.root());
         node.create(BACKUP, "").unwrap();
         node.restore(BACKUP, true).unwrap();
@@ -35,13 +41,13 @@ fn is_root() -> bool {
 fn the_write_limit_paces_the_archive() {
     // 1 MiB/s over ~3 MiB of incompressible data: at least ~3 s, and not
     // wildly more (the bound only guards against a hang).
-    let node = Node::new(r#","write_limit":1"#);
+    let node = Node::with(|c| c.write_limit = 1);
     let data = noise(3 << 20, 0x2545_f491_4f6c_dd1d);
     write_file(&node.root().join("noise.bin"), &data, 0o644, 1);
     let start = Instant::now();
     let details = node.create(BACKUP, "").unwrap();
     let secs = start.elapsed().as_secs_f64();
-    let size = details["size"].as_u64().unwrap() as f64;
+    let size = details.report.size as f64;
     let expected = size / (1024.0 * 1024.0);
     assert!(
         secs >= expected * 0.9,
@@ -55,12 +61,16 @@ fn the_write_limit_paces_the_archive() {
 
 #[test]
 fn every_compression_level_round_trips() {
-    for level in ["none", "best_speed", "best_compression"] {
-        let node = Node::new(&format!(r#","compression_level":"{level}""#));
+    for (level, compression) in [
+        ("none", CompressionLevel::None),
+        ("best_speed", CompressionLevel::BestSpeed),
+        ("best_compression", CompressionLevel::BestCompression),
+    ] {
+        let node = Node::with(|c| c.compression_level = compression);
         build_game_tree(&node.root());
         let before = snapshot(&node.root());
         let details = node.create(BACKUP, "").unwrap();
-        let size = details["size"].as_u64().unwrap();
+        let size = details.report.size;
         let raw: u64 = before
             .values()
             .map(|n| match n {
@@ -83,7 +93,7 @@ fn a_merge_that_replaces_one_link_of_a_file_counts_the_other_link() {
     // The server holds one 1,000-byte file under two names (a hard link);
     // the archive brings a new `a`. Afterwards the server holds 2,000
     // bytes: over a limit of 1,500, so the merge is refused.
-    let node = Node::new(r#","disk_limit":1500"#);
+    let node = Node::with(|c| c.disk_limit = 1500);
     let root = node.root();
     write_file(&root.join("a"), &[1u8; 1000], 0o644, 1);
     std::fs::hard_link(root.join("a"), root.join("b")).unwrap();

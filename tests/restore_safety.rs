@@ -19,7 +19,7 @@ struct Scene {
 
 impl Scene {
     fn new() -> Scene {
-        let node = Node::new("");
+        let node = Node::new();
         write_file(
             &node.root().join("server.properties"),
             b"keep me",
@@ -233,7 +233,7 @@ fn our_archive_of(s: &Scene, files: u32, byte: impl Fn(u32, u32) -> u8, len: u32
     wings_backup::engine::archive_create(
         src.path(),
         &full,
-        &wings_backup::engine::ArchiveOptions::from_json(None).unwrap(),
+        &wings_backup::engine::ArchiveOptions::default(),
         &mut wings_backup::progress::Control::none(),
     )
     .unwrap();
@@ -401,7 +401,7 @@ fn pax_and_gnu_long_names_cannot_escape() {
 
 #[test]
 fn the_disk_limit_stops_a_gzip_bomb() {
-    let node = Node::new(r#","disk_limit":1000000"#);
+    let node = Node::with(|c| c.disk_limit = 1_000_000);
     write_file(&node.root().join("old.txt"), b"old", 0o644, 1_600_000_000);
     let mut t = RawTar::default();
     t.entry(b"bomb.bin", b'0', b"", 0o644, &vec![0u8; 50_000_000]);

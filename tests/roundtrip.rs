@@ -8,17 +8,17 @@ use std::os::unix::fs::PermissionsExt;
 
 #[test]
 fn create_then_truncating_restore_gives_back_the_same_tree() {
-    let node = Node::new("");
+    let node = Node::new();
     build_game_tree(&node.root());
     let before = snapshot(&node.root());
     let details = node.create(BACKUP, "").unwrap();
 
     let archive = std::fs::read(node.archive(BACKUP)).unwrap();
-    assert_eq!(details["checksum"], sha1_hex(&archive));
-    assert_eq!(details["checksum_type"], "sha1");
-    assert_eq!(details["size"], archive.len() as u64);
-    assert_eq!(details["successful"], true);
-    assert!(details["parts"].is_null());
+    assert_eq!(details.report.checksum, sha1_hex(&archive));
+    assert_eq!(details.checksum_type(), "sha1");
+    assert_eq!(details.report.size, archive.len() as u64);
+    assert!(details.report.successful);
+    assert!(details.report.parts.is_none());
     let mode = std::fs::metadata(node.archive(BACKUP))
         .unwrap()
         .permissions()
@@ -53,7 +53,7 @@ fn create_then_truncating_restore_gives_back_the_same_tree() {
 
 #[test]
 fn merge_restore_overwrites_archived_files_and_keeps_others() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(
         &node.root().join("a.txt"),
         b"version 1",
@@ -101,7 +101,7 @@ fn merge_restore_overwrites_archived_files_and_keeps_others() {
 #[test]
 fn hard_links_are_stored_once_and_restored_as_links() {
     use std::os::unix::fs::MetadataExt;
-    let node = Node::new("");
+    let node = Node::new();
     write_file(
         &node.root().join("a"),
         &vec![7u8; 100_000],
@@ -128,7 +128,7 @@ fn hard_links_are_stored_once_and_restored_as_links() {
 
 #[test]
 fn fifos_are_stored_as_headers_and_never_opened() {
-    let node = Node::new("");
+    let node = Node::new();
     let fifo = node.root().join("pipe");
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -153,7 +153,7 @@ fn fifos_are_stored_as_headers_and_never_opened() {
 
 #[test]
 fn ignore_rules_apply_and_pteroignore_is_the_fallback() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(&node.root().join("logs/a.log"), b"a", 0o644, 1);
     write_file(&node.root().join("logs/keep.txt"), b"k", 0o644, 1);
     write_file(&node.root().join("world/x.dat"), b"x", 0o644, 1);
@@ -203,7 +203,7 @@ fn ignore_rules_apply_and_pteroignore_is_the_fallback() {
 
 #[test]
 fn duplicate_and_missing_backups() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(&node.root().join("f"), b"x", 0o644, 1);
     node.create(BACKUP, "").unwrap();
     let err = node.create(BACKUP, "").unwrap_err();
@@ -230,7 +230,7 @@ fn duplicate_and_missing_backups() {
 
 #[test]
 fn the_ignore_file_is_honoured_only_up_to_32_kib() {
-    let node = Node::new("");
+    let node = Node::new();
     write_file(&node.root().join("world/x.dat"), b"x", 0o644, 1);
     write_file(&node.root().join("keep.txt"), b"k", 0o644, 1);
     let listed = |uuid: &str| {
@@ -271,7 +271,7 @@ fn the_ignore_file_is_honoured_only_up_to_32_kib() {
 fn a_merge_keeps_the_mode_of_directories_the_archive_only_implies() {
     // Another tool's archive with no directory entries: "world/" and
     // "config/" exist only as parents of files.
-    let node = Node::new("");
+    let node = Node::new();
     let root = node.root();
     std::fs::create_dir_all(root.join("world")).unwrap();
     std::fs::create_dir_all(root.join("config")).unwrap();
@@ -315,7 +315,7 @@ fn a_merge_keeps_the_mode_of_directories_the_archive_only_implies() {
 #[test]
 fn a_backup_leaves_the_files_access_times_alone() {
     use std::os::unix::fs::MetadataExt;
-    let node = Node::new("");
+    let node = Node::new();
     let root = node.root();
     // touch -d sets both times: atime == mtime, so relatime would update
     // the atime at the next read.

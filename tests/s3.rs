@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use wings_backup::config::EngineConfig;
-use wings_backup::engine::Engine;
+use wings_backup::config::{AllowEntry, EngineConfig, PanelConfig};
+use wings_backup::engine::{BackupDetails, Engine};
+use wings_backup::panel::ReportOutcome;
 use wings_backup::progress::{Control, Phase, Progress};
+use wings_backup::request::{Adapter, CreateRequest, RestoreRequest};
 use wings_backup::Status;
 
 struct Stub {
@@ -67,22 +69,34 @@ impl Stub {
         self.get("/_test/state")
     }
 
-    fn engine(&self, node_dir: &TempDir, extra: &str) -> Engine {
-        self.engine_with_budget(node_dir, extra, 3)
+    /// An engine with this Panel and `allowlist` as its restore host allowlist.
+    fn engine(&self, node_dir: &TempDir, allowlist: &[&str]) -> Engine {
+        self.engine_with_budget(node_dir, allowlist, 3)
     }
 
-    fn engine_with_budget(&self, node_dir: &TempDir, extra: &str, report_retry_s: u64) -> Engine {
+    fn engine_with_budget(
+        &self,
+        node_dir: &TempDir,
+        allowlist: &[&str],
+        report_retry_s: u64,
+    ) -> Engine {
         std::fs::create_dir_all(node_dir.join("data").join(SERVER)).unwrap();
-        let json = format!(
-            r#"{{"data_directory":"{}","backup_directory":"{}",
-                "panel":{{"url":"{}","token_id":"{}","token":"{}","report_retry_s":{report_retry_s}}}{extra}}}"#,
-            node_dir.join("data").display(),
-            node_dir.join("backups").display(),
-            self.url,
-            self.token_id,
-            self.token
-        );
-        Engine::new(EngineConfig::from_json(&json).unwrap()).unwrap()
+        Engine::new(EngineConfig {
+            data_directory: node_dir.join("data"),
+            backup_directory: node_dir.join("backups"),
+            panel: Some(PanelConfig {
+                url: self.url.clone(),
+                token_id: self.token_id.clone(),
+                token: self.token.clone(),
+                report_retry_s,
+            }),
+            restore_host_allowlist: allowlist
+                .iter()
+                .map(|h| AllowEntry::parse(h).unwrap())
+                .collect(),
+            ..EngineConfig::default()
+        })
+        .unwrap()
     }
 }
 
@@ -108,25 +122,52 @@ fn tree(root: &std::path::Path) {
     write_file(&root.join("world/noise.bin"), &noise, 0o644, 1_600_000_000);
 }
 
-fn create_s3(engine: &Engine, uuid: &str) -> wings_backup::Result<Value> {
-    let body = json!({"adapter":"s3","uuid":uuid,"ignore":""}).to_string();
-    engine
-        .create_backup(SERVER, &body, &mut Control::none())
-        .map(|d| serde_json::from_str(&d).unwrap())
+fn s3_create(uuid: &str) -> CreateRequest {
+    CreateRequest {
+        adapter: Adapter::S3,
+        ..create_request(uuid, "")
+    }
+}
+
+fn s3_restore(url: &str, truncate: bool) -> RestoreRequest {
+    RestoreRequest {
+        adapter: Adapter::S3,
+        truncate_directory: truncate,
+        download_url: Some(url.to_string()),
+    }
+}
+
+fn create_s3(engine: &Engine, uuid: &str) -> wings_backup::Result<BackupDetails> {
+    engine.create_backup(SERVER, &s3_create(uuid), &mut Control::none())
 }
 
 fn restore_s3(engine: &Engine, uuid: &str, url: &str, truncate: bool) -> wings_backup::Result<()> {
-    let body = json!({"adapter":"s3","truncate_directory":truncate,"download_url":url}).to_string();
     engine
-        .restore_backup(SERVER, uuid, &body, &mut Control::none())
+        .restore_backup(
+            SERVER,
+            uuid,
+            &s3_restore(url, truncate),
+            &mut Control::none(),
+        )
         .map(|_| ())
+}
+
+/// The parts of a backup as the Panel's status body lists them.
+fn parts_json(details: &BackupDetails) -> Value {
+    match &details.report.parts {
+        None => Value::Null,
+        Some(parts) => parts
+            .iter()
+            .map(|(etag, n)| json!({"etag": etag, "part_number": n}))
+            .collect(),
+    }
 }
 
 #[test]
 fn an_s3_backup_lands_in_the_bucket_with_the_reported_sha1_and_size() {
     let stub = Stub::start();
     let dir = TempDir::new("s3-create");
-    let engine = stub.engine(&dir, "");
+    let engine = stub.engine(&dir, &[]);
     tree(&dir.join("data").join(SERVER));
     let mut upload_reports: Vec<Progress> = Vec::new();
     let mut cb = |p: &Progress| {
@@ -135,31 +176,28 @@ fn an_s3_backup_lands_in_the_bucket_with_the_reported_sha1_and_size() {
         }
         true
     };
-    let body = json!({"adapter":"s3","uuid":BACKUP,"ignore":""}).to_string();
-    let details: Value = serde_json::from_str(
-        &engine
-            .create_backup(SERVER, &body, &mut Control::new(None, Some(&mut cb)))
-            .unwrap(),
-    )
-    .unwrap();
-    let parts = details["parts"].as_array().unwrap();
-    assert!(parts.len() >= 3, "several parts: {details}");
-    for (i, p) in parts.iter().enumerate() {
-        assert_eq!(p["part_number"], i as u64 + 1);
-        assert!(
-            p["etag"].as_str().unwrap().starts_with('"'),
-            "ETag kept verbatim"
-        );
+    let details = engine
+        .create_backup(
+            SERVER,
+            &s3_create(BACKUP),
+            &mut Control::new(None, Some(&mut cb)),
+        )
+        .unwrap();
+    let parts = details.report.parts.as_ref().unwrap();
+    assert!(parts.len() >= 3, "several parts: {details:?}");
+    for (i, (etag, part_number)) in parts.iter().enumerate() {
+        assert_eq!(*part_number, i as u32 + 1);
+        assert!(etag.starts_with('"'), "ETag kept verbatim");
     }
     let state = stub.state();
     let completed = &state["completed"][BACKUP];
-    assert_eq!(completed["sha1"], details["checksum"]);
-    assert_eq!(completed["size"], details["size"]);
+    assert_eq!(completed["sha1"], details.report.checksum);
+    assert_eq!(completed["size"], details.report.size);
     let reports = state["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["body"]["successful"], true);
     assert_eq!(reports[0]["body"]["checksum_type"], "sha1");
-    assert_eq!(reports[0]["body"]["parts"], details["parts"]);
+    assert_eq!(reports[0]["body"]["parts"], parts_json(&details));
     // The local copy is gone; no temporary file is left.
     assert_eq!(names(&dir.join("backups")), Vec::<String>::new());
     // Headers of every Panel call.
@@ -177,14 +215,14 @@ fn an_s3_backup_lands_in_the_bucket_with_the_reported_sha1_and_size() {
     }
     let get = &state["requests"][0];
     assert_eq!(get["method"], "GET");
-    assert_eq!(get["query"]["size"], details["size"].to_string());
+    assert_eq!(get["query"]["size"], details.report.size.to_string());
     // Upload progress: monotonic, ending at the archive's size.
     assert!(!upload_reports.is_empty());
     for w in upload_reports.windows(2) {
         assert!(w[1].bytes_done >= w[0].bytes_done);
     }
     let last = upload_reports.last().unwrap();
-    assert_eq!(last.bytes_done, details["size"].as_u64().unwrap());
+    assert_eq!(last.bytes_done, details.report.size);
     assert_eq!(last.bytes_total, last.bytes_done);
 }
 
@@ -193,12 +231,12 @@ fn a_part_failing_with_500_twice_is_retried_with_the_right_bytes() {
     let stub = Stub::start();
     stub.configure(json!({"part_faults": {"2": [500, 500]}, "max_concurrent_uploads": 2}));
     let dir = TempDir::new("s3-retry");
-    let engine = stub.engine(&dir, "");
+    let engine = stub.engine(&dir, &[]);
     tree(&dir.join("data").join(SERVER));
     let details = create_s3(&engine, BACKUP).unwrap();
     let state = stub.state();
     assert_eq!(state["part_attempts"]["2"], 3);
-    assert_eq!(state["completed"][BACKUP]["sha1"], details["checksum"]);
+    assert_eq!(state["completed"][BACKUP]["sha1"], details.report.checksum);
 }
 
 #[test]
@@ -206,7 +244,7 @@ fn a_403_part_fails_fast_and_the_panel_is_told() {
     let stub = Stub::start();
     stub.configure(json!({"part_forever": {"2": 403}}));
     let dir = TempDir::new("s3-403");
-    let engine = stub.engine(&dir, "");
+    let engine = stub.engine(&dir, &[]);
     tree(&dir.join("data").join(SERVER));
     let started = Instant::now();
     let err = create_s3(&engine, BACKUP).unwrap_err();
@@ -236,7 +274,7 @@ fn uploaded_archive(
     wings_backup::engine::archive_create(
         &src,
         &archive,
-        &wings_backup::engine::ArchiveOptions::from_json(None).unwrap(),
+        &wings_backup::engine::ArchiveOptions::default(),
         &mut Control::none(),
     )
     .unwrap();
@@ -260,7 +298,7 @@ impl RestoreScene {
     fn new(name: &str) -> RestoreScene {
         let stub = Stub::start();
         let dir = TempDir::new(name);
-        let engine = stub.engine(&dir, r#","restore_host_allowlist":["127.0.0.1"]"#);
+        let engine = stub.engine(&dir, &["127.0.0.1"]);
         let (key, expected) = uploaded_archive(&stub, &dir);
         let root = dir.join("data").join(SERVER);
         write_file(&root.join("old.txt"), b"old", 0o644, 1);
@@ -318,7 +356,7 @@ fn a_restore_cancelled_while_the_download_stalls_ends_promptly() {
     let (engine, key, root, stub) = (&scene.engine, &scene.key, &scene.root, &scene.stub);
     let before = snapshot(root);
     let url = format!("{}/_test/stall?key={key}&at=50000&secs=30", stub.url);
-    let body = json!({"adapter":"s3","truncate_directory":true,"download_url":url}).to_string();
+    let body = s3_restore(&url, true);
     let token = wings_backup::progress::CancelToken::new();
     let started = std::time::Instant::now();
     let result = std::thread::scope(|s| {
@@ -340,13 +378,13 @@ fn a_restore_cancelled_while_the_download_stalls_ends_promptly() {
 fn loopback_and_private_urls_are_refused_unless_allowlisted() {
     let stub = Stub::start();
     let dir = TempDir::new("s3-ssrf");
-    let engine = stub.engine(&dir, "");
+    let engine = stub.engine(&dir, &[]);
     let (key, _) = uploaded_archive(&stub, &dir);
     let url = stub.get(&format!("/_test/presign?key={key}"))["url"]
         .as_str()
         .unwrap()
         .to_string();
-    let body = json!({"adapter":"s3","truncate_directory":true,"download_url":url}).to_string();
+    let body = s3_restore(&url, true);
     let err = engine.check_restore(SERVER, BACKUP, &body).unwrap_err();
     assert_eq!(err.status, Status::InvalidArgument);
     assert!(err.message.contains("blocked"), "{}", err.message);
@@ -358,8 +396,7 @@ fn loopback_and_private_urls_are_refused_unless_allowlisted() {
         "http://169.254.169.254/latest/meta-data",
         "nonsense",
     ] {
-        let body =
-            json!({"adapter":"s3","truncate_directory":false,"download_url":bad}).to_string();
+        let body = s3_restore(bad, false);
         assert_eq!(
             engine
                 .check_restore(SERVER, BACKUP, &body)
@@ -371,7 +408,7 @@ fn loopback_and_private_urls_are_refused_unless_allowlisted() {
     }
     // Allowlisted by name only: a redirect to the bare address is checked again.
     let dir2 = TempDir::new("s3-ssrf2");
-    let engine2 = stub.engine(&dir2, r#","restore_host_allowlist":["localhost"]"#);
+    let engine2 = stub.engine(&dir2, &["localhost"]);
     let port = stub.url.rsplit(':').next().unwrap();
     let target = format!("http://127.0.0.1:{port}/_test/serve?key={key}");
     let hop = format!(
@@ -439,17 +476,13 @@ fn a_panel_answering_503_three_times_gets_exactly_one_success() {
     let stub = Stub::start();
     stub.configure(json!({"report_statuses": [503, 503, 503]}));
     let dir = TempDir::new("panel-503");
-    let engine = stub.engine_with_budget(&dir, "", 60);
+    let engine = stub.engine_with_budget(&dir, &[], 60);
     write_file(&dir.join("data").join(SERVER).join("f"), b"data", 0o644, 1);
     std::fs::create_dir_all(dir.join("data").join(SERVER)).unwrap();
-    let body = json!({"adapter":"wings","uuid":BACKUP,"ignore":""}).to_string();
-    let details: Value = serde_json::from_str(
-        &engine
-            .create_backup(SERVER, &body, &mut Control::none())
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(details["panel_report"], "sent");
+    let details = engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
+    assert_eq!(details.panel_report, Some(ReportOutcome::Sent));
     let reports = stub.state()["reports"].as_array().unwrap().clone();
     let answered: Vec<u64> = reports
         .iter()
@@ -457,11 +490,11 @@ fn a_panel_answering_503_three_times_gets_exactly_one_success() {
         .collect();
     assert_eq!(answered, vec![503, 503, 503, 204]);
     for r in &reports {
-        assert_eq!(r["body"]["checksum"], details["checksum"]);
+        assert_eq!(r["body"]["checksum"], details.report.checksum);
         assert!(r["body"]["parts"].is_null());
     }
     let archive = std::fs::read(dir.join("backups").join(format!("{BACKUP}.tar.gz"))).unwrap();
-    assert_eq!(details["checksum"], sha1_hex(&archive));
+    assert_eq!(details.report.checksum, sha1_hex(&archive));
 }
 
 #[test]
@@ -469,21 +502,14 @@ fn a_panel_answering_404_forever_keeps_the_archive_and_parks_the_report() {
     let stub = Stub::start();
     stub.configure(json!({"report_status_forever": 404}));
     let dir = TempDir::new("panel-404");
-    let engine = stub.engine(&dir, "");
+    let engine = stub.engine(&dir, &[]);
     write_file(&dir.join("data").join(SERVER).join("f"), b"data", 0o644, 1);
-    let body = json!({"adapter":"wings","uuid":BACKUP,"ignore":""}).to_string();
-    let details: Value = serde_json::from_str(
-        &engine
-            .create_backup(SERVER, &body, &mut Control::none())
-            .unwrap(),
-    )
-    .unwrap();
+    let details = engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
     assert!(
-        details["panel_report"]
-            .as_str()
-            .unwrap()
-            .starts_with("pending"),
-        "{details}"
+        matches!(details.panel_report, Some(ReportOutcome::Pending(_))),
+        "{details:?}"
     );
     assert!(dir
         .join("backups")
@@ -497,15 +523,17 @@ fn a_panel_answering_404_forever_keeps_the_archive_and_parks_the_report() {
     assert!(!parked.exists());
     let reports = stub.state()["reports"].as_array().unwrap().clone();
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0]["body"]["checksum"], details["checksum"]);
+    assert_eq!(reports[0]["body"]["checksum"], details.report.checksum);
     assert_eq!(engine.send_pending_reports(None), (0, 0));
 }
 
 #[test]
 fn the_s3_adapter_without_a_panel_is_an_invalid_argument() {
-    let node = Node::new("");
-    let body = json!({"adapter":"s3","uuid":BACKUP,"ignore":""}).to_string();
-    let err = node.engine.check_create(SERVER, &body).unwrap_err();
+    let node = Node::new();
+    let err = node
+        .engine
+        .check_create(SERVER, &s3_create(BACKUP))
+        .unwrap_err();
     assert_eq!(err.status, Status::InvalidArgument);
     let _ = std::io::stdout().flush();
 }

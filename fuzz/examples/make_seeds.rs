@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use wings_backup::config::CompressionLevel;
 use wings_backup::engine::{archive_create, ArchiveOptions};
 use wings_backup::progress::Control;
 
@@ -50,10 +51,11 @@ fn main() {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         tree(&work, big);
-        let opts = ArchiveOptions::from_json(Some(&format!(
-            r#"{{"compression_level":"{level}","threads":1}}"#
-        )))
-        .unwrap();
+        let opts = ArchiveOptions {
+            compression_level: CompressionLevel::parse(level).unwrap(),
+            threads: 1,
+            ..ArchiveOptions::default()
+        };
         let archive = out.join(format!("{name}.tar.gz"));
         let _ = std::fs::remove_file(&archive);
         archive_create(&work, &archive, &opts, &mut Control::none()).unwrap();

@@ -7,7 +7,8 @@ use super::cancel::wb_cancel;
 use super::error::wb_error;
 use super::support::{boundary, clear_string, opt_str_arg, put_string, str_arg, with_control};
 use super::wb_progress_fn;
-use crate::engine::{archive_create, archive_extract, ArchiveOptions};
+use super::wire;
+use crate::engine::{archive_create, archive_extract};
 
 /// Archives the directory `source_dir` into the file `archive_path` (written
 /// under a temporary name and renamed; an existing file is replaced).
@@ -31,11 +32,11 @@ pub unsafe extern "C" fn wb_archive_create(
     boundary(err, || {
         let source = str_arg(source_dir, "source_dir")?;
         let archive = str_arg(archive_path, "archive_path")?;
-        let opts = ArchiveOptions::from_json(opt_str_arg(options_json, "options_json")?)?;
+        let opts = wire::archive_options(opt_str_arg(options_json, "options_json")?)?;
         let summary = with_control(progress, userdata, cancel, |ctl| {
             archive_create(Path::new(source), Path::new(archive), &opts, ctl)
         })?;
-        put_string(summary_json, summary);
+        put_string(summary_json, wire::archive_summary(&summary));
         Ok(())
     })
 }
@@ -61,11 +62,11 @@ pub unsafe extern "C" fn wb_archive_extract(
     boundary(err, || {
         let archive = str_arg(archive_path, "archive_path")?;
         let dest = str_arg(dest_dir, "dest_dir")?;
-        let opts = ArchiveOptions::from_json(opt_str_arg(options_json, "options_json")?)?;
+        let opts = wire::archive_options(opt_str_arg(options_json, "options_json")?)?;
         let summary = with_control(progress, userdata, cancel, |ctl| {
             archive_extract(Path::new(archive), Path::new(dest), &opts, ctl)
         })?;
-        put_string(summary_json, summary);
+        put_string(summary_json, wire::restore_summary(&summary));
         Ok(())
     })
 }

@@ -6,7 +6,7 @@ use super::cancel::wb_cancel;
 use super::engine::{engine_ref, wb_engine};
 use super::error::wb_error;
 use super::support::{boundary, clear_string, put_string, str_arg, with_control};
-use super::wb_progress_fn;
+use super::{wb_progress_fn, wire};
 
 /// Validates a create request (the body of `POST /api/servers/:uuid/backup`)
 /// without starting it: bad JSON or field, bad UUID or unknown adapter
@@ -24,10 +24,11 @@ pub unsafe extern "C" fn wb_backup_create_check(
 ) -> i32 {
     boundary(err, || {
         let engine = engine_ref(engine)?;
-        engine.check_create(
-            str_arg(server_uuid, "server_uuid")?,
-            str_arg(request_json, "request_json")?,
-        )?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        // An unknown server is reported before a faulty body.
+        engine.check_server(server)?;
+        engine.check_create(server, &wire::create_request(request_json)?)?;
         Ok(())
     })
 }
@@ -63,11 +64,13 @@ pub unsafe extern "C" fn wb_backup_create(
     boundary(err, || {
         let engine = engine_ref(engine)?;
         let server = str_arg(server_uuid, "server_uuid")?;
-        let request = str_arg(request_json, "request_json")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        engine.check_server(server)?;
+        let request = wire::create_request(request_json)?;
         let details = with_control(progress, userdata, cancel, |ctl| {
-            engine.create_backup(server, request, ctl)
+            engine.create_backup(server, &request, ctl)
         })?;
-        put_string(details_json, details);
+        put_string(details_json, wire::backup_details(&details));
         Ok(())
     })
 }
@@ -87,12 +90,13 @@ pub unsafe extern "C" fn wb_backup_restore_check(
 ) -> i32 {
     boundary(err, || {
         let engine = engine_ref(engine)?;
-        engine.check_restore(
-            str_arg(server_uuid, "server_uuid")?,
-            str_arg(backup_uuid, "backup_uuid")?,
-            str_arg(request_json, "request_json")?,
-        )?;
-        Ok(())
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        // An unknown server is reported before a faulty body, and a faulty
+        // body before a bad backup uuid.
+        engine.check_server(server)?;
+        engine.check_restore(server, backup, &wire::restore_request(request_json)?)
     })
 }
 
@@ -115,9 +119,11 @@ pub unsafe extern "C" fn wb_backup_restore(
         let engine = engine_ref(engine)?;
         let server = str_arg(server_uuid, "server_uuid")?;
         let backup = str_arg(backup_uuid, "backup_uuid")?;
-        let request = str_arg(request_json, "request_json")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        engine.check_server(server)?;
+        let request = wire::restore_request(request_json)?;
         with_control(progress, userdata, cancel, |ctl| {
-            engine.restore_backup(server, backup, request, ctl)
+            engine.restore_backup(server, backup, &request, ctl)
         })?;
         Ok(())
     })

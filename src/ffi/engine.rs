@@ -4,7 +4,6 @@ use std::ffi::c_char;
 
 use super::error::wb_error;
 use super::support::{boundary, str_arg};
-use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::Error;
 
@@ -38,7 +37,7 @@ pub unsafe extern "C" fn wb_engine_new(
         if out.is_null() {
             return Err(Error::invalid("`out` is NULL"));
         }
-        let config = EngineConfig::from_json(str_arg(config_json, "config_json")?)?;
+        let config = super::wire::engine_config(str_arg(config_json, "config_json")?)?;
         let engine = Engine::new(config)?;
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(Box::new(wb_engine { inner: engine })) };
@@ -78,11 +77,8 @@ pub unsafe extern "C" fn wb_engine_send_pending_reports(
     super::support::clear_string(summary_json);
     boundary(err, || {
         let engine = engine_ref(engine)?;
-        let (sent, pending) = engine.send_pending_reports(super::cancel::token(cancel));
-        super::support::put_string(
-            summary_json,
-            serde_json::json!({"sent": sent, "pending": pending}).to_string(),
-        );
+        let reports = engine.send_pending_reports(super::cancel::token(cancel));
+        super::support::put_string(summary_json, super::wire::pending_reports(reports));
         Ok(())
     })
 }

@@ -63,21 +63,9 @@ pub unsafe extern "C" fn wb_string_free(s: *mut c_char) {
 /// The name of a status (`"WB_NOT_FOUND"`), or `"WB_UNKNOWN"`. Static.
 #[no_mangle]
 pub extern "C" fn wb_status_name(status: i32) -> *const c_char {
-    let name: &'static CStr = match Status::from_code(status) {
-        Some(Status::Ok) => c"WB_OK",
-        Some(Status::InvalidArgument) => c"WB_INVALID_ARGUMENT",
-        Some(Status::NotFound) => c"WB_NOT_FOUND",
-        Some(Status::Conflict) => c"WB_CONFLICT",
-        Some(Status::CorruptArchive) => c"WB_CORRUPT_ARCHIVE",
-        Some(Status::UnsafeEntry) => c"WB_UNSAFE_ENTRY",
-        Some(Status::Quota) => c"WB_QUOTA",
-        Some(Status::Remote) => c"WB_REMOTE",
-        Some(Status::Cancelled) => c"WB_CANCELLED",
-        Some(Status::Io) => c"WB_IO",
-        Some(Status::Internal) => c"WB_INTERNAL",
-        None => c"WB_UNKNOWN",
-    };
-    name.as_ptr()
+    Status::from_code(status)
+        .map_or(c"WB_UNKNOWN", Status::c_name)
+        .as_ptr()
 }
 
 /// The HTTP status a host answers for a status (CONTRACT section 7): 400,

@@ -15,6 +15,7 @@ mod cancel;
 mod engine;
 mod error;
 mod support;
+pub mod wire;
 
 pub use archive::*;
 pub use backup::*;
@@ -22,29 +23,9 @@ pub use cancel::*;
 pub use engine::*;
 pub use error::*;
 
-/// Success.
-pub const WB_OK: i32 = 0;
-/// Bad JSON, a missing or ill-typed field, a bad UUID, an unknown adapter
-/// or a bad URL (HTTP 400).
-pub const WB_INVALID_ARGUMENT: i32 = 1;
-/// The server directory or the backup archive does not exist (HTTP 404).
-pub const WB_NOT_FOUND: i32 = 2;
-/// The backup uuid exists or is running, or the server is busy (HTTP 409).
-pub const WB_CONFLICT: i32 = 3;
-/// The archive is not gzip, not tar, damaged or truncated (HTTP 422).
-pub const WB_CORRUPT_ARCHIVE: i32 = 4;
-/// An archive entry would escape the server directory (HTTP 422).
-pub const WB_UNSAFE_ENTRY: i32 = 5;
-/// The disk limit was exceeded, or the disk is full (HTTP 507).
-pub const WB_QUOTA: i32 = 6;
-/// S3, the Panel or a download failed (HTTP 502).
-pub const WB_REMOTE: i32 = 7;
-/// The call was cancelled by its cancel token or progress callback (HTTP 503).
-pub const WB_CANCELLED: i32 = 8;
-/// Any other I/O failure (HTTP 500).
-pub const WB_IO: i32 = 9;
-/// A bug, including a caught panic (HTTP 500).
-pub const WB_INTERNAL: i32 = 10;
+// The status codes `WB_OK` .. `WB_INTERNAL` come from the status table in
+// src/error.rs (build.rs writes their `#define`s into the header).
+pub use crate::error::codes::*;
 
 /// Version of this library, also returned by `wb_version()`.
 pub const WB_VERSION_MAJOR: u32 = 0;

@@ -10,8 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use wings_backup::config::EngineConfig;
-use wings_backup::engine::Engine;
+use wings_backup::engine::{BackupDetails, Engine};
 use wings_backup::progress::Control;
+use wings_backup::request::{Adapter, CreateRequest, RestoreRequest};
 
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -51,15 +52,19 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(extra: &str) -> Node {
+    pub fn new() -> Node {
+        Node::with(|_| {})
+    }
+    /// A node whose configuration `configure` changes.
+    pub fn with(configure: impl FnOnce(&mut EngineConfig)) -> Node {
         let dir = TempDir::new("node");
         std::fs::create_dir_all(dir.join("data").join(SERVER)).unwrap();
-        let engine = engine_on(&dir, extra);
+        let engine = engine_on(&dir, configure);
         Node { dir, engine }
     }
     /// Another engine on the same directories, as after a restart.
     pub fn restart(&self) -> Engine {
-        engine_on(&self.dir, "")
+        engine_on(&self.dir, |_| {})
     }
     pub fn root(&self) -> PathBuf {
         self.dir.join("data").join(SERVER)
@@ -70,17 +75,13 @@ impl Node {
     pub fn archive(&self, uuid: &str) -> PathBuf {
         self.backups().join(format!("{uuid}.tar.gz"))
     }
-    pub fn create(&self, uuid: &str, ignore: &str) -> wings_backup::Result<serde_json::Value> {
-        let body = serde_json::json!({"adapter":"wings","uuid":uuid,"ignore":ignore}).to_string();
-        let details = self
-            .engine
-            .create_backup(SERVER, &body, &mut Control::none())?;
-        Ok(serde_json::from_str(&details).unwrap())
+    pub fn create(&self, uuid: &str, ignore: &str) -> wings_backup::Result<BackupDetails> {
+        self.engine
+            .create_backup(SERVER, &create_request(uuid, ignore), &mut Control::none())
     }
     pub fn restore(&self, uuid: &str, truncate: bool) -> wings_backup::Result<()> {
-        let body = serde_json::json!({"adapter":"wings","truncate_directory":truncate}).to_string();
         self.engine
-            .restore_backup(SERVER, uuid, &body, &mut Control::none())
+            .restore_backup(SERVER, uuid, &local_restore(truncate), &mut Control::none())
             .map(|_| ())
     }
     /// Names in the backup directory.
@@ -89,13 +90,40 @@ impl Node {
     }
 }
 
-fn engine_on(dir: &TempDir, extra: &str) -> Engine {
-    let json = format!(
-        r#"{{"data_directory":"{}","backup_directory":"{}"{extra}}}"#,
-        dir.join("data").display(),
-        dir.join("backups").display()
-    );
-    Engine::new(EngineConfig::from_json(&json).unwrap()).unwrap()
+fn engine_on(dir: &TempDir, configure: impl FnOnce(&mut EngineConfig)) -> Engine {
+    let mut config = EngineConfig {
+        data_directory: dir.join("data"),
+        backup_directory: dir.join("backups"),
+        ..EngineConfig::default()
+    };
+    configure(&mut config);
+    Engine::new(config).unwrap()
+}
+
+/// A `wings` backup request.
+pub fn create_request(uuid: &str, ignore: &str) -> CreateRequest {
+    CreateRequest {
+        adapter: Adapter::Wings,
+        uuid: uuid.to_string(),
+        ignore: ignore.to_string(),
+    }
+}
+
+/// A restore request of a local (`wings`) backup.
+pub fn local_restore(truncate: bool) -> RestoreRequest {
+    RestoreRequest {
+        adapter: Adapter::Wings,
+        truncate_directory: truncate,
+        download_url: None,
+    }
+}
+
+/// Paths of a summary (`changed`), as text.
+pub fn lossy(paths: &[Vec<u8>]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
 }
 
 /// The sorted names in a directory (none if it does not exist).
