@@ -18,8 +18,7 @@ use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::request::{backup_uuid, canonical_uuid, Adapter, CreateRequest, RestoreRequest};
-use crate::restore::restore_stream;
-use crate::restore_target::{self, RestoreOptions, RestoreSummary};
+use crate::restore::{self as restore_target, restore_stream, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
 
 /// What holds a server.
