@@ -158,6 +158,15 @@ fn stat_times(st: &safe_fs::Stat) -> Timestamps {
     }
 }
 
+fn same_times(st: &safe_fs::Stat, times: &Timestamps) -> bool {
+    let now = stat_times(st);
+    (now.last_modification.tv_sec, now.last_modification.tv_nsec)
+        == (
+            times.last_modification.tv_sec,
+            times.last_modification.tv_nsec,
+        )
+}
+
 impl Journal {
     /// Notes the times of the server's directory `dir` (open as `fd`)
     /// before the first move in it.
@@ -238,8 +247,13 @@ impl Journal {
                         rename_noreplace(d.as_fd(), aside, l, name)?;
                     }
                 }
+                // (What did not change is left alone: a directory the
+                // commit could not change may refuse any change.)
                 Move::Touched { dir, times } => {
-                    rfs::futimens(open(&mut live, root, dir)?, times)?;
+                    let l = open(&mut live, root, dir)?;
+                    if !same_times(&rfs::fstat(l)?, times) {
+                        rfs::futimens(l, times)?;
+                    }
                 }
                 Move::Meta {
                     dir,
@@ -249,9 +263,16 @@ impl Journal {
                     times,
                 } => {
                     let l = open(&mut live, root, dir)?;
-                    rfs::fchown(l, Some(Uid::from_raw(*uid)), Some(Gid::from_raw(*gid)))?;
-                    rfs::fchmod(l, Mode::from_raw_mode(*mode))?;
-                    rfs::futimens(l, times)?;
+                    let now = rfs::fstat(l)?;
+                    if (now.st_uid, now.st_gid) != (*uid, *gid) {
+                        rfs::fchown(l, Some(Uid::from_raw(*uid)), Some(Gid::from_raw(*gid)))?;
+                    }
+                    if now.st_mode & 0o7777 != *mode {
+                        rfs::fchmod(l, Mode::from_raw_mode(*mode))?;
+                    }
+                    if !same_times(&now, times) {
+                        rfs::futimens(l, times)?;
+                    }
                 }
             }
         }
