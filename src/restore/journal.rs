@@ -74,7 +74,7 @@ pub enum CommitPhase {
     MovingIn,
 }
 
-/// The phase a stage on disk has reached (`None`: no commit started).
+/// The phase a started commit recorded in its stage.
 pub(super) fn recorded_phase(stage: BorrowedFd<'_>, mode: CommitMode) -> CommitPhase {
     if mode == CommitMode::Truncate && safe_fs::lstat_at(stage, MOVED_ASIDE_MARKER).is_ok() {
         CommitPhase::MovedAside
