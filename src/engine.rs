@@ -17,8 +17,7 @@ use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::request::{
     backup_uuid, canonical_uuid, download_url_required, Adapter, CreateRequest, RestoreRequest,
 };
-use crate::restore::restore_stream;
-use crate::restore_target::{self, RestoreOptions, RestoreSummary};
+use crate::restore::{self as restore_target, restore_stream, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
 
 pub struct Engine {

@@ -1,6 +1,9 @@
 //! wings-backup: the backup engine of a game-server node.
 //!
-//! The safe Rust core lives in the modules below; `ffi` is the C ABI over it.
+//! The safe Rust core lives in the modules below; `ffi` is the C ABI over it,
+//! and the only module allowed `unsafe` code.
+
+#![deny(unsafe_code)]
 
 pub mod archive;
 pub mod backup_store;
@@ -8,6 +11,7 @@ pub mod config;
 pub mod download;
 pub mod engine;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod ignore;
 pub mod operations;
@@ -16,7 +20,6 @@ pub mod progress;
 pub mod rate_limit;
 pub mod request;
 pub mod restore;
-pub mod restore_target;
 pub mod retry;
 pub mod s3;
 pub mod safe_fs;

@@ -8,7 +8,9 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir};
+use std::sync::OnceLock;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
 use rustix::io::Errno;
 
 pub use rustix::fs::Stat;
@@ -62,6 +64,152 @@ pub fn open_file<P: rustix::path::Arg + Copy>(
 
 pub fn lstat_at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> Result<Stat, Errno> {
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// A directory below which every path is resolved without leaving it: the
+/// capability through which restore code reaches a server's tree (and its
+/// own staging tree). Paths given to it are relative, `/`-separated byte
+/// strings; they are looked up with `openat2(RESOLVE_BENEATH)` where the
+/// kernel has it, and otherwise one component at a time with `O_NOFOLLOW`
+/// from the handle held here (whether `openat2` works is probed once per
+/// process). Single-name operations (`renameat`, `unlinkat`, ...) on the
+/// handles it gives out never resolve more than one component.
+pub struct Beneath {
+    fd: OwnedFd,
+}
+
+/// Whether this kernel (and its seccomp filter) lets `openat2` through.
+fn have_openat2() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let Ok(root) = open_trusted_dir(Path::new("/")) else {
+            return false;
+        };
+        rfs::openat2(
+            &root,
+            ".",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .is_ok()
+    })
+}
+
+/// The components of a relative path, `.` and empty ones left out.
+fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    path.split(|b| *b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+}
+
+impl Beneath {
+    /// Takes a handle on a directory that was itself reached safely (by the
+    /// operator's configured path, or by a no-follow lookup).
+    pub fn new(fd: OwnedFd) -> Beneath {
+        Beneath { fd }
+    }
+
+    /// A second capability on the same directory.
+    pub fn dup(dir: BorrowedFd<'_>) -> Result<Beneath, Errno> {
+        open_dir(dir, c".").map(Beneath::new)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens the directory at `path` (empty: this one), refusing a symlink
+    /// in any component and anything outside.
+    pub fn open_dir(&self, path: &[u8]) -> Result<OwnedFd, Errno> {
+        self.open_dir_with(path, have_openat2())
+    }
+
+    fn open_dir_with(&self, path: &[u8], kernel: bool) -> Result<OwnedFd, Errno> {
+        if components(path).next().is_none() {
+            return open_dir(self.fd(), c".");
+        }
+        if kernel {
+            return rfs::openat2(
+                self.fd(),
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            );
+        }
+        let mut current: Option<OwnedFd> = None;
+        for part in components(path) {
+            if part == b".." {
+                return Err(Errno::XDEV);
+            }
+            let parent = current.as_ref().map_or(self.fd(), |fd| fd.as_fd());
+            current = Some(open_dir(parent, part)?);
+        }
+        current.ok_or(Errno::NOENT)
+    }
+
+    /// Whether `path`, symlinks in it followed the way the kernel follows
+    /// them, would resolve to somewhere outside this directory (or could not
+    /// be judged). A path that does not exist is inside.
+    pub fn resolves_outside(&self, path: &[u8]) -> bool {
+        self.resolves_outside_with(path, have_openat2())
+    }
+
+    fn resolves_outside_with(&self, path: &[u8], kernel: bool) -> bool {
+        if kernel {
+            return match rfs::openat2(
+                self.fd(),
+                path,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(_) | Err(Errno::NOENT) => false,
+                Err(_) => true,
+            };
+        }
+        // Without openat2: resolve as the kernel would, one component at a
+        // time from handles held here, symlink targets spliced in, and a
+        // `..` above this directory or an absolute target counting as
+        // outside.
+        let mut pending: Vec<Vec<u8>> = components(path).rev().map(<[u8]>::to_vec).collect();
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        let mut links = 0;
+        while let Some(part) = pending.pop() {
+            if part == b".." {
+                if dirs.pop().is_none() {
+                    return true;
+                }
+                continue;
+            }
+            let current = dirs.last().map_or(self.fd(), |fd| fd.as_fd());
+            let st = match lstat_at(current, part.as_slice()) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => return false,
+                Err(_) => return true,
+            };
+            match file_type(&st) {
+                FileType::Symlink => {
+                    links += 1;
+                    let Ok(target) = rfs::readlinkat(current, part.as_slice(), Vec::new()) else {
+                        return true;
+                    };
+                    let target = target.as_bytes();
+                    if links > 40 || target.first() == Some(&b'/') {
+                        return true;
+                    }
+                    pending.extend(components(target).rev().map(<[u8]>::to_vec));
+                }
+                FileType::Directory => match open_dir(current, part.as_slice()) {
+                    Ok(fd) => dirs.push(fd),
+                    Err(_) => return true,
+                },
+                _ if pending.is_empty() => return false,
+                _ => return true,
+            }
+        }
+        false
+    }
 }
 
 /// The names in a directory (without `.` and `..`), sorted bytewise, with
@@ -376,6 +524,62 @@ mod tests {
         remove_tree(fd.as_fd(), c"victim").unwrap();
         assert!(!base.join("victim").exists());
         assert!(outside.join("keep").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_fallback_resolves_links_as_openat2_does() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("wb-beneath-{}", nonce()));
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        symlink("b", root.join("a/in")).unwrap();
+        symlink("../a/b", root.join("a/up-in")).unwrap();
+        symlink("../../outside", root.join("a/up-out")).unwrap();
+        symlink("/tmp", root.join("abs")).unwrap();
+        symlink("a/in/..", root.join("chain")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        symlink("missing/x", root.join("dangling")).unwrap();
+        std::fs::write(root.join("file"), b"x").unwrap();
+        symlink("file/x", root.join("through-file")).unwrap();
+        let dir = Beneath::new(open_trusted_dir(&root).unwrap());
+        let cases: [(&[u8], bool); 11] = [
+            (b"a", false),
+            (b"a/in", false),
+            (b"a/up-in", false),
+            (b"a/up-out", true),
+            (b"abs", true),
+            (b"chain", false),
+            (b"loop1", true),
+            (b"dangling", false),
+            (b"through-file", true),
+            (b"a/../..", true),
+            (b"nothing", false),
+        ];
+        for (path, outside) in cases {
+            let name = String::from_utf8_lossy(path);
+            assert_eq!(
+                dir.resolves_outside_with(path, false),
+                outside,
+                "fallback: {name}"
+            );
+            if have_openat2() {
+                assert_eq!(
+                    dir.resolves_outside_with(path, true),
+                    outside,
+                    "openat2: {name}"
+                );
+            }
+        }
+        for kernel in [false, have_openat2()] {
+            assert!(dir.open_dir_with(b"a/b", kernel).is_ok());
+            assert!(dir.open_dir_with(b"", kernel).is_ok());
+            assert!(dir.open_dir_with(b"a/in", kernel).is_err());
+            assert!(dir.open_dir_with(b"a/up-out/x", kernel).is_err());
+            assert!(dir.open_dir_with(b"a/../..", kernel).is_err());
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -569,3 +569,279 @@ fn a_restore_killed_at_any_point_leaves_every_file_old_or_new_and_recovers_to_on
     }
     eprintln!("killed restores: {outcomes:#?}");
 }
+
+impl Mount {
+    /// A 64 MiB ext4 filesystem with 1 KiB blocks in the file `image`,
+    /// mounted at `dir` through a loop device; `None` (the test skipped,
+    /// saying why) where that is not possible.
+    fn ext4(image: &Path, dir: &Path) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let steps: [(&str, Vec<&OsStr>); 3] = [
+            (
+                "truncate",
+                vec![OsStr::new("-s"), OsStr::new("64M"), image.as_os_str()],
+            ),
+            (
+                "mkfs.ext4",
+                vec![
+                    OsStr::new("-q"),
+                    OsStr::new("-b"),
+                    OsStr::new("1024"),
+                    image.as_os_str(),
+                ],
+            ),
+            (
+                "mount",
+                vec![
+                    OsStr::new("-o"),
+                    OsStr::new("loop"),
+                    image.as_os_str(),
+                    dir.as_os_str(),
+                ],
+            ),
+        ];
+        for (cmd, args) in steps {
+            match Command::new(cmd).args(&args).output() {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    eprintln!(
+                        "SKIPPED: cannot make an ext4 loop mount ({cmd}): {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED: cannot run {cmd}: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(Mount(dir.to_path_buf()))
+    }
+}
+
+/// The tree of the backup for the commit failure tests, and the server's
+/// older one. The backup's new names come first in the commit's order (40
+/// top-level files, then 300 files with long names in `world`, so that
+/// moving them in takes new directory blocks), then the names both have
+/// (100 in `world`, 60 at the top), whose old files a commit that cannot
+/// be undone frees as it replaces them.
+fn commit_tree(root: &Path, new: bool) {
+    let (tag, mode, mtime) = if new {
+        ("NEW", 0o644, 1_700_000_000)
+    } else {
+        ("OLD", 0o640, 1_600_000_000)
+    };
+    let mut files = Vec::new();
+    for i in 0..60 {
+        files.push(format!("z{i:03}"));
+    }
+    for i in 0..100 {
+        files.push(format!(
+            "world/shared-region-file-with-a-rather-long-name-{i:04}.dat"
+        ));
+    }
+    if new {
+        for i in 0..40 {
+            files.push(format!("a-new-{i:03}"));
+        }
+        for i in 0..300 {
+            files.push(format!(
+                "world/new-region-file-with-a-rather-long-name-{i:04}.dat"
+            ));
+        }
+    } else {
+        files.push("old-only.txt".to_string());
+    }
+    for (i, name) in files.iter().enumerate() {
+        let data = format!("{tag} {name} {}", "x".repeat(i % 97));
+        write_file(&root.join(name), data.as_bytes(), mode, mtime);
+    }
+    fix_dir_times(root, mtime + 500);
+}
+
+/// Fills the filesystem of `dir` with the file `dir/filler`, then frees
+/// `leave_kib` KiB of it. Returns the bytes then free (statvfs).
+fn fill_leaving(dir: &Path, leave_kib: u64) -> u64 {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    // What the restore staged is written back first (the commit syncs it).
+    let _ = rustix::fs::syncfs(&f);
+    // Delayed allocation reserves more than the writes end up taking:
+    // written back, some room is free again, and is filled too.
+    for size in [64 << 10, 1 << 10, 1 << 10, 1 << 10, 1 << 10] {
+        let chunk = vec![0xa5u8; size];
+        // At most 64 MiB in all: the filesystem is 64 MiB.
+        for _ in 0..(64 << 20) / size {
+            match f.write(&chunk) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        let _ = rustix::fs::syncfs(&f);
+    }
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(leave_kib << 10)).unwrap();
+    let _ = f.sync_all();
+    let st = rustix::fs::statvfs(dir).unwrap();
+    st.f_bfree * st.f_frsize
+}
+
+fn stage_names(root: &Path) -> Vec<String> {
+    names(root)
+        .into_iter()
+        .filter(|n| n.starts_with(".wings-backup-restore-"))
+        .collect()
+}
+
+/// Restores `BACKUP` with `engine`, running `at_commit` at the first
+/// report of the commit phase.
+fn restore_with_hook(
+    engine: &Engine,
+    truncate: bool,
+    mut at_commit: impl FnMut(),
+) -> wings_backup::Result<()> {
+    let body = local_restore(truncate);
+    let mut fired = false;
+    let mut cb = |p: &wings_backup::progress::Progress| {
+        if p.phase == wings_backup::progress::Phase::Commit && !fired {
+            fired = true;
+            at_commit();
+        }
+        true
+    };
+    let mut ctl = Control::new(None, Some(&mut cb));
+    let result = engine.restore_backup(SERVER, BACKUP, &body, &mut ctl);
+    drop(ctl);
+    result.map(|_| ())
+}
+
+#[test]
+fn a_restore_that_fills_the_disk_during_its_commit_answers_an_error_with_the_old_tree() {
+    let node = Node::new();
+    let data = node.dir.join("data");
+    let Some(_mount) = Mount::ext4(&node.dir.join("ext4.img"), &data) else {
+        return;
+    };
+    let root = node.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let engine = node.restart();
+    commit_tree(&root, true);
+    engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
+    let new_view = snapshot(&root);
+    let mut outcomes = Vec::new();
+    let mut failed = 0;
+    for truncate in [false, true] {
+        for leave_kib in [0, 2, 4, 6, 8, 12, 16, 24, 32, 38, 48, 64, 128] {
+            empty_dir(&root);
+            commit_tree(&root, false);
+            let before = snapshot(&root);
+            let mut free = 0;
+            let result =
+                restore_with_hook(&engine, truncate, || free = fill_leaving(&data, leave_kib));
+            let what = format!("truncate={truncate}, {free} bytes free (f_bfree) at the commit");
+            outcomes.push(format!("{what}: {:?}", result.as_ref().map(|_| "restored")));
+            match result {
+                Ok(_) => {
+                    // A restore that succeeds restored every file.
+                    let now = snapshot(&root);
+                    for (path, node) in &new_view {
+                        if let Node2::File { .. } = node {
+                            assert_eq!(now.get(path), Some(node), "{what}");
+                        }
+                    }
+                    std::fs::remove_file(data.join("filler")).unwrap();
+                    continue;
+                }
+                Err(e) => {
+                    failed += 1;
+                    assert_eq!(e.status, Status::Quota, "{what}: {e}");
+                    assert!(!e.message.contains("finished at the next"), "{what}: {e}");
+                }
+            }
+            assert_eq!(snapshot(&root), before, "{what}: the tree after the error");
+            assert_eq!(
+                stage_names(&root),
+                Vec::<String>::new(),
+                "{what}: a stage is left"
+            );
+            // A restart while the disk is still full, then one with room.
+            drop(node.restart());
+            assert_eq!(snapshot(&root), before, "{what}: after a restart");
+            std::fs::remove_file(data.join("filler")).unwrap();
+            drop(node.restart());
+            assert_eq!(snapshot(&root), before, "{what}: after a restart with room");
+        }
+    }
+    eprintln!("restores filling the disk at their commit: {outcomes:#?}");
+    assert!(failed > 0, "no restore failed: {outcomes:#?}");
+}
+
+/// `chattr` on `path` (`+i` or `-i`).
+fn chattr(flag: &str, path: &Path) -> bool {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Clears the immutable flag when a test ends, however it ends.
+struct Immutable(PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+#[test]
+fn a_restore_refused_by_an_immutable_directory_answers_an_error_with_the_old_tree() {
+    let node = Node::new();
+    let data = node.dir.join("data");
+    let Some(_mount) = Mount::ext4(&node.dir.join("ext4.img"), &data) else {
+        return;
+    };
+    let root = node.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let engine = node.restart();
+    commit_tree(&root, true);
+    engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
+    for truncate in [false, true] {
+        empty_dir(&root);
+        commit_tree(&root, false);
+        let before = snapshot(&root);
+        let world = root.join("world");
+        if !chattr("+i", &world) {
+            eprintln!("SKIPPED: chattr +i is not possible here");
+            return;
+        }
+        let guard = Immutable(world);
+        let err = restore_with_hook(&engine, truncate, || {}).unwrap_err();
+        let what = format!("truncate={truncate}");
+        assert!(
+            !err.message.contains("finished at the next"),
+            "{what}: {err}"
+        );
+        assert_eq!(snapshot(&root), before, "{what}: the tree after the error");
+        assert_eq!(
+            stage_names(&root),
+            Vec::<String>::new(),
+            "{what}: a stage is left"
+        );
+        drop(node.restart());
+        assert_eq!(snapshot(&root), before, "{what}: after a restart");
+        drop(guard);
+        drop(node.restart());
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "{what}: after a restart, the directory writable"
+        );
+    }
+}

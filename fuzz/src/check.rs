@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use wings_backup::progress::Control;
 use wings_backup::restore::restore_stream;
-use wings_backup::restore_target::RestoreOptions;
+use wings_backup::restore::RestoreOptions;
 use wings_backup::Status;
 
 /// The restore's disk limit: small, so that a lying size or a gzip bomb

@@ -16,7 +16,7 @@ use crate::engine::{ArchiveOptions, BackupDetails};
 use crate::error::{Error, Result};
 use crate::panel::ReportOutcome;
 use crate::request::{CreateRequest, RestoreRequest};
-use crate::restore_target::RestoreSummary;
+use crate::restore::RestoreSummary;
 
 /// The engine configuration (`wb_engine_new`).
 pub fn engine_config(text: &str) -> Result<EngineConfig> {

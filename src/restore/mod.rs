@@ -1,5 +1,21 @@
-//! Restoring an archive stream into a directory: the archive reader feeding
-//! the restore target, with progress and cancellation.
+//! Restoring an archive into a server directory without losing any file.
+//!
+//! Entries are first written into a staging directory inside the server
+//! root (`.wings-backup-restore-<nonce>/tree`), so that the final moves are
+//! renames on one filesystem. Only when the whole archive has been read and
+//! checked is anything of the server's touched, and a commit that fails is
+//! undone. The parts:
+//!
+//! * `paths`: archive names normalised, names for the syscalls;
+//! * `staging`: the staging directory and the entries written into it;
+//! * `checks`: what is verified against the server's files before the
+//!   commit (symlinks pointing outside, the disk limit);
+//! * `journal`: the commit, its phases (recorded on disk for crash
+//!   recovery) and the moves it made (undone if it fails);
+//! * `recovery`: stages a crash left behind, finished or removed.
+//!
+//! The server's tree is reached only through `safe_fs::Beneath` handles
+//! and single-name, no-follow calls relative to handles they give out.
 
 use std::cell::RefCell;
 use std::io::Read;
@@ -9,9 +25,65 @@ use crate::archive::reader::{with_tar_stream, EntryKind as TarKind, TarReader};
 use crate::error::Result;
 use crate::progress::{snapshot, Control, Counters, Phase, Shared};
 use crate::rate_limit::{LimitedReader, RateLimit};
-use crate::restore_target::{
-    Entry, EntryData, EntryKind, RestoreOptions, RestoreSummary, RestoreTarget,
-};
+
+mod checks;
+pub mod journal;
+pub mod paths;
+mod recovery;
+mod staging;
+
+pub use journal::CommitPhase;
+pub use paths::normalize;
+pub use recovery::recover;
+pub use staging::RestoreTarget;
+
+use crate::config::Owner;
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Replace the server's files (true) or merge into them (false).
+    pub truncate: bool,
+    /// Chown everything restored to this owner.
+    pub owner: Option<Owner>,
+    /// Bytes the server's files may take afterwards; 0 = no limit.
+    pub disk_limit: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hard_links: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// FIFOs, devices, unsupported types and reserved names left out.
+    pub skipped: u64,
+}
+
+/// The data of the entry being restored, piece by piece (empty at its end).
+pub trait EntryData {
+    fn next_data(&mut self) -> Result<&[u8]>;
+}
+
+/// A restored entry, as the archive reader hands it over.
+pub struct Entry<'a> {
+    /// The raw name from the archive.
+    pub path: &'a [u8],
+    pub kind: EntryKind<'a>,
+    pub mode: u32,
+    pub mtime: i64,
+}
+
+pub enum EntryKind<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+    HardLink(&'a [u8]),
+    /// Not restored (FIFO, device, unknown type): counted as skipped.
+    Skipped,
+}
 
 /// Restores the `.tar.gz` read from `source` (of `source_len` bytes, 0 if
 /// unknown) into the directory `root`. Nothing of `root` changes unless the

@@ -1,0 +1,828 @@
+//! The staging directory of a restore and the entries written into it.
+//!
+//! Every lookup in the staging tree goes one component at a time from a
+//! handle we hold, with `O_NOFOLLOW`: a symlink from the archive is stored,
+//! never followed, and an entry below one is refused.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
+
+use super::checks::{self, quota_error};
+use super::journal::{self, CommitMode, Journal, ListedDirs};
+use super::paths::{cstring, normalize, split_last, times};
+use super::{Entry, EntryData, EntryKind, RestoreOptions, RestoreSummary};
+use crate::config::Owner;
+use crate::error::{quote, Error, Result};
+use crate::safe_fs::{self, Beneath, DirStack, RESERVED_PREFIX};
+
+/// Staging directories are named `<STAGE_PREFIX><nonce>`.
+pub(super) const STAGE_PREFIX: &str = ".wings-backup-restore-";
+
+/// Explicit directory entries, whose mode and time are applied at the end
+/// (applying them earlier would fail for read-only modes, and creating
+/// children changes a directory's mtime). One item per path, the last
+/// listed wins: an archive that lists one directory a million times costs
+/// one item, so memory follows the directories actually made.
+#[derive(Default)]
+struct DirList {
+    items: HashMap<Vec<u8>, (u32, i64)>,
+}
+
+impl DirList {
+    fn push(&mut self, path: &[u8], mode: u32, mtime: i64) {
+        match self.items.get_mut(path) {
+            Some(item) => *item = (mode, mtime),
+            None => {
+                self.items.insert(path.to_vec(), (mode, mtime));
+            }
+        }
+    }
+
+    fn contains(&self, path: &[u8]) -> bool {
+        self.items.contains_key(path)
+    }
+}
+
+pub struct RestoreTarget {
+    root: Beneath,
+    stage_name: CString,
+    stage: OwnedFd,
+    tree: Beneath,
+    _lock: OwnedFd,
+    /// The staged directories of the last entry's parent path: the next
+    /// entry most likely shares most of them, whatever the depth.
+    cursor: DirStack<()>,
+    state: State,
+    done: bool,
+}
+
+/// What the entries change besides the staged files.
+struct State {
+    opts: RestoreOptions,
+    dirs: DirList,
+    summary: RestoreSummary,
+    root_mtime: Option<i64>,
+}
+
+pub(super) fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> std::result::Result<(), Errno> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn chown(fd: BorrowedFd<'_>, owner: Option<Owner>) -> std::result::Result<(), Errno> {
+    match owner {
+        Some(o) => rfs::fchown(fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid))),
+        None => Ok(()),
+    }
+}
+
+impl RestoreTarget {
+    /// Prepares a restore into the directory `root`.
+    pub fn begin(root: OwnedFd, opts: RestoreOptions) -> Result<RestoreTarget> {
+        let root = Beneath::new(root);
+        let stage_name = cstring(format!("{STAGE_PREFIX}{}", safe_fs::nonce()).as_bytes())?;
+        let io = |what: &str, e: Errno| Error::os(format!("preparing the restore: {what}"), e);
+        rfs::mkdirat(root.fd(), stage_name.as_c_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| io("creating the staging directory", e))?;
+        let stage = safe_fs::open_dir(root.fd(), stage_name.as_c_str())
+            .map_err(|e| io("opening the staging directory", e))?;
+        let lock = rfs::openat(
+            stage.as_fd(),
+            c"lock",
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io("creating the lock file", e))?;
+        rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| io("locking the staging directory", e))?;
+        rfs::mkdirat(stage.as_fd(), c"tree", Mode::from_raw_mode(0o755))
+            .map_err(|e| io("creating the staging tree", e))?;
+        let tree = safe_fs::open_dir(stage.as_fd(), c"tree")
+            .map_err(|e| io("opening the staging tree", e))?;
+        Ok(RestoreTarget {
+            root,
+            stage_name,
+            stage,
+            tree: Beneath::new(tree),
+            _lock: lock,
+            cursor: DirStack::default(),
+            state: State {
+                opts,
+                dirs: DirList::default(),
+                summary: RestoreSummary::default(),
+                root_mtime: None,
+            },
+            done: false,
+        })
+    }
+
+    pub fn summary(&self) -> &RestoreSummary {
+        &self.state.summary
+    }
+
+    /// Restores one entry into the staging tree.
+    pub fn apply(&mut self, entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
+        let state = &mut self.state;
+        state.summary.entries += 1;
+        let path = normalize(entry.path).map_err(|why| Error::unsafe_entry(entry.path, why))?;
+        if path.is_empty() {
+            return match entry.kind {
+                EntryKind::Dir => {
+                    state.root_mtime = Some(entry.mtime);
+                    Ok(())
+                }
+                EntryKind::Skipped => {
+                    state.summary.skipped += 1;
+                    Ok(())
+                }
+                _ => Err(Error::unsafe_entry(
+                    entry.path,
+                    "the entry would replace the server directory itself",
+                )),
+            };
+        }
+        if path.starts_with(RESERVED_PREFIX) {
+            state.summary.skipped += 1;
+            return Ok(());
+        }
+        if let EntryKind::Skipped = entry.kind {
+            state.summary.skipped += 1;
+            return Ok(());
+        }
+        let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+        let Some((last, parents)) = parts.split_last() else {
+            return Ok(());
+        };
+        let name = cstring(last)?;
+        let owner = state.opts.owner;
+        let tree = self.tree.fd();
+        let parent = self
+            .cursor
+            .goto(tree, parents, &mut |dir, part| {
+                open_or_make_dir(dir, part, owner, entry.path)
+            })?
+            .unwrap_or(tree);
+        match entry.kind {
+            EntryKind::Dir => make_dir(parent, &name, &path, entry, state),
+            EntryKind::File => write_file(parent, &name, entry, data, state),
+            EntryKind::Symlink(target) => make_symlink(parent, &name, target, entry, state),
+            EntryKind::HardLink(target) => {
+                make_hard_link(tree, parent, &name, &path, target, entry, state)
+            }
+            EntryKind::Skipped => Ok(()),
+        }
+    }
+
+    /// Applies the explicit directories' modes and times, deepest first (a
+    /// read-only directory is made so after its children); for a directory
+    /// listed twice the later entry wins.
+    fn finish_dirs(&mut self) -> Result<()> {
+        let mut order: Vec<(&Vec<u8>, &(u32, i64))> = self.state.dirs.items.iter().collect();
+        let depth = |p: &[u8]| p.iter().filter(|b| **b == b'/').count();
+        order.sort_unstable_by(|a, b| depth(b.0).cmp(&depth(a.0)).then_with(|| a.0.cmp(b.0)));
+        let tree = self.tree.fd();
+        for (path, (mode, mtime)) in order {
+            let path = path.as_slice();
+            let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+            let Some(fd) = self.cursor.goto(tree, &parts, &mut |dir, part| {
+                safe_fs::open_dir(dir, part).map_err(|e| lookup_error(dir, part, path, e))
+            })?
+            else {
+                continue;
+            };
+            let err = |e: Errno| entry_error(path, e);
+            rfs::fchmod(fd, Mode::from_raw_mode(mode & 0o1777)).map_err(err)?;
+            rfs::futimens(fd, &times(*mtime)).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the restore: checks, then puts the staged files in place.
+    /// An error leaves the server's files as they were (a commit that fails
+    /// is undone), unless undoing failed too, which the error says.
+    pub fn commit(mut self) -> Result<RestoreSummary> {
+        self.finish_dirs()?;
+        checks::plan(&self.root, &self.tree, &self.state.opts)?;
+        let _ = rfs::syncfs(&self.stage);
+        let mode = if self.state.opts.truncate {
+            CommitMode::Truncate
+        } else {
+            CommitMode::Merge
+        };
+        journal::start(self.stage.as_fd(), mode)?;
+        // From here on the stage may hold the server's files (in `old/` or
+        // `displaced/`): whatever happens, it is not deleted unless they
+        // are back.
+        self.done = true;
+        let dirs = &self.state.dirs;
+        let listed = |path: &[u8]| dirs.contains(path);
+        let explicit = ListedDirs {
+            owner: self.state.opts.owner,
+            listed: &listed,
+        };
+        let mut moves = Journal::default();
+        let committed = journal::commit(
+            &self.root,
+            self.stage.as_fd(),
+            &self.tree,
+            mode,
+            false,
+            Some(&explicit),
+            &mut moves,
+        );
+        if let Err(e) = committed {
+            return Err(
+                match moves.roll_back(&self.root, self.stage.as_fd(), &self.tree) {
+                    Ok(()) => {
+                        let _ = safe_fs::remove_tree(self.root.fd(), self.stage_name.as_c_str());
+                        e
+                    }
+                    Err(undo) => journal::unfinished(e, undo),
+                },
+            );
+        }
+        if let Some(mtime) = self.state.root_mtime {
+            let _ = rfs::futimens(self.root.fd(), &times(mtime));
+        }
+        let _ = safe_fs::remove_tree(self.root.fd(), self.stage_name.as_c_str());
+        Ok(self.state.summary.clone())
+    }
+}
+
+impl Drop for RestoreTarget {
+    fn drop(&mut self) {
+        if !self.done {
+            // Not committed: the server's files were never touched.
+            let _ = safe_fs::remove_tree(self.root.fd(), self.stage_name.as_c_str());
+        }
+    }
+}
+
+/// An error of the filesystem while restoring `entry`. A name longer than
+/// the filesystem allows is the archive's fault.
+fn entry_error(entry: &[u8], e: Errno) -> Error {
+    match e {
+        Errno::NAMETOOLONG => Error::corrupt(format!(
+            "cannot restore {}: a name in it is longer than the filesystem allows",
+            quote(entry)
+        )),
+        e => Error::os(format!("restoring {}", quote(entry)), e),
+    }
+}
+
+/// Why `name` in `dir` could not be opened as a directory, for `entry`.
+fn lookup_error(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
+    match e {
+        Errno::LOOP | Errno::NOTDIR => match safe_fs::lstat_at(dir, name) {
+            Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => Error::unsafe_entry(
+                entry,
+                "it would be written through a symlink from the archive",
+            ),
+            _ => Error::corrupt(format!(
+                "cannot restore {}: a parent of it is not a directory",
+                quote(entry)
+            )),
+        },
+        Errno::NOENT => Error::corrupt(format!(
+            "cannot restore {}: its target is not in the archive before it",
+            quote(entry)
+        )),
+        e => entry_error(entry, e),
+    }
+}
+
+/// Opens the staged directory `name` in `dir`, creating it (owned by
+/// `owner`) when the archive did not list it before the entries below it.
+fn open_or_make_dir(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    owner: Option<Owner>,
+    entry: &[u8],
+) -> Result<OwnedFd> {
+    match safe_fs::open_dir(dir, name) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOENT) => {
+            match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(entry_error(entry, e)),
+            }
+            let fd = safe_fs::open_dir(dir, name).map_err(|e| lookup_error(dir, name, entry, e))?;
+            chown(fd.as_fd(), owner).map_err(|e| entry_error(entry, e))?;
+            Ok(fd)
+        }
+        Err(e) => Err(lookup_error(dir, name, entry, e)),
+    }
+}
+
+/// Opens the staged directory `dir` (a normalised path) without creating
+/// anything, for hard link targets. (Component by component, so that the
+/// error names a symlink or a file in the way.)
+fn open_staged_dir(tree: BorrowedFd<'_>, dir: &[u8], entry: &[u8]) -> Result<OwnedFd> {
+    let mut current = safe_fs::open_dir(tree, c".").map_err(|e| entry_error(entry, e))?;
+    for part in dir.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+        let name = cstring(part)?;
+        current = safe_fs::open_dir(current.as_fd(), name.as_c_str())
+            .map_err(|e| lookup_error(current.as_fd(), &name, entry, e))?;
+    }
+    Ok(current)
+}
+
+/// Makes room for a new entry called `name`: an earlier entry of the same
+/// name goes, unless it is a directory (which would drop what was restored
+/// into it: duplicated entries may not do that).
+fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
+    match safe_fs::lstat_at(dir, name) {
+        Err(Errno::NOENT) => Ok(()),
+        Ok(st) if safe_fs::file_type(&st) == FileType::Directory => Err(Error::unsafe_entry(
+            entry,
+            "it would replace a directory restored earlier",
+        )),
+        Ok(_) => rfs::unlinkat(dir, name, AtFlags::empty()).map_err(|e| entry_error(entry, e)),
+        Err(e) => Err(entry_error(entry, e)),
+    }
+}
+
+/// Creates a new entry called `name` with `create`, which fails with
+/// `EEXIST` if the name is taken; then the earlier entry is cleared (see
+/// `clear_name`) and `create` runs once more. Names are rarely taken (only
+/// by duplicated entries), so the usual cost is the one call.
+fn create_new<T>(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    entry: &[u8],
+    mut create: impl FnMut() -> std::result::Result<T, Errno>,
+) -> Result<std::result::Result<T, Errno>> {
+    match create() {
+        Err(Errno::EXIST) => {
+            clear_name(dir, name, entry)?;
+            Ok(create())
+        }
+        other => Ok(other),
+    }
+}
+
+fn make_dir(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    path: &[u8],
+    entry: &Entry<'_>,
+    state: &mut State,
+) -> Result<()> {
+    let err = |e: Errno| entry_error(entry.path, e);
+    match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) => {}
+        Err(Errno::EXIST) => {
+            let st = safe_fs::lstat_at(dir, name).map_err(err)?;
+            if safe_fs::file_type(&st) != FileType::Directory {
+                clear_name(dir, name, entry.path)?;
+                rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)).map_err(err)?;
+            }
+        }
+        Err(e) => return Err(err(e)),
+    }
+    let fd = safe_fs::open_dir(dir, name).map_err(|e| lookup_error(dir, name, entry.path, e))?;
+    chown(fd.as_fd(), state.opts.owner).map_err(err)?;
+    state.dirs.push(path, entry.mode, entry.mtime);
+    state.summary.dirs += 1;
+    Ok(())
+}
+
+/// The unit of holes: a run of zeros this long, at an offset that is a
+/// multiple of it, is not written (every Linux filesystem's block is at most
+/// this, so each such run can be a hole).
+const HOLE: usize = 4096;
+
+/// Whether a block is all zeros. The first bytes decide for almost every
+/// block of real data, so dense data costs a few comparisons per block.
+fn is_zero(block: &[u8]) -> bool {
+    block.iter().take(16).all(|b| *b == 0) && block.iter().fold(0u8, |acc, b| acc | b) == 0
+}
+
+fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut at: u64) -> std::result::Result<(), Errno> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, at) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => {
+                data = &data[n..];
+                at += n as u64;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new file's data piece by piece from offset 0, leaving a hole
+/// for each aligned block of zeros (the file is new, so a hole reads as
+/// zeros). Pieces may end anywhere: a partial block waits for the next
+/// piece, so that blocks stay aligned in the file. `finish` writes what
+/// is left and sets the file's length where it ends in a hole.
+struct SparseWriter<'a> {
+    fd: BorrowedFd<'a>,
+    /// Bytes of the file so far, written, skipped or pending.
+    len: u64,
+    /// Where the last write ended.
+    written: u64,
+    /// The start of the last block, shorter than `HOLE` (it begins at
+    /// `len - pending.len()`, a multiple of `HOLE`).
+    pending: Vec<u8>,
+}
+
+impl<'a> SparseWriter<'a> {
+    fn new(fd: BorrowedFd<'a>) -> SparseWriter<'a> {
+        SparseWriter {
+            fd,
+            len: 0,
+            written: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes `data` at `at` unless it is all zeros.
+    fn put(&mut self, data: &[u8], at: u64) -> std::result::Result<(), Errno> {
+        if !is_zero(data) {
+            pwrite_all(self.fd, data, at)?;
+            self.written = at + data.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::result::Result<(), Errno> {
+        if !self.pending.is_empty() {
+            let take = (HOLE - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            self.len += take as u64;
+            data = &data[take..];
+            if self.pending.len() < HOLE {
+                return Ok(());
+            }
+            let block = std::mem::take(&mut self.pending);
+            self.put(&block, self.len - HOLE as u64)?;
+            self.pending = block;
+            self.pending.clear();
+        }
+        // From here `start` is a multiple of HOLE.
+        let start = self.len;
+        let whole = data.len() / HOLE * HOLE;
+        let (mut i, mut run) = (0, 0);
+        while i < whole {
+            if is_zero(&data[i..i + HOLE]) {
+                if run < i {
+                    pwrite_all(self.fd, &data[run..i], start + run as u64)?;
+                    self.written = start + i as u64;
+                }
+                i += HOLE;
+                while i < whole && is_zero(&data[i..i + HOLE]) {
+                    i += HOLE;
+                }
+                run = i;
+            } else {
+                i += HOLE;
+            }
+        }
+        if run < whole {
+            pwrite_all(self.fd, &data[run..whole], start + run as u64)?;
+            self.written = start + whole as u64;
+        }
+        self.pending.extend_from_slice(&data[whole..]);
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::result::Result<(), Errno> {
+        if !self.pending.is_empty() {
+            let block = std::mem::take(&mut self.pending);
+            self.put(&block, self.len - block.len() as u64)?;
+        }
+        if self.written < self.len {
+            rfs::ftruncate(self.fd, self.len)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_file(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    entry: &Entry<'_>,
+    data: &mut dyn EntryData,
+    state: &mut State,
+) -> Result<()> {
+    let err = |e: Errno| entry_error(entry.path, e);
+    let fd = create_new(dir, name, entry.path, || {
+        rfs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+    })?
+    .map_err(err)?;
+    let mut out = SparseWriter::new(fd.as_fd());
+    loop {
+        let chunk = data.next_data()?;
+        if chunk.is_empty() {
+            break;
+        }
+        // The limit counts the bytes the archive holds, holes or not.
+        let after = state.summary.bytes + chunk.len() as u64;
+        if state.opts.disk_limit > 0 && after > state.opts.disk_limit {
+            return Err(quota_error(state.opts.disk_limit));
+        }
+        out.write(chunk).map_err(err)?;
+        state.summary.bytes = after;
+    }
+    out.finish().map_err(err)?;
+    chown(fd.as_fd(), state.opts.owner).map_err(err)?;
+    // setuid and setgid bits are never restored.
+    rfs::fchmod(&fd, Mode::from_raw_mode(entry.mode & 0o1777)).map_err(err)?;
+    rfs::futimens(&fd, &times(entry.mtime)).map_err(err)?;
+    state.summary.files += 1;
+    Ok(())
+}
+
+fn make_symlink(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    target: &[u8],
+    entry: &Entry<'_>,
+    state: &mut State,
+) -> Result<()> {
+    if target.is_empty() {
+        return Err(Error::corrupt(format!(
+            "the symlink {} has an empty target",
+            quote(entry.path)
+        )));
+    }
+    let target = cstring(target)?;
+    let err = |e: Errno| entry_error(entry.path, e);
+    create_new(dir, name, entry.path, || {
+        rfs::symlinkat(target.as_c_str(), dir, name)
+    })?
+    .map_err(err)?;
+    if let Some(o) = state.opts.owner {
+        rfs::chownat(
+            dir,
+            name,
+            Some(Uid::from_raw(o.uid)),
+            Some(Gid::from_raw(o.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(err)?;
+    }
+    rfs::utimensat(dir, name, &times(entry.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
+    state.summary.symlinks += 1;
+    Ok(())
+}
+
+fn make_hard_link(
+    tree: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    path: &[u8],
+    target: &[u8],
+    entry: &Entry<'_>,
+    state: &mut State,
+) -> Result<()> {
+    let target = normalize(target).map_err(|_| {
+        Error::unsafe_entry(
+            entry.path,
+            "its hard link target leaves the server directory",
+        )
+    })?;
+    if target.is_empty() || target.starts_with(RESERVED_PREFIX) {
+        return Err(Error::unsafe_entry(
+            entry.path,
+            "its hard link target is not a file",
+        ));
+    }
+    if target == path {
+        return Ok(());
+    }
+    let (target_dir, target_last) = split_last(&target);
+    let target_parent = open_staged_dir(tree, target_dir, entry.path)?;
+    let target_name = cstring(target_last)?;
+    create_new(dir, name, entry.path, || {
+        rfs::linkat(
+            target_parent.as_fd(),
+            target_name.as_c_str(),
+            dir,
+            name,
+            AtFlags::empty(),
+        )
+    })?
+    .map_err(|e| match e {
+        Errno::NOENT => Error::corrupt(format!(
+            "cannot restore {}: its hard link target is not in the archive before it",
+            quote(entry.path)
+        )),
+        Errno::PERM => Error::unsafe_entry(entry.path, "its hard link target is a directory"),
+        e => entry_error(entry.path, e),
+    })?;
+    state.summary.hard_links += 1;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::super::journal::{CommitPhase, FAULT};
+    use super::super::recover;
+    use super::*;
+
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A server root with old entries: a directory, files, one read-only.
+    fn old_server() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("wb-commit-{}", safe_fs::nonce()));
+        std::fs::create_dir_all(dir.join("world")).unwrap();
+        std::fs::write(dir.join("world/level.dat"), b"old level").unwrap();
+        std::fs::write(dir.join("server.properties"), b"old props").unwrap();
+        std::fs::write(dir.join("zz.txt"), b"old zz").unwrap();
+        std::fs::set_permissions(dir.join("zz.txt"), PermissionsExt::from_mode(0o400)).unwrap();
+        Scratch(dir)
+    }
+
+    /// Every path below `dir` with its mode and contents (none for a
+    /// directory).
+    fn listing(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode();
+                if p.is_dir() {
+                    stack.push(p);
+                    out.push((rel, mode, Vec::new()));
+                } else {
+                    out.push((rel, mode, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    struct Bytes<'a>(Option<&'a [u8]>);
+
+    impl EntryData for Bytes<'_> {
+        fn next_data(&mut self) -> Result<&[u8]> {
+            Ok(self.0.take().unwrap_or(&[]))
+        }
+    }
+
+    /// A restore of new and replacing entries (files, and in merge mode a
+    /// directory listed by the archive) that fails at `phase` of its commit:
+    /// the server's files are all back with their modes, no stage is left,
+    /// and a recovery (as at the next start) changes nothing.
+    fn failed_commit_keeps_old_files(truncate: bool, phase: CommitPhase) {
+        let server = old_server();
+        let before = listing(&server.0);
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        let opts = RestoreOptions {
+            truncate,
+            ..Default::default()
+        };
+        let mut target = RestoreTarget::begin(root, opts).unwrap();
+        let entries: [(&[u8], EntryKind<'_>, u32, &[u8]); 5] = [
+            (b"a-new.txt", EntryKind::File, 0o644, b"new a"),
+            (b"server.properties", EntryKind::File, 0o600, b"new props"),
+            (b"world", EntryKind::Dir, 0o700, b""),
+            (b"world/level.dat", EntryKind::File, 0o644, b"new level"),
+            (b"zz.txt", EntryKind::File, 0o644, b"new zz"),
+        ];
+        for (path, kind, mode, data) in entries {
+            let entry = Entry {
+                path,
+                kind,
+                mode,
+                mtime: 0,
+            };
+            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
+        }
+        FAULT.with(|f| f.set(Some(phase)));
+        let result = target.commit();
+        FAULT.with(|f| f.set(None));
+        let err = result.unwrap_err();
+        assert_eq!(err.status, crate::Status::Quota, "{}", err.message);
+        let what = format!("truncate={truncate}, a fault at {phase:?}");
+        assert_eq!(listing(&server.0), before, "{what}");
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 0, "{what}: a stage is left");
+        assert_eq!(listing(&server.0), before, "{what}, after a recovery");
+    }
+
+    #[test]
+    fn a_commit_failing_before_any_move_leaves_the_old_files() {
+        failed_commit_keeps_old_files(true, CommitPhase::Started);
+        failed_commit_keeps_old_files(false, CommitPhase::Started);
+    }
+
+    #[test]
+    fn a_commit_failing_before_moving_in_puts_everything_back() {
+        failed_commit_keeps_old_files(true, CommitPhase::MovedAside);
+    }
+
+    #[test]
+    fn a_commit_failing_while_moving_in_puts_everything_back() {
+        failed_commit_keeps_old_files(true, CommitPhase::MovingIn);
+        failed_commit_keeps_old_files(false, CommitPhase::MovingIn);
+    }
+
+    #[test]
+    fn recover_ignores_stages_it_did_not_make() {
+        let server = old_server();
+        let before = listing(&server.0);
+        // A planted stage: mode 0755, a FIFO as its commit marker, and a
+        // `truncate` marker that would replace the server's files.
+        let stage = server.0.join(format!("{STAGE_PREFIX}planted"));
+        std::fs::create_dir_all(stage.join("tree/x")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            stage.join("lock"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        std::fs::write(stage.join("commit"), b"truncate\n").unwrap();
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 0);
+        // Mode 0700 but FIFO markers: never opened (no hang), the server's
+        // files untouched.
+        std::fs::remove_file(stage.join("commit")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            stage.join("commit"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        rustix::fs::chmod(&stage, Mode::from_raw_mode(0o700)).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 1);
+        let mut after = listing(&server.0);
+        after.retain(|(p, _, _)| !p.starts_with(STAGE_PREFIX));
+        assert_eq!(after, before);
+    }
+
+    /// Writes `pieces` as one file's data through `SparseWriter`.
+    fn sparse_file(pieces: &[&[u8]]) -> (Vec<u8>, u64) {
+        let dir = Scratch(std::env::temp_dir().join(format!("wb-sparse-{}", safe_fs::nonce())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("f");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut out = SparseWriter::new(file.as_fd());
+        for piece in pieces {
+            out.write(piece).unwrap();
+        }
+        out.finish().unwrap();
+        drop(file);
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&path).unwrap());
+        (std::fs::read(&path).unwrap(), blocks * 512)
+    }
+
+    #[test]
+    fn zeros_become_holes_and_the_data_stays_the_same() {
+        let zeros = vec![0u8; 1 << 20];
+        let mut mixed = vec![0u8; 3 * HOLE + 10];
+        mixed[5] = 1; // first block data
+        mixed[2 * HOLE + 7] = 2; // third block data
+        let cases: Vec<Vec<&[u8]>> = vec![
+            vec![&zeros],
+            vec![b"head", &zeros, b"tail"],
+            vec![&mixed, &zeros, &mixed],
+            vec![&zeros[..HOLE - 1], &zeros[..HOLE + 1], &mixed[..HOLE + 3]],
+            vec![&[]],
+            vec![b"x"],
+            // Pieces that split blocks: holes all the same.
+            vec![&zeros[..1000], &zeros[..HOLE * 100 + 7], &zeros, b"end"],
+        ];
+        for pieces in cases {
+            let want: Vec<u8> = pieces.concat();
+            let (got, allocated) = sparse_file(&pieces);
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "contents differ");
+            if want.len() >= 1 << 20 {
+                assert!(allocated <= 64 << 10, "{allocated} bytes allocated");
+            }
+        }
+    }
+}
