@@ -24,7 +24,7 @@ const MAX_RATIO: usize = 1032;
 
 /// Worst-case member size for an input of `len` bytes: stored blocks plus
 /// framing, which `encode_member` never exceeds.
-pub fn max_member_len(len: usize) -> usize {
+pub const fn max_member_len(len: usize) -> usize {
     HEADER_LEN + len + 5 * (len / 65535 + 1) + TRAILER_LEN
 }
 

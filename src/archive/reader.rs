@@ -36,7 +36,7 @@ type Inflated<'a> = Result<Buf<'a>>;
 
 /// A buffer lent by a `Budget`; it goes back when dropped. Its length is
 /// that of the bytes it holds.
-pub struct Buf<'a> {
+pub(crate) struct Buf<'a> {
     data: Vec<u8>,
     budget: &'a Budget,
 }
@@ -53,7 +53,7 @@ impl Drop for Buf<'_> {
 /// a member the tar parser waits for never waits behind later ones; and when
 /// nothing is lent out, a request is granted whatever its size, so the
 /// stream always moves on.
-pub struct Budget {
+pub(crate) struct Budget {
     limit: usize,
     pool: Mutex<Pool>,
     returned: Condvar,
@@ -68,10 +68,10 @@ struct Pool {
 
 /// Requests up to one member's worth are served by buffers of one size, so
 /// that they can be reused for any such member.
-const SMALL: usize = gzip::HEADER_LEN + BLOCK_SIZE + 5 * (BLOCK_SIZE / 65535 + 1) + 8;
+const SMALL: usize = gzip::max_member_len(BLOCK_SIZE);
 
 impl Budget {
-    pub fn new(limit: usize) -> Budget {
+    pub(crate) fn new(limit: usize) -> Budget {
         Budget {
             limit,
             pool: Mutex::new(Pool::default()),
@@ -85,8 +85,9 @@ impl Budget {
 
     /// Buffers of at least `sizes[i]` bytes, granted together once the budget
     /// has room for all of them; `None` if the restore stops meanwhile. A new
-    /// buffer is zeroed memory the kernel has not handed over yet, so a claim
-    /// the data does not bear out costs only the pages actually written.
+    /// buffer is allocated zeroed, which for a large one is memory the kernel
+    /// hands over only as it is written: a claim the data does not bear out
+    /// costs the pages actually written, not the claim.
     fn take<const N: usize>(&self, sizes: [usize; N], shared: &Shared) -> Option<[Buf<'_>; N]> {
         let wanted = sizes.map(|n| n.max(SMALL));
         let mut pool = self.pool();
