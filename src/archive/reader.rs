@@ -34,17 +34,28 @@ pub const BUDGET: usize = 40 << 20;
 /// A block of inflated bytes, or the error that ended the stream.
 type Inflated<'a> = Result<Buf<'a>>;
 
-/// A buffer lent by a `Budget`; it goes back when dropped. Its length is
-/// that of the bytes it holds.
+/// A buffer lent by a `Budget`; it goes back when dropped. The budget counts
+/// its capacity; its user sets its length to the bytes it holds.
 pub(crate) struct Buf<'a> {
     data: Vec<u8>,
+    kind: Use,
     budget: &'a Budget,
 }
 
 impl Drop for Buf<'_> {
     fn drop(&mut self) {
-        self.budget.give_back(std::mem::take(&mut self.data));
+        self.budget
+            .give_back(self.kind, std::mem::take(&mut self.data));
     }
+}
+
+/// What a buffer holds. Buffers are reused for the same use only: a member
+/// as read is mostly far smaller than its buffer, whose pages beyond it then
+/// never become resident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    Member,
+    Block,
 }
 
 /// Buffers for members and blocks, within `limit` bytes (counted by
@@ -62,7 +73,7 @@ pub(crate) struct Budget {
 #[derive(Default)]
 struct Pool {
     lent: usize,
-    idle: Vec<Vec<u8>>,
+    idle: Vec<(Use, Vec<u8>)>,
     idle_bytes: usize,
 }
 
@@ -88,31 +99,36 @@ impl Budget {
     /// buffer is allocated zeroed, which for a large one is memory the kernel
     /// hands over only as it is written: a claim the data does not bear out
     /// costs the pages actually written, not the claim.
-    fn take<const N: usize>(&self, sizes: [usize; N], shared: &Shared) -> Option<[Buf<'_>; N]> {
-        let wanted = sizes.map(|n| n.max(SMALL));
+    fn take<const N: usize>(
+        &self,
+        wants: [(Use, usize); N],
+        shared: &Shared,
+    ) -> Option<[Buf<'_>; N]> {
+        let wanted = wants.map(|(_, n)| n.max(SMALL));
         let mut pool = self.pool();
         loop {
             if shared.should_stop() {
                 return None;
             }
-            // An idle buffer serves a request it fits, if it is not more than
-            // twice the size (it is counted whole while lent).
+            // An idle buffer serves a request of its use that it fits, if it
+            // is not more than twice the size (it is counted whole while lent).
             let mut chosen = [None; N];
             for (i, want) in wanted.iter().enumerate() {
                 chosen[i] = pool
                     .idle
                     .iter()
                     .enumerate()
-                    .filter(|(k, v)| {
-                        v.capacity() >= *want
+                    .filter(|(k, (kind, v))| {
+                        *kind == wants[i].0
+                            && v.capacity() >= *want
                             && v.capacity() <= 2 * *want
                             && !chosen.contains(&Some(*k))
                     })
-                    .min_by_key(|(_, v)| v.capacity())
+                    .min_by_key(|(_, (_, v))| v.capacity())
                     .map(|(k, _)| k);
             }
             let need: usize = (0..N)
-                .map(|i| chosen[i].map_or(wanted[i], |k| pool.idle[k].capacity()))
+                .map(|i| chosen[i].map_or(wanted[i], |k| pool.idle[k].1.capacity()))
                 .sum();
             if pool.lent + need <= self.limit || pool.lent == 0 {
                 let mut reused: [Option<Vec<u8>>; N] = [const { None }; N];
@@ -120,7 +136,7 @@ impl Budget {
                     (0..N).filter_map(|i| chosen[i].map(|k| (k, i))).collect();
                 order.sort_unstable_by(|a, b| b.cmp(a));
                 for (k, i) in order {
-                    let v = pool.idle.swap_remove(k);
+                    let (_, v) = pool.idle.swap_remove(k);
                     pool.idle_bytes -= v.capacity();
                     reused[i] = Some(v);
                 }
@@ -129,25 +145,20 @@ impl Budget {
                 let mut evicted = Vec::new();
                 while pool.lent + pool.idle_bytes > self.limit && !pool.idle.is_empty() {
                     let largest = (0..pool.idle.len())
-                        .max_by_key(|k| pool.idle[*k].capacity())
+                        .max_by_key(|k| pool.idle[*k].1.capacity())
                         .unwrap_or(0);
-                    let v = pool.idle.swap_remove(largest);
+                    let (_, v) = pool.idle.swap_remove(largest);
                     pool.idle_bytes -= v.capacity();
                     evicted.push(v);
                 }
                 drop(pool);
                 drop(evicted);
-                let mut i = 0;
-                return Some(reused.map(|v| {
-                    let mut data = match v {
-                        Some(v) => v,
-                        None => vec![0; wanted[i]],
-                    };
-                    i += 1;
-                    // Bytes a reused buffer held are overwritten, not zeroed.
-                    let cap = data.capacity();
-                    data.resize(cap, 0);
-                    Buf { data, budget: self }
+                // A reused buffer keeps the length it had (its users set
+                // theirs): what it held is overwritten, not zeroed first.
+                return Some(std::array::from_fn(|i| Buf {
+                    data: reused[i].take().unwrap_or_else(|| vec![0; wanted[i]]),
+                    kind: wants[i].0,
+                    budget: self,
                 }));
             }
             pool = self
@@ -158,7 +169,7 @@ impl Budget {
         }
     }
 
-    fn give_back(&self, data: Vec<u8>) {
+    fn give_back(&self, kind: Use, data: Vec<u8>) {
         let cap = data.capacity();
         if cap == 0 {
             return;
@@ -167,7 +178,7 @@ impl Budget {
         pool.lent = pool.lent.saturating_sub(cap);
         let spare = if pool.lent + pool.idle_bytes + cap <= self.limit {
             pool.idle_bytes += cap;
-            pool.idle.push(data);
+            pool.idle.push((kind, data));
             None
         } else {
             Some(data)
@@ -491,8 +502,13 @@ fn split_members<'a>(
             own_members.store(true, Ordering::Relaxed);
             // The memory for this member and what it inflates to, before
             // anything of it is read.
-            let Some([mut member, out]) = budget.take([header.member_len, header.data_len], shared)
-            else {
+            let Some([mut member, out]) = budget.take(
+                [
+                    (Use::Member, header.member_len),
+                    (Use::Block, header.data_len),
+                ],
+                shared,
+            ) else {
                 return Ok(());
             };
             input.take(header.member_len, &mut member.data)?;
@@ -524,12 +540,13 @@ fn inflate_foreign_member<'a>(
 ) -> Result<()> {
     let mut decoder = flate2::bufread::GzDecoder::new(input);
     loop {
-        let Some([mut block]) = budget.take([BLOCK_SIZE], shared) else {
+        let Some([mut block]) = budget.take([(Use::Block, BLOCK_SIZE)], shared) else {
             return Ok(());
         };
+        block.data.resize(BLOCK_SIZE, 0);
         let mut filled = 0;
         while filled < BLOCK_SIZE {
-            match decoder.read(&mut block.data[filled..BLOCK_SIZE]) {
+            match decoder.read(&mut block.data[filled..]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -935,16 +952,20 @@ mod tests {
     fn the_budget_lends_no_more_than_its_limit_and_reuses_what_comes_back() {
         let budget = Budget::new(4 * SMALL);
         let shared = Shared::default();
-        let [a, b] = budget.take([100, BLOCK_SIZE], &shared).unwrap();
-        assert_eq!((a.data.len(), b.data.len()), (SMALL, SMALL));
-        let [c, d] = budget.take([1, 1], &shared).unwrap();
+        let [a, b] = budget
+            .take([(Use::Member, 100), (Use::Block, BLOCK_SIZE)], &shared)
+            .unwrap();
+        assert_eq!((a.data.capacity(), b.data.capacity()), (SMALL, SMALL));
+        let [c, d] = budget
+            .take([(Use::Block, 1), (Use::Block, 1)], &shared)
+            .unwrap();
         assert_eq!(budget.pool().lent, 4 * SMALL);
         // Full: a further request waits until a buffer comes back.
         let ptr = c.data.as_ptr() as usize;
         std::thread::scope(|s| {
             let waiter = s.spawn(|| {
                 budget
-                    .take([SMALL], &shared)
+                    .take([(Use::Block, SMALL)], &shared)
                     .map(|[e]| e.data.as_ptr() as usize)
             });
             std::thread::sleep(WAIT_TICK);
@@ -961,9 +982,11 @@ mod tests {
     fn one_request_larger_than_the_budget_is_granted_when_nothing_is_lent() {
         let budget = Budget::new(2 * SMALL);
         let shared = Shared::default();
-        let [small] = budget.take([1], &shared).unwrap();
+        let [small] = budget.take([(Use::Block, 1)], &shared).unwrap();
         drop(small);
-        let [big] = budget.take([gzip::MAX_MEMBER], &shared).unwrap();
+        let [big] = budget
+            .take([(Use::Block, gzip::MAX_MEMBER)], &shared)
+            .unwrap();
         assert_eq!(big.data.len(), gzip::MAX_MEMBER);
         // The idle buffer made way for it.
         assert_eq!(budget.pool().idle_bytes, 0);
@@ -971,8 +994,10 @@ mod tests {
         // Too large to keep for reuse.
         assert_eq!(budget.pool().idle_bytes, 0);
         // While it is lent, nothing more is; a stop ends the wait.
-        let [_big] = budget.take([gzip::MAX_MEMBER], &shared).unwrap();
+        let [_big] = budget
+            .take([(Use::Block, gzip::MAX_MEMBER)], &shared)
+            .unwrap();
         shared.stop();
-        assert!(budget.take([1], &shared).is_none());
+        assert!(budget.take([(Use::Block, 1)], &shared).is_none());
     }
 }
