@@ -30,9 +30,6 @@ fn peak_rss_kib() -> i64 {
 
 #[test]
 fn a_large_backup_and_restore_stream() {
-    if std::env::var_os("WB_MEMORY_CHILD").is_some() {
-        return;
-    }
     let node = Node::new("");
     // 768 MiB of data that compresses (so it goes through the compressor),
     // written as a pattern to keep the test quick.
