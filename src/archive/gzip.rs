@@ -19,10 +19,12 @@ pub const HEADER_LEN: usize = 24;
 const TRAILER_LEN: usize = 8;
 /// Upper bound on what a member may claim before the reader distrusts it.
 pub const MAX_MEMBER: usize = 16 << 20;
+/// The most deflate can expand its input.
+const MAX_RATIO: usize = 1032;
 
 /// Worst-case member size for an input of `len` bytes: stored blocks plus
 /// framing, which `encode_member` never exceeds.
-pub fn max_member_len(len: usize) -> usize {
+pub const fn max_member_len(len: usize) -> usize {
     HEADER_LEN + len + 5 * (len / 65535 + 1) + TRAILER_LEN
 }
 
@@ -221,9 +223,12 @@ pub fn parse_member_header(head: &[u8]) -> Option<MemberHeader> {
     }
     let member_len = u32::from_le_bytes([head[16], head[17], head[18], head[19]]) as usize;
     let data_len = u32::from_le_bytes([head[20], head[21], head[22], head[23]]) as usize;
+    // Deflate expands at most 1032 times (258 bytes per two bits): a claim
+    // beyond that cannot be true of the bytes the member holds.
     let sane = (HEADER_LEN + TRAILER_LEN..=MAX_MEMBER).contains(&member_len)
         && data_len <= MAX_MEMBER
-        && member_len <= max_member_len(data_len);
+        && member_len <= max_member_len(data_len)
+        && data_len <= MAX_RATIO * (member_len - HEADER_LEN - TRAILER_LEN);
     sane.then_some(MemberHeader {
         member_len,
         data_len,
@@ -242,7 +247,7 @@ pub fn decode_member(member: &[u8], header: MemberHeader, out: &mut Vec<u8>) -> 
     if isize != header.data_len {
         return Err(Error::corrupt("gzip member length mismatch"));
     }
-    out.clear();
+    // A reused buffer is cut to length, not zeroed: inflating overwrites it.
     out.resize(header.data_len, 0);
     let body = &member[HEADER_LEN..member.len() - TRAILER_LEN];
     let n = if header.data_len == 0 && body == [1, 0, 0, 0xff, 0xff] {
@@ -344,6 +349,20 @@ mod tests {
         let mut out = Vec::new();
         let n = encode_member(CompressionLevel::BestSpeed, &data, &mut out).unwrap();
         assert_eq!(n, max_member_len(data.len()), "stored");
+    }
+
+    #[test]
+    fn claims_deflate_cannot_bear_out_are_not_ours() {
+        let mut out = Vec::new();
+        let n = encode_member(CompressionLevel::BestSpeed, &[0; BLOCK_SIZE], &mut out).unwrap();
+        let h = parse_member_header(&out[..n]).unwrap();
+        let body = h.member_len - HEADER_LEN - TRAILER_LEN;
+        assert!(h.data_len <= MAX_RATIO * body);
+        // 1 KiB of deflate data claiming 16 MiB.
+        let mut head = out[..HEADER_LEN].to_vec();
+        head[16..20].copy_from_slice(&(1024 + (HEADER_LEN + TRAILER_LEN) as u32).to_le_bytes());
+        head[20..24].copy_from_slice(&(MAX_MEMBER as u32).to_le_bytes());
+        assert_eq!(parse_member_header(&head), None);
     }
 
     #[test]

@@ -8,26 +8,194 @@
 //! the reading thread itself. The calling thread gets the inflated blocks back
 //! in order and parses tar headers from them: ustar, PAX (local and global),
 //! GNU long names and links, and old v7 headers.
+//!
+//! Every buffer that holds a member as read or a block as inflated comes from
+//! one `Budget` of `BUDGET` bytes, taken by the reading thread in stream order
+//! before it reads the member, for the sizes the member claims. How many
+//! members are in flight therefore follows their size, not the thread count,
+//! and an archive whose members claim 16 MiB each costs no more memory than
+//! one of 1 MiB members.
 
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::archive::gzip::{self, MemberHeader, BLOCK_SIZE};
 use crate::archive::header::BLOCK;
 use crate::error::{quote, Error, Result};
 use crate::progress::{Counters, Shared};
 
+/// The memory budget of one restore: members as read plus blocks as
+/// inflated, in flight or kept for reuse. With members of 16 MiB (the most
+/// the reader accepts) two fit; with 1 MiB members, about twenty.
+pub const BUDGET: usize = 40 << 20;
+
 /// A block of inflated bytes, or the error that ended the stream.
-type Inflated = Result<Vec<u8>>;
+type Inflated<'a> = Result<Buf<'a>>;
+
+/// A buffer lent by a `Budget`; it goes back when dropped. The budget counts
+/// its capacity; its user sets its length to the bytes it holds.
+pub(crate) struct Buf<'a> {
+    data: Vec<u8>,
+    kind: Use,
+    budget: &'a Budget,
+}
+
+impl Drop for Buf<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .give_back(self.kind, std::mem::take(&mut self.data));
+    }
+}
+
+/// What a buffer holds. Buffers are reused for the same use only: a member
+/// as read is mostly far smaller than its buffer, whose pages beyond it then
+/// never become resident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    Member,
+    Block,
+}
+
+/// Buffers for members and blocks, within `limit` bytes (counted by
+/// capacity): those lent out plus those kept for reuse. Only the reading
+/// thread takes buffers, one member's worth at a time and in stream order, so
+/// a member the tar parser waits for never waits behind later ones; and when
+/// nothing is lent out, a request is granted whatever its size, so the
+/// stream always moves on.
+pub(crate) struct Budget {
+    limit: usize,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    lent: usize,
+    idle: Vec<(Use, Vec<u8>)>,
+    idle_bytes: usize,
+}
+
+/// Requests up to one member's worth are served by buffers of one size, so
+/// that they can be reused for any such member.
+const SMALL: usize = gzip::max_member_len(BLOCK_SIZE);
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Budget {
+        Budget {
+            limit,
+            pool: Mutex::new(Pool::default()),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Buffers of at least `sizes[i]` bytes, granted together once the budget
+    /// has room for all of them; `None` if the restore stops meanwhile. A new
+    /// buffer is allocated zeroed, which for a large one is memory the kernel
+    /// hands over only as it is written: a claim the data does not bear out
+    /// costs the pages actually written, not the claim.
+    fn take<const N: usize>(
+        &self,
+        wants: [(Use, usize); N],
+        shared: &Shared,
+    ) -> Option<[Buf<'_>; N]> {
+        let wanted = wants.map(|(_, n)| n.max(SMALL));
+        let mut pool = self.pool();
+        loop {
+            if shared.should_stop() {
+                return None;
+            }
+            // An idle buffer serves a request of its use that it fits, if it
+            // is not more than twice the size (it is counted whole while lent).
+            let mut chosen = [None; N];
+            for (i, want) in wanted.iter().enumerate() {
+                chosen[i] = pool
+                    .idle
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, (kind, v))| {
+                        *kind == wants[i].0
+                            && v.capacity() >= *want
+                            && v.capacity() <= 2 * *want
+                            && !chosen.contains(&Some(*k))
+                    })
+                    .min_by_key(|(_, (_, v))| v.capacity())
+                    .map(|(k, _)| k);
+            }
+            let need: usize = (0..N)
+                .map(|i| chosen[i].map_or(wanted[i], |k| pool.idle[k].1.capacity()))
+                .sum();
+            if pool.lent + need <= self.limit || pool.lent == 0 {
+                let mut reused: [Option<Vec<u8>>; N] = [const { None }; N];
+                let mut order: Vec<(usize, usize)> =
+                    (0..N).filter_map(|i| chosen[i].map(|k| (k, i))).collect();
+                order.sort_unstable_by(|a, b| b.cmp(a));
+                for (k, i) in order {
+                    let (_, v) = pool.idle.swap_remove(k);
+                    pool.idle_bytes -= v.capacity();
+                    reused[i] = Some(v);
+                }
+                pool.lent += need;
+                // Idle buffers give way to the new ones, largest first.
+                let mut evicted = Vec::new();
+                while pool.lent + pool.idle_bytes > self.limit && !pool.idle.is_empty() {
+                    let largest = (0..pool.idle.len())
+                        .max_by_key(|k| pool.idle[*k].1.capacity())
+                        .unwrap_or(0);
+                    let (_, v) = pool.idle.swap_remove(largest);
+                    pool.idle_bytes -= v.capacity();
+                    evicted.push(v);
+                }
+                drop(pool);
+                drop(evicted);
+                // A reused buffer keeps the length it had (its users set
+                // theirs): what it held is overwritten, not zeroed first.
+                return Some(std::array::from_fn(|i| Buf {
+                    data: reused[i].take().unwrap_or_else(|| vec![0; wanted[i]]),
+                    kind: wants[i].0,
+                    budget: self,
+                }));
+            }
+            pool = self
+                .returned
+                .wait_timeout(pool, WAIT_TICK)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn give_back(&self, kind: Use, data: Vec<u8>) {
+        let cap = data.capacity();
+        if cap == 0 {
+            return;
+        }
+        let mut pool = self.pool();
+        pool.lent = pool.lent.saturating_sub(cap);
+        let spare = if pool.lent + pool.idle_bytes + cap <= self.limit {
+            pool.idle_bytes += cap;
+            pool.idle.push((kind, data));
+            None
+        } else {
+            Some(data)
+        };
+        drop(pool);
+        self.returned.notify_one();
+        drop(spare);
+    }
+}
 
 /// The inflated tar stream, read on the calling thread.
 pub struct TarStream<'a> {
-    blocks: Receiver<Receiver<Inflated>>,
-    current: Vec<u8>,
+    blocks: Receiver<Receiver<Inflated<'a>>>,
+    /// The block being read; dropped (its memory back in the budget) as
+    /// soon as it is used up, before the next one is waited for.
+    current: Option<Buf<'a>>,
     pos: usize,
-    spare: &'a Mutex<Vec<Vec<u8>>>,
     finished: bool,
     /// Set once a member of this engine's making was seen: such an archive
     /// always ends with the end-of-archive blocks, so one cut off at a
@@ -55,7 +223,8 @@ fn recv_ticking<T>(rx: &Receiver<T>, wait: &dyn Fn() -> Result<()>) -> Result<Op
 impl TarStream<'_> {
     /// The next bytes of the stream (at most `max`), or an empty slice at the end.
     pub fn next_slice(&mut self, max: usize) -> Result<&[u8]> {
-        while self.pos >= self.current.len() {
+        while self.pos >= self.current.as_ref().map_or(0, |b| b.data.len()) {
+            self.current = None;
             if self.finished {
                 return Ok(&[]);
             }
@@ -74,16 +243,14 @@ impl TarStream<'_> {
                     return Err(e);
                 }
             };
-            let old = std::mem::replace(&mut self.current, block);
-            if let Ok(mut spare) = self.spare.lock() {
-                if spare.len() < 16 {
-                    spare.push(old);
-                }
-            }
+            self.current = Some(block);
             self.pos = 0;
         }
-        let n = max.min(self.current.len() - self.pos);
-        let slice = &self.current[self.pos..self.pos + n];
+        let Some(current) = &self.current else {
+            return Ok(&[]);
+        };
+        let n = max.min(current.data.len() - self.pos);
+        let slice = &current.data[self.pos..self.pos + n];
         self.pos += n;
         Ok(slice)
     }
@@ -136,21 +303,22 @@ pub fn with_tar_stream<T>(
 ) -> Result<T> {
     let threads = threads.max(1);
     let in_flight = 2 * threads + 2;
-    let spare: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    // Declared before the channels, which hold buffers borrowed from them.
+    let own_members = AtomicBool::new(false);
+    let budget = Budget::new(BUDGET);
     let (order_tx, order_rx) = mpsc::sync_channel::<Receiver<Inflated>>(in_flight);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
     let job_rx = Mutex::new(job_rx);
-    let own_members = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let spare = &spare;
+        let budget = &budget;
         let own_members = &own_members;
         for _ in 0..threads {
             let job_rx = &job_rx;
-            s.spawn(move || inflate_worker(job_rx, spare, shared));
+            s.spawn(move || inflate_worker(job_rx, shared));
         }
         s.spawn(move || {
             let mut input = Input::new(source, counters);
-            let split = split_members(&mut input, &order_tx, &job_tx, spare, shared, own_members);
+            let split = split_members(&mut input, &order_tx, &job_tx, budget, shared, own_members);
             if let Err(e) = split {
                 let (tx, rx) = mpsc::sync_channel(1);
                 let _ = tx.send(Err(e));
@@ -159,9 +327,8 @@ pub fn with_tar_stream<T>(
         });
         let mut stream = TarStream {
             blocks: order_rx,
-            current: Vec::new(),
+            current: None,
             pos: 0,
-            spare,
             finished: false,
             own_members,
             wait,
@@ -174,13 +341,15 @@ pub fn with_tar_stream<T>(
     })
 }
 
-struct Job {
-    member: Vec<u8>,
+struct Job<'a> {
+    member: Buf<'a>,
+    /// Room for the inflated data, taken with the member.
+    out: Buf<'a>,
     header: MemberHeader,
-    done: SyncSender<Inflated>,
+    done: SyncSender<Inflated<'a>>,
 }
 
-fn inflate_worker(jobs: &Mutex<Receiver<Job>>, spare: &Mutex<Vec<Vec<u8>>>, shared: &Shared) {
+fn inflate_worker<'a>(jobs: &Mutex<Receiver<Job<'a>>>, shared: &Shared) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -190,13 +359,16 @@ fn inflate_worker(jobs: &Mutex<Receiver<Job>>, spare: &Mutex<Vec<Vec<u8>>>, shar
         if shared.should_stop() {
             return;
         }
-        let mut out = spare
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default();
-        let result = gzip::decode_member(&job.member, job.header, &mut out).map(|_| out);
-        let _ = job.done.send(result);
+        let Job {
+            member,
+            mut out,
+            header,
+            done,
+        } = job;
+        let result = gzip::decode_member(&member.data, header, &mut out.data);
+        // The member's bytes go back before its block is handed on.
+        drop(member);
+        let _ = done.send(result.map(|()| out));
     }
 }
 
@@ -248,19 +420,20 @@ impl<'a> Input<'a> {
         Ok(&self.buf[self.start..self.end])
     }
 
-    /// Reads exactly `n` bytes into `out`.
+    /// Reads exactly `n` bytes into `out`, which ends up `n` bytes long.
     fn take(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
-        out.clear();
-        out.reserve(n);
-        while out.len() < n {
+        out.resize(n, 0);
+        let mut filled = 0;
+        while filled < n {
             if self.start == self.end {
                 self.peek(1)?;
                 if self.start == self.end {
                     return Err(truncated());
                 }
             }
-            let k = (n - out.len()).min(self.end - self.start);
-            out.extend_from_slice(&self.buf[self.start..self.start + k]);
+            let k = (n - filled).min(self.end - self.start);
+            out[filled..filled + k].copy_from_slice(&self.buf[self.start..self.start + k]);
+            filled += k;
             self.start += k;
         }
         Ok(())
@@ -298,16 +471,15 @@ impl BufRead for Input<'_> {
     }
 }
 
-fn split_members(
+fn split_members<'a>(
     input: &mut Input<'_>,
-    order: &SyncSender<Receiver<Inflated>>,
-    jobs: &SyncSender<Job>,
-    spare: &Mutex<Vec<Vec<u8>>>,
+    order: &SyncSender<Receiver<Inflated<'a>>>,
+    jobs: &SyncSender<Job<'a>>,
+    budget: &'a Budget,
     shared: &Shared,
     own_members: &AtomicBool,
 ) -> Result<()> {
     let mut first = true;
-    let mut member_bufs: Vec<Vec<u8>> = Vec::new();
     loop {
         if shared.should_stop() {
             return Ok(());
@@ -328,14 +500,25 @@ fn split_members(
         first = false;
         if let Some(header) = gzip::parse_member_header(head) {
             own_members.store(true, Ordering::Relaxed);
-            let mut member = member_bufs.pop().unwrap_or_default();
-            input.take(header.member_len, &mut member)?;
+            // The memory for this member and what it inflates to, before
+            // anything of it is read.
+            let Some([mut member, out]) = budget.take(
+                [
+                    (Use::Member, header.member_len),
+                    (Use::Block, header.data_len),
+                ],
+                shared,
+            ) else {
+                return Ok(());
+            };
+            input.take(header.member_len, &mut member.data)?;
             let (done, slot) = mpsc::sync_channel(1);
             if order.send(slot).is_err() {
                 return Ok(());
             }
             let job = Job {
                 member,
+                out,
                 header,
                 done,
             };
@@ -343,40 +526,34 @@ fn split_members(
                 return Ok(());
             }
         } else {
-            inflate_foreign_member(input, order, spare, shared)?;
+            inflate_foreign_member(input, order, budget, shared)?;
         }
     }
 }
 
 /// Inflates one gzip member of another tool's making, as a stream.
-fn inflate_foreign_member(
+fn inflate_foreign_member<'a>(
     input: &mut Input<'_>,
-    order: &SyncSender<Receiver<Inflated>>,
-    spare: &Mutex<Vec<Vec<u8>>>,
+    order: &SyncSender<Receiver<Inflated<'a>>>,
+    budget: &'a Budget,
     shared: &Shared,
 ) -> Result<()> {
     let mut decoder = flate2::bufread::GzDecoder::new(input);
     loop {
-        if shared.should_stop() {
+        let Some([mut block]) = budget.take([(Use::Block, BLOCK_SIZE)], shared) else {
             return Ok(());
-        }
-        let mut block = spare
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default();
-        block.clear();
-        block.resize(BLOCK_SIZE, 0);
+        };
+        block.data.resize(BLOCK_SIZE, 0);
         let mut filled = 0;
         while filled < BLOCK_SIZE {
-            match decoder.read(&mut block[filled..]) {
+            match decoder.read(&mut block.data[filled..]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(inflate_error(e)),
             }
         }
-        block.truncate(filled);
+        block.data.truncate(filled);
         if filled == 0 {
             return Ok(());
         }
@@ -764,5 +941,63 @@ impl PaxOverrides {
             data = &data[len..];
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_lends_no_more_than_its_limit_and_reuses_what_comes_back() {
+        let budget = Budget::new(4 * SMALL);
+        let shared = Shared::default();
+        let [a, b] = budget
+            .take([(Use::Member, 100), (Use::Block, BLOCK_SIZE)], &shared)
+            .unwrap();
+        assert_eq!((a.data.capacity(), b.data.capacity()), (SMALL, SMALL));
+        let [c, d] = budget
+            .take([(Use::Block, 1), (Use::Block, 1)], &shared)
+            .unwrap();
+        assert_eq!(budget.pool().lent, 4 * SMALL);
+        // Full: a further request waits until a buffer comes back.
+        let ptr = c.data.as_ptr() as usize;
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                budget
+                    .take([(Use::Block, SMALL)], &shared)
+                    .map(|[e]| e.data.as_ptr() as usize)
+            });
+            std::thread::sleep(WAIT_TICK);
+            assert!(!waiter.is_finished());
+            drop(c);
+            assert_eq!(waiter.join().unwrap(), Some(ptr), "the buffer is reused");
+        });
+        drop((a, b, d));
+        let pool = budget.pool();
+        assert_eq!((pool.lent, pool.idle_bytes), (0, 4 * SMALL));
+    }
+
+    #[test]
+    fn one_request_larger_than_the_budget_is_granted_when_nothing_is_lent() {
+        let budget = Budget::new(2 * SMALL);
+        let shared = Shared::default();
+        let [small] = budget.take([(Use::Block, 1)], &shared).unwrap();
+        drop(small);
+        let [big] = budget
+            .take([(Use::Block, gzip::MAX_MEMBER)], &shared)
+            .unwrap();
+        assert_eq!(big.data.len(), gzip::MAX_MEMBER);
+        // The idle buffer made way for it.
+        assert_eq!(budget.pool().idle_bytes, 0);
+        drop(big);
+        // Too large to keep for reuse.
+        assert_eq!(budget.pool().idle_bytes, 0);
+        // While it is lent, nothing more is; a stop ends the wait.
+        let [_big] = budget
+            .take([(Use::Block, gzip::MAX_MEMBER)], &shared)
+            .unwrap();
+        shared.stop();
+        assert!(budget.take([(Use::Block, 1)], &shared).is_none());
     }
 }
