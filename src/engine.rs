@@ -249,10 +249,10 @@ impl Engine {
             panel.report_backup(&request.uuid, &report, ctl.cancel_token())
         });
         let done = outcome?;
-        ctl.report_final(Progress::done(
-            done.summary.source_bytes,
-            done.summary.entries,
-        ));
+        ctl.report_final(
+            Progress::done(done.summary.source_bytes, done.summary.entries)
+                .with_archive_bytes(done.summary.size),
+        );
         let mut details = done.details;
         if let Some(delivery) = delivery {
             details["panel_report"] = match delivery {
@@ -323,6 +323,7 @@ impl Engine {
             level,
             threads: self.config.worker_threads(),
             write_limit: self.config.write_limit,
+            exclude: Vec::new(),
         }
     }
 
@@ -645,6 +646,8 @@ pub fn archive_create(
     }
     let store = BackupStore::open(parent)?;
     let mut temp = store.create_temp(&name.to_string_lossy())?;
+    let exclude = crate::archive::writer::output_identities(&temp.file, archive);
+    ctl.report(Progress::at(Phase::Started))?;
     let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
     let summary = write_archive(
         root,
@@ -654,12 +657,15 @@ pub fn archive_create(
             level: opts.compression_level,
             threads: opts.threads,
             write_limit: opts.write_limit,
+            exclude,
         },
         ctl,
     )?;
     ctl.check()?;
     temp.publish_replacing(archive)?;
-    ctl.report_final(Progress::done(summary.source_bytes, summary.entries));
+    ctl.report_final(
+        Progress::done(summary.source_bytes, summary.entries).with_archive_bytes(summary.size),
+    );
     Ok(json!({
         "checksum": summary.sha1,
         "checksum_type": "sha1",
@@ -692,6 +698,7 @@ pub fn archive_extract(
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    ctl.report(Progress::at(Phase::Started))?;
     let summary = restore_stream(
         &mut file,
         len,
