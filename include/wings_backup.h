@@ -176,6 +176,13 @@ typedef struct wb_progress {
   uint64_t bytes_done;
   uint64_t bytes_total;
   uint64_t entries_done;
+  /**
+   * Archive bytes so far: compressed bytes written by a create (phase
+   * `WB_PHASE_ARCHIVE`), compressed bytes read by a restore. Appended
+   * after the first release of this ABI: read it only when `struct_size`
+   * is at least `offsetof(wb_progress, archive_bytes) + 8`.
+   */
+  uint64_t archive_bytes;
 } wb_progress;
 
 /**

@@ -160,10 +160,10 @@ impl Engine {
             panel.report_backup(&request.uuid, &report, ctl.cancel_token())
         });
         let mut details = outcome?;
-        ctl.report_final(Progress::done(
-            details.archive.source_bytes,
-            details.archive.entries,
-        ));
+        ctl.report_final(
+            Progress::done(details.archive.source_bytes, details.archive.entries)
+                .with_archive_bytes(details.archive.size),
+        );
         details.panel_report = delivery;
         Ok(details)
     }
@@ -227,6 +227,7 @@ impl Engine {
             level,
             threads: self.config.worker_threads(),
             write_limit: self.config.write_limit,
+            exclude: Vec::new(),
         }
     }
 
@@ -514,6 +515,8 @@ pub fn archive_create(
     }
     let store = BackupStore::open(parent)?;
     let mut temp = store.create_temp(&name.to_string_lossy())?;
+    let exclude = crate::archive::writer::output_identities(&temp.file, archive);
+    ctl.report(Progress::at(Phase::Started))?;
     let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
     let summary = write_archive(
         root,
@@ -523,12 +526,15 @@ pub fn archive_create(
             level: opts.compression_level,
             threads: opts.worker_threads(),
             write_limit: opts.write_limit,
+            exclude,
         },
         ctl,
     )?;
     ctl.check()?;
     temp.publish_replacing(archive)?;
-    ctl.report_final(Progress::done(summary.source_bytes, summary.entries));
+    ctl.report_final(
+        Progress::done(summary.source_bytes, summary.entries).with_archive_bytes(summary.size),
+    );
     Ok(summary)
 }
 
@@ -549,6 +555,7 @@ pub fn archive_extract(
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    ctl.report(Progress::at(Phase::Started))?;
     let summary = restore_stream(
         &mut file,
         len,

@@ -69,6 +69,9 @@ pub struct Progress {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub entries_done: u64,
+    /// Archive bytes: compressed bytes written so far by a create,
+    /// compressed bytes read so far by a restore.
+    pub archive_bytes: u64,
 }
 
 impl Progress {
@@ -79,6 +82,7 @@ impl Progress {
             bytes_done: 0,
             bytes_total: 0,
             entries_done: 0,
+            archive_bytes: 0,
         }
     }
 
@@ -89,6 +93,15 @@ impl Progress {
             bytes_done: bytes,
             bytes_total: bytes,
             entries_done: entries,
+            archive_bytes: 0,
+        }
+    }
+
+    /// The same report with `archive_bytes` set.
+    pub fn with_archive_bytes(self, archive_bytes: u64) -> Progress {
+        Progress {
+            archive_bytes,
+            ..self
         }
     }
 }
@@ -99,11 +112,16 @@ pub struct Counters {
     pub bytes_done: AtomicU64,
     pub bytes_total: AtomicU64,
     pub entries_done: AtomicU64,
+    /// Compressed bytes written (create) or read (restore).
+    pub archive_bytes: AtomicU64,
 }
 
 impl Counters {
     pub fn add_bytes(&self, n: u64) {
         self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_archive_bytes(&self, n: u64) {
+        self.archive_bytes.fetch_add(n, Ordering::Relaxed);
     }
     pub fn add_entries(&self, n: u64) {
         self.entries_done.fetch_add(n, Ordering::Relaxed);
@@ -188,6 +206,7 @@ impl<'a> Control<'a> {
             if last.phase == progress.phase {
                 progress.bytes_done = progress.bytes_done.max(last.bytes_done);
                 progress.entries_done = progress.entries_done.max(last.entries_done);
+                progress.archive_bytes = progress.archive_bytes.max(last.archive_bytes);
                 if progress.bytes_total != 0 && progress.bytes_total < last.bytes_total {
                     progress.bytes_total = last.bytes_total;
                 }
@@ -240,6 +259,7 @@ pub fn snapshot(phase: Phase, counters: &Counters) -> Progress {
         bytes_done: counters.bytes_done.load(Ordering::Relaxed),
         bytes_total: counters.bytes_total.load(Ordering::Relaxed),
         entries_done: counters.entries_done.load(Ordering::Relaxed),
+        archive_bytes: counters.archive_bytes.load(Ordering::Relaxed),
     }
 }
 

@@ -9,6 +9,7 @@ import "C"
 import (
 	"fmt"
 	"runtime/cgo"
+	"unsafe"
 )
 
 // Phase says what a long call is doing (WB_PHASE_*).
@@ -54,12 +55,22 @@ func (p Phase) String() string {
 }
 
 // Progress is one progress report. BytesTotal 0 means unknown. Within one
-// phase, BytesDone and EntriesDone never decrease.
+// phase, BytesDone, EntriesDone and ArchiveBytes never decrease.
+//
+// The progress func of every long call follows one contract, the same in
+// the Python binding: it runs on the goroutine that made the call;
+// returning false stops the call, which then fails with ErrCancelled; a
+// panic in it stops the call too, and is raised again once the call has
+// returned.
 type Progress struct {
 	Phase       Phase
 	BytesDone   uint64
 	BytesTotal  uint64
 	EntriesDone uint64
+	// ArchiveBytes counts compressed bytes: written so far by a backup or
+	// ArchiveCreate, read so far by a restore or ArchiveExtract (0 from a
+	// library that does not report it).
+	ArchiveBytes uint64
 }
 
 // progressCall is what the cgo.Handle given to the library points to.
@@ -95,6 +106,10 @@ func wbGoProgress(handle C.uintptr_t, p *C.wb_progress) C.int32_t {
 		BytesDone:   uint64(p.bytes_done),
 		BytesTotal:  uint64(p.bytes_total),
 		EntriesDone: uint64(p.entries_done),
+	}
+	// A library older than this binding passes a shorter struct.
+	if uintptr(p.struct_size) >= unsafe.Offsetof(p.archive_bytes)+unsafe.Sizeof(p.archive_bytes) {
+		report.ArchiveBytes = uint64(p.archive_bytes)
 	}
 	if pc.invoke(report) {
 		return 0

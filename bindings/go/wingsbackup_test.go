@@ -717,3 +717,77 @@ func TestCancelAll(t *testing.T) {
 		t.Errorf("create after CancelAll: %v", err)
 	}
 }
+
+// TestArchiveCallsProgress: the archive calls report PhaseStarted first,
+// the archive bytes written and read, and follow the progress contract
+// (false stops the call with ErrCancelled and leaves nothing behind).
+func TestArchiveCallsProgress(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 2<<20)
+	for i := range big {
+		big[i] = byte(i * 7 / 5)
+	}
+	if err := os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "out.tar.gz")
+	var reports []wingsbackup.Progress
+	record := func(p wingsbackup.Progress) bool { reports = append(reports, p); return true }
+	sum, err := wingsbackup.ArchiveCreate(context.Background(), src, archive, nil, record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMonotonic(t, reports)
+	var lastArchive wingsbackup.Progress
+	for _, p := range reports {
+		if p.Phase == wingsbackup.PhaseArchive {
+			lastArchive = p
+		}
+	}
+	if lastArchive.ArchiveBytes != uint64(sum.Size) || lastArchive.BytesDone != uint64(len(big)) || lastArchive.BytesTotal != uint64(len(big)) {
+		t.Errorf("last archive report %+v, archive %d bytes", lastArchive, sum.Size)
+	}
+
+	dst := filepath.Join(dir, "dst")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	reports = nil
+	if _, err := wingsbackup.ArchiveExtract(context.Background(), archive, dst, nil, record); err != nil {
+		t.Fatal(err)
+	}
+	checkMonotonic(t, reports)
+	var lastExtract wingsbackup.Progress
+	for _, p := range reports {
+		if p.Phase == wingsbackup.PhaseExtract {
+			lastExtract = p
+		}
+	}
+	if lastExtract.ArchiveBytes != uint64(sum.Size) {
+		t.Errorf("last extract report %+v, archive %d bytes", lastExtract, sum.Size)
+	}
+
+	// Returning false stops either call with ErrCancelled.
+	stop := func(p wingsbackup.Progress) bool { return p.Phase == wingsbackup.PhaseStarted }
+	stopped := filepath.Join(dir, "stopped.tar.gz")
+	if _, err := wingsbackup.ArchiveCreate(context.Background(), src, stopped, nil, stop); !errors.Is(err, wingsbackup.ErrCancelled) {
+		t.Fatalf("create: %v, want ErrCancelled", err)
+	}
+	if _, err := os.Stat(stopped); !os.IsNotExist(err) {
+		t.Errorf("a stopped create left %s: %v", stopped, err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wingsbackup.ArchiveExtract(context.Background(), archive, empty, nil, stop); !errors.Is(err, wingsbackup.ErrCancelled) {
+		t.Fatalf("extract: %v, want ErrCancelled", err)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("a stopped extract left %v", entries)
+	}
+}

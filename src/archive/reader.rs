@@ -412,6 +412,7 @@ impl<'a> Input<'a> {
                 Ok(k) => {
                     self.end += k;
                     self.counters.add_bytes(k as u64);
+                    self.counters.add_archive_bytes(k as u64);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(source_error(e)),

@@ -54,6 +54,9 @@ pub struct TreeWalker<'a> {
     pub skipped_count: u64,
     /// Set when the walk must end early (a cancel, an error elsewhere).
     stop: Option<&'a Shared>,
+    /// (device, inode) of files never archived: the archive being written
+    /// and the file it replaces, when they lie inside the tree.
+    exclude: Vec<(u64, u64)>,
 }
 
 enum Found {
@@ -88,7 +91,14 @@ impl<'a> TreeWalker<'a> {
             skipped: Vec::new(),
             skipped_count: 0,
             stop: None,
+            exclude: Vec::new(),
         })
+    }
+
+    /// Leaves out the files with these (device, inode) identities, without
+    /// listing them as skipped.
+    pub fn exclude(&mut self, identities: &[(u64, u64)]) {
+        self.exclude = identities.to_vec();
     }
 
     /// Makes the walk watch `shared`: once it says stop, `next_item` fails
@@ -194,7 +204,7 @@ impl<'a> TreeWalker<'a> {
                 FileType::Symlink => self.visit_symlink(dir, name, &rel),
                 FileType::Fifo => self.visit_fifo(dir, name, &rel),
                 FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice => {
-                    return Ok(Found::Skip)
+                    return Ok(self.visit_unarchivable(&rel, ty))
                 }
                 FileType::Unknown => Err(Errno::AGAIN),
             };
@@ -254,7 +264,10 @@ impl<'a> TreeWalker<'a> {
                 }))
             }
             FileType::Directory => return Err(Errno::ISDIR),
-            _ => return Ok(Found::Skip),
+            other => return Ok(self.visit_unarchivable(rel, other)),
+        }
+        if self.exclude.contains(&(st.st_dev, st.st_ino)) {
+            return Ok(Found::Skip);
         }
         if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
@@ -272,6 +285,21 @@ impl<'a> TreeWalker<'a> {
             meta,
             file: Some((fd, st)),
         }))
+    }
+
+    /// A socket or device node: never archived, but listed as skipped
+    /// unless the ignore rules leave it out anyway.
+    fn visit_unarchivable(&mut self, rel: &[u8], ty: FileType) -> Found {
+        if self.ignored(rel, false) == Some(false) {
+            let what = match ty {
+                FileType::Socket => "a socket",
+                FileType::CharacterDevice => "a character device",
+                FileType::BlockDevice => "a block device",
+                _ => "not a file, directory, symlink or FIFO",
+            };
+            self.skip(rel.to_vec(), format!("{what} (not archived)"));
+        }
+        Found::Skip
     }
 
     fn visit_dir(

@@ -36,6 +36,26 @@ pub struct WriteOptions {
     pub threads: usize,
     /// MiB of archive written per second; 0 = unlimited.
     pub write_limit: u64,
+    /// (device, inode) of files never archived (see `output_identities`).
+    pub exclude: Vec<(u64, u64)>,
+}
+
+/// The identities a create must leave out of its own archive: the
+/// temporary file being written (`temp`) and the file now at `archive`,
+/// which the new archive replaces. Compared by (device, inode), they are
+/// found however the paths are spelt (`./`, symlinked directories).
+pub fn output_identities(temp: &std::fs::File, archive: &std::path::Path) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ids = Vec::new();
+    if let Ok(m) = temp.metadata() {
+        ids.push((m.dev(), m.ino()));
+    }
+    if let Ok(m) = std::fs::metadata(archive) {
+        if m.is_file() {
+            ids.push((m.dev(), m.ino()));
+        }
+    }
+    ids
 }
 
 /// What was written.
@@ -109,6 +129,7 @@ pub fn write_archive(
     };
     let mut walker = TreeWalker::new(root, ignore)?;
     walker.stop_when(&shared);
+    walker.exclude(&opts.exclude);
 
     let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(pool_size);
     for _ in 0..pool_size {
@@ -130,7 +151,7 @@ pub fn write_archive(
                 // Only for the progress total, at the lowest priority, so
                 // that it takes what the backup leaves of the cores.
                 let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
-                if let Some(total) = scan_total(scan_root, ignore, shared) {
+                if let Some(total) = scan_total(scan_root, ignore, &opts.exclude, shared) {
                     counters.set_total(total);
                 }
             });
@@ -148,7 +169,7 @@ pub fn write_archive(
             spare_members,
         };
         let writer = s.spawn(move || {
-            let written = write_members(member_rx, out, opts.write_limit, pools, shared);
+            let written = write_members(member_rx, out, opts.write_limit, pools, shared, counters);
             let _ = finished_tx.send(());
             written
         });
@@ -196,6 +217,14 @@ pub fn write_archive(
         summary.source_bytes = counters
             .bytes_done
             .load(std::sync::atomic::Ordering::Relaxed);
+        // The phase's last report gives where it ended (the ticks before it
+        // are at most one per REPORT_INTERVAL, so the last of them is stale).
+        let mut last = crate::progress::snapshot(Phase::Archive, counters);
+        last.archive_bytes = size;
+        if last.bytes_total < last.bytes_done {
+            last.bytes_total = last.bytes_done;
+        }
+        ctl.report(last)?;
         Ok(summary)
     })
 }
@@ -514,6 +543,7 @@ fn write_members(
     limit: u64,
     pools: Pools<'_>,
     shared: &Shared,
+    counters: &Counters,
 ) -> Result<(String, u64)> {
     let (hash_tx, hash_rx) = mpsc::sync_channel::<Member>(4);
     std::thread::scope(|s| {
@@ -528,7 +558,7 @@ fn write_members(
             }
             hex(&sha.finalize())
         });
-        let written = write_in_order(members, out, limit, hash_tx, shared);
+        let written = write_in_order(members, out, limit, hash_tx, shared, counters);
         let sha1 = hasher
             .join()
             .map_err(|_| Error::internal("archive hashing thread panicked"))?;
@@ -542,6 +572,7 @@ fn write_in_order(
     limit: u64,
     hash_tx: SyncSender<Member>,
     shared: &Shared,
+    counters: &Counters,
 ) -> Result<u64> {
     let mut pending: BTreeMap<u64, Member> = BTreeMap::new();
     let mut next = 0u64;
@@ -560,6 +591,7 @@ fn write_in_order(
             out.write_all(member.bytes())
                 .map_err(|e| fail(Error::io("writing the archive", e)))?;
             size += member.len as u64;
+            counters.add_archive_bytes(member.len as u64);
             next += 1;
             rate.consume(member.len as u64, shared);
             if hash_tx.send(member).is_err() {
@@ -583,7 +615,12 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Total size of the files a walk will archive, from a stat-only pass, for
 /// progress. `None` if the pass was stopped or failed.
-fn scan_total(root: OwnedFd, ignore: &IgnoreRules, shared: &Shared) -> Option<u64> {
+fn scan_total(
+    root: OwnedFd,
+    ignore: &IgnoreRules,
+    exclude: &[(u64, u64)],
+    shared: &Shared,
+) -> Option<u64> {
     use rustix::fs::FileType;
     let mut total = 0u64;
     let mut stack: DirStack<(Listing, usize, Vec<u8>)> = DirStack::default();
@@ -623,7 +660,9 @@ fn scan_total(root: OwnedFd, ignore: &IgnoreRules, shared: &Shared) -> Option<u6
         match ty {
             FileType::RegularFile if !ignore.matches(&rel, false) => {
                 if let Ok(st) = safe_fs::lstat_at(dir.as_fd(), name.as_c_str()) {
-                    total += st.st_size as u64;
+                    if !exclude.contains(&(st.st_dev, st.st_ino)) {
+                        total += st.st_size as u64;
+                    }
                 }
             }
             FileType::Directory if !ignore.matches(&rel, true) => {

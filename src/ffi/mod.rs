@@ -65,6 +65,11 @@ pub struct wb_progress {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub entries_done: u64,
+    /// Archive bytes so far: compressed bytes written by a create (phase
+    /// `WB_PHASE_ARCHIVE`), compressed bytes read by a restore. Appended
+    /// after the first release of this ABI: read it only when `struct_size`
+    /// is at least `offsetof(wb_progress, archive_bytes) + 8`.
+    pub archive_bytes: u64,
 }
 
 /// Progress callback. It runs only on the thread that made the call, at

@@ -101,6 +101,7 @@ fn progress_bridge(
             bytes_done: p.bytes_done,
             bytes_total: p.bytes_total,
             entries_done: p.entries_done,
+            archive_bytes: p.archive_bytes,
         };
         // SAFETY: the callback and its userdata are the caller's, valid for
         // the duration of the call; `c` lives across the callback.

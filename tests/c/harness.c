@@ -547,6 +547,7 @@ struct recorder {
     uint32_t seen;  /* bit per phase */
     int first_phase, last_phase;
     uint64_t last_bytes, last_entries;
+    uint64_t archive_bytes[8]; /* the last archive_bytes of each phase */
     /* Optional behaviour: returns the callback's return value. */
     int (*hook)(recorder *r, const wb_progress *p);
     void *ctx;
@@ -577,6 +578,7 @@ static int32_t rec_cb(void *userdata, const wb_progress *p) {
     r->last_bytes = p->bytes_done;
     r->last_entries = p->entries_done;
     if (p->phase < 32) r->seen |= 1u << p->phase;
+    if (p->phase < 8) r->archive_bytes[p->phase] = p->archive_bytes;
     r->reports++;
     return r->hook ? r->hook(r, p) : 0;
 }
@@ -1095,8 +1097,12 @@ static void test_archive_level(void) {
     char *summary = NULL;
     EXPECT_CALL(WB_OK, NULL, wb_archive_create, src, a, "{\"compression_level\":\"best_compression\",\"threads\":2}",
                 rec_cb, &rec, NULL, &summary);
-    rec_check(&rec, "archive_create", PH(WB_PHASE_ARCHIVE), 0);
+    rec_check(&rec, "archive_create", PH(WB_PHASE_ARCHIVE), 1);
     check_archive_json(summary, a, "archive summary");
+    CHECK(rec.archive_bytes[WB_PHASE_ARCHIVE] == (uint64_t)json_u64(summary, "size"),
+          "archive_create: last archive_bytes %llu, archive size %lld",
+          (unsigned long long)rec.archive_bytes[WB_PHASE_ARCHIVE], json_u64(summary, "size"));
+    long long archive_size = json_u64(summary, "size");
     CHECK(json_u64(summary, "files") == 4, "archive summary files: %s", summary ? summary : "");
     CHECK(json_u64(summary, "source_bytes") == (long long)(strlen(HELLO) + strlen(SMALL) + DEEP_LEN),
           "archive summary source_bytes: %s", summary ? summary : "");
@@ -1107,7 +1113,10 @@ static void test_archive_level(void) {
     rec_init(&rec);
     summary = NULL;
     EXPECT_CALL(WB_OK, NULL, wb_archive_extract, a, dest, "{\"threads\":1}", rec_cb, &rec, NULL, &summary);
-    rec_check(&rec, "archive_extract", PH(WB_PHASE_EXTRACT), 0);
+    rec_check(&rec, "archive_extract", PH(WB_PHASE_EXTRACT), 1);
+    CHECK(rec.archive_bytes[WB_PHASE_EXTRACT] == (uint64_t)archive_size,
+          "archive_extract: last archive_bytes %llu, archive size %lld",
+          (unsigned long long)rec.archive_bytes[WB_PHASE_EXTRACT], archive_size);
     verify_tree(dest, "extracted archive");
     CHECK(json_u64(summary, "files") == 4, "extract summary files: %s", summary ? summary : "");
     CHECK(json_u64(summary, "symlinks") == 1, "extract summary symlinks: %s", summary ? summary : "");

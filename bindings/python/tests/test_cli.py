@@ -12,7 +12,7 @@ from typing import List
 
 import wings_backup as wb
 from conftest import read_tree, write_tree
-from wings_backup.cli import ProgressDisplay
+from wings_backup.cli import ProgressDisplay, human_bytes
 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
@@ -54,22 +54,117 @@ def test_json_output(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["files"] == 1
 
 
-def test_failures_exit_non_zero_with_the_message(tmp_path: Path) -> None:
+def test_each_failure_class_has_its_exit_status(tmp_path: Path) -> None:
     r = cli("restore", "missing.tar.gz", ".", cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 4, r.stderr  # not found
     assert "error: the archive does not exist" in r.stderr
     assert "Traceback" not in r.stderr
 
     (tmp_path / "bad.tar.gz").write_bytes(b"garbage")
     r = cli("restore", "bad.tar.gz", ".", cwd=tmp_path)
-    assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 6 and "error:" in r.stderr and "Traceback" not in r.stderr  # corrupt
 
     write_tree(tmp_path / "src", {"a": "a"})
     r = cli("create", "src", "o.tar.gz", "--ignore", "no-such-file", cwd=tmp_path)
-    assert r.returncode == 1 and "no-such-file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 4 and "no-such-file" in r.stderr and "Traceback" not in r.stderr
+
+    r = cli("create", "missing-src", "o.tar.gz", cwd=tmp_path)
+    assert r.returncode == 4 and "error:" in r.stderr
 
     r = cli("create", "src", "o.tar.gz", "--compression-level", "fast", cwd=tmp_path)
     assert r.returncode == 2  # argparse: a usage error
+
+    r = cli("create", "src", "o.tar.gz", "--threads", "100000", cwd=tmp_path)
+    assert r.returncode == 2 and "error:" in r.stderr  # the library's WB_INVALID_ARGUMENT
+
+    # An archive that climbs out of the destination: unsafe, nothing written.
+    import tarfile
+
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as t:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    (tmp_path / "dest").mkdir()
+    r = cli("restore", "evil.tar.gz", "dest", cwd=tmp_path)
+    assert r.returncode == 7, r.stderr
+    assert not (tmp_path / "escaped.txt").exists()
+
+    # A disk limit the archive's files exceed.
+    write_tree(tmp_path / "big", {"f.bin": os.urandom(100_000)})
+    assert cli("create", "big", "big.tar.gz", cwd=tmp_path).returncode == 0
+    r = cli("restore", "big.tar.gz", "dest", "--disk-limit", "1000", cwd=tmp_path)
+    assert r.returncode == 8, r.stderr
+
+
+def test_help_lists_the_exit_statuses(tmp_path: Path) -> None:
+    r = cli("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for line in ("0    success", "3    partial", "4    not found", "130  interrupted"):
+        assert line in r.stdout, r.stdout
+    assert "3    partial" in cli("create", "--help", cwd=tmp_path).stdout
+
+
+def test_a_backup_that_skips_entries_exits_3_and_lists_them(tmp_path: Path) -> None:
+    import socket
+
+    write_tree(tmp_path / "src", {"a.txt": "a"})
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "src" / "console.sock"))
+        r = cli("create", "src", "out.tar.gz", cwd=tmp_path)
+    finally:
+        sock.close()
+    assert r.returncode == 3, r.stderr
+    assert "warning: 1 entry skipped" in r.stderr
+    assert "console.sock (a socket (not archived))" in r.stderr
+    data = (tmp_path / "out.tar.gz").read_bytes()
+    assert r.stdout == f"sha1 {hashlib.sha1(data).hexdigest()}\nsize {len(data)}\n"
+    # The same tree without the socket is a whole backup.
+    (tmp_path / "src" / "console.sock").unlink()
+    assert cli("create", "src", "out.tar.gz", cwd=tmp_path).returncode == 0
+
+
+def test_an_archive_written_inside_its_source_is_left_out(tmp_path: Path) -> None:
+    import tarfile
+
+    src = tmp_path / "src"
+    write_tree(src, {"a.txt": "alpha", "world/level.dat": "beta"})
+    r = cli("create", ".", "./here.tar.gz", cwd=src)
+    assert r.returncode == 0, r.stderr
+    r = cli("create", ".", "./here.tar.gz", cwd=src)  # and again, over the first one
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(src / "here.tar.gz") as t:
+        assert sorted(t.getnames()) == ["a.txt", "world", "world/level.dat"]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert cli("restore", src / "here.tar.gz", dest, cwd=tmp_path).returncode == 0
+    assert read_tree(dest) == {"a.txt": b"alpha", "world/level.dat": b"beta"}
+
+
+def test_progress_ends_where_the_backup_ended_with_a_summary_line(tmp_path: Path) -> None:
+    """With a write limit the archive is written after all was read: the
+    lines say how much is written, the last progress line is complete, and
+    a summary line follows."""
+    write_tree(tmp_path / "src", {"a.bin": os.urandom(3 << 20), "b.txt": "hi"})
+    r = cli("create", "src", "out.tar.gz", "--write-limit", "2", "--compression-level", "none",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    archive_lines = [line for line in lines if line.startswith("archive:")]
+    size = (tmp_path / "out.tar.gz").stat().st_size
+    total = human_bytes((3 << 20) + 2)
+    assert archive_lines[-1].startswith(f"archive: {total} / {total} (100%) read, {human_bytes(size)} written"), \
+        archive_lines
+    assert not any("(0%)" in line for line in archive_lines[1:]), archive_lines
+    assert lines[-1].startswith("done in "), lines
+    assert "2 files" in lines[-1] and "% of the source" in lines[-1] and "/s" in lines[-1]
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    r = cli("restore", "out.tar.gz", "dest", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[-1].startswith("done in "), r.stderr
 
 
 class FakeTerminal(io.StringIO):
@@ -108,8 +203,18 @@ def test_log_lines_when_not_a_terminal() -> None:
     display.finish()
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue()
-    assert lines[0].startswith("archive: 0 B / 1000 B (0%)")
-    assert lines[-1].startswith("archive: 1000 B / 1000 B (100%), 6 entries")
+    assert lines[0].startswith("archive: 0 B / 1000 B (0%) read, 0 B written")
+    assert lines[-1].startswith("archive: 1000 B / 1000 B (100%) read, 0 B written, 6 entries")
+
+
+def test_lines_give_archive_bytes_and_an_eta() -> None:
+    log = io.StringIO()
+    display = ProgressDisplay(log)
+    display.phase, display.phase_started = wb.Phase.ARCHIVE, display.started - 10.0
+    display._log(wb.Progress(wb.Phase.ARCHIVE, 1 << 20, 4 << 20, 5, 300 << 10), display.started)
+    line = log.getvalue()
+    assert "1.0 MiB / 4.0 MiB (25%) read, 300.0 KiB written, 5 entries" in line, line
+    assert "ETA 30.0 s" in line, line
 
 
 def test_ctrl_c_cancels_the_call_and_waits_for_it() -> None:

@@ -196,6 +196,6 @@ def test_archive_create_replaces_an_existing_file(tmp_path: Path) -> None:
 
 
 def test_send_pending_reports_without_a_panel(engine: wb.Engine) -> None:
-    assert engine.send_pending_reports() == {"sent": 0, "pending": 0}
+    assert engine.send_pending_reports() == wb.PendingReports(sent=0, pending=0, raw={})
     with wb.CancelToken() as token:
         assert engine.send_pending_reports(cancel=token)["sent"] == 0

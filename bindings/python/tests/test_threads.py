@@ -88,7 +88,7 @@ def test_library_calls_release_the_gil(tmp_path: Path) -> None:
     finally:
         faulthandler.cancel_dump_traceback_later()
     assert not t.is_alive()
-    assert isinstance(outcome[0], dict), outcome
+    assert isinstance(outcome[0], wb.ExtractSummary), outcome
     assert (dst / "a.txt").read_text() == "through a pipe"
 
 

@@ -27,6 +27,7 @@ from .errors import (
     WingsBackupError,
 )
 from .progress import CancelToken, Phase, Progress, ProgressCallback
+from .results import ArchiveSummary, Details, ExtractSummary, Part, PendingReports, Skipped
 
 __version__ = "0.1.0"
 
@@ -46,20 +47,26 @@ def deflate_backend() -> str:
 __all__ = [
     "ABI_VERSION",
     "LIBRARY_PATH",
+    "ArchiveSummary",
     "BackupIOError",
     "CancelToken",
     "CancelledError",
     "ConflictError",
     "CorruptArchiveError",
+    "Details",
     "Engine",
+    "ExtractSummary",
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "Part",
+    "PendingReports",
     "Phase",
     "Progress",
     "ProgressCallback",
     "QuotaError",
     "RemoteError",
+    "Skipped",
     "Status",
     "UnsafeEntryError",
     "WingsBackupError",

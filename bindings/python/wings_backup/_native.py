@@ -34,6 +34,9 @@ class WbProgress(ctypes.Structure):
         ("bytes_done", ctypes.c_uint64),
         ("bytes_total", ctypes.c_uint64),
         ("entries_done", ctypes.c_uint64),
+        # Appended after the first release of ABI 1: present when
+        # struct_size covers it.
+        ("archive_bytes", ctypes.c_uint64),
     ]
 
 

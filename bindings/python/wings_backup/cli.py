@@ -4,27 +4,85 @@
     python -m wings_backup restore ARCHIVE DEST_DIR [--truncate]
 
 Progress goes to stderr: a bar redrawn in place on a terminal, plain log
-lines otherwise. The result goes to stdout (``sha1``/``size`` lines after
-create, a summary after restore; ``--json`` prints the whole result). Exit
-status: 0 on success, 1 on failure (with the message on stderr), 130 when
-interrupted.
+lines otherwise, then a summary line (time, throughput, compression ratio,
+files). The result goes to stdout (``sha1``/``size`` lines after create, a
+summary after restore; ``--json`` prints the whole result). The exit status
+says what happened (``EXIT_CODES``, also in ``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shutil
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 from .engine import archive_create, archive_extract
 from .errors import InvalidArgumentError, Status, WingsBackupError
 from .progress import CancelToken, Phase, Progress
 
 LEVELS = ("none", "best_speed", "best_compression")
+
+#: Exit status of the command, one per outcome.
+EXIT_OK = 0
+#: A bug: the library's WB_INTERNAL, or anything unexpected.
+EXIT_INTERNAL = 1
+#: A usage error (argparse's own code), or the library's WB_INVALID_ARGUMENT.
+EXIT_USAGE = 2
+#: The work finished but left entries out: a backup that skipped entries
+#: (unreadable files, sockets, device nodes), a restore that skipped entries
+#: (FIFOs, devices). Files that changed while read are archived (and listed
+#: as a warning), so they alone do not make a backup partial.
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+#: WB_* status -> exit status.
+STATUS_EXIT: Dict[int, int] = {
+    Status.INVALID_ARGUMENT: EXIT_USAGE,
+    Status.NOT_FOUND: 4,
+    Status.CONFLICT: 5,
+    Status.CORRUPT_ARCHIVE: 6,
+    Status.UNSAFE_ENTRY: 7,
+    Status.QUOTA: 8,
+    Status.REMOTE: 9,
+    Status.CANCELLED: 10,
+    Status.IO: 11,
+    Status.INTERNAL: EXIT_INTERNAL,
+}
+
+#: The table shown by ``--help``.
+EXIT_CODES = """exit status:
+  0    success
+  1    internal error (a bug)
+  2    usage error, invalid argument or option (WB_INVALID_ARGUMENT)
+  3    partial: finished, but entries were skipped (listed on stderr)
+  4    not found: the source, destination, archive or --ignore file (WB_NOT_FOUND)
+  5    conflict (WB_CONFLICT)
+  6    corrupt or truncated archive (WB_CORRUPT_ARCHIVE)
+  7    unsafe archive entry, nothing extracted (WB_UNSAFE_ENTRY)
+  8    disk limit exceeded or disk full (WB_QUOTA)
+  9    remote failure (WB_REMOTE)
+  10   cancelled (WB_CANCELLED)
+  11   other I/O error (WB_IO)
+  130  interrupted (Ctrl-C); nothing was left half-written"""
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit status of a failure."""
+    if isinstance(error, WingsBackupError):
+        return STATUS_EXIT.get(int(error.status), EXIT_INTERNAL)
+    if isinstance(error, OSError):
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return STATUS_EXIT[Status.NOT_FOUND]
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return STATUS_EXIT[Status.QUOTA]
+        return STATUS_EXIT[Status.IO]
+    return EXIT_INTERNAL
 
 
 def human_bytes(n: float) -> str:
@@ -35,9 +93,21 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def human_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class ProgressDisplay:
     """A progress callback that draws a bar on a terminal (redrawn with
-    ``\\r``) or writes a log line per phase, and every few seconds, otherwise."""
+    ``\\r``) or writes a log line per phase, and every few seconds, otherwise.
+
+    A line gives the phase's bytes done and total (source bytes read for a
+    backup, archive bytes read for a restore), the archive bytes written by
+    a backup, the entries, the rate and an ETA."""
 
     LOG_EVERY_S = 5.0
     REDRAW_EVERY_S = 0.1
@@ -83,9 +153,22 @@ class ProgressDisplay:
         amount = f"{done} / {human_bytes(p.bytes_total)}" if p.bytes_total else done
         if p.fraction is not None:
             amount += f" ({p.fraction:.0%})"
+        parts = [f"{p.phase.name.lower()}: {amount}"]
+        if p.phase == Phase.ARCHIVE:
+            parts[0] += " read"
+            parts.append(f"{human_bytes(p.archive_bytes)} written")
+        parts.append(f"{p.entries_done} entries")
         elapsed = now - self.phase_started
-        rate = f", {human_bytes(p.bytes_done / elapsed)}/s" if elapsed > 0.5 else ""
-        return f"{p.phase.name.lower()}: {amount}, {p.entries_done} entries{rate}"
+        if elapsed > 0.5 and p.bytes_done:
+            rate = p.bytes_done / elapsed
+            parts.append(f"{human_bytes(rate)}/s")
+            if p.bytes_total and p.bytes_done < p.bytes_total:
+                parts.append(f"ETA {human_duration((p.bytes_total - p.bytes_done) / rate)}")
+            elif p.phase == Phase.ARCHIVE and p.bytes_total:
+                # All read; what is left is compressing and writing the
+                # last blocks (slow under --write-limit).
+                parts.append("writing the last blocks")
+        return ", ".join(parts)
 
     def _draw(self, p: Progress, now: float) -> None:
         width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
@@ -110,12 +193,22 @@ class ProgressDisplay:
             self.stream.flush()
             self.line_dirty = False
 
+    def summary(self, text: str) -> None:
+        """The last line: what was done, in how long."""
+        self.stream.write(f"done in {human_duration(time.monotonic() - self.started)}: {text}\n")
+        self.stream.flush()
+
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Create and restore wings-backup archives.")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description="Create and restore wings-backup archives.",
+                                     epilog=EXIT_CODES, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    create = sub.add_parser("create", help="archive a directory into a .tar.gz")
+    create = sub.add_parser("create", help="archive a directory into a .tar.gz", epilog=EXIT_CODES,
+                            formatter_class=fmt,
+                            description="Archive SRC_DIR into OUT.tar.gz. When OUT.tar.gz lies inside "
+                                        "SRC_DIR, neither it nor its temporary file is archived.")
     create.add_argument("src_dir", metavar="SRC_DIR")
     create.add_argument("archive", metavar="OUT.tar.gz")
     create.add_argument("--ignore", metavar="FILE",
@@ -126,7 +219,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     create.add_argument("--threads", type=int, default=0, metavar="N", help="worker threads (0 = all cores)")
     create.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
-    restore = sub.add_parser("restore", help="extract a .tar.gz into a directory, safely")
+    restore = sub.add_parser("restore", help="extract a .tar.gz into a directory, safely",
+                             epilog=EXIT_CODES, formatter_class=fmt)
     restore.add_argument("archive", metavar="ARCHIVE")
     restore.add_argument("dest_dir", metavar="DEST_DIR")
     restore.add_argument("--truncate", action="store_true",
@@ -138,7 +232,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _create(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> None:
+def _create(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> int:
     options: Dict[str, Any] = {
         "compression_level": args.compression_level,
         "write_limit": args.write_limit,
@@ -155,33 +249,55 @@ def _create(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], er
         summary = _interruptible(archive_create, args.src_dir, args.archive, options, progress=display)
     finally:
         display.finish()
-    _warn_list(err, "changed while being read", summary.get("changed", []), summary.get("changed_count"))
-    skipped = [f"{s.get('path')} ({s.get('reason')})" for s in summary.get("skipped", [])]
-    _warn_list(err, "skipped", skipped, summary.get("skipped_count"))
+    _warn_list(err, "changed while being read", summary.changed, summary.changed_count)
+    skipped = [f"{s.path} ({s.reason})" for s in summary.skipped]
+    _warn_list(err, "skipped", skipped, summary.skipped_count)
+    elapsed = max(time.monotonic() - display.started, 1e-6)
+    ratio = f"{summary.size / summary.source_bytes:.1%} of the source" if summary.source_bytes else "no file data"
+    display.summary(f"{summary.files} files, {summary.entries} entries, {human_bytes(summary.source_bytes)} "
+                    f"read at {human_bytes(summary.source_bytes / elapsed)}/s, "
+                    f"archive {human_bytes(summary.size)} ({ratio})")
     if args.json:
-        out.write(json.dumps(summary, indent=2) + "\n")
+        out.write(json.dumps(summary.raw, indent=2) + "\n")
     else:
-        out.write(f"sha1 {summary['checksum']}\nsize {summary['size']}\n")
+        out.write(f"sha1 {summary.checksum}\nsize {summary.size}\n")
+    return EXIT_PARTIAL if summary.skipped_count else EXIT_OK
 
 
-def _restore(args: argparse.Namespace, display: ProgressDisplay, out: IO[str]) -> None:
+def _restore(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> int:
     options = {"truncate": args.truncate, "disk_limit": args.disk_limit, "threads": args.threads}
     try:
         summary = _interruptible(archive_extract, args.archive, args.dest_dir, options, progress=display)
     finally:
         display.finish()
+    if summary.skipped:
+        err.write(f"warning: {summary.skipped} entr{'y' if summary.skipped == 1 else 'ies'} skipped "
+                  "(FIFOs, device nodes or unknown entry types are not restored)\n")
+    elapsed = max(time.monotonic() - display.started, 1e-6)
+    try:
+        archive_size = os.stat(args.archive).st_size
+    except OSError:
+        archive_size = 0
+    ratio = f" ({summary.bytes / archive_size:.1f}x the archive)" if archive_size else ""
+    display.summary(f"{summary.files} files, {summary.entries} entries, {human_bytes(summary.bytes)} "
+                    f"written{ratio}, archive {human_bytes(archive_size)} read at "
+                    f"{human_bytes(archive_size / elapsed)}/s")
     if args.json:
-        out.write(json.dumps(summary, indent=2) + "\n")
-        return
-    out.write(
-        f"restored {summary.get('entries', 0)} entries: {summary.get('files', 0)} files, "
-        f"{summary.get('directories', 0)} directories, {summary.get('symlinks', 0)} symlinks, "
-        f"{summary.get('hard_links', 0)} hard links, {human_bytes(summary.get('bytes', 0))}"
-        f"; {summary.get('skipped', 0)} skipped\n"
-    )
+        out.write(json.dumps(summary.raw, indent=2) + "\n")
+    else:
+        out.write(
+            f"restored {summary.entries} entries: {summary.files} files, "
+            f"{summary.directories} directories, {summary.symlinks} symlinks, "
+            f"{summary.hard_links} hard links, {human_bytes(summary.bytes)}"
+            f"; {summary.skipped} skipped\n"
+        )
+    return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
-def _interruptible(call: Callable[..., Dict[str, Any]], *args: Any, **kwargs: Any) -> Dict[str, Any]:
+R = TypeVar("R")
+
+
+def _interruptible(call: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """Runs a library call on a worker thread, so that Ctrl-C is seen at once
     by this (main) thread, which then cancels the call and waits for it to
     clean up before re-raising KeyboardInterrupt."""
@@ -232,18 +348,16 @@ def _warn_list(err: IO[str], what: str, items: List[str], count: Optional[int]) 
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "wings-backup") -> int:
-    args = _parser(prog).parse_args(argv)
+    args = _parser(prog).parse_args(argv)  # a usage error exits 2
     display = ProgressDisplay(sys.stderr)
     try:
         if args.command == "create":
-            _create(args, display, sys.stdout, sys.stderr)
-        else:
-            _restore(args, display, sys.stdout)
+            return _create(args, display, sys.stdout, sys.stderr)
+        return _restore(args, display, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; nothing was left half-written\n")
-        return 130
+        return EXIT_INTERRUPTED
     except (WingsBackupError, OSError) as e:
         message = e.message if isinstance(e, WingsBackupError) else f"{e.strerror or e}: {e.filename}"
         sys.stderr.write(f"{prog}: error: {message}\n")
-        return 1
-    return 0
+        return exit_code_for(e)

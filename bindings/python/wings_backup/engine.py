@@ -12,6 +12,7 @@ from ._handle import NativeHandle
 from ._native import LIB, take_string
 from .errors import InvalidArgumentError, Status, check
 from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
+from .results import ArchiveSummary, Details, ExtractSummary, PendingReports
 
 #: A JSON document: a mapping (encoded here), or JSON text.
 JsonArg = Union[Mapping[str, Any], str, bytes]
@@ -136,10 +137,10 @@ class Engine:
     def __repr__(self) -> str:
         return f"<wings_backup.Engine{' closed' if self.closed else ''}>"
 
-    def send_pending_reports(self, cancel: Optional[CancelToken] = None) -> Dict[str, int]:
+    def send_pending_reports(self, cancel: Optional[CancelToken] = None) -> PendingReports:
         """Sends the backup reports the Panel could not be given earlier
-        (parked in ``<backup_directory>/.pending/``); returns ``{"sent",
-        "pending"}``. A host calls it once at start, from a background
+        (parked in ``<backup_directory>/.pending/``); returns
+        :class:`PendingReports` (``sent``, ``pending``). A host calls it once at start, from a background
         thread: it blocks while the Panel is slow. Without a Panel it does
         nothing."""
         out = ctypes.c_void_p()
@@ -149,7 +150,7 @@ class Engine:
                                                         ctypes.byref(err))
         text = take_string(out.value)
         check(status, err)
-        return _parse(text)
+        return PendingReports._from_json(_parse(text))
 
     def cancel_all(self) -> None:
         """Cancels every backup and restore in progress (queued, running, or
@@ -175,17 +176,18 @@ class Engine:
 
     def create_backup(self, server_uuid: str, request: JsonArg,
                       progress: Optional[ProgressCallback] = None,
-                      cancel: Optional[CancelToken] = None) -> Dict[str, Any]:
+                      cancel: Optional[CancelToken] = None) -> Details:
         """Backs up a server (``request``: ``{"adapter","uuid","ignore"}``);
         blocks until the archive is written (and reported, with a Panel).
-        Returns the details: ``checksum``, ``checksum_type``, ``size``,
-        ``successful``, ``parts``, ``files``, ``changed``, ``skipped``. The
-        first progress report (phase STARTED) means the request was accepted."""
+        Returns :class:`Details`: ``checksum``, ``checksum_type``, ``size``,
+        ``successful``, ``parts``, ``files``, ``changed``, ``skipped``,
+        ``panel_report``. The first progress report (phase STARTED) means the
+        request was accepted."""
         args = [_text_arg(server_uuid, "server_uuid"), _json_arg(request, "request")]
         out = ctypes.c_void_p()
         with self._handle.use() as engine:
             text = _long_call(LIB.wb_backup_create, [engine, *args], progress, cancel, out)
-        return _parse(text)
+        return Details._from_json(_parse(text))
 
     def check_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg) -> None:
         """Validates a restore request without starting it."""
@@ -226,27 +228,31 @@ class Engine:
 def archive_create(src_dir: PathArg, archive_path: PathArg,
                    options: Optional[JsonArg] = None,
                    progress: Optional[ProgressCallback] = None,
-                   cancel: Optional[CancelToken] = None) -> Dict[str, Any]:
+                   cancel: Optional[CancelToken] = None) -> ArchiveSummary:
     """Archives any directory into a ``.tar.gz`` (written under a temporary
     name, then renamed; an existing file is replaced). ``options``:
     ``ignore`` (gitignore text), ``compression_level``, ``threads``,
-    ``write_limit``. Returns ``checksum``, ``checksum_type``, ``size``,
-    ``entries``, ``files``, ``source_bytes``, ``changed``, ``changed_count``,
-    ``skipped``, ``skipped_count``."""
+    ``write_limit``. When the archive lies inside ``src_dir``, neither it
+    nor its temporary file is archived. Returns :class:`ArchiveSummary`:
+    ``checksum``, ``checksum_type``, ``size``, ``entries``, ``files``,
+    ``source_bytes``, ``changed``, ``changed_count``, ``skipped``,
+    ``skipped_count``."""
     args = [_path_arg(src_dir, "src_dir"), _path_arg(archive_path, "archive_path"),
             _json_arg(options, "options")]
-    return _parse(_long_call(LIB.wb_archive_create, args, progress, cancel, ctypes.c_void_p()))
+    return ArchiveSummary._from_json(
+        _parse(_long_call(LIB.wb_archive_create, args, progress, cancel, ctypes.c_void_p())))
 
 
 def archive_extract(archive_path: PathArg, dest_dir: PathArg,
                     options: Optional[JsonArg] = None,
                     progress: Optional[ProgressCallback] = None,
-                    cancel: Optional[CancelToken] = None) -> Dict[str, Any]:
+                    cancel: Optional[CancelToken] = None) -> ExtractSummary:
     """Extracts a ``.tar.gz`` into an existing directory with the restore
     safety rules (nothing escapes ``dest_dir``; on failure it is unchanged).
     ``options``: ``truncate``, ``threads``, ``disk_limit``, ``owner``,
-    ``write_limit``. Returns ``entries``, ``files``, ``directories``,
-    ``symlinks``, ``hard_links``, ``bytes``, ``skipped``."""
+    ``write_limit``. Returns :class:`ExtractSummary`: ``entries``, ``files``,
+    ``directories``, ``symlinks``, ``hard_links``, ``bytes``, ``skipped``."""
     args = [_path_arg(archive_path, "archive_path"), _path_arg(dest_dir, "dest_dir"),
             _json_arg(options, "options")]
-    return _parse(_long_call(LIB.wb_archive_extract, args, progress, cancel, ctypes.c_void_p()))
+    return ExtractSummary._from_json(
+        _parse(_long_call(LIB.wb_archive_extract, args, progress, cancel, ctypes.c_void_p())))

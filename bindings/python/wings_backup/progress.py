@@ -42,12 +42,15 @@ class Phase(enum.IntEnum):
 @dataclass(frozen=True)
 class Progress:
     """One progress report. ``bytes_total`` 0 means unknown. Within one phase,
-    ``bytes_done`` and ``entries_done`` never decrease."""
+    ``bytes_done``, ``entries_done`` and ``archive_bytes`` never decrease.
+    ``archive_bytes`` counts compressed bytes: written so far by a create,
+    read so far by a restore (0 from a library that does not report it)."""
 
     phase: Phase
     bytes_done: int
     bytes_total: int
     entries_done: int
+    archive_bytes: int = 0
 
     @property
     def fraction(self) -> Optional[float]:
@@ -58,11 +61,18 @@ class Progress:
 
     @classmethod
     def _from_c(cls, p: WbProgress) -> "Progress":
-        return cls(Phase(p.phase), p.bytes_done, p.bytes_total, p.entries_done)
+        # A library older than this binding passes a shorter struct.
+        archive_bytes = p.archive_bytes if p.struct_size >= _ARCHIVE_BYTES_END else 0
+        return cls(Phase(p.phase), p.bytes_done, p.bytes_total, p.entries_done, archive_bytes)
 
 
-#: A progress callback. Its return value is ignored; raising stops the call,
-#: and the exception is raised again by the call once it has stopped.
+_ARCHIVE_BYTES_END = WbProgress.archive_bytes.offset + WbProgress.archive_bytes.size
+
+#: A progress callback. The contract, the same as Go's ``func(Progress) bool``:
+#: returning ``False`` stops the call, which then raises
+#: :class:`~wings_backup.CancelledError`; raising stops the call, which then
+#: raises that exception again once it has stopped. Any other return value
+#: (``None``, ``True``) lets the call go on.
 ProgressCallback = Callable[[Progress], Any]
 
 
@@ -162,11 +172,13 @@ class _Bridge:
             if callback is None:
                 return 0
             try:
-                callback(Progress._from_c(p.contents))
+                keep_going = callback(Progress._from_c(p.contents))
             except BaseException as e:  # KeyboardInterrupt too: it must stop the call
                 self.error = e
                 return 1
-            return 0
+            # Exactly False stops (the call fails with WB_CANCELLED); a
+            # callback that returns nothing goes on.
+            return 1 if keep_going is False else 0
 
         return trampoline
 
