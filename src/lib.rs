@@ -9,6 +9,7 @@ pub mod download;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod host_settings;
 pub mod ignore;
 pub mod operations;
 pub mod panel;
