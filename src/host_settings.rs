@@ -737,13 +737,16 @@ pub fn ignored_config_keys(doc: &Yaml) -> Vec<String> {
                 "{prefix}{}",
                 scalar_text(key).unwrap_or_else(|| "null".into())
             );
-            let is_map = matches!(value, Yaml::Hash(_));
-            let non_empty_map = matches!(value, Yaml::Hash(m) if !m.is_empty());
+            // A known section (or an empty one) and any non-empty mapping
+            // are walked into; anything else is a leaf.
+            let walk_into = match value {
+                Yaml::Hash(m) => !m.is_empty() || sections.contains(path.as_str()),
+                Yaml::Null => sections.contains(path.as_str()),
+                _ => false,
+            };
             if known.contains(path.as_str()) {
                 continue;
-            } else if sections.contains(path.as_str()) && (is_map || matches!(value, Yaml::Null)) {
-                walk(value, &format!("{path}."), known, sections, out);
-            } else if non_empty_map {
+            } else if walk_into {
                 walk(value, &format!("{path}."), known, sections, out);
             } else {
                 out.push(path);
