@@ -248,7 +248,7 @@ pub struct Resolved {
 
 /// [`resolve`] over JSON: `flags_json` is an object of the flags the user
 /// set (strings, non-negative integers, booleans, durations in seconds),
-/// `env_json` an object of environment variables (NULL or absent = none).
+/// `env_json` an object of environment variables (NULL or `null` = none).
 pub fn resolve_json(flags_json: &str, env_json: Option<&str>) -> Result<String> {
     let object = |what: &str, text: &str| -> Result<Map<String, Value>> {
         match serde_json::from_str::<Value>(text) {
@@ -259,8 +259,8 @@ pub fn resolve_json(flags_json: &str, env_json: Option<&str>) -> Result<String> 
     };
     let flags = object("flags_json", flags_json)?;
     let env = match env_json {
-        Some(text) => object("env_json", text)?,
-        None => Map::new(),
+        Some(text) if text.trim() != "null" => object("env_json", text)?,
+        _ => Map::new(),
     };
     let mut env_vars = BTreeMap::new();
     for (name, value) in env {

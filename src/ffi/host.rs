@@ -30,7 +30,7 @@ pub extern "C" fn wb_host_settings() -> *const c_char {
 /// environment variable, else the Wings config.yml named by `config`, else
 /// its default. `flags_json`: an object of the flags the user set, by name
 /// (strings, non-negative integers, booleans, durations as seconds);
-/// `env_json`: an object of environment variables (NULL = none). On success
+/// `env_json`: an object of environment variables (NULL or `null` = none). On success
 /// `*resolved_json` (free with `wb_string_free`) is an object:
 /// `engine` (the configuration for `wb_engine_new`), `host` (`listen`,
 /// `token`, `async_restore`, `read_header_timeout_s`, `read_timeout_s`,
