@@ -67,6 +67,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	flags, env := map[string]any{}, map[string]string{}
 	fs.Visit(func(f *flag.Flag) {
+		if f.Name == versionFlag.Flag {
+			return
+		}
 		v := f.Value.(flag.Getter).Get()
 		if d, ok := v.(time.Duration); ok {
 			v = d.Seconds()

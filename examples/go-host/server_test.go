@@ -363,7 +363,7 @@ system:
 		t.Errorf("config: %+v", cfg)
 	}
 
-	o, err = parseOptions([]string{"--token", "t"}, env(nil), io.Discard)
+	o, err = parseOptions([]string{"--token", "t", "--version=false"}, env(nil), io.Discard)
 	if err != nil || seconds(o.Host.ReadHeaderTimeoutS) != 15*time.Second || seconds(o.Host.ReadTimeoutS) != 30*time.Second {
 		t.Errorf("default timeouts: %+v %v", o.Host, err)
 	}
