@@ -424,6 +424,55 @@ const char *wb_deflate_backend(void);
  */
 uint32_t wb_abi_version(void);
 
+/**
+ * The settings of an HTTP host over this library, as a static JSON array
+ * (never freed), in `--help` order. Each entry: `flag` (name without
+ * dashes), `type` (`"string"`, `"uint"`, `"bool"` or `"duration"`),
+ * `default` (as written on a command line, `""` = none), `metavar`,
+ * `help`, `usage` (help with the default, what `--help` prints), `env`
+ * (environment variable or null), `config` (dotted Wings config.yml keys
+ * it is read from) and `secret` (never logged). Hosts build their flag
+ * parsers from it and pass the flags the user set to
+ * `wb_host_settings_resolve`.
+ */
+const char *wb_host_settings(void);
+
+/**
+ * Resolves a host's settings: each from its flag if set, else its
+ * environment variable, else the Wings config.yml named by `config`, else
+ * its default. `flags_json`: an object of the flags the user set, by name
+ * (strings, non-negative integers, booleans, durations as seconds);
+ * `env_json`: an object of environment variables (NULL or `null` = none). On success
+ * `*resolved_json` (free with `wb_string_free`) is an object:
+ * `engine` (the configuration for `wb_engine_new`), `host` (`listen`,
+ * `token`, `async_restore`, `read_header_timeout_s`, `read_timeout_s`,
+ * `config`), `settings` (the start-up log line's fields as `[name, value]`
+ * pairs, without secrets, the Panel URL redacted, then `from_flag`,
+ * `from_env`, `from_config`), `sources` (flag name to `"flag"`, `"env"`,
+ * `"config"` or `"default"`) and `warnings` (`{"message", "key"?}`: each
+ * config.yml key no setting uses, by dotted path, and `api.ssl` being
+ * ignored). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
+ * for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
+ * YAML: line N: ...`).
+ */
+int32_t wb_host_settings_resolve(const char *flags_json,
+                                 const char *env_json,
+                                 char **resolved_json,
+                                 struct wb_error **err);
+
+/**
+ * Creates the data and backup directories if missing (0755 and 0700),
+ * checks that both are directories and that the backup directory is
+ * writable. Errors are `WB_IO` naming the flag and path
+ * (`--backup-dir PATH: not writable: ...`). On success `*created_json`
+ * (free with `wb_string_free`; may be NULL) is a JSON array of the
+ * directories created: `{"flag", "path", "mode"}`.
+ */
+int32_t wb_host_prepare_directories(const char *data_dir,
+                                    const char *backup_dir,
+                                    char **created_json,
+                                    struct wb_error **err);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

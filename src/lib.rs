@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod host_settings;
 pub mod ignore;
 pub mod operations;
 pub mod panel;

@@ -41,23 +41,17 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	logStartup(log, opts)
-
-	cfg, err := opts.engineConfig()
-	if err != nil {
-		fmt.Fprintf(stderr, "go-host: %v\n", err)
-		return 2
-	}
 	if err := prepareDirectories(log, opts); err != nil {
 		fmt.Fprintf(stderr, "go-host: %v\n", err)
 		return 1
 	}
-	engine, err := wingsbackup.NewEngine(cfg)
+	engine, err := wingsbackup.NewEngineFromJSON(opts.Engine)
 	if err != nil {
 		fmt.Fprintf(stderr, "go-host: starting the engine: %v\n", err)
 		return 1
 	}
 
-	ln, err := net.Listen("tcp", opts.listen)
+	ln, err := net.Listen("tcp", opts.Host.Listen)
 	if err != nil {
 		engine.Close()
 		fmt.Fprintf(stderr, "go-host: %v\n", err)
@@ -70,13 +64,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer cancelOps()
 	ops := newOperations(opsCtx, engine, log)
 	srv := &http.Server{
-		Handler: newServer(engine, ops, log, opts.token, opts.dataDir, opts.asyncRestore),
+		Handler: newServer(engine, ops, log, opts.Host.Token, opts.engine.DataDirectory, opts.Host.AsyncRestore),
 		// A client that sends its request byte by byte is dropped once
 		// these pass. ReadTimeout also ends the wait for a body; handlers
 		// never tie their work to the request's context, so a synchronous
 		// restore that outlasts it still finishes and answers.
-		ReadHeaderTimeout: opts.readHeaderTimeout,
-		ReadTimeout:       opts.readTimeout,
+		ReadHeaderTimeout: seconds(opts.Host.ReadHeaderTimeoutS),
+		ReadTimeout:       seconds(opts.Host.ReadTimeoutS),
 		IdleTimeout:       2 * time.Minute,
 		// The Python host's server (waitress) refuses headers over 256 KiB;
 		// both hosts draw the line at the same place.
@@ -86,7 +80,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if cfg.Panel != nil {
+	if opts.engine.Panel != nil {
 		// Reports a crash or a Panel outage left parked are sent again.
 		ops.background(func(ctx context.Context) {
 			sent, err := engine.SendPendingReports(ctx)
@@ -100,7 +94,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "library", wingsbackup.Version(),
-		"deflate", wingsbackup.DeflateBackend(), "panel", opts.panelURL != "", "async_restore", opts.asyncRestore)
+		"deflate", wingsbackup.DeflateBackend(), "panel", opts.engine.Panel != nil, "async_restore", opts.Host.AsyncRestore)
 
 	select {
 	case err := <-served:

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,7 +115,7 @@ func (s *server) authorize(w http.ResponseWriter, r *http.Request) bool {
 func (s *server) route(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/api/servers/")
 	parts := strings.Split(rest, "/")
-	if !ok || len(parts) < 2 || parts[1] != "backup" || hasEmpty(parts) {
+	if !ok || len(parts) < 2 || parts[1] != "backup" || slices.Contains(parts, "") {
 		writeError(w, http.StatusNotFound, msgNoResource)
 		return
 	}
@@ -141,15 +142,6 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handle(w, r, parts[0], parts)
-}
-
-func hasEmpty(parts []string) bool {
-	for _, p := range parts {
-		if p == "" {
-			return true
-		}
-	}
-	return false
 }
 
 // serverExists is Wings' ServerExists middleware: a canonical UUID naming a

@@ -329,13 +329,10 @@ system:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.token != "file-token" || o.listen != "0.0.0.0:8443" || o.dataDir != "/flag/data" || o.backupDir != "/srv/backups" ||
-		o.writeLimit != 7 || o.compressionLevel != "best_compression" || o.owner != "988:989" {
-		t.Errorf("options from config: %+v", o)
-	}
-	cfg, err := o.engineConfig()
-	if err != nil {
-		t.Fatal(err)
+	cfg := o.engine
+	if o.Host.Token != "file-token" || o.Host.Listen != "0.0.0.0:8443" || cfg.DataDirectory != "/flag/data" || cfg.BackupDirectory != "/srv/backups" ||
+		cfg.WriteLimit != 7 || cfg.CompressionLevel != "best_compression" {
+		t.Errorf("options from config: %+v %+v", o.Host, cfg)
 	}
 	if cfg.Panel == nil || cfg.Panel.URL != "https://panel.example.com" || cfg.Panel.TokenID != "abc123" || cfg.Panel.Token != "file-token" {
 		t.Errorf("panel: %+v", cfg.Panel)
@@ -345,15 +342,15 @@ system:
 	}
 
 	o, err = parseOptions([]string{"--config", config, "--token", "flag-token", "--listen", "127.0.0.1:9"}, env(map[string]string{"WINGS_TOKEN": "env-token"}), io.Discard)
-	if err != nil || o.token != "flag-token" || o.listen != "127.0.0.1:9" {
+	if err != nil || o.Host.Token != "flag-token" || o.Host.Listen != "127.0.0.1:9" {
 		t.Errorf("flags over config: %+v %v", o, err)
 	}
 	// One token, as in Wings: the Panel is sent the node token in effect.
-	if cfg, err := o.engineConfig(); err != nil || cfg.Panel == nil || cfg.Panel.Token != "flag-token" {
-		t.Errorf("panel token with --token over config: %+v %v", cfg.Panel, err)
+	if cfg := o.engine; cfg.Panel == nil || cfg.Panel.Token != "flag-token" {
+		t.Errorf("panel token with --token over config: %+v", cfg.Panel)
 	}
 	o, err = parseOptions([]string{"--config", config}, env(map[string]string{"WINGS_TOKEN": "env-token"}), io.Discard)
-	if err != nil || o.token != "env-token" {
+	if err != nil || o.Host.Token != "env-token" {
 		t.Errorf("env over config: %+v %v", o, err)
 	}
 
@@ -361,18 +358,18 @@ system:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ = o.engineConfig()
+	cfg = o.engine
 	if strings.Join(cfg.RestoreHostAllowlist, "|") != "minio.local|10.0.0.0/8|127.0.0.1" || cfg.DiskLimit != 100 || cfg.Panel != nil {
 		t.Errorf("config: %+v", cfg)
 	}
 
-	o, err = parseOptions([]string{"--token", "t"}, env(nil), io.Discard)
-	if err != nil || o.readHeaderTimeout != 15*time.Second || o.readTimeout != 30*time.Second {
-		t.Errorf("default timeouts: %v %v %v", o.readHeaderTimeout, o.readTimeout, err)
+	o, err = parseOptions([]string{"--token", "t", "--version=false"}, env(nil), io.Discard)
+	if err != nil || seconds(o.Host.ReadHeaderTimeoutS) != 15*time.Second || seconds(o.Host.ReadTimeoutS) != 30*time.Second {
+		t.Errorf("default timeouts: %+v %v", o.Host, err)
 	}
 	o, err = parseOptions([]string{"--token", "t", "--read-header-timeout", "1500ms", "--read-timeout", "2m"}, env(nil), io.Discard)
-	if err != nil || o.readHeaderTimeout != 1500*time.Millisecond || o.readTimeout != 2*time.Minute {
-		t.Errorf("timeouts: %v %v %v", o.readHeaderTimeout, o.readTimeout, err)
+	if err != nil || seconds(o.Host.ReadHeaderTimeoutS) != 1500*time.Millisecond || seconds(o.Host.ReadTimeoutS) != 2*time.Minute {
+		t.Errorf("timeouts: %+v %v", o.Host, err)
 	}
 
 	for _, args := range [][]string{

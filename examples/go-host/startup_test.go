@@ -6,54 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 )
 
-func TestIgnoredConfigKeys(t *testing.T) {
-	yml := `
-debug: false
-token: t
-api:
-  port: 8080
-  upload_limit: 100
-backups:
-  compression_level: best_compression
-system:
-  data: /srv
-  sftp: {bind_port: 2022}
-  user: {uid: 1, gid: 1, rootless: {enabled: false}}
-  backups:
-    compresion_level: none
-    write_limit: 3
-docker: {}
-allowed_mounts: []
-empty:
-`
-	got := ignoredConfigKeys([]byte(yml))
-	want := []string{"debug", "api.upload_limit", "backups.compression_level", "system.sftp.bind_port",
-		"system.user.rootless.enabled", "system.backups.compresion_level", "docker", "allowed_mounts", "empty"}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("ignored keys:\n got %q\nwant %q", got, want)
-	}
-	if got := ignoredConfigKeys([]byte("token: t\nsystem:\n")); len(got) != 0 {
-		t.Errorf("an empty known section: %q", got)
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                                "none",
-		"https://panel.example.com/":      "https://panel.example.com/",
-		"https://u:p@panel.example.com":   "https://REDACTED@panel.example.com",
-		"http://127.0.0.1:9/p?key=s#frag": "http://127.0.0.1:9/p?REDACTED",
-	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
+// The settings themselves (the ignored config.yml keys, the redacted Panel
+// URL, the directories) are the library's, tested in src/host_settings;
+// these tests check the host's use of them.
 
 func TestUsageShowsDoubleDashes(t *testing.T) {
 	var out bytes.Buffer
@@ -91,33 +50,34 @@ func TestStartupLogNeverHoldsTheToken(t *testing.T) {
 			t.Errorf("log holds %q:\n%s", secret, out.String())
 		}
 	}
-	for _, want := range []string{`key=debug`, "panel_url=https://REDACTED@panel/", "from_config=panel-token-id,panel-url,token", "from_flag=config,panel-token"} {
+	for _, want := range []string{`msg="ignored --config key" key=debug config=` + config, "panel_url=https://REDACTED@panel/",
+		"from_config=panel-token-id,panel-url,token", "from_flag=config,panel-token"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, out.String())
 		}
 	}
 }
 
-func TestPrepareDirectoriesNamesThePath(t *testing.T) {
+func TestPrepareDirectoriesLogsWhatItCreates(t *testing.T) {
 	dir := t.TempDir()
+	o, err := parseOptions([]string{"--token", "t", "--data-dir", filepath.Join(dir, "v"), "--backup-dir", filepath.Join(dir, "b")},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := prepareDirectories(slog.New(slog.NewTextHandler(&out, nil)), o); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `msg="created directory" flag=--data-dir path=`+filepath.Join(dir, "v")+" mode=0755") {
+		t.Errorf("log:\n%s", out.String())
+	}
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for _, c := range []struct{ data, backups, want string }{
-		{filepath.Join(file, "v"), filepath.Join(dir, "b"), "--data-dir " + filepath.Join(file, "v") + ": not a directory"},
-		{filepath.Join(dir, "v"), file, "--backup-dir " + file + ": not a directory"},
-	} {
-		err := prepareDirectories(log, options{dataDir: c.data, backupDir: c.backups})
-		if err == nil || err.Error() != c.want {
-			t.Errorf("got %v, want %q", err, c.want)
-		}
-	}
-	if err := prepareDirectories(log, options{dataDir: filepath.Join(dir, "a", "v"), backupDir: filepath.Join(dir, "a", "b")}); err != nil {
-		t.Fatal(err)
-	}
-	if info, err := os.Stat(filepath.Join(dir, "a", "b")); err != nil || info.Mode().Perm() != 0o700 {
-		t.Errorf("backup dir: %v %v", info, err)
+	o.engine.BackupDirectory = file
+	if err := prepareDirectories(slog.New(slog.NewTextHandler(io.Discard, nil)), o); err == nil || err.Error() != "--backup-dir "+file+": not a directory" {
+		t.Errorf("got %v", err)
 	}
 }

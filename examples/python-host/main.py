@@ -10,7 +10,7 @@ guard lives in this process). The engine does the work and the validation;
 this host does HTTP: authentication, the request-size limit, mapping errors
 to statuses, running the engine's calls on threads, logging and shutdown. It
 has the same flags as examples/go-host. The modules of wings_host/: options
-(flags and --config), app (the Flask application), serve (waitress),
+(flags, over the library's settings table and resolution), app (the Flask application), serve (waitress),
 startup (the settings line, directories).
 
 Decisions worth knowing:
@@ -48,12 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from wings_host import wb  # noqa: E402  (puts the checkout's binding on the path)
 from wings_host.app import MSG_NOT_ALLOWED, MSG_UNEXPECTED, Host  # noqa: E402,F401
-from wings_host.options import (ConfigError, build_settings, ignored_config_keys, non_negative,  # noqa: E402,F401
-                                parse_args, parse_duration, resolve_settings, READ_HEADER_TIMEOUT_S,
-                                READ_TIMEOUT_S)
+from wings_host.options import (ConfigError, build_settings, non_negative, parse_args,  # noqa: E402,F401
+                                parse_duration, resolve_settings)
 from wings_host.serve import serve, waitress_listen  # noqa: E402,F401
-from wings_host.startup import (StartError, log_startup, prepare_directories,  # noqa: E402,F401
-                                redact_url)
+from wings_host.startup import StartError, log_startup, prepare_directories  # noqa: E402,F401
 
 log = logging.getLogger("python-host")
 
@@ -78,13 +76,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("starting the engine: %s", e.message)
         return 1
     log.info("engine started library=%s deflate=%s", wb.library_version(), wb.deflate_backend())
-    host = Host(engine, token, engine_config["data_directory"], bool(args.async_restore))
+    host = Host(engine, token, engine_config["data_directory"], settings.async_restore)
     if "panel" in engine_config:
         host._spawn(host.send_pending_reports)
     try:
-        serve(host, listen,
-              args.read_header_timeout if args.read_header_timeout is not None else READ_HEADER_TIMEOUT_S,
-              args.read_timeout if args.read_timeout is not None else READ_TIMEOUT_S)
+        serve(host, listen, settings.read_header_timeout, settings.read_timeout)
     except OSError as e:
         log.error("cannot listen on %s: %s", listen, e)
         return 1

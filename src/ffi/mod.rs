@@ -14,6 +14,7 @@ mod backup;
 mod cancel;
 mod engine;
 mod error;
+pub mod host;
 mod support;
 pub mod wire;
 

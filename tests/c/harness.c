@@ -1711,6 +1711,58 @@ static void test_queue_and_cancel_all(void) {
     wb_engine_free(eng);
 }
 
+/* The hosts' settings: the static table, resolution (flags over env over a
+ * Wings config.yml), errors naming the flag and path, the directories. */
+static void test_host_settings(void) {
+    const char *table = wb_host_settings();
+    CHECK(table != NULL && table == wb_host_settings(), "wb_host_settings is one static string");
+    CHECK(table && strstr(table, "\"flag\":\"listen\"") && strstr(table, "\"env\":\"WINGS_TOKEN\""),
+          "table: %s", table ? table : "(null)");
+
+    char cfg[PATH_MAX], flags[PATH_MAX + 256];
+    path_join(cfg, g_root, "host-config.yml");
+    const char *yml = "token: file-secret\nsystem:\n  data: /srv/v\nsftp: {bind_port: 2022}\n";
+    CHECK(write_file(cfg, yml, strlen(yml)) == 0, "write %s", cfg);
+    snprintf(flags, sizeof flags, "{\"config\":\"%s\",\"write-limit\":3,\"read-timeout\":1.5}", cfg);
+    char *out = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_host_settings_resolve, flags, "{\"WINGS_TOKEN\":\"env-secret\"}", &out);
+    CHECK(out && strstr(out, "\"data_directory\":\"/srv/v\"") && strstr(out, "\"write_limit\":3") &&
+              strstr(out, "\"token\":\"env-secret\"") && strstr(out, "\"key\":\"sftp.bind_port\"") &&
+              strstr(out, "[\"read_timeout\",\"1.5s\"]") && strstr(out, "\"token\":\"env\"") &&
+              !strstr(out, "file-secret"),
+          "resolved: %s", out ? out : "(null)");
+    wb_string_free(out);
+
+    out = (char *)1;
+    BOTH(WB_INVALID_ARGUMENT, "token is required", wb_host_settings_resolve, "{}", NULL, &out);
+    CHECK(out == NULL, "*resolved_json is not NULL after an error");
+    BOTH(WB_INVALID_ARGUMENT, "/nonexistent/c.yml: cannot read", wb_host_settings_resolve,
+         "{\"token\":\"t\",\"config\":\"/nonexistent/c.yml\"}", NULL, &out);
+    BOTH(WB_INVALID_ARGUMENT, "--write-limit", wb_host_settings_resolve, "{\"token\":\"t\",\"write-limit\":-1}",
+         NULL, &out);
+    BOTH(WB_INVALID_ARGUMENT, "flags_json", wb_host_settings_resolve, NULL, NULL, &out);
+    BOTH(WB_INVALID_ARGUMENT, "not valid JSON", wb_host_settings_resolve, "{", NULL, &out);
+    const char *bad = "api: [\n";
+    CHECK(write_file(cfg, bad, strlen(bad)) == 0, "write %s", cfg);
+    snprintf(flags, sizeof flags, "{\"token\":\"t\",\"config\":\"%s\"}", cfg);
+    BOTH(WB_INVALID_ARGUMENT, "invalid YAML: line", wb_host_settings_resolve, flags, NULL, &out);
+
+    char data[PATH_MAX], backups[PATH_MAX];
+    path_join(data, g_root, "host-v");
+    path_join(backups, g_root, "host-b");
+    EXPECT_CALL(WB_OK, NULL, wb_host_prepare_directories, data, backups, &out);
+    CHECK(out && strstr(out, "\"flag\":\"--backup-dir\"") && strstr(out, "\"mode\":\"0700\""), "created: %s",
+          out ? out : "(null)");
+    wb_string_free(out);
+    struct stat st;
+    CHECK(stat(backups, &st) == 0 && (st.st_mode & 0777) == 0700, "backup dir mode");
+    BOTH(WB_IO, "--backup-dir", wb_host_prepare_directories, data, cfg, &out);
+    BOTH(WB_INVALID_ARGUMENT, "data_dir", wb_host_prepare_directories, NULL, backups, &out);
+    EXPECT_CALL(WB_OK, NULL, wb_host_prepare_directories, data, backups, NULL);
+    rm_rf(data);
+    rm_rf(backups);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void run(const char *name, void (*fn)(void)) {
@@ -1751,6 +1803,7 @@ int main(void) {
     run("version, abi, deflate backend, status names and HTTP codes", test_version_status);
     run("NULL objects, *_free(NULL), cancel tokens", test_null_objects);
     run("wb_engine_new: NULL, bad JSON, unknown and ill-typed keys", test_engine_new);
+    run("host settings: table, resolution, errors, directories", test_host_settings);
 
     char cfg[8192];
     make_config(cfg, sizeof cfg, NULL);

@@ -75,6 +75,9 @@ _PROTOTYPES = {
     "wb_backup_delete": (_I32, [_P, _STR, _STR, _OUT]),
     "wb_archive_create": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
     "wb_archive_extract": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
+    "wb_host_settings": (_STR, []),
+    "wb_host_settings_resolve": (_I32, [_STR, _STR, _OUT, _OUT]),
+    "wb_host_prepare_directories": (_I32, [_STR, _STR, _OUT, _OUT]),
 }
 
 

@@ -1,5 +1,6 @@
 """The Python host's own logic, in process (Flask's test client, no sockets):
-settings from flags and a Wings config.yml, and error bodies (the backup
+settings from flags and a Wings config.yml as the host hands them to the
+library (which resolves them: tested in src/host_settings), and error bodies (the backup
 queue and its 409s are the engine's, tested through both hosts in
 tests/conformance/test_queue.py). The HTTP behaviour shared with the Go host is checked by
 tests/conformance against the running host."""
@@ -151,15 +152,6 @@ def test_integer_flags_as_go_takes_them() -> None:
             host_main.non_negative(text)
 
 
-def test_empty_values_in_the_config_file_are_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WINGS_TOKEN", raising=False)
-    cfg = tmp_path / "config.yml"
-    cfg.write_text('token: t\nsystem:\n  data: ""\n  backups:\n    compression_level: ""\n')
-    _, _, engine = settings(["--config", str(cfg)])
-    assert engine["data_directory"] == "/var/lib/pterodactyl/volumes"
-    assert engine["compression_level"] == "best_speed"
-
-
 def test_boolean_flag_values_as_go_takes_them() -> None:
     assert host_main.parse_args(["--async-restore"]).async_restore
     assert host_main.parse_args(["-async-restore=true"]).async_restore
@@ -179,13 +171,6 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(Exception):
         host_main.parse_duration(text)
-
-
-def test_ill_typed_config_key(tmp_path: Path) -> None:
-    cfg = tmp_path / "config.yml"
-    cfg.write_text("token: t\nsystem:\n  backups:\n    write_limit: fast\n")
-    with pytest.raises(host_main.ConfigError, match="system.backups.write_limit"):
-        settings(["--config", str(cfg)])
 
 
 # ---------------------------------------------------------------------------- in process
@@ -321,43 +306,6 @@ def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None
 # ---------------------------------------------------------------------------- start-up
 
 
-def test_ignored_config_keys() -> None:
-    import yaml
-    doc = yaml.safe_load("""
-debug: false
-token: t
-api:
-  port: 8080
-  upload_limit: 100
-backups:
-  compression_level: best_compression
-system:
-  data: /srv
-  sftp: {bind_port: 2022}
-  user: {uid: 1, gid: 1, rootless: {enabled: false}}
-  backups:
-    compresion_level: none
-    write_limit: 3
-docker: {}
-allowed_mounts: []
-empty:
-""")
-    assert host_main.ignored_config_keys(doc) == [
-        "debug", "api.upload_limit", "backups.compression_level", "system.sftp.bind_port",
-        "system.user.rootless.enabled", "system.backups.compresion_level", "docker", "allowed_mounts", "empty"]
-    assert host_main.ignored_config_keys(yaml.safe_load("token: t\nsystem:\n")) == []
-
-
-@pytest.mark.parametrize("url,redacted", [
-    (None, "none"),
-    ("https://panel.example.com/", "https://panel.example.com/"),
-    ("https://u:p@panel.example.com", "https://REDACTED@panel.example.com"),
-    ("http://127.0.0.1:9/p?key=s#frag", "http://127.0.0.1:9/p?REDACTED"),
-])
-def test_redact_url(url: Any, redacted: str) -> None:
-    assert host_main.redact_url(url) == redacted
-
-
 def test_startup_log_never_holds_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv("WINGS_TOKEN", raising=False)
@@ -369,7 +317,7 @@ def test_startup_log_never_holds_the_token(tmp_path: Path, monkeypatch: pytest.M
     text = caplog.text
     for secret in ("file-secret", "panel-secret", "pw"):
         assert secret not in text
-    for want in ("key=debug", "panel_url=https://REDACTED@panel/", "from_config=panel-token-id,panel-url,token",
+    for want in (f"ignored --config key key=debug config={cfg}", "panel_url=https://REDACTED@panel/", "from_config=panel-token-id,panel-url,token",
                  "from_flag=config,panel-token"):
         assert want in text
 
@@ -387,14 +335,14 @@ def test_help_shows_double_dashes(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("python-host, libwings_backup ")
 
 
-def test_prepare_directories_names_the_path(tmp_path: Path) -> None:
+def test_prepare_directories_logs_what_it_creates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("")
-    for data, backups, want in [(a_file / "v", tmp_path / "b", f"--data-dir {a_file / 'v'}: not a directory"),
-                                (tmp_path / "v", a_file, f"--backup-dir {a_file}: not a directory")]:
-        with pytest.raises(host_main.StartError) as e:
-            host_main.prepare_directories({"data_directory": str(data), "backup_directory": str(backups)})
-        assert str(e.value) == want
-    host_main.prepare_directories({"data_directory": str(tmp_path / "a" / "v"),
-                                   "backup_directory": str(tmp_path / "a" / "b")})
+    with pytest.raises(host_main.StartError) as e:
+        host_main.prepare_directories({"data_directory": str(tmp_path / "v"), "backup_directory": str(a_file)})
+    assert str(e.value) == f"--backup-dir {a_file}: not a directory"
+    with caplog.at_level("INFO", logger="python-host"):
+        host_main.prepare_directories({"data_directory": str(tmp_path / "a" / "v"),
+                                       "backup_directory": str(tmp_path / "a" / "b")})
+    assert f"created directory flag=--backup-dir path={tmp_path / 'a' / 'b'} mode=0700" in caplog.text
     assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o700

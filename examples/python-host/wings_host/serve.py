@@ -12,7 +12,6 @@ from typing import Any, Dict
 
 from .app import (HTTP_THREADS, MSG_BAD_REQUEST, MSG_HEADERS_TOO_LARGE, MSG_TOO_LARGE, MSG_UNEXPECTED,
                   SHUTDOWN_WAIT_S, WAITRESS_BODY_LIMIT, Host, RequestLog)
-from .options import READ_HEADER_TIMEOUT_S, READ_TIMEOUT_S
 
 log = logging.getLogger("python-host")
 
@@ -22,8 +21,7 @@ def waitress_listen(addr: str) -> str:
     return "*" + addr if addr.startswith(":") else addr
 
 
-def serve(host: Host, listen: str, read_header_timeout: float = READ_HEADER_TIMEOUT_S,
-          read_timeout: float = READ_TIMEOUT_S) -> None:
+def serve(host: Host, listen: str, read_header_timeout: float, read_timeout: float) -> None:
     from waitress import create_server, wasyncore
     from waitress.channel import HTTPChannel
     from waitress.parser import HTTPRequestParser
