@@ -22,7 +22,12 @@
  *   - wb_cancel_trigger() may be called from any thread at any time while the
  *     token is alive.
  *   - Objects must not be freed while a call is still using them.
- *   - Calls start worker threads of their own; none outlives the call.
+ *   - Calls start worker threads of their own; none outlives the call, except
+ *     the thread of a call begun with wb_backup_start() or wb_restore_start(),
+ *     which the engine owns: wb_engine_wait_idle() waits for them, and
+ *     wb_engine_free() joins them (call wb_engine_cancel_all() first to stop
+ *     them). Such a call's progress, outcome and cancelling go through
+ *     wb_backup_status(), wb_backup_wait() and wb_backup_cancel().
  *   - No call changes process-wide state (working directory, umask, signals).
  */
 
@@ -314,6 +319,104 @@ int32_t wb_backup_delete(const struct wb_engine *engine,
                          struct wb_error **err);
 
 /**
+ * Starts a create like `wb_backup_create`, on a thread of the engine's,
+ * and returns once it is accepted (`WB_OK`: from then on
+ * `wb_backup_status` knows it) or has failed before that (its status: bad
+ * request, unknown server, `WB_CONFLICT`, ...). Its progress and outcome
+ * are read with `wb_backup_status` and `wb_backup_wait`; it is cancelled
+ * with `wb_backup_cancel`, `wb_backup_delete` or `wb_engine_cancel_all`.
+ */
+int32_t wb_backup_start(const struct wb_engine *engine,
+                        const char *server_uuid,
+                        const char *request_json,
+                        struct wb_error **err);
+
+/**
+ * Starts a restore like `wb_backup_restore`, on a thread of the engine's,
+ * and returns once it is accepted or has failed before that, as
+ * `wb_backup_start`. Its outcome is the state `wb_backup_wait` returns
+ * once it has ended (`error_status` the status the blocking call would
+ * have returned).
+ */
+int32_t wb_restore_start(const struct wb_engine *engine,
+                         const char *server_uuid,
+                         const char *backup_uuid,
+                         const char *request_json,
+                         struct wb_error **err);
+
+/**
+ * The state of backup `backup_uuid` of server `server_uuid`: its newest
+ * operation (a create, or a restore of it), else its local archive.
+ * `*state_json` is `{"uuid","server","kind","adapter","state","phase",
+ * "bytes_done","bytes_total","files","size","checksum","error",
+ * "error_status","started_at","finished_at","panel_report","seq"}`:
+ * `kind` `"create"` or `"restore"`; `state` `"queued"`, `"running"`,
+ * `"succeeded"`, `"failed"` or `"cancelled"`; `phase` the last progress
+ * phase in lower case (`"started"`, `"archive"`, ..., `"done"`);
+ * `error` the message and `error_status` the `WB_*` value of a failed or
+ * cancelled operation (else null); times in RFC 3339, UTC (`finished_at`
+ * null until it ends); `seq` grows at each change (see `wb_backup_wait`).
+ * A local archive the engine ran no operation for is `succeeded`, with its
+ * size and its file's time. `WB_NOT_FOUND` when neither is known. Free the
+ * string with `wb_string_free`.
+ */
+int32_t wb_backup_status(const struct wb_engine *engine,
+                         const char *server_uuid,
+                         const char *backup_uuid,
+                         char **state_json,
+                         struct wb_error **err);
+
+/**
+ * Waits until the state of backup `backup_uuid` has a `seq` above
+ * `after_seq`, its operation has ended, or `timeout_ms` milliseconds have
+ * passed, then stores the state (as `wb_backup_status`) in `*state_json`.
+ * Progress wakes a waiter at most 4 times a second (phase changes and the
+ * end at once). A backup with no operation in flight answers at once.
+ * `WB_NOT_FOUND` as `wb_backup_status`.
+ */
+int32_t wb_backup_wait(const struct wb_engine *engine,
+                       const char *server_uuid,
+                       const char *backup_uuid,
+                       uint64_t after_seq,
+                       uint32_t timeout_ms,
+                       char **state_json,
+                       struct wb_error **err);
+
+/**
+ * The backups of server `server_uuid` (operations in flight, and finished
+ * ones whose archives are there), newest first: `*json` is a JSON array of
+ * states as `wb_backup_status` gives them. Free it with `wb_string_free`.
+ */
+int32_t wb_backup_list(const struct wb_engine *engine,
+                       const char *server_uuid,
+                       char **json,
+                       struct wb_error **err);
+
+/**
+ * Cancels the queued or running create or restore of backup `backup_uuid`
+ * on server `server_uuid` without waiting: it stops within a second (a
+ * create removes its partial file and reports `successful: false`, a
+ * restore leaves the server's files as they were). `WB_CONFLICT` when its
+ * operation has already ended, `WB_NOT_FOUND` when the engine knows no
+ * such backup.
+ */
+int32_t wb_backup_cancel(const struct wb_engine *engine,
+                         const char *server_uuid,
+                         const char *backup_uuid,
+                         struct wb_error **err);
+
+/**
+ * Removes every local archive of server `server_uuid` the engine knows of,
+ * and cancels its queued or running creates (waiting for them to end, 60 s
+ * at most each); other servers' backups are untouched. `*json` (if not
+ * NULL) is `{"deleted": n}`; free it with `wb_string_free`.
+ */
+int32_t wb_backups_delete_all(const struct wb_engine *engine,
+                              const char *server_uuid,
+                              char **json,
+                              struct wb_error **err);
+
+/**
  * A new, untriggered token (NULL only if out of memory).
  */
 struct wb_cancel *wb_cancel_new(void);
@@ -346,9 +449,19 @@ int32_t wb_engine_new(const char *config_json,
                       struct wb_error **err);
 
 /**
- * Frees an engine. No call may still be using it. NULL is a no-op.
+ * Frees an engine. No call may still be using it; the calls started with
+ * `wb_backup_start` or `wb_restore_start` are waited for (call
+ * `wb_engine_cancel_all` first to stop them). NULL is a no-op.
  */
 void wb_engine_free(struct wb_engine *engine);
+
+/**
+ * Waits up to `timeout_ms` milliseconds for every call started with
+ * `wb_backup_start` or `wb_restore_start` to end (a host shutting down,
+ * after `wb_engine_cancel_all`): 1 if they all have, else 0. NULL: 1.
+ */
+int32_t wb_engine_wait_idle(const struct wb_engine *engine,
+                            uint32_t timeout_ms);
 
 /**
  * Sends the backup status reports that could not be delivered earlier

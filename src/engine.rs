@@ -5,13 +5,16 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::archive::writer::{write_archive, ArchiveSummary, WriteOptions};
 use crate::backup_store::BackupStore;
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
-use crate::operations::{Kind, Operations};
+use crate::operations::{Kind, OpKind, OpState, OperationRecord, Operations, Outcome};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::request::{
@@ -26,6 +29,8 @@ pub struct Engine {
     panel: Option<PanelClient>,
     /// What runs and waits, and the node's policy over it.
     ops: Operations,
+    /// Threads of the calls started with `start_backup` / `start_restore`.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -48,6 +53,7 @@ impl Engine {
             config,
             store,
             panel,
+            threads: Mutex::new(Vec::new()),
         };
         engine.recover_all_servers();
         Ok(engine)
@@ -144,6 +150,8 @@ impl Engine {
             return Err(Error::conflict(crate::operations::MSG_UUID_EXISTS));
         }
         ctl.also_cancelled_by(ticket.token());
+        ticket.track(OpKind::Create, &request.uuid, request.adapter.name());
+        ctl.observe(ticket.observer());
         // Accepted; a backup with no free slot then waits for one.
         let outcome = ctl
             .report(Progress::at(Phase::Started))
@@ -158,6 +166,15 @@ impl Engine {
         let delivery = self.panel.as_ref().map(|panel| {
             ctl.report_final(Progress::at(Phase::Report));
             panel.report_backup(&request.uuid, &report, ctl.cancel_token())
+        });
+        ticket.finish(Outcome {
+            error: outcome.as_ref().err(),
+            files: outcome.as_ref().map_or(0, |d| d.archive.files),
+            size: outcome.as_ref().map_or(0, |d| d.archive.size),
+            checksum: outcome
+                .as_ref()
+                .map_or(String::new(), |d| d.report.checksum.clone()),
+            panel_report: delivery.as_ref().map(report_outcome_text),
         });
         let mut details = outcome?;
         ctl.report_final(
@@ -270,6 +287,8 @@ impl Engine {
         let root = self.server_root(server)?;
         let mut ticket = self.ops.admit(server, Kind::Restore, None)?;
         ctl.also_cancelled_by(ticket.token());
+        ticket.track(OpKind::Restore, &backup, request.adapter.name());
+        ctl.observe(ticket.observer());
         let outcome = ctl
             .report(Progress::at(Phase::Started))
             .and_then(|_| self.run_restore(request, &backup, &root, ctl));
@@ -279,6 +298,13 @@ impl Engine {
             // A report that cannot be delivered does not undo the restore.
             let _ = panel.report_restore(&backup, outcome.is_ok(), ctl.cancel_token());
         }
+        ticket.finish(Outcome {
+            error: outcome.as_ref().err(),
+            files: outcome.as_ref().map_or(0, |s| s.files),
+            size: outcome.as_ref().map_or(0, |s| s.bytes),
+            checksum: String::new(),
+            panel_report: None,
+        });
         let summary = outcome?;
         ctl.report_final(Progress::done(summary.bytes, summary.entries));
         Ok(summary)
@@ -355,6 +381,7 @@ impl Engine {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
         if self.ops.cancel_backup(&backup)? {
+            self.ops.tracker().forget(&backup);
             return match self.store.delete(&backup) {
                 Ok(())
                 | Err(Error {
@@ -364,7 +391,229 @@ impl Engine {
                 Err(e) => Err(e),
             };
         }
-        self.store.delete(&backup)
+        self.store.delete(&backup)?;
+        self.ops.tracker().forget(&backup);
+        Ok(())
+    }
+
+    /// The state of backup `backup` of server `server`: its newest
+    /// operation (a create, or a restore of it), else its local archive;
+    /// `NotFound` when neither is known.
+    pub fn backup_status(&self, server: &str, backup: &str) -> Result<OperationRecord> {
+        self.server_root(server)?;
+        let backup = backup_uuid(backup)?;
+        if let Some(record) = self.ops.tracker().get(&backup) {
+            if record.server == server {
+                return Ok(record);
+            }
+            return Err(backup_not_found());
+        }
+        self.archive_record(server, &backup)
+            .ok_or_else(backup_not_found)
+    }
+
+    /// The record of a local archive the engine has no operation for.
+    fn archive_record(&self, server: &str, backup: &str) -> Option<OperationRecord> {
+        let meta = std::fs::symlink_metadata(self.store.archive_path(backup)).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        Some(OperationRecord::from_archive(
+            backup,
+            server,
+            meta.len(),
+            mtime,
+        ))
+    }
+
+    /// The backups of server `server` the engine knows of (operations in
+    /// flight and finished ones, whose archives are still there), newest
+    /// first.
+    pub fn list_backups(&self, server: &str) -> Result<Vec<OperationRecord>> {
+        self.server_root(server)?;
+        let mut list: Vec<OperationRecord> = self
+            .ops
+            .tracker()
+            .list(server)
+            .into_iter()
+            // A finished create whose archive was removed behind the
+            // engine's back is no longer a backup of this node (an s3
+            // backup never had a local one).
+            .filter(|r| {
+                !(r.kind == OpKind::Create
+                    && r.state == OpState::Succeeded
+                    && r.adapter == "wings"
+                    && !self.store.exists(&r.uuid))
+            })
+            .collect();
+        list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        Ok(list)
+    }
+
+    /// Cancels the queued or running create or restore of backup `backup`
+    /// on server `server`; it stops within a second. `Conflict` when it has
+    /// already ended, `NotFound` when the engine does not know it.
+    pub fn cancel_backup(&self, server: &str, backup: &str) -> Result<()> {
+        self.server_root(server)?;
+        let backup = backup_uuid(backup)?;
+        match self.ops.tracker().cancel(server, &backup) {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::conflict(MSG_FINISHED)),
+            None if self.archive_record(server, &backup).is_some() => {
+                Err(Error::conflict(MSG_FINISHED))
+            }
+            None => Err(backup_not_found()),
+        }
+    }
+
+    /// Removes every local archive of server `server` and cancels its
+    /// queued or running creates (waiting for them to end); returns how
+    /// many backups went.
+    pub fn delete_all_backups(&self, server: &str) -> Result<usize> {
+        self.server_root(server)?;
+        let mut deleted = 0;
+        for record in self.ops.tracker().list(server) {
+            // The newest record of a backup may be a restore of it: its
+            // archive goes all the same (a create in flight is cancelled).
+            let cancelled = record.kind == OpKind::Create
+                && !record.state.finished()
+                && self.ops.cancel_backup(&record.uuid)?;
+            let removed = match self.store.delete(&record.uuid) {
+                Ok(()) => true,
+                Err(e) if e.status == crate::Status::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            self.ops.tracker().forget(&record.uuid);
+            if cancelled || removed {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Waits until the state of backup `backup` changes past `after_seq`
+    /// (its record's `seq`), its operation ends, or `timeout` passes, and
+    /// returns the state then. A backup with no operation in flight
+    /// answers at once.
+    pub fn wait_backup(
+        &self,
+        server: &str,
+        backup: &str,
+        after_seq: u64,
+        timeout: Duration,
+    ) -> Result<OperationRecord> {
+        let status = self.backup_status(server, backup)?;
+        if status.state.finished() {
+            return Ok(status);
+        }
+        let backup = backup_uuid(backup)?;
+        match self.ops.tracker().wait(&backup, after_seq, timeout) {
+            Some(record) if record.server == server => Ok(record),
+            _ => self.backup_status(server, &backup),
+        }
+    }
+
+    /// Starts a create on a thread of the engine's and returns once it is
+    /// accepted (phase `Started`: then `backup_status` knows it) or has
+    /// failed before that (its error).
+    pub fn start_backup(self: &Arc<Self>, server: &str, request: &CreateRequest) -> Result<()> {
+        self.check_create(server, request)?;
+        let (server, request) = (server.to_string(), request.clone());
+        self.start(move |engine, ctl| engine.create_backup(&server, &request, ctl).map(|_| ()))
+    }
+
+    /// Starts a restore on a thread of the engine's, as `start_backup`.
+    pub fn start_restore(
+        self: &Arc<Self>,
+        server: &str,
+        backup: &str,
+        request: &RestoreRequest,
+    ) -> Result<()> {
+        self.check_restore(server, backup, request)?;
+        let (server, backup, request) = (server.to_string(), backup.to_string(), request.clone());
+        self.start(move |engine, ctl| {
+            engine
+                .restore_backup(&server, &backup, &request, ctl)
+                .map(|_| ())
+        })
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        call: impl FnOnce(&Engine, &mut Control<'_>) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let (tx, rx) = mpsc::channel::<Result<()>>();
+        let engine = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("wb-operation".into())
+            .spawn(move || {
+                let accepted = tx.clone();
+                let mut on_progress = move |p: &Progress| {
+                    if p.phase == Phase::Started {
+                        let _ = accepted.send(Ok(()));
+                    }
+                    true
+                };
+                let mut ctl = Control::new(None, Some(&mut on_progress));
+                if let Err(e) = call(&engine, &mut ctl) {
+                    // Ignored once accepted: the receiver has gone.
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::io("starting a thread", e))?;
+        {
+            let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+            let (ended, running): (Vec<_>, Vec<_>) =
+                threads.drain(..).partition(|t| t.is_finished());
+            *threads = running;
+            threads.push(thread);
+            for t in ended {
+                let _ = t.join();
+            }
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::internal("the operation ended without a result")))
+    }
+
+    /// Waits up to `timeout` for every call started with `start_backup` or
+    /// `start_restore` to end; true if they all have.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+            let (ended, running): (Vec<_>, Vec<_>) =
+                threads.drain(..).partition(|t| t.is_finished());
+            *threads = running;
+            let idle = threads.is_empty();
+            drop(threads);
+            for t in ended {
+                let _ = t.join();
+            }
+            if idle {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `POST .../cancel` of a backup whose operations have all ended.
+pub const MSG_FINISHED: &str = "The backup has already finished.";
+
+fn backup_not_found() -> Error {
+    Error::not_found("The requested backup was not found on this server.")
+}
+
+/// How a report to the Panel went, in words (`panel_report`).
+pub fn report_outcome_text(outcome: &ReportOutcome) -> String {
+    match outcome {
+        ReportOutcome::Sent => "sent".to_string(),
+        ReportOutcome::Rejected(m) => format!("rejected: {m}"),
+        ReportOutcome::Pending(m) => format!("pending: {m}"),
     }
 }
 

@@ -11,10 +11,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::{Error, Result};
-use crate::progress::{CancelToken, Control};
+use crate::error::{Error, Result, Status};
+use crate::progress::{CancelToken, Control, Phase, Progress};
 
 /// A second request for a backup uuid that is queued or running.
 pub const MSG_UUID_RUNNING: &str = "A backup with this uuid is already running.";
@@ -76,6 +76,8 @@ pub struct Operations {
     state: Mutex<State>,
     /// Signalled whenever a server, a slot or a uuid is given back.
     changed: Condvar,
+    /// The record of every operation.
+    tracker: Arc<Tracker>,
 }
 
 impl Operations {
@@ -84,7 +86,13 @@ impl Operations {
             max_running_backups: max_running_backups.max(1),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            tracker: Arc::new(Tracker::default()),
         }
+    }
+
+    /// The records of the operations.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -135,6 +143,8 @@ impl Operations {
             backup: backup.map(str::to_string),
             slot: false,
             queued: false,
+            server_name: server.to_string(),
+            tracked: false,
         };
         if kind == Kind::Backup {
             if state.queue.is_empty() && state.running < self.max_running_backups {
@@ -197,12 +207,73 @@ pub struct Ticket<'o> {
     backup: Option<String>,
     slot: bool,
     queued: bool,
+    server_name: String,
+    /// Whether the call has a record (`track`), not yet finished.
+    tracked: bool,
 }
 
 impl Ticket<'_> {
     /// The engine's token for this call (a DELETE or `cancel_all` triggers it).
     pub fn token(&self) -> Arc<CancelToken> {
         Arc::clone(&self.token)
+    }
+
+    /// Gives the call a record (queued or running), which progress reports
+    /// (`observer`) and `finish` update.
+    pub fn track(&mut self, kind: OpKind, uuid: &str, adapter: &str) {
+        let now = SystemTime::now();
+        let state = if self.queued {
+            OpState::Queued
+        } else {
+            OpState::Running
+        };
+        self.ops.tracker.insert(Tracked {
+            id: self.id,
+            record: OperationRecord {
+                kind,
+                adapter: adapter.to_string(),
+                state,
+                phase: Phase::Started.name().to_string(),
+                error: None,
+                started_at: now,
+                finished_at: None,
+                ..OperationRecord::from_archive(uuid, &self.server_name, 0, now)
+            },
+            token: Arc::clone(&self.token),
+            last_wake: Instant::now(),
+        });
+        self.tracked = true;
+    }
+
+    /// What the call's `Control` hands each progress report.
+    pub fn observer(&self) -> crate::progress::Observer {
+        let tracker = Arc::clone(&self.ops.tracker);
+        let id = self.id;
+        Box::new(move |p: &Progress| tracker.progress(id, p))
+    }
+
+    /// Ends the call's record: succeeded, failed or cancelled.
+    pub fn finish(&mut self, outcome: Outcome<'_>) {
+        if !std::mem::take(&mut self.tracked) {
+            return;
+        }
+        self.ops.tracker.update(self.id, true, |r| {
+            r.state = match outcome.error {
+                None => OpState::Succeeded,
+                Some(e) if e.status == Status::Cancelled => OpState::Cancelled,
+                Some(_) => OpState::Failed,
+            };
+            if outcome.error.is_none() {
+                r.phase = Phase::Done.name().to_string();
+                r.files = outcome.files;
+                r.size = outcome.size;
+                r.checksum = outcome.checksum;
+            }
+            r.error = outcome.error.map(|e| e.message.clone());
+            r.error_status = outcome.error.map(|e| e.status);
+            r.panel_report = outcome.panel_report;
+            r.finished_at = Some(SystemTime::now());
+        });
     }
 
     /// Waits, if the backup was queued, until a slot is free and it is the
@@ -224,7 +295,12 @@ impl Ticket<'_> {
                 self.slot = true;
                 // The next in line may fit too.
                 ops.changed.notify_all();
-                break;
+                drop(state);
+                if self.tracked {
+                    ops.tracker
+                        .update(self.id, true, |r| r.state = OpState::Running);
+                }
+                return Ok(());
             }
             state = ops
                 .changed
@@ -259,6 +335,17 @@ impl Ticket<'_> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         let ops = self.ops;
+        if self.tracked {
+            // Every path finishes its record; this is the backstop.
+            let e = Error::internal("the operation ended without a result");
+            self.finish(Outcome {
+                error: Some(&e),
+                files: 0,
+                size: 0,
+                checksum: String::new(),
+                panel_report: None,
+            });
+        }
         let mut state = ops.lock();
         self.release_locked(&mut state);
         if let Some(b) = &self.backup {
@@ -267,6 +354,265 @@ impl Drop for Ticket<'_> {
         state.calls.remove(&self.id);
         drop(state);
         ops.changed.notify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The record of every operation: what a status, list, cancel or wait sees.
+
+/// What an operation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Create,
+    Restore,
+}
+
+/// Where an operation is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl OpState {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpState::Queued => "queued",
+            OpState::Running => "running",
+            OpState::Succeeded => "succeeded",
+            OpState::Failed => "failed",
+            OpState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the operation has ended.
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            OpState::Succeeded | OpState::Failed | OpState::Cancelled
+        )
+    }
+}
+
+/// One operation as the status, list and wait calls show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperationRecord {
+    pub uuid: String,
+    pub server: String,
+    pub kind: OpKind,
+    pub adapter: String,
+    pub state: OpState,
+    /// The phase of the last progress report (`started`, `archive`, ...).
+    pub phase: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Entries archived or restored.
+    pub files: u64,
+    /// Archive bytes (a finished create: the archive's size).
+    pub size: u64,
+    pub checksum: String,
+    pub error: Option<String>,
+    /// The status of `error` (`WB_*`), for callers that map it to HTTP.
+    pub error_status: Option<Status>,
+    pub started_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+    pub panel_report: Option<String>,
+    /// Bumped at each change a waiter should see.
+    pub seq: u64,
+}
+
+impl OperationRecord {
+    /// The record of a local archive nothing else is known about.
+    pub fn from_archive(uuid: &str, server: &str, size: u64, mtime: SystemTime) -> Self {
+        OperationRecord {
+            uuid: uuid.to_string(),
+            server: server.to_string(),
+            kind: OpKind::Create,
+            adapter: "wings".to_string(),
+            state: OpState::Succeeded,
+            phase: Phase::Done.name().to_string(),
+            bytes_done: 0,
+            bytes_total: 0,
+            files: 0,
+            size,
+            checksum: String::new(),
+            error: None,
+            error_status: None,
+            started_at: mtime,
+            finished_at: Some(mtime),
+            panel_report: None,
+            seq: 0,
+        }
+    }
+}
+
+/// How an operation ended, for its record.
+pub struct Outcome<'e> {
+    pub error: Option<&'e Error>,
+    pub files: u64,
+    pub size: u64,
+    pub checksum: String,
+    pub panel_report: Option<String>,
+}
+
+/// Finished records kept in memory (the oldest go first).
+const KEEP_FINISHED: usize = 4096;
+/// Progress reports a waiter is woken for, at most this often.
+pub const WAIT_INTERVAL: Duration = Duration::from_millis(250);
+
+struct Tracked {
+    id: u64,
+    record: OperationRecord,
+    token: Arc<CancelToken>,
+    last_wake: Instant,
+}
+
+#[derive(Default)]
+struct Tracks {
+    /// Oldest first.
+    ops: Vec<Tracked>,
+    seq: u64,
+}
+
+/// Every operation's record, and a condition variable waiters sleep on.
+#[derive(Default)]
+pub struct Tracker {
+    tracks: Mutex<Tracks>,
+    changed: Condvar,
+}
+
+impl Tracker {
+    fn lock(&self) -> MutexGuard<'_, Tracks> {
+        self.tracks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, id: u64, wake: bool, f: impl FnOnce(&mut OperationRecord)) {
+        let mut tracks = self.lock();
+        tracks.seq += 1;
+        let seq = tracks.seq;
+        if let Some(t) = tracks.ops.iter_mut().find(|t| t.id == id) {
+            f(&mut t.record);
+            if wake || t.last_wake.elapsed() >= WAIT_INTERVAL {
+                t.record.seq = seq;
+                t.last_wake = Instant::now();
+                drop(tracks);
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    fn progress(&self, id: u64, p: &Progress) {
+        let phase = p.phase.name();
+        self.update(id, false, |r| {
+            let changed = r.phase != phase;
+            r.phase = phase.to_string();
+            if changed || p.bytes_done >= r.bytes_done || p.phase == Phase::Done {
+                r.bytes_done = p.bytes_done;
+                r.bytes_total = p.bytes_total;
+            }
+            r.files = r.files.max(p.entries_done);
+            if p.archive_bytes > 0 {
+                r.size = p.archive_bytes;
+            }
+        });
+    }
+
+    /// The newest record of operation `uuid` (a backup's uuid: its create
+    /// or a restore of it).
+    pub fn get(&self, uuid: &str) -> Option<OperationRecord> {
+        let tracks = self.lock();
+        tracks
+            .ops
+            .iter()
+            .rev()
+            .find(|t| t.record.uuid == uuid)
+            .map(|t| t.record.clone())
+    }
+
+    /// The records of server `server`, newest first, one per uuid.
+    pub fn list(&self, server: &str) -> Vec<OperationRecord> {
+        let tracks = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        tracks
+            .ops
+            .iter()
+            .rev()
+            .filter(|t| t.record.server == server && seen.insert(t.record.uuid.clone()))
+            .map(|t| t.record.clone())
+            .collect()
+    }
+
+    /// Cancels the queued or running operation of `uuid` on `server`:
+    /// Ok(true) if one was, Ok(false) if the newest has ended, None if none.
+    pub fn cancel(&self, server: &str, uuid: &str) -> Option<bool> {
+        let tracks = self.lock();
+        let mut found = None;
+        for t in tracks.ops.iter().rev() {
+            if t.record.uuid != uuid || t.record.server != server {
+                continue;
+            }
+            if !t.record.state.finished() {
+                t.token.trigger();
+                return Some(true);
+            }
+            found.get_or_insert(false);
+        }
+        found
+    }
+
+    /// Waits until the newest record of `uuid` has a sequence number above
+    /// `after_seq` or has ended, or `timeout` passes; returns it then.
+    pub fn wait(&self, uuid: &str, after_seq: u64, timeout: Duration) -> Option<OperationRecord> {
+        let deadline = Instant::now() + timeout;
+        let mut tracks = self.lock();
+        loop {
+            let rec = tracks
+                .ops
+                .iter()
+                .rev()
+                .find(|t| t.record.uuid == uuid)
+                .map(|t| &t.record)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if rec.seq > after_seq || rec.state.finished() || left.is_zero() {
+                return Some(rec.clone());
+            }
+            tracks = self
+                .changed
+                .wait_timeout(tracks, left)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Forgets the records of backup `uuid` whose operations have ended
+    /// (its archive was deleted).
+    pub fn forget(&self, uuid: &str) {
+        self.lock()
+            .ops
+            .retain(|t| t.record.uuid != uuid || !t.record.state.finished());
+    }
+
+    fn insert(&self, tracked: Tracked) {
+        let mut tracks = self.lock();
+        tracks.seq += 1;
+        let mut tracked = tracked;
+        tracked.record.seq = tracks.seq;
+        tracks.ops.push(tracked);
+        let finished = tracks
+            .ops
+            .iter()
+            .filter(|t| t.record.state.finished())
+            .count();
+        if finished > KEEP_FINISHED {
+            if let Some(i) = tracks.ops.iter().position(|t| t.record.state.finished()) {
+                tracks.ops.remove(i);
+            }
+        }
+        drop(tracks);
+        self.changed.notify_all();
     }
 }
 

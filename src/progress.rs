@@ -62,6 +62,21 @@ pub enum Phase {
     Done = 6,
 }
 
+impl Phase {
+    /// The phase's name in status records (`started`, `archive`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Started => "started",
+            Phase::Archive => "archive",
+            Phase::Upload => "upload",
+            Phase::Extract => "extract",
+            Phase::Commit => "commit",
+            Phase::Report => "report",
+            Phase::Done => "done",
+        }
+    }
+}
+
 /// One progress report. `bytes_total` 0 means unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -133,6 +148,9 @@ impl Counters {
 
 pub type ProgressFn<'a> = dyn FnMut(&Progress) -> bool + 'a;
 
+/// What the engine's record of a call is told of each report.
+pub type Observer = Box<dyn FnMut(&Progress) + Send>;
+
 /// How a caller watches and stops a long call. The callback runs only on the
 /// calling thread; returning false stops the call with `Cancelled`.
 pub struct Control<'a> {
@@ -140,6 +158,8 @@ pub struct Control<'a> {
     /// The engine's own token for this call (a DELETE of a running backup).
     internal: Option<std::sync::Arc<CancelToken>>,
     callback: Option<&'a mut ProgressFn<'a>>,
+    /// The engine's record of the call, told every report.
+    observer: Option<Observer>,
     stopped_by_callback: bool,
     last_report: Option<Instant>,
     last: Option<Progress>,
@@ -158,6 +178,7 @@ impl<'a> Control<'a> {
             cancel,
             internal: None,
             callback,
+            observer: None,
             stopped_by_callback: false,
             last_report: None,
             last: None,
@@ -171,7 +192,13 @@ impl<'a> Control<'a> {
     /// Whether anybody receives progress reports (else totals that only
     /// serve them need not be computed).
     pub fn has_listener(&self) -> bool {
-        self.callback.is_some()
+        self.callback.is_some() || self.observer.is_some()
+    }
+
+    /// Hands every report from now on to `observer` too (the engine's
+    /// record of the call).
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     /// Adds the engine's own token for this call (what a DELETE or
@@ -214,6 +241,9 @@ impl<'a> Control<'a> {
         }
         self.last = Some(progress);
         self.last_report = Some(Instant::now());
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&progress);
+        }
         if let Some(cb) = self.callback.as_mut() {
             if !cb(&progress) {
                 self.stopped_by_callback = true;
@@ -226,6 +256,9 @@ impl<'a> Control<'a> {
     /// callback's answer and the cancel token are ignored from here on.
     pub fn report_final(&mut self, progress: Progress) {
         self.last = Some(progress);
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&progress);
+        }
         if let Some(cb) = self.callback.as_mut() {
             let _ = cb(&progress);
         }

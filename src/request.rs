@@ -24,6 +24,14 @@ impl Adapter {
             ))),
         }
     }
+
+    /// The adapter's name in requests and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Adapter::Wings => "wings",
+            Adapter::S3 => "s3",
+        }
+    }
 }
 
 /// The body of `POST /api/servers/:uuid/backup`.

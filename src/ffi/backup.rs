@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::cancel::wb_cancel;
-use super::engine::{engine_ref, wb_engine};
+use super::engine::{engine_arc, engine_ref, wb_engine};
 use super::error::wb_error;
 use super::support::{boundary, clear_string, put_string, str_arg, with_control};
 use super::{wb_progress_fn, wire};
@@ -146,5 +146,172 @@ pub unsafe extern "C" fn wb_backup_delete(
             str_arg(server_uuid, "server_uuid")?,
             str_arg(backup_uuid, "backup_uuid")?,
         )
+    })
+}
+
+/// Starts a create like `wb_backup_create`, on a thread of the engine's,
+/// and returns once it is accepted (`WB_OK`: from then on
+/// `wb_backup_status` knows it) or has failed before that (its status: bad
+/// request, unknown server, `WB_CONFLICT`, ...). Its progress and outcome
+/// are read with `wb_backup_status` and `wb_backup_wait`; it is cancelled
+/// with `wb_backup_cancel`, `wb_backup_delete` or `wb_engine_cancel_all`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_start(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    request_json: *const c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_arc(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        engine.check_server(server)?;
+        engine.start_backup(server, &wire::create_request(request_json)?)
+    })
+}
+
+/// Starts a restore like `wb_backup_restore`, on a thread of the engine's,
+/// and returns once it is accepted or has failed before that, as
+/// `wb_backup_start`. Its outcome is the state `wb_backup_wait` returns
+/// once it has ended (`error_status` the status the blocking call would
+/// have returned).
+#[no_mangle]
+pub unsafe extern "C" fn wb_restore_start(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    request_json: *const c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_arc(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        engine.check_server(server)?;
+        engine.start_restore(server, backup, &wire::restore_request(request_json)?)
+    })
+}
+
+/// The state of backup `backup_uuid` of server `server_uuid`: its newest
+/// operation (a create, or a restore of it), else its local archive.
+/// `*state_json` is `{"uuid","server","kind","adapter","state","phase",
+/// "bytes_done","bytes_total","files","size","checksum","error",
+/// "error_status","started_at","finished_at","panel_report","seq"}`:
+/// `kind` `"create"` or `"restore"`; `state` `"queued"`, `"running"`,
+/// `"succeeded"`, `"failed"` or `"cancelled"`; `phase` the last progress
+/// phase in lower case (`"started"`, `"archive"`, ..., `"done"`);
+/// `error` the message and `error_status` the `WB_*` value of a failed or
+/// cancelled operation (else null); times in RFC 3339, UTC (`finished_at`
+/// null until it ends); `seq` grows at each change (see `wb_backup_wait`).
+/// A local archive the engine ran no operation for is `succeeded`, with its
+/// size and its file's time. `WB_NOT_FOUND` when neither is known. Free the
+/// string with `wb_string_free`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_status(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    state_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(state_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let record = engine.backup_status(server, backup)?;
+        put_string(state_json, wire::operation_record(&record));
+        Ok(())
+    })
+}
+
+/// Waits until the state of backup `backup_uuid` has a `seq` above
+/// `after_seq`, its operation has ended, or `timeout_ms` milliseconds have
+/// passed, then stores the state (as `wb_backup_status`) in `*state_json`.
+/// Progress wakes a waiter at most 4 times a second (phase changes and the
+/// end at once). A backup with no operation in flight answers at once.
+/// `WB_NOT_FOUND` as `wb_backup_status`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_wait(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    after_seq: u64,
+    timeout_ms: u32,
+    state_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(state_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let timeout = std::time::Duration::from_millis(timeout_ms.into());
+        let record = engine.wait_backup(server, backup, after_seq, timeout)?;
+        put_string(state_json, wire::operation_record(&record));
+        Ok(())
+    })
+}
+
+/// The backups of server `server_uuid` (operations in flight, and finished
+/// ones whose archives are there), newest first: `*json` is a JSON array of
+/// states as `wb_backup_status` gives them. Free it with `wb_string_free`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_list(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let records = engine.list_backups(str_arg(server_uuid, "server_uuid")?)?;
+        put_string(json, wire::operation_records(&records));
+        Ok(())
+    })
+}
+
+/// Cancels the queued or running create or restore of backup `backup_uuid`
+/// on server `server_uuid` without waiting: it stops within a second (a
+/// create removes its partial file and reports `successful: false`, a
+/// restore leaves the server's files as they were). `WB_CONFLICT` when its
+/// operation has already ended, `WB_NOT_FOUND` when the engine knows no
+/// such backup.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_cancel(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        engine.cancel_backup(
+            str_arg(server_uuid, "server_uuid")?,
+            str_arg(backup_uuid, "backup_uuid")?,
+        )
+    })
+}
+
+/// Removes every local archive of server `server_uuid` the engine knows of,
+/// and cancels its queued or running creates (waiting for them to end, 60 s
+/// at most each); other servers' backups are untouched. `*json` (if not
+/// NULL) is `{"deleted": n}`; free it with `wb_string_free`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backups_delete_all(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let deleted = engine.delete_all_backups(str_arg(server_uuid, "server_uuid")?)?;
+        put_string(json, wire::deleted_count(deleted));
+        Ok(())
     })
 }

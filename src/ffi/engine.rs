@@ -10,7 +10,7 @@ use crate::error::Error;
 /// An engine: one node's configuration and the state of its running
 /// operations. Safe to share between threads.
 pub struct wb_engine {
-    pub(crate) inner: Engine,
+    pub(crate) inner: std::sync::Arc<Engine>,
 }
 
 /// Creates an engine from a JSON configuration (CONTRACT section 8):
@@ -40,25 +40,52 @@ pub unsafe extern "C" fn wb_engine_new(
         let config = super::wire::engine_config(str_arg(config_json, "config_json")?)?;
         let engine = Engine::new(config)?;
         // SAFETY: checked non-NULL above.
-        unsafe { *out = Box::into_raw(Box::new(wb_engine { inner: engine })) };
+        unsafe {
+            *out = Box::into_raw(Box::new(wb_engine {
+                inner: std::sync::Arc::new(engine),
+            }))
+        };
         Ok(())
     })
 }
 
-/// Frees an engine. No call may still be using it. NULL is a no-op.
+/// Frees an engine. No call may still be using it; the calls started with
+/// `wb_backup_start` or `wb_restore_start` are waited for (call
+/// `wb_engine_cancel_all` first to stop them). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn wb_engine_free(engine: *mut wb_engine) {
     if !engine.is_null() {
         // SAFETY: a pointer from `wb_engine_new`, freed once.
-        drop(unsafe { Box::from_raw(engine) });
+        let engine = unsafe { Box::from_raw(engine) };
+        engine.inner.wait_idle(std::time::Duration::MAX);
+        drop(engine);
     }
 }
 
-pub(crate) fn engine_ref<'a>(engine: *const wb_engine) -> crate::error::Result<&'a Engine> {
+/// Waits up to `timeout_ms` milliseconds for every call started with
+/// `wb_backup_start` or `wb_restore_start` to end (a host shutting down,
+/// after `wb_engine_cancel_all`): 1 if they all have, else 0. NULL: 1.
+#[no_mangle]
+pub unsafe extern "C" fn wb_engine_wait_idle(engine: *const wb_engine, timeout_ms: u32) -> i32 {
+    match engine_ref(engine) {
+        Ok(engine) => {
+            i32::from(engine.wait_idle(std::time::Duration::from_millis(timeout_ms.into())))
+        }
+        Err(_) => 1,
+    }
+}
+
+pub(crate) fn engine_arc<'a>(
+    engine: *const wb_engine,
+) -> crate::error::Result<&'a std::sync::Arc<Engine>> {
     // SAFETY: NULL or a live engine the caller keeps alive during the call.
     unsafe { engine.as_ref() }
         .map(|e| &e.inner)
         .ok_or_else(|| Error::invalid("`engine` is NULL"))
+}
+
+pub(crate) fn engine_ref<'a>(engine: *const wb_engine) -> crate::error::Result<&'a Engine> {
+    engine_arc(engine).map(|e| &**e)
 }
 
 /// Sends the backup status reports that could not be delivered earlier

@@ -14,7 +14,7 @@ use crate::archive::writer::ArchiveSummary;
 use crate::config::{self, CompressionLevel, EngineConfig, Owner};
 use crate::engine::{ArchiveOptions, BackupDetails};
 use crate::error::{Error, Result};
-use crate::panel::ReportOutcome;
+use crate::operations::{OpKind, OperationRecord};
 use crate::request::{CreateRequest, RestoreRequest};
 use crate::restore::RestoreSummary;
 
@@ -178,11 +178,10 @@ pub fn backup_details(details: &BackupDetails) -> String {
         checksum: &report.checksum,
         checksum_type: details.checksum_type(),
         files: details.archive.files,
-        panel_report: details.panel_report.as_ref().map(|r| match r {
-            ReportOutcome::Sent => "sent".to_string(),
-            ReportOutcome::Rejected(m) => format!("rejected: {m}"),
-            ReportOutcome::Pending(m) => format!("pending: {m}"),
-        }),
+        panel_report: details
+            .panel_report
+            .as_ref()
+            .map(crate::engine::report_outcome_text),
         parts: report.parts.as_ref().map(|parts| {
             parts
                 .iter()
@@ -248,6 +247,75 @@ pub fn restore_summary(summary: &RestoreSummary) -> String {
         skipped: summary.skipped,
         symlinks: summary.symlinks,
     })
+}
+
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    uuid: &'a str,
+    server: &'a str,
+    kind: &'static str,
+    adapter: &'a str,
+    state: &'static str,
+    phase: &'a str,
+    bytes_done: u64,
+    bytes_total: u64,
+    files: u64,
+    size: u64,
+    checksum: &'a str,
+    error: Option<&'a str>,
+    error_status: Option<i32>,
+    started_at: String,
+    finished_at: Option<String>,
+    panel_report: Option<&'a str>,
+    seq: u64,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn record_json(r: &OperationRecord) -> RecordJson<'_> {
+    RecordJson {
+        uuid: &r.uuid,
+        server: &r.server,
+        kind: match r.kind {
+            OpKind::Create => "create",
+            OpKind::Restore => "restore",
+        },
+        adapter: &r.adapter,
+        state: r.state.name(),
+        phase: &r.phase,
+        bytes_done: r.bytes_done,
+        bytes_total: r.bytes_total,
+        files: r.files,
+        size: r.size,
+        checksum: &r.checksum,
+        error: r.error.as_deref(),
+        error_status: r.error_status.map(|s| s as i32),
+        started_at: rfc3339(r.started_at),
+        finished_at: r.finished_at.map(rfc3339),
+        panel_report: r.panel_report.as_deref(),
+        seq: r.seq,
+    }
+}
+
+/// A backup's state (`wb_backup_status`, `wb_backup_wait`).
+pub fn operation_record(record: &OperationRecord) -> String {
+    render(&record_json(record))
+}
+
+/// A server's backups (`wb_backup_list`).
+pub fn operation_records(records: &[OperationRecord]) -> String {
+    render(&records.iter().map(record_json).collect::<Vec<_>>())
+}
+
+/// `wb_backups_delete_all`'s summary.
+pub fn deleted_count(deleted: usize) -> String {
+    #[derive(Serialize)]
+    struct Json {
+        deleted: usize,
+    }
+    render(&Json { deleted })
 }
 
 /// `wb_engine_send_pending_reports`'s summary.
@@ -463,7 +531,7 @@ mod tests {
                 }],
                 ..ArchiveSummary::default()
             },
-            panel_report: Some(ReportOutcome::Pending("later".into())),
+            panel_report: Some(crate::panel::ReportOutcome::Pending("later".into())),
         };
         assert_eq!(
             backup_details(&details),

@@ -1711,6 +1711,92 @@ static void test_queue_and_cancel_all(void) {
     wb_engine_free(eng);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A backup's life through the engine's own threads: start, wait, status,
+ * list, cancel (finished: conflict; unknown: not found), delete-all. */
+
+/* Waits (bounded) until the state of `bk` has ended; returns its JSON. */
+static char *wait_ended(wb_engine *eng, const char *server, const char *bk) {
+    uint64_t seq = 0;
+    for (int i = 0; i < 100; i++) {
+        char *st = NULL;
+        wb_error *e = NULL;
+        int32_t rc = wb_backup_wait(eng, server, bk, seq, 200, &st, &e);
+        if (rc != WB_OK) {
+            expect_impl(__FILE__, __LINE__, "wb_backup_wait", rc, e, WB_OK, WB_OK, NULL);
+            return NULL;
+        }
+        if (strstr(st, "\"state\":\"succeeded\"") || strstr(st, "\"state\":\"failed\"") ||
+            strstr(st, "\"state\":\"cancelled\"")) {
+            return st;
+        }
+        const char *p = strstr(st, "\"seq\":");
+        CHECK(p != NULL, "no seq in %s", st);
+        if (p) seq = strtoull(p + 6, NULL, 10);
+        wb_string_free(st);
+    }
+    CHECK(0, "the backup did not end within 20 s");
+    return NULL;
+}
+
+static void test_lifecycle(void) {
+    char bk[40], other[40], req[256], arch[PATH_MAX];
+    backup_uuid(bk, 50);
+    backup_uuid(other, 51);
+    create_req(req, sizeof req, "wings", bk, "");
+    EXPECT_CALL(WB_OK, NULL, wb_backup_start, g_engine, S1, req);
+    /* Accepted: the engine knows it at once. */
+    char *st = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_backup_status, g_engine, S1, bk, &st);
+    CHECK(st && strstr(st, "\"kind\":\"create\"") && strstr(st, "\"server\":\"" S1 "\""), "status: %s", st);
+    wb_string_free(st);
+    /* A second start of the same uuid is refused (running or existing). */
+    BOTH(WB_CONFLICT, NULL, wb_backup_start, g_engine, S1, req);
+    st = wait_ended(g_engine, S1, bk);
+    CHECK(st && strstr(st, "\"state\":\"succeeded\"") && strstr(st, "\"phase\":\"done\"") &&
+              strstr(st, "\"error\":null") && !strstr(st, "\"finished_at\":null"),
+          "ended: %s", st);
+    wb_string_free(st);
+    archive_of(arch, bk);
+    CHECK(exists(arch), "no archive after a started backup");
+    CHECK(wb_engine_wait_idle(g_engine, 5000) == 1, "the engine's threads did not end");
+    CHECK(wb_engine_wait_idle(NULL, 0) == 1, "wait_idle(NULL)");
+    char *list = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_backup_list, g_engine, S1, &list);
+    CHECK(list && list[0] == '[' && strstr(list, bk), "list: %s", list);
+    wb_string_free(list);
+    EXPECT_CALL(WB_OK, NULL, wb_backup_list, g_engine, S2, &list);
+    CHECK(list && !strstr(list, bk), "the other server's list: %s", list);
+    wb_string_free(list);
+    BOTH(WB_CONFLICT, "already finished", wb_backup_cancel, g_engine, S1, bk);
+    BOTH(WB_NOT_FOUND, NULL, wb_backup_cancel, g_engine, S1, other);
+    BOTH(WB_NOT_FOUND, NULL, wb_backup_status, g_engine, S1, other, &st);
+    CHECK(st == NULL, "status of an unknown backup set *state_json");
+    BOTH(WB_NOT_FOUND, NULL, wb_backup_status, g_engine, S2, bk, &st);
+    BOTH(WB_NOT_FOUND, NULL, wb_backup_wait, g_engine, S1, other, 0, 10, &st);
+    BOTH(WB_INVALID_ARGUMENT, NULL, wb_backup_status, g_engine, S1, NULL, &st);
+    BOTH(WB_INVALID_ARGUMENT, NULL, wb_backup_start, NULL, S1, req);
+    BOTH(WB_NOT_FOUND, NULL, wb_restore_start, g_engine, S1, other, "{\"adapter\":\"wings\"}");
+    /* A started restore, waited for. */
+    EXPECT_CALL(WB_OK, NULL, wb_restore_start, g_engine, S1, bk,
+                "{\"adapter\":\"wings\",\"truncate_directory\":true}");
+    st = wait_ended(g_engine, S1, bk);
+    CHECK(st && strstr(st, "\"kind\":\"restore\"") && strstr(st, "\"state\":\"succeeded\""), "restore: %s",
+          st);
+    wb_string_free(st);
+    char s1[PATH_MAX];
+    path_join(s1, g_data, S1);
+    verify_tree(s1, "after a started restore");
+    char *json = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_backups_delete_all, g_engine, S1, &json);
+    CHECK(json && strcmp(json, "{\"deleted\":1}") == 0, "delete-all: %s", json);
+    wb_string_free(json);
+    CHECK(!exists(arch), "archive left by delete-all");
+    BOTH(WB_NOT_FOUND, NULL, wb_backup_status, g_engine, S1, bk, &st);
+    EXPECT_CALL(WB_OK, NULL, wb_backups_delete_all, g_engine, S1, NULL);
+    BOTH(WB_NOT_FOUND, NULL, wb_backups_delete_all, g_engine, S_UNKNOWN, &json);
+}
+
 /* The hosts' settings: the static table, resolution (flags over env over a
  * Wings config.yml), errors naming the flag and path, the directories. */
 static void test_host_settings(void) {
@@ -1826,6 +1912,7 @@ int main(void) {
     run("the same server twice at once: conflict", test_same_server);
     run("deleting a running backup", test_delete_running);
     run("max_running_backups: a queued backup; wb_engine_cancel_all", test_queue_and_cancel_all);
+    run("started calls: status, wait, list, cancel, delete-all", test_lifecycle);
 
     wb_engine_free(g_engine);
     rm_rf(g_root);
