@@ -27,7 +27,7 @@ from .errors import (
     WingsBackupError,
 )
 from .progress import CancelToken, Phase, Progress, ProgressCallback
-from .results import ArchiveSummary, Details, ExtractSummary, Part, PendingReports, Skipped
+from .results import ArchiveSummary, BackupState, Details, ExtractSummary, Part, PendingReports, Skipped
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ def deflate_backend() -> str:
 
 
 __all__ = [
+    "BackupState",
     "ABI_VERSION",
     "LIBRARY_PATH",
     "ArchiveSummary",

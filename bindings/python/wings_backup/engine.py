@@ -5,14 +5,15 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import time
 import weakref
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ._handle import NativeHandle
 from ._native import LIB, take_string
-from .errors import InvalidArgumentError, Status, check
+from .errors import InvalidArgumentError, Status, WingsBackupError, check, error_for
 from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
-from .results import ArchiveSummary, Details, ExtractSummary, PendingReports
+from .results import ArchiveSummary, BackupState, Details, ExtractSummary, PendingReports
 
 #: A JSON document: a mapping (encoded here), or JSON text.
 JsonArg = Union[Mapping[str, Any], str, bytes]
@@ -223,6 +224,99 @@ class Engine:
         with self._handle.use() as engine:
             status = LIB.wb_backup_delete(engine, *args, ctypes.byref(err))
         check(status, err)
+
+    # -- started calls and their state --------------------------------------
+
+    def _simple(self, fn: Any, *args: Any) -> None:
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            status = fn(engine, *args, ctypes.byref(err))
+        check(status, err)
+
+    def _text(self, fn: Any, *args: Any) -> Any:
+        out = ctypes.c_void_p()
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            status = fn(engine, *args, ctypes.byref(out), ctypes.byref(err))
+        text = take_string(out.value)
+        check(status, err)
+        return json.loads(text) if text else None
+
+    def start_backup(self, server_uuid: str, request: JsonArg) -> None:
+        """Starts a backup like :meth:`create_backup`, on a thread of the
+        library's, and returns once it is accepted (then :meth:`backup_status`
+        knows it), or raises what :meth:`create_backup` would have before
+        that. Its progress and end are read with :meth:`backup_status` and
+        :meth:`wait_backup`; :meth:`cancel_backup` stops it."""
+        self._simple(LIB.wb_backup_start, _text_arg(server_uuid, "server_uuid"),
+                     _json_arg(request, "request"))
+
+    def start_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg) -> None:
+        """Starts a restore like :meth:`restore_backup`, on a thread of the
+        library's, as :meth:`start_backup` does; its outcome is the ended
+        state :meth:`wait_backup` returns (:meth:`state_error`)."""
+        self._simple(LIB.wb_restore_start, _text_arg(server_uuid, "server_uuid"),
+                     _text_arg(backup_uuid, "backup_uuid"), _json_arg(request, "request"))
+
+    def backup_status(self, server_uuid: str, backup_uuid: str) -> BackupState:
+        """The state of a backup (:class:`BackupState`); :class:`NotFoundError`
+        when the engine knows neither an operation nor a local archive of it."""
+        return BackupState._from_json(self._text(
+            LIB.wb_backup_status, _text_arg(server_uuid, "server_uuid"),
+            _text_arg(backup_uuid, "backup_uuid")))
+
+    def wait_backup(self, server_uuid: str, backup_uuid: str, after_seq: int = 0,
+                    timeout: Optional[float] = None) -> BackupState:
+        """Waits until the backup's state changes past ``after_seq`` (its
+        ``seq``), its operation ends, or ``timeout`` seconds pass (None: no
+        limit), and returns the state. Progress wakes it at most 4 times a
+        second; a backup with no operation in flight answers at once."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        args = [_text_arg(server_uuid, "server_uuid"), _text_arg(backup_uuid, "backup_uuid")]
+        while True:
+            # Slices of at most 0.5 s, so that close() is never held up long.
+            left = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
+            state = BackupState._from_json(self._text(
+                LIB.wb_backup_wait, *args, after_seq, int(left * 1000)))
+            if state.seq > after_seq or state.finished:
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                return state
+
+    @staticmethod
+    def state_error(state: BackupState) -> Optional[WingsBackupError]:
+        """The exception a failed or cancelled operation ended with, else None."""
+        if state.error_status is None:
+            return None
+        return error_for(state.error_status, state.error or "")
+
+    def list_backups(self, server_uuid: str) -> List[BackupState]:
+        """The server's backups the engine knows (operations in flight, and
+        finished ones whose archives are there), newest first."""
+        items = self._text(LIB.wb_backup_list, _text_arg(server_uuid, "server_uuid"))
+        return [BackupState._from_json(item) for item in items or []]
+
+    def cancel_backup(self, server_uuid: str, backup_uuid: str) -> None:
+        """Cancels the queued or running create or restore of a backup
+        without waiting (it stops within a second); :class:`ConflictError`
+        when it has already ended, :class:`NotFoundError` when unknown."""
+        self._simple(LIB.wb_backup_cancel, _text_arg(server_uuid, "server_uuid"),
+                     _text_arg(backup_uuid, "backup_uuid"))
+
+    def delete_all_backups(self, server_uuid: str) -> int:
+        """Removes every local archive of the server and cancels its queued
+        or running creates; returns how many backups went."""
+        result = self._text(LIB.wb_backups_delete_all, _text_arg(server_uuid, "server_uuid"))
+        return int((result or {}).get("deleted", 0))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds for every started call to end (a
+        host shutting down, after :meth:`cancel_all`); True if they all have."""
+        try:
+            with self._handle.use() as engine:
+                return bool(LIB.wb_engine_wait_idle(engine, max(0, int(timeout * 1000))))
+        except ValueError:  # closed
+            return True
 
 
 def archive_create(src_dir: PathArg, archive_path: PathArg,

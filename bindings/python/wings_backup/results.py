@@ -1,6 +1,6 @@
 """Typed results of the long calls, the same types as the Go binding's
 (``Details``, ``ArchiveSummary``, ``ExtractSummary``, ``PendingReports``,
-``Skipped``, ``Part``).
+``BackupState``, ``Skipped``, ``Part``).
 
 Each result keeps the JSON the library returned in ``.raw`` (a dict, with
 any field this binding does not know yet), and still answers ``result["key"]``,
@@ -195,3 +195,62 @@ class PendingReports(_Result):
     def _from_json(cls, raw: Any) -> "PendingReports":
         raw = raw if isinstance(raw, dict) else {}
         return cls(sent=_int(raw, "sent"), pending=_int(raw, "pending"), raw=raw)
+
+
+_FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def _opt_str(raw: Mapping[str, Any], key: str) -> Optional[str]:
+    value = raw.get(key)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class BackupState(_Result):
+    """What the engine knows of a backup (:meth:`Engine.backup_status`,
+    :meth:`Engine.wait_backup`, :meth:`Engine.list_backups`): its newest
+    operation, a create or a restore of it, or else its local archive."""
+
+    uuid: str
+    server: str
+    #: ``"create"`` or ``"restore"``.
+    kind: str
+    adapter: str
+    #: ``"queued"``, ``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
+    state: str
+    #: The last progress phase: ``"started"``, ``"archive"``, ..., ``"done"``.
+    phase: str
+    bytes_done: int
+    bytes_total: int
+    files: int
+    size: int
+    checksum: str
+    #: The message of a failed or cancelled operation, and its status.
+    error: Optional[str]
+    error_status: Optional[int]
+    #: RFC 3339, UTC; ``finished_at`` is None until the operation ends.
+    started_at: str
+    finished_at: Optional[str]
+    panel_report: Optional[str]
+    #: Grows at each change (see :meth:`Engine.wait_backup`).
+    seq: int
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in _FINISHED
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "BackupState":
+        raw = raw if isinstance(raw, dict) else {}
+        status = raw.get("error_status")
+        return cls(
+            uuid=_str(raw, "uuid"), server=_str(raw, "server"), kind=_str(raw, "kind"),
+            adapter=_str(raw, "adapter"), state=_str(raw, "state"), phase=_str(raw, "phase"),
+            bytes_done=_int(raw, "bytes_done"), bytes_total=_int(raw, "bytes_total"),
+            files=_int(raw, "files"), size=_int(raw, "size"), checksum=_str(raw, "checksum"),
+            error=_opt_str(raw, "error"),
+            error_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+            started_at=_str(raw, "started_at"), finished_at=_opt_str(raw, "finished_at"),
+            panel_report=_opt_str(raw, "panel_report"), seq=_int(raw, "seq"), raw=raw,
+        )
