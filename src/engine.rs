@@ -169,6 +169,7 @@ impl Engine {
         });
         ticket.finish(Outcome {
             error: outcome.as_ref().err(),
+            bytes: outcome.as_ref().map_or(0, |d| d.archive.source_bytes),
             files: outcome.as_ref().map_or(0, |d| d.archive.files),
             size: outcome.as_ref().map_or(0, |d| d.archive.size),
             checksum: outcome
@@ -300,6 +301,7 @@ impl Engine {
         }
         ticket.finish(Outcome {
             error: outcome.as_ref().err(),
+            bytes: outcome.as_ref().map_or(0, |s| s.bytes),
             files: outcome.as_ref().map_or(0, |s| s.files),
             size: outcome.as_ref().map_or(0, |s| s.bytes),
             checksum: String::new(),

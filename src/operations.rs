@@ -265,6 +265,8 @@ impl Ticket<'_> {
             };
             if outcome.error.is_none() {
                 r.phase = Phase::Done.name().to_string();
+                r.bytes_done = outcome.bytes;
+                r.bytes_total = outcome.bytes;
                 r.files = outcome.files;
                 r.size = outcome.size;
                 r.checksum = outcome.checksum;
@@ -340,6 +342,7 @@ impl Drop for Ticket<'_> {
             let e = Error::internal("the operation ended without a result");
             self.finish(Outcome {
                 error: Some(&e),
+                bytes: 0,
                 files: 0,
                 size: 0,
                 checksum: String::new(),
@@ -452,6 +455,8 @@ impl OperationRecord {
 /// How an operation ended, for its record.
 pub struct Outcome<'e> {
     pub error: Option<&'e Error>,
+    /// Bytes read (a create: source bytes; a restore: archive bytes).
+    pub bytes: u64,
     pub files: u64,
     pub size: u64,
     pub checksum: String,
@@ -494,6 +499,10 @@ impl Tracker {
         tracks.seq += 1;
         let seq = tracks.seq;
         if let Some(t) = tracks.ops.iter_mut().find(|t| t.id == id) {
+            if t.record.state.finished() {
+                // Reports after the end (the final `Done`) change nothing.
+                return;
+            }
             f(&mut t.record);
             if wake || t.last_wake.elapsed() >= WAIT_INTERVAL {
                 t.record.seq = seq;

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -41,7 +41,8 @@ const (
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// server answers the three endpoints of CONTRACT section 1.
+// server answers the backup endpoints: Wings' three, and the status, list,
+// cancel, events and delete-all routes of the library's operations.
 type server struct {
 	engine       *wingsbackup.Engine
 	ops          *operations
@@ -74,6 +75,10 @@ func (r *recorder) WriteHeader(status int) {
 	}
 	r.ResponseWriter.WriteHeader(status)
 }
+
+// Unwrap lets http.ResponseController reach the connection (to flush an
+// event stream).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
@@ -115,25 +120,39 @@ func (s *server) authorize(w http.ResponseWriter, r *http.Request) bool {
 func (s *server) route(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/api/servers/")
 	parts := strings.Split(rest, "/")
-	if !ok || len(parts) < 2 || parts[1] != "backup" || slices.Contains(parts, "") {
+	if !ok || len(parts) < 2 || slices.Contains(parts, "") {
 		writeError(w, http.StatusNotFound, msgNoResource)
 		return
 	}
-	var method string
-	var handle func(w http.ResponseWriter, r *http.Request, server string, parts []string)
+	type handler func(w http.ResponseWriter, r *http.Request, server string, parts []string)
+	var methods map[string]handler
 	switch {
-	case len(parts) == 2:
-		method, handle = http.MethodPost, s.create
-	case len(parts) == 3:
-		method, handle = http.MethodDelete, s.delete
-	case len(parts) == 4 && parts[3] == "restore":
-		method, handle = http.MethodPost, s.restore
+	case len(parts) == 2 && parts[1] == "backup":
+		methods = map[string]handler{http.MethodPost: s.create}
+	case len(parts) == 2 && parts[1] == "backups":
+		methods = map[string]handler{http.MethodGet: s.list, http.MethodDelete: s.deleteAll}
+	case len(parts) == 2 && parts[1] == "deleteAllBackups":
+		methods = map[string]handler{http.MethodDelete: s.deleteAll}
+	case len(parts) == 3 && parts[1] == "backup":
+		methods = map[string]handler{http.MethodGet: s.status, http.MethodDelete: s.delete}
+	case len(parts) == 4 && parts[1] == "backup" && parts[3] == "restore":
+		methods = map[string]handler{http.MethodPost: s.restore}
+	case len(parts) == 4 && parts[1] == "backup" && parts[3] == "cancel":
+		methods = map[string]handler{http.MethodPost: s.cancel}
+	case len(parts) == 4 && parts[1] == "backup" && parts[3] == "events":
+		methods = map[string]handler{http.MethodGet: s.events}
 	default:
 		writeError(w, http.StatusNotFound, msgNoResource)
 		return
 	}
-	if r.Method != method {
-		w.Header().Set("Allow", method)
+	handle, ok := methods[r.Method]
+	if !ok {
+		allowed := make([]string, 0, len(methods))
+		for m := range methods {
+			allowed = append(allowed, m)
+		}
+		slices.Sort(allowed)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		writeError(w, http.StatusMethodNotAllowed, msgNotAllowed)
 		return
 	}
@@ -181,49 +200,63 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 }
 
 // create is POST /api/servers/:uuid/backup: 202 once the library has
-// accepted the backup (it may then wait for a slot), in the background.
+// accepted the backup (it may then wait for a slot) on a thread of its
+// own; with "wait": true in the body, 200 with its state once it has ended.
 func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _ []string) {
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	var req struct{ UUID string } // for the log; the library reads the body
+	var req struct {
+		UUID string
+		Wait bool
+	} // the library reads the rest of the body
 	_ = json.Unmarshal(body, &req)
-	_, err := s.ops.start("backup", server, strings.ToLower(req.UUID), func(op *operation) error {
-		details, err := s.engine.CreateBackup(context.Background(), server, body, op.progress)
-		op.bytes, op.panelReport = uint64(details.Size), details.PanelReport
-		return err
-	})
+	backup := strings.ToLower(req.UUID)
+	if err := s.engine.StartBackup(server, body); err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	s.ops.started("backup", server, backup)
+	if !req.Wait {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	st, err := s.ops.finished(r.Context(), server, backup)
+	if err == nil {
+		err = st.Err()
+	}
 	if err != nil {
 		writeEngineError(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusAccepted)
+	writeJSON(w, http.StatusOK, st.Raw)
 }
 
 // restore is POST /api/servers/:uuid/backup/:id/restore: 204 when restored
 // (or 202 once started, with --async-restore). A client that gives up does
-// not undo it halfway: only shutdown cancels it.
+// not undo it halfway: only a cancel or shutdown stops it.
 func (s *server) restore(w http.ResponseWriter, r *http.Request, server string, parts []string) {
-	backup := parts[2]
+	backup := strings.ToLower(parts[2])
 	body, ok := readBody(w, r)
 	if !ok {
 		return
 	}
-	op, err := s.ops.start("restore", server, strings.ToLower(backup), func(op *operation) error {
-		return s.engine.RestoreBackup(context.Background(), server, backup, body, op.progress)
-	})
-	if err != nil {
+	if err := s.engine.StartRestore(server, backup, body); err != nil {
 		writeEngineError(w, err)
 		return
 	}
+	s.ops.started("restore", server, backup)
 	if s.asyncRestore {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	<-op.done
-	if op.err != nil {
-		writeEngineError(w, op.err)
+	st, err := s.ops.finished(r.Context(), server, backup)
+	if err == nil {
+		err = st.Err()
+	}
+	if err != nil {
+		writeEngineError(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -237,6 +270,93 @@ func (s *server) delete(w http.ResponseWriter, r *http.Request, server string, p
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// status is GET /api/servers/:uuid/backup/:id: the backup's state.
+func (s *server) status(w http.ResponseWriter, r *http.Request, server string, parts []string) {
+	st, err := s.engine.BackupStatus(server, parts[2])
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st.Raw)
+}
+
+// cancel is POST /api/servers/:uuid/backup/:id/cancel: 202, the create or
+// restore stops within a second.
+func (s *server) cancel(w http.ResponseWriter, r *http.Request, server string, parts []string) {
+	if err := s.engine.CancelBackup(server, parts[2]); err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// list is GET /api/servers/:uuid/backups: the server's backups, newest first.
+func (s *server) list(w http.ResponseWriter, r *http.Request, server string, _ []string) {
+	list, err := s.engine.ListBackups(server)
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	raw := make([]json.RawMessage, len(list))
+	for i, st := range list {
+		raw[i] = st.Raw
+	}
+	body, _ := json.Marshal(raw)
+	writeJSON(w, http.StatusOK, body)
+}
+
+// deleteAll is DELETE /api/servers/:uuid/backups (and Pelican's
+// /deleteAllBackups): every local archive of the server goes, its creates
+// in flight are cancelled.
+func (s *server) deleteAll(w http.ResponseWriter, r *http.Request, server string, _ []string) {
+	n, err := s.engine.DeleteAllBackups(server)
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	body, _ := json.Marshal(map[string]int{"deleted": n})
+	writeJSON(w, http.StatusOK, body)
+}
+
+// events is GET /api/servers/:uuid/backup/:id/events: a text/event-stream
+// of "progress" events (the state, at most 4 a second) and one "done"
+// event, after which the stream ends.
+func (s *server) events(w http.ResponseWriter, r *http.Request, server string, parts []string) {
+	st, err := s.engine.BackupStatus(server, parts[2])
+	if err != nil {
+		writeEngineError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	for {
+		event := "progress"
+		if st.Finished() {
+			event = "done"
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, st.Raw); err != nil {
+			return
+		}
+		if rc.Flush() != nil {
+			return
+		}
+		if st.Finished() {
+			return
+		}
+		if st, err = s.engine.WaitBackup(r.Context(), server, parts[2], st.Seq); err != nil {
+			return
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

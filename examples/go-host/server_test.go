@@ -133,7 +133,7 @@ func (h *testHost) waitArchive(t *testing.T, backup string) {
 	t.Helper()
 	path := filepath.Join(h.backups, backup+".tar.gz")
 	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(path); err == nil && h.ops.active.Load() == 0 {
+		if _, err := os.Stat(path); err == nil && h.ops.engine.WaitIdle(0) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -177,7 +177,10 @@ func TestRouting(t *testing.T) {
 		{"POST", "/api/servers/not-a-uuid/backup", 404},
 		{"POST", "/api/servers/../backup", 404},
 		{"GET", "/", 404},
-		{"POST", "/api/servers/" + server + "/backups", 404},
+		{"POST", "/api/servers/" + server + "/backupz", 404},
+		{"POST", "/api/servers/" + server + "/backups", 405},
+		{"GET", "/api/servers/" + server + "/backup/" + newUUID(), 404},
+		{"POST", "/api/servers/" + server + "/backup/" + newUUID() + "/cancel", 404},
 		{"GET", "/api/servers/" + server + "/backup", 405},
 		{"POST", "/api/servers/" + server + "/backup/" + newUUID(), 405},
 		{"DELETE", "/api/servers/" + server + "/backup/", 404},
@@ -433,7 +436,7 @@ func TestSlowPanelDoesNotHoldTheServer(t *testing.T) {
 	if r := h.call(t, "POST", "/api/servers/"+h.server(t, false)+"/backup", createBody(first)); r.status != 409 {
 		t.Errorf("first uuid again: %d %s", r.status, r.body)
 	}
-	if h.ops.active.Load() == 0 {
+	if h.ops.engine.WaitIdle(0) {
 		t.Error("the first backup's call ended while it reports")
 	}
 	if !h.ops.shutdown(h.cancel, 20*time.Second) {

@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         log.error("cannot listen on %s: %s", listen, e)
         return 1
-    if any(t.is_alive() for t in host.threads):
+    if any(t.is_alive() for t in host.threads) or not engine.wait_idle(0):
         logging.shutdown()
         os._exit(0)  # a call is still running in a daemon thread: do not wait
     engine.close()

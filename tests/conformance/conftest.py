@@ -325,8 +325,9 @@ def host_command(kind: str) -> List[str]:
 def start_host(kind: str, base: Path, panel: Optional[PanelStub], extra: Optional[List[str]] = None) -> Host:
     cmd = host_command(kind)
     data, backups = base / "volumes", base / "backups"
-    data.mkdir(parents=True)
-    backups.mkdir(parents=True)
+    # Existing directories are a restarted node's.
+    data.mkdir(parents=True, exist_ok=True)
+    backups.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     port = free_port()
     args = ["--listen", f"127.0.0.1:{port}", "--token", token, "--data-dir", str(data),

@@ -260,7 +260,11 @@ def test_a_restore_longer_than_the_read_timeout_still_answers(hard_host: Host) -
 
 ROUTE_METHODS = [("/api/servers/{sid}/backup", "POST"),
                  ("/api/servers/{sid}/backup/{bid}/restore", "POST"),
-                 ("/api/servers/{sid}/backup/{bid}", "DELETE")]
+                 ("/api/servers/{sid}/backup/{bid}", "DELETE, GET"),
+                 ("/api/servers/{sid}/backup/{bid}/cancel", "POST"),
+                 ("/api/servers/{sid}/backup/{bid}/events", "GET"),
+                 ("/api/servers/{sid}/backups", "DELETE, GET"),
+                 ("/api/servers/{sid}/deleteAllBackups", "DELETE")]
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "OPTIONS", "HEAD", "TRACE", "CONNECT", "FOO", "other"])
@@ -268,7 +272,9 @@ def test_a_method_an_endpoint_does_not_take_is_405(hard_host: Host, method: str)
     sid = hard_host.server(demo_tree)
     for template, allowed in ROUTE_METHODS:
         target = template.format(sid=sid, bid=new_id())
-        m = {"POST": "DELETE", "DELETE": "POST"}[allowed] if method == "other" else method
+        m = ("DELETE" if "DELETE" not in allowed else "POST") if method == "other" else method
+        if m in allowed.split(", "):
+            continue
         if m == "CONNECT":
             target = f"127.0.0.1:{hard_host.port}"  # CONNECT takes an authority
         reply = hard_host.raw(m, target)

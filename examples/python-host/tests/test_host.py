@@ -216,7 +216,7 @@ def test_a_backup_failing_before_it_starts_answers_its_status(node: Node,
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise wb.QuotaError(wb.Status.QUOTA, "the disk is full")
 
-    monkeypatch.setattr(node.engine, "create_backup", fail)
+    monkeypatch.setattr(node.engine, "start_backup", fail)
     server = node.server()
     r = node.create(server, str(uuid.uuid4()))
     assert r.status_code == 507 and r.json == {"error": "the disk is full"}
@@ -228,7 +228,7 @@ def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.Monk
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"secret detail at {node.data}")
 
-    monkeypatch.setattr(node.engine, "check_create", boom)
+    monkeypatch.setattr(node.engine, "start_backup", boom)
     r = node.create(node.server(), str(uuid.uuid4()))
     assert r.status_code == 500
     assert r.json == {"error": host_main.MSG_UNEXPECTED}

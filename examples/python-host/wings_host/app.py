@@ -1,7 +1,7 @@
-"""The HTTP application: routing, authentication, JSON bodies, statuses, and
-the engine's long calls run on threads of their own. The node's policy
-(backups running at once and the queue, what is a 409, deleting a running
-or queued backup, the messages) is the engine's."""
+"""The HTTP application: routing, authentication, JSON bodies, statuses. The
+engine runs the long calls on threads of its own, and the node's policy
+(backups running at once and the queue, what is a 409, deleting or
+cancelling a running or queued backup, the messages) is the engine's."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
-from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import wings_backup as wb
 
@@ -24,7 +24,6 @@ log = logging.getLogger("python-host")
 BODY_LIMIT = 1 << 20
 WAITRESS_BODY_LIMIT = 16 << 20
 HTTP_THREADS = 64  # a synchronous restore holds one for its whole length
-ACCEPT_WAIT_S = 30.0
 SHUTDOWN_WAIT_S = 30.0
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -39,48 +38,16 @@ MSG_BAD_REQUEST = "The request could not be parsed."
 MSG_HEADERS_TOO_LARGE = "The request headers are too large."
 
 
-class Call:
-    """One backup or restore: the engine's call, from its start to its end."""
-
-    def __init__(self, kind: str, server: str, backup: str) -> None:
-        self.kind, self.server, self.backup = kind, server, backup.lower()
-        self.cond = threading.Condition()
-        self.started = False  # the engine reported phase STARTED: accepted
-        self.done = False
-        self.error: Optional[wb.WingsBackupError] = None
-        self.bytes = 0  # archive bytes: written by a backup, read by a restore
-        self.began = time.monotonic()
-
-    def on_progress(self, p: wb.Progress) -> None:
-        if p.phase == wb.Phase.STARTED:
-            with self.cond:
-                self.started = True
-                self.cond.notify_all()
-        elif p.phase == wb.Phase.EXTRACT:
-            self.bytes = p.bytes_done
-
-    def finish(self, error: Optional[wb.WingsBackupError]) -> None:
-        with self.cond:
-            self.error, self.done = error, True
-            self.cond.notify_all()
-
-    def wait_accepted(self, timeout: float) -> Optional[wb.WingsBackupError]:
-        """Waits until the engine has accepted the call or it has ended;
-        returns its error if it failed before it was accepted."""
-        with self.cond:
-            self.cond.wait_for(lambda: self.started or self.done, timeout)
-            return self.error if self.done and not self.started else None
-
-    def wait_done(self, timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: self.done, timeout)
-
-
 def json_error(status: int, message: str, headers: Optional[Dict[str, str]] = None) -> Response:
     resp = jsonify(error=message)
     resp.status_code = status
     for k, v in (headers or {}).items():
         resp.headers[k] = v
+    return resp
+
+
+def raw_json(status: int, value: Any) -> Response:
+    resp = Response(json.dumps(value) + "\n", status=status, mimetype="application/json")
     return resp
 
 
@@ -111,6 +78,7 @@ class Host:
         app.url_map.merge_slashes = False
         app.before_request(self.authenticate)
         app.before_request(self.refuse_leading_slashes)
+        app.before_request(self.refuse_head)
         # No automatic OPTIONS answer: a method the endpoint does not take is
         # 405, whatever it is (as in the Go host).
         app.add_url_rule("/api/servers/<server>/backup", "create", self.create, methods=["POST"],
@@ -119,6 +87,18 @@ class Host:
                          methods=["POST"], provide_automatic_options=False)
         app.add_url_rule("/api/servers/<server>/backup/<backup>", "delete", self.delete,
                          methods=["DELETE"], provide_automatic_options=False)
+        app.add_url_rule("/api/servers/<server>/backup/<backup>", "status", self.status,
+                         methods=["GET"], provide_automatic_options=False)
+        app.add_url_rule("/api/servers/<server>/backup/<backup>/cancel", "cancel", self.cancel,
+                         methods=["POST"], provide_automatic_options=False)
+        app.add_url_rule("/api/servers/<server>/backup/<backup>/events", "events", self.events,
+                         methods=["GET"], provide_automatic_options=False)
+        app.add_url_rule("/api/servers/<server>/backups", "list", self.list_backups,
+                         methods=["GET"], provide_automatic_options=False)
+        app.add_url_rule("/api/servers/<server>/backups", "delete_all", self.delete_all,
+                         methods=["DELETE"], provide_automatic_options=False)
+        app.add_url_rule("/api/servers/<server>/deleteAllBackups", "delete_all_pelican",
+                         self.delete_all, methods=["DELETE"], provide_automatic_options=False)
         app.register_error_handler(wb.WingsBackupError, self.engine_error)
         app.register_error_handler(HTTPException, self.http_error)
         app.register_error_handler(Exception, self.unexpected_error)
@@ -141,6 +121,14 @@ class Host:
             return json_error(404, MSG_NO_SERVER)
         return None
 
+    @staticmethod
+    def refuse_head() -> None:
+        # Flask answers HEAD on every GET route; the Go host (and Wings) do not.
+        if request.method == "HEAD":
+            allowed = current_app.url_map.bind_to_environ(request.environ).allowed_methods()
+            if allowed:
+                raise MethodNotAllowed(valid_methods=list(allowed))
+
     def engine_error(self, e: wb.WingsBackupError) -> Response:
         return json_error(e.http_status, e.message)
 
@@ -148,7 +136,7 @@ class Host:
         messages = {404: MSG_NO_SERVER, 405: MSG_NOT_ALLOWED, 413: MSG_TOO_LARGE}
         status = e.code or 500
         resp = json_error(status, messages.get(status, e.name))
-        allowed = [m for m in getattr(e, "valid_methods", None) or [] if m not in ("HEAD", "OPTIONS")]
+        allowed = sorted(m for m in getattr(e, "valid_methods", None) or [] if m not in ("HEAD", "OPTIONS"))
         if allowed:
             resp.headers["Allow"] = ", ".join(allowed)
         return resp
@@ -171,24 +159,30 @@ class Host:
     def create(self, server: str) -> Response:
         self.require_server(server)
         body = self.body()
-        self.engine.check_create(server, body)
-        call = Call("backup", server, str(json.loads(body)["uuid"]))  # the engine checked it is there
-        self._spawn(self._run, call, body)
-        return self._accepted(call)
+        self.engine.start_backup(server, body)
+        fields = json.loads(body)  # the engine has read it: an object with a uuid
+        backup = str(fields["uuid"]).lower()
+        self._watch("backup", server, backup)
+        if fields.get("wait") is not True:
+            return empty(202)
+        state = self._finished(server, backup)
+        error = self.engine.state_error(state)
+        if error is not None:
+            raise error
+        return raw_json(200, state.raw)
 
     def restore(self, server: str, backup: str) -> Response:
         self.require_server(server)
         body = self.body()
-        self.engine.check_restore(server, backup, body)
-        call = Call("restore", server, backup)
+        self.engine.start_restore(server, backup, body)
+        self._watch("restore", server, backup.lower())
         if self.async_restore:
-            self._spawn(self._run, call, body)
-            return self._accepted(call)
-        # Synchronous, on this request's thread. A client that gives up does
-        # not stop it halfway: only shutdown cancels it.
-        self._run(call, body)
-        if call.error is not None:
-            raise call.error
+            return empty(202)
+        # A client that gives up does not stop it halfway: only a cancel or
+        # shutdown does.
+        error = self.engine.state_error(self._finished(server, backup))
+        if error is not None:
+            raise error
         return empty(204)
 
     def delete(self, server: str, backup: str) -> Response:
@@ -198,45 +192,81 @@ class Host:
         log.info("backup deleted backup=%s server=%s", backup.lower(), server)
         return empty(204)
 
-    # -- background work ------------------------------------------------------
+    def status(self, server: str, backup: str) -> Response:
+        self.require_server(server)
+        return raw_json(200, self.engine.backup_status(server, backup).raw)
 
-    @staticmethod
-    def _accepted(call: Call) -> Response:
-        error = call.wait_accepted(ACCEPT_WAIT_S)
-        if error is not None:
-            raise error
+    def cancel(self, server: str, backup: str) -> Response:
+        self.require_server(server)
+        self.engine.cancel_backup(server, backup)
         return empty(202)
 
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True, name=target.__name__)
+    def list_backups(self, server: str) -> Response:
+        self.require_server(server)
+        return raw_json(200, [s.raw for s in self.engine.list_backups(server)])
+
+    def delete_all(self, server: str) -> Response:
+        self.require_server(server)
+        deleted = self.engine.delete_all_backups(server)
+        log.info("backups deleted server=%s count=%d", server, deleted)
+        return raw_json(200, {"deleted": deleted})
+
+    def events(self, server: str, backup: str) -> Response:
+        """Server-sent events: "progress" with the state (at most 4 a
+        second), then one "done", and the stream ends."""
+        self.require_server(server)
+        first = self.engine.backup_status(server, backup)
+
+        def stream() -> Iterator[bytes]:
+            state = first
+            while True:
+                event = "done" if state.finished else "progress"
+                yield f"event: {event}\ndata: {json.dumps(state.raw)}\n\n".encode()
+                if state.finished:
+                    return
+                state = self.engine.wait_backup(server, backup, state.seq, timeout=30)
+
+        resp = Response(stream(), status=200, mimetype="text/event-stream")
+        resp.headers["Cache-Control"] = "no-cache"
+        return resp
+
+    # -- background work ------------------------------------------------------
+
+    def _finished(self, server: str, backup: str) -> wb.BackupState:
+        """Waits until the newest operation of the backup has ended."""
+        state = self.engine.wait_backup(server, backup, 0, timeout=0)
+        while not state.finished:
+            state = self.engine.wait_backup(server, backup, state.seq, timeout=30)
+        return state
+
+    def _watch(self, kind: str, server: str, backup: str) -> None:
+        """Logs the end of a call the engine has accepted."""
+        began = time.monotonic()
+
+        def watch() -> None:
+            try:
+                state = self._finished(server, backup)
+            except wb.WingsBackupError as e:  # deleted meanwhile
+                log.warning("%s finished backup=%s server=%s outcome=%s error=%r", kind, backup, server,
+                            e.status_name, e.message)
+                return
+            took = time.monotonic() - began
+            error = self.engine.state_error(state)
+            if error is None:
+                sha1 = f" sha1={state.checksum}" if state.checksum else ""
+                log.info("%s finished backup=%s server=%s outcome=ok bytes=%d%s duration=%.3fs",
+                         kind, backup, server, state.size, sha1, took)
+            else:
+                log.warning("%s finished backup=%s server=%s outcome=%s bytes=%d duration=%.3fs error=%r",
+                            kind, backup, server, error.status_name, state.size, took, error.message)
+
+        self._spawn(watch)
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, daemon=True, name=target.__name__)
         with self.threads_lock:
             self.threads = [x for x in self.threads if x.is_alive()] + [t]
         t.start()
-
-    def _run(self, call: Call, body: bytes) -> None:
-        details: Dict[str, Any] = {}
-        error: Optional[wb.WingsBackupError] = None
-        try:
-            if call.kind == "backup":
-                details = self.engine.create_backup(call.server, body, progress=call.on_progress)
-                call.bytes = int(details.get("size", 0))
-            else:
-                self.engine.restore_backup(call.server, call.backup, body, progress=call.on_progress)
-        except wb.WingsBackupError as e:
-            error = e
-        except Exception as e:  # a bug here must still end the call properly
-            log.exception("%s %s", call.kind, call.backup)
-            error = wb.InternalError(wb.Status.INTERNAL, f"internal error: {e}")
-        took = time.monotonic() - call.began
-        if error is None:
-            sha1 = f" sha1={details['checksum']}" if details.get("checksum") else ""
-            log.info("%s finished backup=%s server=%s outcome=ok bytes=%d%s duration=%.3fs",
-                     call.kind, call.backup, call.server, call.bytes, sha1, took)
-        else:
-            log.warning("%s finished backup=%s server=%s outcome=%s bytes=%d duration=%.3fs error=%r",
-                        call.kind, call.backup, call.server, error.status_name, call.bytes, took,
-                        error.message)
-        call.finish(error)
 
     def send_pending_reports(self) -> None:
         try:
@@ -254,6 +284,8 @@ class Host:
         for the threads running them until `deadline`; True if they all ended."""
         self.background_token.cancel()
         self.engine.cancel_all()
+        if not self.engine.wait_idle(max(0.0, deadline - time.monotonic())):
+            return False
         with self.threads_lock:
             threads = list(self.threads)
         for t in threads:
