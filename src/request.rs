@@ -111,6 +111,10 @@ struct CreateBody {
     uuid: Field<String>,
     #[serde(default)]
     ignore: Field<String>,
+    /// The hosts' extension (answer once the backup has ended): only its
+    /// type is checked here.
+    #[serde(default)]
+    wait: Field<bool>,
 }
 
 #[derive(Deserialize)]
@@ -129,11 +133,15 @@ impl TryFrom<CreateBody> for CreateRequest {
 
     fn try_from(body: CreateBody) -> std::result::Result<Self, String> {
         let checked = || -> Result<CreateRequest> {
-            Ok(CreateRequest {
+            let request = CreateRequest {
                 adapter: Adapter::parse(&body.adapter.required("adapter")?)?,
                 uuid: backup_uuid(&body.uuid.required("uuid")?)?,
                 ignore: body.ignore.required("ignore")?,
-            })
+            };
+            if matches!(body.wait, Field::Wrong) {
+                return Err(Error::invalid("the field `wait` must be a boolean"));
+            }
+            Ok(request)
         };
         checked().map_err(|e| e.message)
     }
@@ -237,6 +245,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.adapter, Adapter::Wings);
+        for wait in ["true", "false", "null"] {
+            let body = format!(
+                r#"{{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","wait":{wait}}}"#
+            );
+            assert!(CreateRequest::parse(&body).is_ok(), "{body}");
+        }
         for bad in [
             "",
             "[]",
@@ -245,6 +259,8 @@ mod tests {
             r#"{"adapter":"ftp","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":""}"#,
             r#"{"adapter":"wings","uuid":"x","ignore":""}"#,
             r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":1}"#,
+            r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","wait":{}}"#,
+            r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","wait":"yes"}"#,
         ] {
             assert_eq!(
                 CreateRequest::parse(bad).unwrap_err().status,

@@ -38,7 +38,13 @@ def test_the_document_is_openapi_3(tmp_path: Path) -> None:
     ops = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
     assert ops == {("/api/servers/{uuid}/backup", "post"),
                    ("/api/servers/{uuid}/backup/{id}/restore", "post"),
-                   ("/api/servers/{uuid}/backup/{id}", "delete")}
+                   ("/api/servers/{uuid}/backup/{id}", "delete"),
+                   ("/api/servers/{uuid}/backup/{id}", "get"),
+                   ("/api/servers/{uuid}/backup/{id}/events", "get"),
+                   ("/api/servers/{uuid}/backup/{id}/cancel", "post"),
+                   ("/api/servers/{uuid}/backups", "get"),
+                   ("/api/servers/{uuid}/backups", "delete"),
+                   ("/api/servers/{uuid}/deleteAllBackups", "delete")}
     for path, method in ops:
         responses = doc["paths"][path][method]["responses"]
         # Every error status of every operation has the {"error"} body.
