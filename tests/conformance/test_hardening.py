@@ -293,7 +293,8 @@ def test_a_method_an_endpoint_does_not_take_is_405(hard_host: Host, method: str)
 
 UNKNOWN_ROUTES = [
     "/", "/api", "/api/", "/api/servers", "/api/servers/", "/api/servers/{sid}", "/api/servers/{sid}/",
-    "/api/servers/{sid}/backup/", "/api/servers/{sid}/backups", "/api/servers/{sid}/backup/{bid}/",
+    "/api/servers/{sid}/backup/", "/api/servers/{sid}/backupz", "/api/servers/{sid}/backups/",
+    "/api/servers/{sid}/backup/{bid}/",
     "/api/servers/{sid}/backup/{bid}/restore/", "/api/servers/{sid}/backup/{bid}/restore/x",
     "/api/servers/{sid}/backup/{bid}/download", "/api/servers//backup", "//api/servers/{sid}/backup",
     "/api//servers/{sid}/backup", "/API/servers/{sid}/backup", "/api/servers/{sid}/BACKUP",
