@@ -330,7 +330,7 @@ void wb_cancel_trigger(const struct wb_cancel *cancel);
 void wb_cancel_free(struct wb_cancel *cancel);
 
 /**
- * Creates an engine from a JSON configuration (CONTRACT section 8):
+ * Creates an engine from a JSON configuration (docs/api.md section 12):
  * `data_directory`, `backup_directory`, `compression_level` (`"none"`,
  * `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
  * (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),
@@ -400,7 +400,7 @@ void wb_string_free(char *s);
 const char *wb_status_name(int32_t status);
 
 /**
- * The HTTP status a host answers for a status (CONTRACT section 7): 400,
+ * The HTTP status a host answers for a status (docs/api.md section 2): 400,
  * 404, 409, 422, 507, 502, 503 or 500 (200 for `WB_OK`, 500 if unknown).
  */
 uint16_t wb_status_http(int32_t status);

@@ -1,5 +1,5 @@
-//! The engine: the three backup operations of a node (CONTRACT sections 1, 2,
-//! 4, 6), their validation, and the guard that lets only one backup or restore
+//! The engine: the three backup operations of a node (docs/api.md sections 3-5,
+//! 9 and 10), their validation, and the guard that lets only one backup or restore
 //! hold a server at a time. Typed: requests and results are Rust structs; the
 //! C boundary (`ffi::wire`) parses and renders their JSON.
 
@@ -73,7 +73,7 @@ impl Engine {
     }
 
     /// The server's root directory; a server uuid that is not canonical or
-    /// has no directory is not found (CONTRACT section 1).
+    /// has no directory is not found (docs/api.md section 1).
     fn server_root(&self, server: &str) -> Result<PathBuf> {
         let not_found =
             || Error::not_found("The requested resource does not exist on this instance.");

@@ -1,5 +1,5 @@
-//! The Panel client (CONTRACT section 3): upload URLs for S3 backups, backup
-//! status reports and restore reports, with the contract's headers, a 15 s
+//! The Panel client (docs/api.md section 6): upload URLs for S3 backups, backup
+//! status reports and restore reports, with the headers of docs/api.md section 6.1, a 15 s
 //! timeout per call and retries.
 //!
 //! Backup status reports get the patient policy: 5xx, transport errors and
@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::progress::CancelToken;
 use crate::retry::Backoff;
 
-/// A status report body (CONTRACT section 3).
+/// A status report body (docs/api.md section 6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackupReport {
     pub checksum: String,

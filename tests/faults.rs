@@ -1,4 +1,4 @@
-//! Faults (CONTRACT sections 2 and 6): the disk filling up during a backup
+//! Faults (docs/api.md sections 4 and 9): the disk filling up during a backup
 //! or a restore, and the process being killed (SIGKILL) in the middle of a
 //! backup or a restore, then an engine started again on the same
 //! directories.

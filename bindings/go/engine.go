@@ -112,8 +112,8 @@ func (e *Engine) with(f func(ptr *C.wb_engine) error) error {
 	return err
 }
 
-// Details is the result of a backup: the Panel's status body (CONTRACT
-// section 3) plus what the archive saw change or left out.
+// Details is the result of a backup: the Panel's status body (docs/api.md
+// section 6.3) plus what the archive saw change or left out.
 type Details struct {
 	Checksum     string `json:"checksum"`
 	ChecksumType string `json:"checksum_type"`

@@ -1,5 +1,5 @@
 // Command go-host serves the Wings backup API over libwings_backup: the
-// engine does the work, this host speaks HTTP (CONTRACT sections 1 and 7).
+// engine does the work, this host speaks HTTP (docs/api.md sections 1-5).
 package main
 
 import (

@@ -20,14 +20,14 @@ import (
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
 )
 
-// maxBody is the largest request body accepted (CONTRACT section 1).
+// maxBody is the largest request body accepted (docs/api.md section 1).
 const maxBody = 1 << 20
 
 // drainLimit is how much of an oversized body is read and dropped before
 // answering 413, so the client is not reset while it is still sending.
 const drainLimit = 16 << 20
 
-// Messages of the Wings API (reference/wings-behaviour.md section 1).
+// Messages of the Wings API (worded as Wings words them; docs/api.md section 1).
 const (
 	msgNoAuth     = "The required authorization heads were not present in the request."
 	msgForbidden  = "You are not authorized to access this endpoint."
@@ -41,7 +41,7 @@ const (
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// server answers the three endpoints of CONTRACT section 1.
+// server answers the three endpoints of docs/api.md sections 1-5.
 type server struct {
 	engine       *wingsbackup.Engine
 	ops          *operations
@@ -246,7 +246,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // writeEngineError answers a library error with its status mapped to HTTP by
-// the library (CONTRACT section 7) and its message, which never carries
+// the library (docs/api.md section 2) and its message, which never carries
 // host paths. Anything else is a generic 500.
 func writeEngineError(w http.ResponseWriter, err error) {
 	var e *wingsbackup.Error

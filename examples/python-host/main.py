@@ -4,7 +4,7 @@
     python3 examples/python-host/main.py --token SECRET --data-dir ./var/volumes \
         --backup-dir ./var/backups [--listen 127.0.0.1:8080] [flags]
 
-It serves the three backup endpoints of CONTRACT section 1 with Flask on
+It serves the three backup endpoints of docs/api.md (sections 1-5) with Flask on
 waitress (one process, many threads: the engine's one-operation-per-server
 guard lives in this process). The engine does the work and the validation;
 this host does HTTP: authentication, the request-size limit, mapping errors

@@ -13,7 +13,7 @@ pub struct wb_engine {
     pub(crate) inner: Engine,
 }
 
-/// Creates an engine from a JSON configuration (CONTRACT section 8):
+/// Creates an engine from a JSON configuration (docs/api.md section 12):
 /// `data_directory`, `backup_directory`, `compression_level` (`"none"`,
 /// `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
 /// (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),

@@ -1260,7 +1260,7 @@ static void test_callback_stop(void) {
         CHECK(!exists(arch), "archive exists after a stop");
     }
     /* Stopped in its DONE report, a backup either fails with WB_CANCELLED and
-     * leaves no archive (CONTRACT 2: a cancelled backup leaves no file with
+     * leaves no archive (docs/api.md section 9: a cancelled backup leaves no file with
      * the final name), or succeeds: never WB_CANCELLED with the archive kept. */
     {
         recorder rec;

@@ -4,8 +4,8 @@ Every test runs against each host ("go" = target/go-host, "python" =
 examples/python-host/main.py), started as a subprocess with the same flags on
 a free 127.0.0.1 port, temporary data and backup directories, and the Panel
 stub of tests/support/panel_stub.py (a subprocess: the Panel's remote API
-over a real S3 server, recording every callback with its headers; CONTRACT
-section 3).
+over a real S3 server, recording every callback with its headers; docs/api.md
+section 6).
 
 Every error reply a test sees through Host.request or Host.raw is scanned for
 node paths and stack traces (assert_no_leak).

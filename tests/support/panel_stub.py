@@ -1,6 +1,6 @@
 """A Panel stub backed by a real S3-compatible server (moto in server mode).
 
-It speaks the Panel's remote API as CONTRACT section 3 describes it:
+It speaks the Panel's remote API as docs/api.md section 6 describes it:
 
 - ``GET  /api/remote/backups/<uuid>?size=N`` creates a multipart upload with
   boto3 and hands out presigned UploadPart URLs (``part_size`` is small, so

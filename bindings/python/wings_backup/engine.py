@@ -94,7 +94,7 @@ class Engine:
     GIL is released during every call).
 
     ``config`` is a mapping (paths may be ``pathlib.Path``) or JSON text with
-    the keys of CONTRACT section 8: ``data_directory``, ``backup_directory``,
+    the keys of docs/api.md section 12: ``data_directory``, ``backup_directory``,
     ``compression_level``, ``write_limit``, ``threads``, ``owner``,
     ``disk_limit``, ``restore_host_allowlist``, ``upload_concurrency``,
     ``max_running_backups``, ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
