@@ -803,6 +803,17 @@ impl Catalog {
         self.inner().file.as_ref().map(|f| f.path.clone())
     }
 
+    /// Tries the database file again now if the catalog runs in memory
+    /// (it does by itself at most once a minute, on a write), carrying
+    /// what it holds into the file. Returns whether it is on the file.
+    pub fn retry_file(&self) -> bool {
+        let mut inner = self.inner();
+        if inner.file.is_none() {
+            inner.reopen(&self.dir, &self.owner);
+        }
+        inner.file.is_some()
+    }
+
     /// Records `rec`, replacing the record of the same kind and uuid.
     pub fn upsert(&self, rec: &OperationRecord) {
         let mut inner = self.inner();
