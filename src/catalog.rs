@@ -305,7 +305,7 @@ CREATE TABLE IF NOT EXISTS operations (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (uuid, kind)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS operations_by_server ON operations (server, sort_at DESC);
+CREATE INDEX IF NOT EXISTS operations_by_server ON operations (server, sort_at DESC, seen_at DESC, uuid);
 CREATE INDEX IF NOT EXISTS operations_active ON operations (state)
     WHERE state IN ('queued', 'running');
 ";
@@ -949,7 +949,6 @@ impl Catalog {
         let mut report = ReconcileReport::default();
         let owner = self.owner.clone();
         let dir = self.dir.clone();
-        let in_memory = inner.file.is_none();
         let result = (|| -> rusqlite::Result<()> {
             let tx = Transaction::new_unchecked(&inner.conn, TransactionBehavior::Immediate)?;
             let now = now_ms();
@@ -964,10 +963,9 @@ impl Catalog {
             let mut alive: HashMap<String, bool> = HashMap::new();
             for (uuid, kind, op_owner) in active {
                 let is_alive = op_owner == owner
-                    || (!in_memory
-                        && *alive.entry(op_owner.clone()).or_insert_with(|| {
-                            owner_alive(&dir.join(format!("{DATABASE_NAME}{OWNER_MARK}{op_owner}")))
-                        }));
+                    || *alive.entry(op_owner.clone()).or_insert_with(|| {
+                        owner_alive(&dir.join(format!("{DATABASE_NAME}{OWNER_MARK}{op_owner}")))
+                    });
                 if is_alive {
                     continue;
                 }
