@@ -516,18 +516,23 @@ fn carry_over(conn: &Connection, rows: &[(Entry, String)]) -> rusqlite::Result<(
     tx.commit()
 }
 
-/// Creates and locks this catalog's lock file in `dir`.
+/// Creates and locks this catalog's lock file in `dir`. It is locked under
+/// another name and renamed into place, so that no other process ever sees
+/// it unlocked (and removes it as a dead catalog's).
 fn take_lock(dir: &Path, owner: &str) -> Option<(PathBuf, File)> {
     let path = dir.join(format!("{DATABASE_NAME}{OWNER_MARK}{owner}"));
+    let new = dir.join(format!("{DATABASE_NAME}.new-owner-{owner}"));
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
+        .open(&new)
         .ok()?;
-    if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-        let _ = std::fs::remove_file(&path);
+    let placed = rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok()
+        && std::fs::rename(&new, &path).is_ok();
+    if !placed {
+        let _ = std::fs::remove_file(&new);
         return None;
     }
     Some((path, f))
@@ -699,7 +704,7 @@ impl Inner {
         dir: &Path,
         owner: &str,
         sql_where: &str,
-        arg: &str,
+        args: &[&str],
         keep: impl Fn(&OperationRecord) -> bool,
     ) -> Vec<OperationRecord> {
         let sql = format!(
@@ -707,7 +712,7 @@ impl Inner {
         );
         let rows = (|| -> rusqlite::Result<Vec<Entry>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([arg], row_entry)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), row_entry)?;
             rows.collect()
         })();
         let rows = match rows {
@@ -879,7 +884,7 @@ impl Catalog {
     pub fn get(&self, uuid: &str) -> Option<OperationRecord> {
         let uuid_owned = uuid.to_string();
         self.inner()
-            .query(&self.dir, &self.owner, "uuid = ?1", uuid, |r| {
+            .query(&self.dir, &self.owner, "uuid = ?1", &[uuid], |r| {
                 r.uuid == uuid_owned
             })
             .into_iter()
@@ -890,7 +895,7 @@ impl Catalog {
     pub fn get_op(&self, kind: OpKind, uuid: &str) -> Option<OperationRecord> {
         let uuid_owned = uuid.to_string();
         self.inner()
-            .query(&self.dir, &self.owner, "uuid = ?1", uuid, |r| {
+            .query(&self.dir, &self.owner, "uuid = ?1", &[uuid], |r| {
                 r.uuid == uuid_owned
             })
             .into_iter()
@@ -903,7 +908,7 @@ impl Catalog {
     pub fn list(&self, server: &str) -> Vec<OperationRecord> {
         let server_owned = server.to_string();
         self.inner()
-            .query(&self.dir, &self.owner, "server = ?1", server, |r| {
+            .query(&self.dir, &self.owner, "server = ?1", &[server], |r| {
                 r.server == server_owned
             })
     }
@@ -913,8 +918,8 @@ impl Catalog {
         self.inner().query(
             &self.dir,
             &self.owner,
-            "state IN ('queued', 'running') AND ?1 = ''",
-            "",
+            "state IN ('queued', 'running')",
+            &[],
             |r| r.state.is_active(),
         )
     }
@@ -1049,6 +1054,12 @@ impl Catalog {
         }
     }
 }
+
+// The engine shares one catalog between threads.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Catalog>();
+};
 
 impl Drop for Catalog {
     fn drop(&mut self) {
