@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod backup_store;
+pub mod catalog;
 pub mod config;
 pub mod download;
 pub mod engine;
