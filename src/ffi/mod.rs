@@ -15,6 +15,7 @@ mod cancel;
 mod engine;
 mod error;
 pub mod host;
+mod log;
 mod support;
 pub mod wire;
 
@@ -23,6 +24,7 @@ pub use backup::*;
 pub use cancel::*;
 pub use engine::*;
 pub use error::*;
+pub use log::*;
 
 // The status codes `WB_OK` .. `WB_INTERNAL` come from the status table in
 // src/error.rs (build.rs writes their `#define`s into the header).
