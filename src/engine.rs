@@ -46,10 +46,13 @@ impl Engine {
         let store = BackupStore::open(&config.backup_directory)?;
         store.remove_stale_temps();
         let log = Logger::new();
-        let panel = config
-            .panel
-            .as_ref()
-            .map(|p| Arc::new(PanelClient::new(p, &config.backup_directory, Arc::clone(&log))));
+        let panel = config.panel.as_ref().map(|p| {
+            Arc::new(PanelClient::new(
+                p,
+                &config.backup_directory,
+                Arc::clone(&log),
+            ))
+        });
         let reporter = match &panel {
             Some(panel) => Some(
                 Reporter::start(Arc::clone(panel))

@@ -275,9 +275,7 @@ impl PanelClient {
             if stop() {
                 return false;
             }
-            std::thread::sleep(
-                (until - std::time::Instant::now()).min(Duration::from_millis(50)),
-            );
+            std::thread::sleep((until - std::time::Instant::now()).min(Duration::from_millis(50)));
         }
         !stop()
     }

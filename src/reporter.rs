@@ -110,11 +110,7 @@ impl Reporter {
     pub fn stop(&self) {
         self.shared.lock().stopping = true;
         self.shared.wake.notify_all();
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }

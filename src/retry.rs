@@ -89,7 +89,11 @@ mod tests {
         assert!(within(d[0], 100) && within(d[1], 200), "{d:?}");
         assert!(within(d[2], 300) && within(d[3], 300), "{d:?}");
         assert_eq!(b.attempts(), 4);
-        let mut spent = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), Duration::ZERO);
+        let mut spent = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
         assert_eq!(spent.next_delay(), None);
         assert!(!spent.wait(&|| false));
     }
