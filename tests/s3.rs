@@ -89,6 +89,18 @@ fn restore_s3(engine: &Engine, uuid: &str, url: &str, truncate: bool) -> wings_b
         .map(|_| ())
 }
 
+/// The restore reports the stub got, once there are `n` (restores report in
+/// the background), waiting at most 10 s, and then 300 ms more for any
+/// report too many.
+fn restore_reports(stub: &Stub, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stub.state()["restores"].as_array().unwrap().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stub.state()["restores"].clone()
+}
+
 /// The parts of a backup as the Panel's status body lists them.
 fn parts_json(details: &BackupDetails) -> Value {
     match &details.report.parts {
@@ -260,7 +272,8 @@ fn a_restore_from_a_presigned_url_gives_the_tree_back() {
         .to_string();
     restore_s3(engine, BACKUP, &url, true).unwrap();
     assert_eq!(snapshot(root), scene.expected);
-    let restores = stub.state()["restores"].clone();
+    // The report goes out in the background, once.
+    let restores = restore_reports(stub, 1);
     assert_eq!(
         restores,
         json!([{"backup": BACKUP, "body": {"successful": true}}])
@@ -284,7 +297,7 @@ fn a_download_cut_off_midway_leaves_the_old_files() {
         "{err}"
     );
     assert_eq!(snapshot(root), before);
-    assert_eq!(stub.state()["restores"][0]["body"]["successful"], false);
+    assert_eq!(restore_reports(stub, 1)[0]["body"]["successful"], false);
 }
 
 #[test]
