@@ -71,6 +71,9 @@ func slogLevel(level C.int32_t) slog.Level {
 	}
 }
 
+// slogLevelOf is slogLevel for the tests (which cannot use cgo).
+func slogLevelOf(level int32) slog.Level { return slogLevel(C.int32_t(level)) }
+
 //export wbGoLog
 func wbGoLog(handle C.uintptr_t, level C.int32_t, message *C.char) {
 	l, ok := cgo.Handle(handle).Value().(*slog.Logger)
