@@ -173,9 +173,12 @@ impl PanelClient {
         next: Duration,
         reason: &str,
     ) {
+        let url = redact(url);
+        // A transport error's text starts with the call itself.
+        let prefix = format!("{method} {url}: ");
+        let reason = reason.strip_prefix(prefix.as_str()).unwrap_or(reason);
         self.log.warn(&format!(
-            "Panel call failed, retrying: {method} {} attempt {attempt} failed ({reason}); next attempt in {:.1}s",
-            redact(url),
+            "Panel call failed, retrying: {method} {url} attempt {attempt} failed ({reason}); next attempt in {:.1}s",
             next.as_secs_f64()
         ));
     }
