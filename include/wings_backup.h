@@ -139,7 +139,8 @@
 #define WB_PHASE_COMMIT 4
 
 /**
- * Telling the Panel the result.
+ * Telling the Panel the result of a backup (a restore reports in the
+ * background, after its call has returned, and has no such phase).
  */
 #define WB_PHASE_REPORT 5
 

@@ -50,7 +50,8 @@ pub const WB_PHASE_UPLOAD: u32 = 2;
 pub const WB_PHASE_EXTRACT: u32 = 3;
 /// Putting restored files in place.
 pub const WB_PHASE_COMMIT: u32 = 4;
-/// Telling the Panel the result.
+/// Telling the Panel the result of a backup (a restore reports in the
+/// background, after its call has returned, and has no such phase).
 pub const WB_PHASE_REPORT: u32 = 5;
 /// Finished successfully; the last report.
 pub const WB_PHASE_DONE: u32 = 6;
