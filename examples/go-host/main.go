@@ -50,6 +50,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "go-host: starting the engine: %v\n", err)
 		return 1
 	}
+	// The engine's own log (Panel retries at WARN as they happen, reports
+	// parked for later) joins the host's.
+	if err := engine.SetLogger(log); err != nil {
+		engine.Close()
+		fmt.Fprintf(stderr, "go-host: setting the engine's logger: %v\n", err)
+		return 1
+	}
 
 	ln, err := net.Listen("tcp", opts.Host.Listen)
 	if err != nil {

@@ -201,9 +201,10 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// restore is POST /api/servers/:uuid/backup/:id/restore: 204 when restored
-// (or 202 once started, with --async-restore). A client that gives up does
-// not undo it halfway: only shutdown cancels it.
+// restore is POST /api/servers/:uuid/backup/:id/restore: 204 once the files
+// are in place (the engine tells the Panel in the background), or 202 once
+// started, with --async-restore. A client that gives up does not undo it
+// halfway: only shutdown cancels it.
 func (s *server) restore(w http.ResponseWriter, r *http.Request, server string, parts []string) {
 	backup := parts[2]
 	body, ok := readBody(w, r)

@@ -31,7 +31,10 @@ Decisions worth knowing:
   new connection that sends nothing within --read-header-timeout.
 - Errors waitress answers itself (a body over WAITRESS_BODY_LIMIT, a request
   it cannot parse) get a JSON {"error"} body too.
-- The Panel is told of results by the engine itself when --panel-url is set.
+- The Panel is told of results by the engine itself when --panel-url is set;
+  a restore answers once its files are in place, and the engine's reporter
+  thread tells the Panel in the background. The engine logs every retry of a
+  Panel call at WARNING (logger ``wings_backup``) as it happens.
 """
 
 
@@ -65,7 +68,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         listen, token, engine_config = settings.listen, settings.token, settings.engine
         log_startup(settings)
         prepare_directories(engine_config)
-        engine = wb.Engine(engine_config)
+        # The engine's own log (Panel retries at WARNING as they happen,
+        # reports parked for later) joins the host's, as logger wings_backup.
+        engine = wb.Engine(engine_config, logger=logging.getLogger("wings_backup"))
     except ConfigError as e:
         log.error("%s", e)
         return 2

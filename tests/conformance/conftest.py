@@ -68,11 +68,14 @@ class PanelStub:
     the project: the Rust tests in tests/s3.rs use it too): the Panel's remote
     API in front of a real S3 server (moto), steered through /_test/*."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, port: int = 0) -> None:
+        """port: where the Panel listens (0: a free port); a test makes the
+        Panel "come back" where a host has been calling in vain."""
         self.log_path = log_path
+        env = dict(os.environ, STUB_PORT=str(port))
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, str(PANEL_STUB)], cwd=REPO, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log)
+                                         stdout=subprocess.PIPE, stderr=log, env=env)
         assert self.proc.stdout is not None
         line = self._first_line(self.proc.stdout)
         info = json.loads(line)
