@@ -22,12 +22,19 @@
  *   - wb_cancel_trigger() may be called from any thread at any time while the
  *     token is alive.
  *   - Objects must not be freed while a call is still using them.
- *   - Calls start worker threads of their own; none outlives the call, except
- *     the thread of a call begun with wb_backup_start() or wb_restore_start(),
- *     which the engine owns: wb_engine_wait_idle() waits for them, and
- *     wb_engine_free() joins them (call wb_engine_cancel_all() first to stop
- *     them). Such a call's progress, outcome and cancelling go through
- *     wb_backup_status(), wb_backup_wait() and wb_backup_cancel().
+ *   - Calls start worker threads of their own; none outlives the call, with
+ *     two exceptions. The thread of a call begun with wb_backup_start() or
+ *     wb_restore_start() is the engine's: wb_engine_wait_idle() waits for
+ *     them, and wb_engine_free() joins them (call wb_engine_cancel_all() first
+ *     to stop them); such a call's progress, outcome and cancelling go through
+ *     wb_backup_status(), wb_backup_wait() and wb_backup_cancel(). And the
+ *     engine's reporter thread (only with a Panel configured): started by
+ *     wb_engine_new, it tells the Panel the results of restores after
+ *     wb_backup_restore has returned; wb_engine_cancel_all and wb_engine_free
+ *     stop and join it, parking undelivered reports in
+ *     <backup_directory>/.pending/.
+ *   - The log callback of wb_engine_set_logger may be called from any of the
+ *     engine's threads, several at once, and must not call into the library.
  *   - No call changes process-wide state (working directory, umask, signals).
  */
 
@@ -137,7 +144,8 @@
 #define WB_PHASE_COMMIT 4
 
 /**
- * Telling the Panel the result.
+ * Telling the Panel the result of a backup (a restore reports in the
+ * background, after its call has returned, and has no such phase).
  */
 #define WB_PHASE_REPORT 5
 
@@ -145,6 +153,27 @@
  * Finished successfully; the last report.
  */
 #define WB_PHASE_DONE 6
+
+/**
+ * Log level of a message: detail for debugging.
+ */
+#define WB_LOG_DEBUG 0
+
+/**
+ * Log level of a message: something worth knowing happened.
+ */
+#define WB_LOG_INFO 1
+
+/**
+ * Log level of a message: something went wrong and is being dealt with
+ * (a Panel call retried, a report parked in `.pending`).
+ */
+#define WB_LOG_WARN 2
+
+/**
+ * Log level of a message: something failed.
+ */
+#define WB_LOG_ERROR 3
 
 /**
  * A cancel token. Trigger it from any thread; a call given it stops
@@ -198,6 +227,14 @@ typedef struct wb_progress {
  */
 typedef int32_t (*wb_progress_fn)(void *userdata,
                                   const struct wb_progress *progress);
+
+/**
+ * A log callback: `level` is one of `WB_LOG_*`, `message` one line of
+ * UTF-8 without credentials (valid only during the call).
+ */
+typedef void (*wb_log_fn)(void *userdata,
+                          int32_t level,
+                          const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -295,8 +332,13 @@ int32_t wb_backup_restore_check(const struct wb_engine *engine,
 /**
  * Restores backup `backup_uuid` into server `server_uuid` from
  * `request_json` (`{"adapter","truncate_directory","download_url"}`).
- * Blocks until done. If it fails or is cancelled, the server's files are as
- * they were before the call.
+ * Blocks until the files are in place. If it fails or is cancelled, the
+ * server's files are as they were before the call. With a Panel, the result
+ * (success or failure) is reported by the engine's reporter thread in the
+ * background, after the call has returned: retried for 30 s (or
+ * `report_retry_s` when shorter), then parked in
+ * `<backup_directory>/.pending/<uuid>.restore.json` for
+ * `wb_engine_send_pending_reports`.
  */
 int32_t wb_backup_restore(const struct wb_engine *engine,
                           const char *server_uuid,
@@ -433,7 +475,7 @@ void wb_cancel_trigger(const struct wb_cancel *cancel);
 void wb_cancel_free(struct wb_cancel *cancel);
 
 /**
- * Creates an engine from a JSON configuration (CONTRACT section 8):
+ * Creates an engine from a JSON configuration (docs/api.md section 12):
  * `data_directory`, `backup_directory`, `compression_level` (`"none"`,
  * `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
  * (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),
@@ -442,7 +484,9 @@ void wb_cancel_free(struct wb_cancel *cancel);
  * accepted, inside `wb_backup_create`), and `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
  * ill-typed keys are `WB_INVALID_ARGUMENT` naming the key. Creating an
  * engine removes abandoned temporary archives and finishes or undoes
- * restores that a crash interrupted.
+ * restores that a crash interrupted. With a Panel, it also starts the
+ * engine's reporter thread, which tells the Panel the results of restores
+ * in the background until `wb_engine_cancel_all` or `wb_engine_free`.
  */
 int32_t wb_engine_new(const char *config_json,
                       struct wb_engine **out,
@@ -451,7 +495,10 @@ int32_t wb_engine_new(const char *config_json,
 /**
  * Frees an engine. No call may still be using it; the calls started with
  * `wb_backup_start` or `wb_restore_start` are waited for (call
- * `wb_engine_cancel_all` first to stop them). NULL is a no-op.
+ * `wb_engine_cancel_all` first to stop them). Then stops and joins the
+ * reporter thread: restore reports not yet delivered are parked in
+ * `<backup_directory>/.pending/` (this waits for a Panel call in flight,
+ * at most its 15 s timeout). NULL is a no-op.
  */
 void wb_engine_free(struct wb_engine *engine);
 
@@ -464,8 +511,9 @@ int32_t wb_engine_wait_idle(const struct wb_engine *engine,
                             uint32_t timeout_ms);
 
 /**
- * Sends the backup status reports that could not be delivered earlier
- * (parked in `<backup_directory>/.pending/`), one attempt each with the
+ * Sends the backup status reports and restore reports that could not be
+ * delivered earlier (parked in `<backup_directory>/.pending/` as
+ * `<uuid>.json` and `<uuid>.restore.json`), one attempt each with the
  * usual retries; a report is dropped once the Panel answers 2xx or a final
  * 4xx. Hosts call it when they start (it may block while the Panel is slow,
  * so from a background thread). On success `*summary_json` (if not NULL) is
@@ -481,8 +529,11 @@ int32_t wb_engine_send_pending_reports(const struct wb_engine *engine,
  * running, or still telling the Panel, whose report is then parked for the
  * next start) and refuses new ones from now on with `WB_CANCELLED` ("The
  * node is shutting down."); deletes still work. Each cancelled call returns
- * `WB_CANCELLED` promptly, its partial files removed. For a host shutting
- * down; safe from any thread, and more than once. NULL is a no-op.
+ * `WB_CANCELLED` promptly, its partial files removed. Also stops and joins
+ * the reporter thread, parking the restore reports not yet delivered (and
+ * any handed to it later); this waits for a Panel call in flight, at most
+ * its 15 s timeout. For a host shutting down; safe from any thread, and
+ * more than once. NULL is a no-op.
  */
 void wb_engine_cancel_all(const struct wb_engine *engine);
 
@@ -513,7 +564,7 @@ void wb_string_free(char *s);
 const char *wb_status_name(int32_t status);
 
 /**
- * The HTTP status a host answers for a status (CONTRACT section 7): 400,
+ * The HTTP status a host answers for a status (docs/api.md section 2): 400,
  * 404, 409, 422, 507, 502, 503 or 500 (200 for `WB_OK`, 500 if unknown).
  */
 uint16_t wb_status_http(int32_t status);
@@ -585,6 +636,23 @@ int32_t wb_host_prepare_directories(const char *data_dir,
                                     const char *backup_dir,
                                     char **created_json,
                                     struct wb_error **err);
+
+/**
+ * Sets the engine's log callback (NULL: no logging, the default). The
+ * engine logs every retry of a Panel call at `WB_LOG_WARN` as it happens
+ * (with the attempt number, and the URL without credentials or query
+ * string), reports parked in `.pending`, and a few events at `WB_LOG_INFO`.
+ *
+ * The callback may be called from any thread, including the engine's
+ * reporter thread, and from several at once; it must not call back into
+ * the library. `userdata` must stay valid until the callback is replaced
+ * by another `wb_engine_set_logger` or the engine is freed: once either
+ * returns, the previous callback is not running and is never called again.
+ */
+int32_t wb_engine_set_logger(const struct wb_engine *engine,
+                             wb_log_fn callback,
+                             void *userdata,
+                             struct wb_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

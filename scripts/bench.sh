@@ -38,7 +38,9 @@
 #   BENCH_CORPORA="a b b4"  which corpora to run
 #   BENCH_DIR=/dev/shm/wings-backup-bench   work directory (must be tmpfs)
 #   BENCH_KEEP=0          1 keeps the corpora for the next run
-#   WINGS_REPLICA_DIR=/work/shared/anchors/wings-replica
+#   WINGS_REPLICA_DIR     where the anchor wings-replica (a stand-in for Wings 1.11's
+#                         backup engine, not part of this repository) is; by default
+#                         ../shared/anchors/wings-replica beside the checkout
 #
 # Installs nothing: a missing tool is an error that names the package.
 
@@ -50,7 +52,7 @@ REPS=${BENCH_REPS:-5}
 CORPORA=${BENCH_CORPORA:-a b b4}
 WORK=${BENCH_DIR:-/dev/shm/wings-backup-bench}
 KEEP=${BENCH_KEEP:-0}
-REPLICA_DIR=${WINGS_REPLICA_DIR:-/work/shared/anchors/wings-replica}
+REPLICA_DIR=${WINGS_REPLICA_DIR:-$ROOT/../shared/anchors/wings-replica}
 OUT_DIR=$ROOT/docs/bench
 RAW_DIR=$OUT_DIR/raw
 BIN_DIR=$ROOT/target/bench

@@ -1,4 +1,4 @@
-//! Local archives in the backup directory (CONTRACT section 2):
+//! Local archives in the backup directory (docs/api.md section 9):
 //! `<backup_directory>/<uuid>.tar.gz`, mode 0600, written under a temporary
 //! name in the same directory and renamed into place only when complete and
 //! flushed. A temporary file is locked (`flock`) by the call writing it, so a

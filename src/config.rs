@@ -1,4 +1,4 @@
-//! The engine configuration (CONTRACT section 8): typed, with serde's derive.
+//! The engine configuration (docs/api.md section 12): typed, with serde's derive.
 //! The C boundary (`ffi::wire`) parses the JSON and turns a failing field's
 //! path (from `serde_path_to_error`) and message into an error naming the
 //! key.

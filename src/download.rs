@@ -1,4 +1,4 @@
-//! Download safety for S3 restores (CONTRACT section 6.1): the URL must be
+//! Download safety for S3 restores (docs/api.md section 8): the URL must be
 //! http(s); every address a host name resolves to is checked before
 //! connecting, and loopback, private, link-local, CGNAT (100.64/10),
 //! benchmark (198.18/15) and other non-global addresses are refused unless

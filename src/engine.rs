@@ -1,5 +1,5 @@
-//! The engine: the three backup operations of a node (CONTRACT sections 1, 2,
-//! 4, 6), their validation, and the guard that lets only one backup or restore
+//! The engine: the three backup operations of a node (docs/api.md sections 3-5,
+//! 9 and 10), their validation, and the guard that lets only one backup or restore
 //! hold a server at a time. Typed: requests and results are Rust structs; the
 //! C boundary (`ffi::wire`) parses and renders their JSON.
 
@@ -14,9 +14,11 @@ use crate::backup_store::BackupStore;
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
+use crate::log::{Logger, Sink};
 use crate::operations::{Kind, OpKind, OpState, OperationRecord, Operations, Outcome};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
+use crate::reporter::Reporter;
 use crate::request::{
     backup_uuid, canonical_uuid, download_url_required, Adapter, CreateRequest, RestoreRequest,
 };
@@ -26,7 +28,10 @@ use crate::safe_fs;
 pub struct Engine {
     config: EngineConfig,
     store: BackupStore,
-    panel: Option<PanelClient>,
+    panel: Option<Arc<PanelClient>>,
+    /// Delivers restore reports in the background (with a Panel).
+    reporter: Option<Reporter>,
+    log: Arc<Logger>,
     /// What runs and waits, and the node's policy over it.
     ops: Operations,
     /// Threads of the calls started with `start_backup` / `start_restore`.
@@ -44,16 +49,29 @@ impl Engine {
         }
         let store = BackupStore::open(&config.backup_directory)?;
         store.remove_stale_temps();
-        let panel = config
-            .panel
-            .as_ref()
-            .map(|p| PanelClient::new(p, &config.backup_directory));
+        let log = Logger::new();
+        let panel = config.panel.as_ref().map(|p| {
+            Arc::new(PanelClient::new(
+                p,
+                &config.backup_directory,
+                Arc::clone(&log),
+            ))
+        });
+        let reporter = match &panel {
+            Some(panel) => Some(
+                Reporter::start(Arc::clone(panel))
+                    .map_err(|e| Error::io("starting the Panel reporter thread", e))?,
+            ),
+            None => None,
+        };
         let engine = Engine {
             ops: Operations::new(config.max_running_backups),
             config,
             store,
             panel,
             threads: Mutex::new(Vec::new()),
+            reporter,
+            log,
         };
         engine.recover_all_servers();
         Ok(engine)
@@ -61,6 +79,13 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Sets where the engine's log messages go (`None`: nowhere). The sink
+    /// may be called from any of the engine's threads; once this returns,
+    /// the previous sink is never called again.
+    pub fn set_logger(&self, sink: Option<Sink>) {
+        self.log.set(sink);
     }
 
     fn recover_all_servers(&self) {
@@ -79,7 +104,7 @@ impl Engine {
     }
 
     /// The server's root directory; a server uuid that is not canonical or
-    /// has no directory is not found (CONTRACT section 1).
+    /// has no directory is not found (docs/api.md section 1).
     fn server_root(&self, server: &str) -> Result<PathBuf> {
         let not_found =
             || Error::not_found("The requested resource does not exist on this instance.");
@@ -274,8 +299,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Restores backup `backup` into server `server`. Blocks until done; with
-    /// a Panel configured, the result is reported to it whatever it is.
+    /// Restores backup `backup` into server `server`. Blocks until the files
+    /// are in place (or the restore has failed); with a Panel configured, the
+    /// result, whatever it is, is then handed to the reporter, which tells
+    /// the Panel in the background (see `crate::reporter`).
     pub fn restore_backup(
         &self,
         server: &str,
@@ -294,10 +321,10 @@ impl Engine {
             .report(Progress::at(Phase::Started))
             .and_then(|_| self.run_restore(request, &backup, &root, ctl));
         ticket.release_server();
-        if let Some(panel) = &self.panel {
-            ctl.report_final(Progress::at(Phase::Report));
-            // A report that cannot be delivered does not undo the restore.
-            let _ = panel.report_restore(&backup, outcome.is_ok(), ctl.cancel_token());
+        if let Some(reporter) = &self.reporter {
+            // Delivered (or parked) in the background: a report that cannot
+            // be delivered neither delays nor undoes the restore.
+            reporter.submit(&backup, outcome.is_ok());
         }
         ticket.finish(Outcome {
             error: outcome.as_ref().err(),
@@ -353,8 +380,8 @@ impl Engine {
         }
     }
 
-    /// Sends the backup reports parked in `.pending` (see `PanelClient`):
-    /// returns (settled, still pending).
+    /// Sends the backup and restore reports parked in `.pending` (see
+    /// `PanelClient`): returns (settled, still pending).
     pub fn send_pending_reports(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
         match &self.panel {
             Some(panel) => panel.send_pending(cancel),
@@ -371,9 +398,14 @@ impl Engine {
     }
 
     /// Refuses new backups and restores from now on and cancels every call
-    /// in progress (a host shutting down), see `Operations::cancel_all`.
+    /// in progress (a host shutting down), see `Operations::cancel_all`;
+    /// stops the reporter, parking the restore reports not yet delivered
+    /// (it waits for an attempt in flight, at most one Panel call's 15 s).
     pub fn cancel_all(&self) {
         self.ops.cancel_all();
+        if let Some(reporter) = &self.reporter {
+            reporter.stop();
+        }
     }
 
     /// Deletes the local archive of backup `backup`. A backup still being

@@ -40,7 +40,7 @@ macro_rules! status_table {
                 }
             }
 
-            /// The HTTP status a host answers with (CONTRACT section 7), so
+            /// The HTTP status a host answers with (docs/api.md section 2), so
             /// that every host maps errors the same way.
             pub fn http_status(self) -> u16 {
                 match self {

@@ -1,4 +1,4 @@
-//! Ignore rules with git's `.gitignore` semantics (CONTRACT section 5).
+//! Ignore rules with git's `.gitignore` semantics (docs/api.md section 11).
 //!
 //! `git check-ignore --no-index` is the oracle: each line is parsed the way
 //! git's `dir.c` parses it (comments, `\r`, unescaped trailing spaces, `!`,

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod backup_store;
+pub mod catalog;
 pub mod config;
 pub mod download;
 pub mod engine;
@@ -15,10 +16,12 @@ pub mod error;
 pub mod ffi;
 pub mod host_settings;
 pub mod ignore;
+pub mod log;
 pub mod operations;
 pub mod panel;
 pub mod progress;
 pub mod rate_limit;
+pub mod reporter;
 pub mod request;
 pub mod restore;
 pub mod retry;

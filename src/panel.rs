@@ -1,5 +1,5 @@
-//! The Panel client (CONTRACT section 3): upload URLs for S3 backups, backup
-//! status reports and restore reports, with the contract's headers, a 15 s
+//! The Panel client (docs/api.md section 6): upload URLs for S3 backups, backup
+//! status reports and restore reports, with the headers of docs/api.md section 6.1, a 15 s
 //! timeout per call and retries.
 //!
 //! Backup status reports get the patient policy: 5xx, transport errors and
@@ -8,19 +8,29 @@
 //! `<backup_directory>/.pending/<uuid>.json` and sent again by
 //! `send_pending`. A finished archive is never deleted because a report
 //! failed.
+//!
+//! Restore reports are sent in the background by the engine's reporter
+//! (`crate::reporter`) with the standard 30 s policy (or `report_retry_s`
+//! when that is shorter); one still unsent then is parked in
+//! `<backup_directory>/.pending/<uuid>.restore.json`.
+//!
+//! Every retry is logged at WARN as it happens, with the attempt number and
+//! the URL without credentials or query string.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::config::PanelConfig;
 use crate::error::{Error, Result};
+use crate::log::Logger;
 use crate::progress::CancelToken;
 use crate::retry::Backoff;
 
-/// A status report body (CONTRACT section 3).
+/// A status report body (docs/api.md section 6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackupReport {
     pub checksum: String,
@@ -79,7 +89,7 @@ pub enum ReportOutcome {
     Pending(String),
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// Worth retrying: a transport error or a 5xx (or a 404 for reports).
     Retry(String),
     /// A final answer.
@@ -91,7 +101,36 @@ pub struct PanelClient {
     authorization: String,
     agent: ureq::Agent,
     report_budget: Duration,
+    restore_budget: Duration,
     pending_dir: PathBuf,
+    log: Arc<Logger>,
+}
+
+/// What a parked report is: its file name in `.pending` and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    /// `<uuid>.json`, `POST /backups/<uuid>`.
+    Backup,
+    /// `<uuid>.restore.json`, `POST /backups/<uuid>/restore`.
+    Restore,
+}
+
+impl ReportKind {
+    fn suffix(self) -> &'static str {
+        match self {
+            ReportKind::Backup => ".json",
+            ReportKind::Restore => ".restore.json",
+        }
+    }
+
+    /// The kind of a file in `.pending` and its backup's uuid, if it is one.
+    fn of_file(name: &str) -> Option<(ReportKind, &str)> {
+        if let Some(uuid) = name.strip_suffix(ReportKind::Restore.suffix()) {
+            return Some((ReportKind::Restore, uuid));
+        }
+        name.strip_suffix(ReportKind::Backup.suffix())
+            .map(|uuid| (ReportKind::Backup, uuid))
+    }
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
@@ -105,14 +144,43 @@ fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 impl PanelClient {
-    pub fn new(config: &PanelConfig, backup_directory: &Path) -> PanelClient {
+    pub fn new(config: &PanelConfig, backup_directory: &Path, log: Arc<Logger>) -> PanelClient {
+        let report_budget = Duration::from_secs(config.report_retry_s);
         PanelClient {
             base: format!("{}/api/remote", config.url.trim_end_matches('/')),
             authorization: format!("Bearer {}.{}", config.token_id, config.token),
             agent: agent(Duration::from_secs(15)),
-            report_budget: Duration::from_secs(config.report_retry_s),
+            report_budget,
+            restore_budget: report_budget.min(Duration::from_secs(30)),
             pending_dir: backup_directory.join(".pending"),
+            log,
         }
+    }
+
+    fn url(&self, kind: ReportKind, backup: &str) -> String {
+        match kind {
+            ReportKind::Backup => format!("{}/backups/{backup}", self.base),
+            ReportKind::Restore => format!("{}/backups/{backup}/restore", self.base),
+        }
+    }
+
+    /// Logs a failed attempt that will be retried after `next`.
+    pub(crate) fn log_retry(
+        &self,
+        method: &str,
+        url: &str,
+        attempt: u32,
+        next: Duration,
+        reason: &str,
+    ) {
+        let url = redact(url);
+        // A transport error's text starts with the call itself.
+        let prefix = format!("{method} {url}: ");
+        let reason = reason.strip_prefix(prefix.as_str()).unwrap_or(reason);
+        self.log.warn(&format!(
+            "Panel call failed, retrying: {method} {url} attempt {attempt} failed ({reason}); next attempt in {:.1}s",
+            next.as_secs_f64()
+        ));
     }
 
     /// One request; `Ok` with the body for a 2xx.
@@ -180,13 +248,39 @@ impl PanelClient {
         loop {
             match self.once(method, url, body) {
                 Err(Failure::Retry(m)) => {
-                    if !backoff.wait(&stop) {
+                    if !self.wait_logged(&mut backoff, &stop, method, url, &m) {
                         return Err(Failure::Retry(m));
                     }
                 }
                 other => return other,
             }
         }
+    }
+
+    /// `backoff.wait`, logging the retry first when there is one.
+    fn wait_logged(
+        &self,
+        backoff: &mut Backoff,
+        stop: &dyn Fn() -> bool,
+        method: &str,
+        url: &str,
+        reason: &str,
+    ) -> bool {
+        if stop() {
+            return false;
+        }
+        let Some(delay) = backoff.next_delay() else {
+            return false;
+        };
+        self.log_retry(method, url, backoff.attempts(), delay, reason);
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if stop() {
+                return false;
+            }
+            std::thread::sleep((until - std::time::Instant::now()).min(Duration::from_millis(50)));
+        }
+        !stop()
     }
 
     fn call(
@@ -236,21 +330,40 @@ impl PanelClient {
         })
     }
 
-    /// `POST /api/remote/backups/<uuid>/restore` with `{"successful": bool}`.
-    pub fn report_restore(
+    /// One attempt at `POST /api/remote/backups/<uuid>/restore` with
+    /// `{"successful": bool}` (the reporter schedules the retries).
+    pub(crate) fn restore_once(
         &self,
         backup: &str,
         successful: bool,
-        cancel: Option<&CancelToken>,
-    ) -> Result<()> {
-        let url = format!("{}/backups/{backup}/restore", self.base);
-        self.call(
-            "POST",
-            &url,
-            Some(&json!({"successful": successful})),
-            cancel,
+    ) -> std::result::Result<(), Failure> {
+        let url = self.url(ReportKind::Restore, backup);
+        self.once("POST", &url, Some(&restore_body(successful)))
+            .map(|_| ())
+    }
+
+    /// The retry policy of a restore report: the standard one (30 s), or
+    /// `report_retry_s` when that is shorter.
+    pub(crate) fn restore_backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(8),
+            self.restore_budget,
         )
-        .map(|_| ())
+    }
+
+    /// Parks a restore report for `send_pending` (a later restore report of
+    /// the same backup replaces it: the Panel keeps the latest).
+    pub fn park_restore(&self, backup: &str, successful: bool) -> Result<()> {
+        self.park(ReportKind::Restore, backup, &restore_body(successful))
+    }
+
+    pub(crate) fn restore_url(&self, backup: &str) -> String {
+        self.url(ReportKind::Restore, backup)
+    }
+
+    pub(crate) fn logger(&self) -> &Logger {
+        &self.log
     }
 
     /// `POST /api/remote/backups/<uuid>` with the patient policy, parking
@@ -262,7 +375,7 @@ impl PanelClient {
         report: &BackupReport,
         cancel: Option<&CancelToken>,
     ) -> ReportOutcome {
-        let url = format!("{}/backups/{backup}", self.base);
+        let url = self.url(ReportKind::Backup, backup);
         let body = report.to_json();
         let mut backoff = Backoff::new(
             Duration::from_millis(500),
@@ -276,20 +389,37 @@ impl PanelClient {
                 Err(Failure::Final(404, m)) | Err(Failure::Retry(m)) => m,
                 Err(Failure::Final(_, m)) => return ReportOutcome::Rejected(m),
             };
-            if stop() || !backoff.wait(&stop) {
-                return match self.park(backup, &body) {
+            if !self.wait_logged(&mut backoff, &stop, "POST", &url, &reason) {
+                let outcome = match self.park(ReportKind::Backup, backup, &body) {
                     Ok(()) => ReportOutcome::Pending(reason),
                     Err(e) => ReportOutcome::Pending(format!("{reason}; parking it failed: {e}")),
                 };
+                self.log_parked(ReportKind::Backup, backup, &outcome);
+                return outcome;
             }
         }
     }
 
-    fn park(&self, backup: &str, body: &Value) -> Result<()> {
+    /// Logs at WARN that a report was parked (or could not be).
+    pub(crate) fn log_parked(&self, kind: ReportKind, backup: &str, outcome: &ReportOutcome) {
+        let what = match kind {
+            ReportKind::Backup => "backup",
+            ReportKind::Restore => "restore",
+        };
+        if let ReportOutcome::Pending(reason) = outcome {
+            self.log.warn(&format!(
+                "the {what} report of backup {backup} was not delivered; parked as .pending/{backup}{}: {reason}",
+                kind.suffix()
+            ));
+        }
+    }
+
+    fn park(&self, kind: ReportKind, backup: &str, body: &Value) -> Result<()> {
         std::fs::create_dir_all(&self.pending_dir)
             .map_err(|e| Error::io("creating the pending reports directory", e))?;
-        let tmp = self.pending_dir.join(format!(".{backup}.json.tmp"));
-        let path = self.pending_dir.join(format!("{backup}.json"));
+        let name = format!("{backup}{}", kind.suffix());
+        let tmp = self.pending_dir.join(format!(".{name}.tmp"));
+        let path = self.pending_dir.join(&name);
         let text = json!({"backup": backup, "body": body}).to_string();
         std::fs::write(&tmp, text).map_err(|e| Error::io("writing a pending report", e))?;
         if let Ok(f) = std::fs::File::open(&tmp) {
@@ -302,9 +432,10 @@ impl PanelClient {
         Ok(())
     }
 
-    /// Sends the parked reports once each (the standard 30 s policy); a
-    /// report leaves `.pending` when the Panel answers 2xx or a final 4xx.
-    /// Returns (delivered or settled, still pending).
+    /// Sends the parked reports, backup and restore ones, once each (the
+    /// standard 30 s policy); a report leaves `.pending` when the Panel
+    /// answers 2xx or a final 4xx. Returns (delivered or settled, still
+    /// pending).
     pub fn send_pending(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
         let Ok(entries) = std::fs::read_dir(&self.pending_dir) else {
             return (0, 0);
@@ -312,11 +443,13 @@ impl PanelClient {
         let (mut done, mut left) = (0, 0);
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json")
-                || entry.file_name().to_string_lossy().starts_with('.')
-            {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') {
                 continue;
             }
+            let Some((kind, _)) = ReportKind::of_file(&file_name) else {
+                continue;
+            };
             let parsed: Option<(String, Value)> = std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
@@ -329,7 +462,7 @@ impl PanelClient {
                 left += 1;
                 continue;
             };
-            let url = format!("{}/backups/{backup}", self.base);
+            let url = self.url(kind, &backup);
             match self.call_raw("POST", &url, Some(&body), cancel) {
                 Ok(_) | Err(Failure::Final(400..=403 | 405..=499, _)) => {
                     let _ = std::fs::remove_file(&path);
@@ -366,10 +499,55 @@ pub fn excerpt(text: &str) -> String {
     one_line.trim().to_string()
 }
 
-/// A URL without its query string (presigned URLs carry credentials).
+/// The body of a restore report.
+fn restore_body(successful: bool) -> Value {
+    json!({ "successful": successful })
+}
+
+/// A URL without its query string (presigned URLs carry credentials) or
+/// user information (`user:password@`).
 pub fn redact(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?…"),
+        None => (url, ""),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://REDACTED@{host}{path}"),
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    format!("{base}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_drops_credentials_and_query_strings() {
+        assert_eq!(
+            redact("https://user:pw@panel.example/api/remote/backups/x?sig=abc"),
+            "https://REDACTED@panel.example/api/remote/backups/x?…"
+        );
+        assert_eq!(redact("http://127.0.0.1:9/a"), "http://127.0.0.1:9/a");
+    }
+
+    #[test]
+    fn pending_file_names_tell_the_kinds_apart() {
+        let u = "0b3c1d0e-1111-4222-8333-444455556666";
+        assert_eq!(
+            ReportKind::of_file(&format!("{u}.restore.json")),
+            Some((ReportKind::Restore, u))
+        );
+        assert_eq!(
+            ReportKind::of_file(&format!("{u}.json")),
+            Some((ReportKind::Backup, u))
+        );
+        assert_eq!(ReportKind::of_file("notes.txt"), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The request bodies of the create and restore endpoints (CONTRACT section 1),
+//! The request bodies of the create and restore endpoints (docs/api.md sections 3 and 4),
 //! typed and validated once here so that every host answers alike. Unknown
 //! fields are ignored (Wings does). The checks run in a fixed order (adapter,
 //! then uuid or truncate_directory, ...), so a body with several faults is

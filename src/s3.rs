@@ -1,5 +1,5 @@
 //! The S3 client: uploads an archive file through the presigned UploadPart
-//! URLs the Panel hands out (CONTRACT section 3, issue #5).
+//! URLs the Panel hands out (docs/api.md sections 6.2 and 7).
 //!
 //! Parts go up several at once (bounded by `upload_concurrency` and the
 //! Panel's `max_concurrent_uploads`). Each attempt reads its part from the

@@ -59,7 +59,7 @@ fn status_codes_are_never_renumbered() {
         .lines()
         .filter(|l| l.starts_with("#define WB_"))
         .filter(|l| {
-            !["VERSION_", "ABI_", "PHASE_"]
+            !["VERSION_", "ABI_", "PHASE_", "LOG_"]
                 .iter()
                 .any(|p| l[11..].starts_with(p))
         })
@@ -69,4 +69,22 @@ fn status_codes_are_never_renumbered() {
         wings_backup::Status::ALL.len(),
         "statuses in the header"
     );
+}
+
+#[test]
+fn log_levels_are_never_renumbered() {
+    use wings_backup::ffi::{WB_LOG_DEBUG, WB_LOG_ERROR, WB_LOG_INFO, WB_LOG_WARN};
+    let header = include_str!("../include/wings_backup.h");
+    for (name, value, want) in [
+        ("WB_LOG_DEBUG", WB_LOG_DEBUG, 0),
+        ("WB_LOG_INFO", WB_LOG_INFO, 1),
+        ("WB_LOG_WARN", WB_LOG_WARN, 2),
+        ("WB_LOG_ERROR", WB_LOG_ERROR, 3),
+    ] {
+        assert_eq!(value, want, "{name}");
+        assert!(
+            header.contains(&format!("#define {name} {want}\n")),
+            "{name}"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! Hostile server directories for a backup (CONTRACT section 4): symlinks to
+//! Hostile server directories for a backup (docs/api.md section 10): symlinks to
 //! files and directories outside the root, FIFOs, files that grow, shrink,
 //! vanish or turn into symlinks while they are archived, unreadable files and
 //! directories, odd names, a 4,000-deep tree and a very large number of empty

@@ -1,4 +1,4 @@
-//! Restore safety (CONTRACT section 6): every hostile archive fails with the
+//! Restore safety (docs/api.md sections 4 and 10): every hostile archive fails with the
 //! right status, nothing is written outside the server root, and with
 //! `truncate_directory: true` the server's files are left as they were.
 

@@ -4,12 +4,14 @@
 //! completes the upload with the parts reported, as the real Panel does.
 
 mod common;
+#[path = "support/panel_stub.rs"]
+mod panel_stub;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
+use panel_stub::Stub;
 use serde_json::{json, Value};
 use wings_backup::config::{AllowEntry, EngineConfig, PanelConfig};
 use wings_backup::engine::{BackupDetails, Engine};
@@ -18,57 +20,7 @@ use wings_backup::progress::{Control, Phase, Progress};
 use wings_backup::request::{Adapter, CreateRequest, RestoreRequest};
 use wings_backup::Status;
 
-struct Stub {
-    child: Child,
-    url: String,
-    token_id: String,
-    token: String,
-}
-
 impl Stub {
-    fn start() -> Stub {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/panel_stub.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the Panel stub");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line).expect("the stub prints its address");
-        Stub {
-            child,
-            url: info["panel_url"].as_str().unwrap().to_string(),
-            token_id: info["token_id"].as_str().unwrap().to_string(),
-            token: info["token"].as_str().unwrap().to_string(),
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let mut r = ureq::get(format!("{}{path}", self.url)).call().unwrap();
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
-    }
-
-    fn configure(&self, cfg: Value) {
-        ureq::post(format!("{}/_test/config", self.url))
-            .header("Content-Type", "application/json")
-            .send(cfg.to_string())
-            .unwrap();
-    }
-
-    fn put(&self, key: &str, data: &[u8]) {
-        ureq::put(format!("{}/_test/put?key={key}", self.url))
-            .send(data)
-            .unwrap();
-    }
-
-    fn state(&self) -> Value {
-        self.get("/_test/state")
-    }
-
     /// An engine with this Panel and `allowlist` as its restore host allowlist.
     fn engine(&self, node_dir: &TempDir, allowlist: &[&str]) -> Engine {
         self.engine_with_budget(node_dir, allowlist, 3)
@@ -97,21 +49,6 @@ impl Stub {
             ..EngineConfig::default()
         })
         .unwrap()
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -150,6 +87,18 @@ fn restore_s3(engine: &Engine, uuid: &str, url: &str, truncate: bool) -> wings_b
             &mut Control::none(),
         )
         .map(|_| ())
+}
+
+/// The restore reports the stub got, once there are `n` (restores report in
+/// the background), waiting at most 10 s, and then 300 ms more for any
+/// report too many.
+fn restore_reports(stub: &Stub, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stub.state()["restores"].as_array().unwrap().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stub.state()["restores"].clone()
 }
 
 /// The parts of a backup as the Panel's status body lists them.
@@ -323,7 +272,8 @@ fn a_restore_from_a_presigned_url_gives_the_tree_back() {
         .to_string();
     restore_s3(engine, BACKUP, &url, true).unwrap();
     assert_eq!(snapshot(root), scene.expected);
-    let restores = stub.state()["restores"].clone();
+    // The report goes out in the background, once.
+    let restores = restore_reports(stub, 1);
     assert_eq!(
         restores,
         json!([{"backup": BACKUP, "body": {"successful": true}}])
@@ -347,7 +297,7 @@ fn a_download_cut_off_midway_leaves_the_old_files() {
         "{err}"
     );
     assert_eq!(snapshot(root), before);
-    assert_eq!(stub.state()["restores"][0]["body"]["successful"], false);
+    assert_eq!(restore_reports(stub, 1)[0]["body"]["successful"], false);
 }
 
 #[test]

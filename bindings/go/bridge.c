@@ -48,3 +48,16 @@ int32_t wbgo_archive_extract(const char *archive_path, const char *dest_dir,
                               progress_fn(progress), (void *)progress, cancel,
                               summary_json, err);
 }
+
+/* The log callback: forwards to the exported Go function with the handle of
+ * the *slog.Logger. It may run on any of the engine's threads (cgo makes a
+ * thread the Go runtime did not start able to call Go). */
+static void wbgo_log(void *userdata, int32_t level, const char *message) {
+    wbGoLog((uintptr_t)userdata, level, (char *)message);
+}
+
+int32_t wbgo_engine_set_logger(const wb_engine *engine, uintptr_t logger,
+                               wb_error **err) {
+    return wb_engine_set_logger(engine, logger != 0 ? wbgo_log : NULL,
+                                (void *)logger, err);
+}

@@ -31,4 +31,9 @@ int32_t wbgo_archive_extract(const char *archive_path, const char *dest_dir,
                              const wb_cancel *cancel, char **summary_json,
                              wb_error **err);
 
+/* Sets (logger != 0) or clears the engine's log callback; logger is the
+ * cgo.Handle of a *slog.Logger. */
+int32_t wbgo_engine_set_logger(const wb_engine *engine, uintptr_t logger,
+                               wb_error **err);
+
 #endif

@@ -1,6 +1,6 @@
 package wingsbackup
 
-// Config is the engine configuration (CONTRACT section 8). It marshals to
+// Config is the engine configuration (docs/api.md section 12). It marshals to
 // the JSON keys the library reads; zero values are left out, so the
 // library's defaults apply (Wings' directories, best_speed, no limits).
 type Config struct {

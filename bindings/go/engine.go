@@ -28,6 +28,8 @@ type Engine struct {
 	ptr     *C.wb_engine
 	active  int
 	cleanup runtime.Cleanup
+	// log is the logger of SetLogger.
+	log *logSlot
 }
 
 // NewEngine creates an engine from a typed configuration.
@@ -58,11 +60,17 @@ func NewEngineFromJSON(config []byte) (*Engine, error) {
 	if status := C.wb_engine_new(cfg, &ptr, &cerr); status != C.WB_OK {
 		return nil, takeError(status, cerr)
 	}
-	e := &Engine{ptr: ptr}
+	e := &Engine{ptr: ptr, log: &logSlot{}}
 	e.idle = sync.NewCond(&e.mu)
 	// The safety net for an Engine that is dropped without Close. It gets
-	// the C pointer, not e, or e would never become unreachable.
-	e.cleanup = runtime.AddCleanup(e, func(p *C.wb_engine) { C.wb_engine_free(p) }, ptr)
+	// the C pointer and the logger slot, not e, or e would never become
+	// unreachable.
+	e.cleanup = runtime.AddCleanup(e, func(o owned) {
+		C.wb_engine_free(o.ptr)
+		o.log.mu.Lock()
+		o.log.swap(0)
+		o.log.mu.Unlock()
+	}, owned{ptr, e.log})
 	return e, nil
 }
 
@@ -82,8 +90,19 @@ func (e *Engine) Close() error {
 		e.idle.Wait()
 	}
 	e.cleanup.Stop()
+	// Freeing stops the reporter thread (parking undelivered restore
+	// reports); the logger is released only once nothing can call it.
 	C.wb_engine_free(ptr)
+	e.log.mu.Lock()
+	e.log.swap(0)
+	e.log.mu.Unlock()
 	return nil
+}
+
+// owned is what an Engine's cleanup frees.
+type owned struct {
+	ptr *C.wb_engine
+	log *logSlot
 }
 
 // with runs f with the engine pointer, or fails with ErrClosed.
@@ -112,8 +131,8 @@ func (e *Engine) with(f func(ptr *C.wb_engine) error) error {
 	return err
 }
 
-// Details is the result of a backup: the Panel's status body (CONTRACT
-// section 3) plus what the archive saw change or left out.
+// Details is the result of a backup: the Panel's status body (docs/api.md
+// section 6.3) plus what the archive saw change or left out.
 type Details struct {
 	Checksum     string `json:"checksum"`
 	ChecksumType string `json:"checksum_type"`

@@ -34,8 +34,8 @@ func (s Status) String() string {
 	return C.GoString(C.wb_status_name(C.int32_t(s)))
 }
 
-// HTTPStatus returns the HTTP status a host answers for s (CONTRACT
-// section 7), as the library maps it.
+// HTTPStatus returns the HTTP status a host answers for s (docs/api.md
+// section 2), as the library maps it.
 func (s Status) HTTPStatus() int {
 	return int(C.wb_status_http(C.int32_t(s)))
 }

@@ -1,6 +1,7 @@
 package wingsbackup
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -50,7 +51,7 @@ func TestStatusTableMatchesTheHeader(t *testing.T) {
 	theirs := map[string]int64{}
 	for name, v := range headerDefines(t) {
 		if !strings.HasPrefix(name, "WB_VERSION_") && !strings.HasPrefix(name, "WB_ABI_") &&
-			!strings.HasPrefix(name, "WB_PHASE_") {
+			!strings.HasPrefix(name, "WB_PHASE_") && !strings.HasPrefix(name, "WB_LOG_") {
 			theirs[name] = v
 		}
 	}
@@ -104,5 +105,30 @@ func TestPhasesAndABIVersionMatchTheHeader(t *testing.T) {
 	}
 	if n != len(ours) {
 		t.Errorf("the header has %d phases, the binding %d", n, len(ours))
+	}
+}
+
+func TestLogLevelsMatchTheHeader(t *testing.T) {
+	want := map[string]slog.Level{
+		"WB_LOG_DEBUG": slog.LevelDebug,
+		"WB_LOG_INFO":  slog.LevelInfo,
+		"WB_LOG_WARN":  slog.LevelWarn,
+		"WB_LOG_ERROR": slog.LevelError,
+	}
+	n := 0
+	for name, v := range headerDefines(t) {
+		if !strings.HasPrefix(name, "WB_LOG_") {
+			continue
+		}
+		n++
+		level, ok := want[name]
+		if !ok {
+			t.Errorf("%s (%d) has no slog level", name, v)
+		} else if got := slogLevelOf(int32(v)); got != level {
+			t.Errorf("%s maps to %v, want %v", name, got, level)
+		}
+	}
+	if n != len(want) {
+		t.Errorf("the header has %d log levels, the binding %d", n, len(want))
 	}
 }

@@ -1,9 +1,13 @@
 package wingsbackup_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
 )
@@ -100,7 +105,15 @@ func TestPanelReportsAndPending(t *testing.T) {
 	if err := n.engine.RestoreBackup(context.Background(), server, backup, restoreBody(true), nil); err != nil {
 		t.Fatal(err)
 	}
-	call, count := stub.last("/api/remote/backups/" + backup + "/restore")
+	// The restore report goes out in the background, once.
+	restorePath := "/api/remote/backups/" + backup + "/restore"
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, count := stub.last(restorePath); count > 0 {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	call, count := stub.last(restorePath)
 	if count != 1 || call.body["successful"] != true {
 		t.Errorf("restore report %+v (%d)", call, count)
 	}
@@ -108,5 +121,102 @@ func TestPanelReportsAndPending(t *testing.T) {
 	// Nothing left to send.
 	if pending, err := n.engine.SendPendingReports(context.Background()); err != nil || pending.Sent != 0 {
 		t.Errorf("second send: %+v %v", pending, err)
+	}
+}
+
+// lockedBuffer is an io.Writer for a slog handler written to from the
+// engine's threads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRestoreAnswersAtOnceAndRetriesAreLogged: with the Panel down, a
+// restore returns as soon as the files are in place; its report is retried
+// in the background, each retry logged at WARN through the *slog.Logger
+// of SetLogger (URL without credentials, attempt number), and Close parks
+// it in .pending.
+func TestRestoreAnswersAtOnceAndRetriesAreLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	retry := uint64(600)
+	n := newNode(t, wingsbackup.Config{})
+	server := n.server(t)
+	backup := newUUID()
+	if _, err := n.engine.CreateBackup(context.Background(), server, createBody(backup), nil); err != nil {
+		t.Fatal(err)
+	}
+	n.engine.Close()
+	engine, err := wingsbackup.NewEngine(wingsbackup.Config{
+		DataDirectory: n.data, BackupDirectory: n.backups,
+		Panel: &wingsbackup.PanelConfig{
+			URL: fmt.Sprintf("http://user:hunter2@127.0.0.1:%d", port), TokenID: "id", Token: "secret",
+			ReportRetrySeconds: &retry,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	var out lockedBuffer
+	if err := engine.SetLogger(slog.New(slog.NewTextHandler(&out, nil))); err != nil {
+		t.Fatal(err)
+	}
+
+	began := time.Now()
+	if err := engine.RestoreBackup(context.Background(), server, backup, restoreBody(true), nil); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("the restore took %v with the Panel down", took)
+	}
+	want := fmt.Sprintf("POST http://REDACTED@127.0.0.1:%d/api/remote/backups/%s/restore attempt 1 failed", port, backup)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(out.String(), want); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	logged := out.String()
+	if !strings.Contains(logged, want) || !strings.Contains(logged, "level=WARN") {
+		t.Fatalf("no WARN record of the first retry:\n%s", logged)
+	}
+	if strings.Contains(logged, "hunter2") {
+		t.Errorf("the log carries the Panel's credentials:\n%s", logged)
+	}
+
+	// Close stops the reporter: the report is parked, not lost.
+	if err := engine.Close(); err != nil {
+		t.Fatal(err)
+	}
+	parked, err := os.ReadFile(filepath.Join(n.backups, ".pending", backup+".restore.json"))
+	if err != nil {
+		t.Fatalf("no parked restore report: %v", err)
+	}
+	var got struct {
+		Backup string
+		Body   map[string]any
+	}
+	if err := json.Unmarshal(parked, &got); err != nil || got.Backup != backup || got.Body["successful"] != true {
+		t.Errorf("parked report %s (%v)", parked, err)
+	}
+	// Nothing logs after Close returned.
+	after := out.String()
+	time.Sleep(700 * time.Millisecond)
+	if out.String() != after {
+		t.Errorf("the logger was called after Close")
 	}
 }

@@ -28,7 +28,8 @@ const (
 	PhaseExtract Phase = C.WB_PHASE_EXTRACT
 	// PhaseCommit: putting restored files in place.
 	PhaseCommit Phase = C.WB_PHASE_COMMIT
-	// PhaseReport: telling the Panel the result.
+	// PhaseReport: telling the Panel the result of a backup (restores report
+	// in the background, after the call has returned).
 	PhaseReport Phase = C.WB_PHASE_REPORT
 	// PhaseDone: finished successfully; the last report.
 	PhaseDone Phase = C.WB_PHASE_DONE

@@ -1,5 +1,5 @@
 // Command go-host serves the Wings backup API over libwings_backup: the
-// engine does the work, this host speaks HTTP (CONTRACT sections 1 and 7).
+// engine does the work, this host speaks HTTP (docs/api.md sections 1-5).
 package main
 
 import (
@@ -48,6 +48,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	engine, err := wingsbackup.NewEngineFromJSON(opts.Engine)
 	if err != nil {
 		fmt.Fprintf(stderr, "go-host: starting the engine: %v\n", err)
+		return 1
+	}
+	// The engine's own log (Panel retries at WARN as they happen, reports
+	// parked for later) joins the host's.
+	if err := engine.SetLogger(log); err != nil {
+		engine.Close()
+		fmt.Fprintf(stderr, "go-host: setting the engine's logger: %v\n", err)
 		return 1
 	}
 

@@ -20,14 +20,14 @@ import (
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
 )
 
-// maxBody is the largest request body accepted (CONTRACT section 1).
+// maxBody is the largest request body accepted (docs/api.md section 1).
 const maxBody = 1 << 20
 
 // drainLimit is how much of an oversized body is read and dropped before
 // answering 413, so the client is not reset while it is still sending.
 const drainLimit = 16 << 20
 
-// Messages of the Wings API (reference/wings-behaviour.md section 1).
+// Messages of the Wings API (worded as Wings words them; docs/api.md section 1).
 const (
 	msgNoAuth     = "The required authorization heads were not present in the request."
 	msgForbidden  = "You are not authorized to access this endpoint."
@@ -41,8 +41,8 @@ const (
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// server answers the backup endpoints: Wings' three, and the status, list,
-// cancel, events and delete-all routes of the library's operations.
+// server answers the backup endpoints of docs/api.md sections 1-5: Wings'
+// three, and the status, list, cancel, events and delete-all routes.
 type server struct {
 	engine       *wingsbackup.Engine
 	ops          *operations
@@ -233,9 +233,10 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, server string, _
 	writeJSON(w, http.StatusOK, st.Raw)
 }
 
-// restore is POST /api/servers/:uuid/backup/:id/restore: 204 when restored
-// (or 202 once started, with --async-restore). A client that gives up does
-// not undo it halfway: only a cancel or shutdown stops it.
+// restore is POST /api/servers/:uuid/backup/:id/restore: 204 once the files
+// are in place (the engine tells the Panel in the background), or 202 once
+// started, with --async-restore. A client that gives up does not undo it
+// halfway: only a cancel or shutdown stops it.
 func (s *server) restore(w http.ResponseWriter, r *http.Request, server string, parts []string) {
 	backup := strings.ToLower(parts[2])
 	body, ok := readBody(w, r)
@@ -366,7 +367,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // writeEngineError answers a library error with its status mapped to HTTP by
-// the library (CONTRACT section 7) and its message, which never carries
+// the library (docs/api.md section 2) and its message, which never carries
 // host paths. Anything else is a generic 500.
 func writeEngineError(w http.ResponseWriter, err error) {
 	var e *wingsbackup.Error

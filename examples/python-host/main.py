@@ -4,7 +4,7 @@
     python3 examples/python-host/main.py --token SECRET --data-dir ./var/volumes \
         --backup-dir ./var/backups [--listen 127.0.0.1:8080] [flags]
 
-It serves the three backup endpoints of CONTRACT section 1 with Flask on
+It serves the three backup endpoints of docs/api.md (sections 1-5) with Flask on
 waitress (one process, many threads: the engine's one-operation-per-server
 guard lives in this process). The engine does the work and the validation;
 this host does HTTP: authentication, the request-size limit, mapping errors
@@ -31,7 +31,10 @@ Decisions worth knowing:
   new connection that sends nothing within --read-header-timeout.
 - Errors waitress answers itself (a body over WAITRESS_BODY_LIMIT, a request
   it cannot parse) get a JSON {"error"} body too.
-- The Panel is told of results by the engine itself when --panel-url is set.
+- The Panel is told of results by the engine itself when --panel-url is set;
+  a restore answers once its files are in place, and the engine's reporter
+  thread tells the Panel in the background. The engine logs every retry of a
+  Panel call at WARNING (logger ``wings_backup``) as it happens.
 """
 
 
@@ -65,7 +68,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         listen, token, engine_config = settings.listen, settings.token, settings.engine
         log_startup(settings)
         prepare_directories(engine_config)
-        engine = wb.Engine(engine_config)
+        # The engine's own log (Panel retries at WARNING as they happen,
+        # reports parked for later) joins the host's, as logger wings_backup.
+        engine = wb.Engine(engine_config, logger=logging.getLogger("wings_backup"))
     except ConfigError as e:
         log.error("%s", e)
         return 2

@@ -9,7 +9,7 @@
 //! root (no new, changed or hard-linked file anywhere in the scratch
 //! directory), must leave no staging directory behind, and:
 //! * if it fails, with a status other than `Internal`, the root is exactly
-//!   as it was (CONTRACT section 6, "nothing is lost on failure");
+//!   as it was (docs/api.md section 4, "nothing is lost on failure");
 //! * if it succeeds, it wrote at most the disk limit, and the root holds
 //!   only files, directories and symlinks, none setuid or setgid.
 //!

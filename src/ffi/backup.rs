@@ -102,8 +102,13 @@ pub unsafe extern "C" fn wb_backup_restore_check(
 
 /// Restores backup `backup_uuid` into server `server_uuid` from
 /// `request_json` (`{"adapter","truncate_directory","download_url"}`).
-/// Blocks until done. If it fails or is cancelled, the server's files are as
-/// they were before the call.
+/// Blocks until the files are in place. If it fails or is cancelled, the
+/// server's files are as they were before the call. With a Panel, the result
+/// (success or failure) is reported by the engine's reporter thread in the
+/// background, after the call has returned: retried for 30 s (or
+/// `report_retry_s` when shorter), then parked in
+/// `<backup_directory>/.pending/<uuid>.restore.json` for
+/// `wb_engine_send_pending_reports`.
 #[no_mangle]
 pub unsafe extern "C" fn wb_backup_restore(
     engine: *const wb_engine,

@@ -13,7 +13,7 @@ pub struct wb_engine {
     pub(crate) inner: std::sync::Arc<Engine>,
 }
 
-/// Creates an engine from a JSON configuration (CONTRACT section 8):
+/// Creates an engine from a JSON configuration (docs/api.md section 12):
 /// `data_directory`, `backup_directory`, `compression_level` (`"none"`,
 /// `"best_speed"`, `"best_compression"`), `write_limit` (MiB/s), `threads`
 /// (0 = all cores), `owner` `{"uid","gid"}`, `disk_limit` (bytes),
@@ -22,7 +22,9 @@ pub struct wb_engine {
 /// accepted, inside `wb_backup_create`), and `panel` `{"url","token_id","token","report_retry_s"}`. Unknown or
 /// ill-typed keys are `WB_INVALID_ARGUMENT` naming the key. Creating an
 /// engine removes abandoned temporary archives and finishes or undoes
-/// restores that a crash interrupted.
+/// restores that a crash interrupted. With a Panel, it also starts the
+/// engine's reporter thread, which tells the Panel the results of restores
+/// in the background until `wb_engine_cancel_all` or `wb_engine_free`.
 #[no_mangle]
 pub unsafe extern "C" fn wb_engine_new(
     config_json: *const c_char,
@@ -51,7 +53,10 @@ pub unsafe extern "C" fn wb_engine_new(
 
 /// Frees an engine. No call may still be using it; the calls started with
 /// `wb_backup_start` or `wb_restore_start` are waited for (call
-/// `wb_engine_cancel_all` first to stop them). NULL is a no-op.
+/// `wb_engine_cancel_all` first to stop them). Then stops and joins the
+/// reporter thread: restore reports not yet delivered are parked in
+/// `<backup_directory>/.pending/` (this waits for a Panel call in flight,
+/// at most its 15 s timeout). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn wb_engine_free(engine: *mut wb_engine) {
     if !engine.is_null() {
@@ -88,8 +93,9 @@ pub(crate) fn engine_ref<'a>(engine: *const wb_engine) -> crate::error::Result<&
     engine_arc(engine).map(|e| &**e)
 }
 
-/// Sends the backup status reports that could not be delivered earlier
-/// (parked in `<backup_directory>/.pending/`), one attempt each with the
+/// Sends the backup status reports and restore reports that could not be
+/// delivered earlier (parked in `<backup_directory>/.pending/` as
+/// `<uuid>.json` and `<uuid>.restore.json`), one attempt each with the
 /// usual retries; a report is dropped once the Panel answers 2xx or a final
 /// 4xx. Hosts call it when they start (it may block while the Panel is slow,
 /// so from a background thread). On success `*summary_json` (if not NULL) is
@@ -114,8 +120,11 @@ pub unsafe extern "C" fn wb_engine_send_pending_reports(
 /// running, or still telling the Panel, whose report is then parked for the
 /// next start) and refuses new ones from now on with `WB_CANCELLED` ("The
 /// node is shutting down."); deletes still work. Each cancelled call returns
-/// `WB_CANCELLED` promptly, its partial files removed. For a host shutting
-/// down; safe from any thread, and more than once. NULL is a no-op.
+/// `WB_CANCELLED` promptly, its partial files removed. Also stops and joins
+/// the reporter thread, parking the restore reports not yet delivered (and
+/// any handed to it later); this waits for a Panel call in flight, at most
+/// its 15 s timeout. For a host shutting down; safe from any thread, and
+/// more than once. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn wb_engine_cancel_all(engine: *const wb_engine) {
     if let Ok(engine) = engine_ref(engine) {

@@ -68,7 +68,7 @@ pub extern "C" fn wb_status_name(status: i32) -> *const c_char {
         .as_ptr()
 }
 
-/// The HTTP status a host answers for a status (CONTRACT section 7): 400,
+/// The HTTP status a host answers for a status (docs/api.md section 2): 400,
 /// 404, 409, 422, 507, 502, 503 or 500 (200 for `WB_OK`, 500 if unknown).
 #[no_mangle]
 pub extern "C" fn wb_status_http(status: i32) -> u16 {

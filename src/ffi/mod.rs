@@ -15,6 +15,7 @@ mod cancel;
 mod engine;
 mod error;
 pub mod host;
+mod log;
 mod support;
 pub mod wire;
 
@@ -23,6 +24,7 @@ pub use backup::*;
 pub use cancel::*;
 pub use engine::*;
 pub use error::*;
+pub use log::*;
 
 // The status codes `WB_OK` .. `WB_INTERNAL` come from the status table in
 // src/error.rs (build.rs writes their `#define`s into the header).
@@ -48,7 +50,8 @@ pub const WB_PHASE_UPLOAD: u32 = 2;
 pub const WB_PHASE_EXTRACT: u32 = 3;
 /// Putting restored files in place.
 pub const WB_PHASE_COMMIT: u32 = 4;
-/// Telling the Panel the result.
+/// Telling the Panel the result of a backup (a restore reports in the
+/// background, after its call has returned, and has no such phase).
 pub const WB_PHASE_REPORT: u32 = 5;
 /// Finished successfully; the last report.
 pub const WB_PHASE_DONE: u32 = 6;

@@ -19,6 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -1260,7 +1263,7 @@ static void test_callback_stop(void) {
         CHECK(!exists(arch), "archive exists after a stop");
     }
     /* Stopped in its DONE report, a backup either fails with WB_CANCELLED and
-     * leaves no archive (CONTRACT 2: a cancelled backup leaves no file with
+     * leaves no archive (docs/api.md section 9: a cancelled backup leaves no file with
      * the final name), or succeeds: never WB_CANCELLED with the archive kept. */
     {
         recorder rec;
@@ -1795,6 +1798,110 @@ static void test_lifecycle(void) {
     BOTH(WB_NOT_FOUND, NULL, wb_backup_status, g_engine, S1, bk, &st);
     EXPECT_CALL(WB_OK, NULL, wb_backups_delete_all, g_engine, S1, NULL);
     BOTH(WB_NOT_FOUND, NULL, wb_backups_delete_all, g_engine, S_UNKNOWN, &json);
+/* The log callback: what it was given, from which threads. */
+typedef struct {
+    pthread_mutex_t mu;
+    int calls, warn_retries, bad_level, off_main;
+    pthread_t main;
+    char first_retry[1024];
+} log_record;
+
+static void log_cb(void *userdata, int32_t level, const char *message) {
+    log_record *r = userdata;
+    pthread_mutex_lock(&r->mu);
+    r->calls++;
+    if (level < WB_LOG_DEBUG || level > WB_LOG_ERROR) r->bad_level++;
+    if (!pthread_equal(pthread_self(), r->main)) r->off_main++;
+    if (level == WB_LOG_WARN && strstr(message, "/restore attempt ") && strstr(message, "retrying")) {
+        if (r->warn_retries++ == 0) snprintf(r->first_retry, sizeof r->first_retry, "%s", message);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int log_get(log_record *r, int *field) {
+    pthread_mutex_lock(&r->mu);
+    int v = *field;
+    pthread_mutex_unlock(&r->mu);
+    return v;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A 127.0.0.1 port nothing listens on (bound, then released). */
+static int closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+        port = ntohs(a.sin_port);
+    }
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+/* wb_engine_set_logger, and a restore with the Panel down: it returns at
+ * once; the reporter thread retries in the background, each retry a
+ * WB_LOG_WARN message from a thread of the engine's; wb_engine_cancel_all
+ * parks the report; nothing is logged after wb_engine_free. */
+static void test_logger(void) {
+    char req[256], bk[40], extra[512], cfg[8192], pending[PATH_MAX + 64], dir[PATH_MAX];
+    int port = closed_port();
+    CHECK(port > 0, "no free port");
+    if (port <= 0) return;
+    backup_uuid(bk, 90);
+    create_req(req, sizeof req, "wings", bk, "");
+    EXPECT_CALL(WB_OK, NULL, wb_backup_create, g_engine, S1, req, NULL, NULL, NULL, NULL);
+
+    snprintf(extra, sizeof extra,
+             ",\"panel\":{\"url\":\"http://127.0.0.1:%d\",\"token_id\":\"id\",\"token\":\"secret\","
+             "\"report_retry_s\":600}",
+             port);
+    make_config(cfg, sizeof cfg, extra);
+    wb_engine *eng = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_engine_new, cfg, &eng);
+    if (eng == NULL) return;
+    log_record rec;
+    memset(&rec, 0, sizeof rec);
+    pthread_mutex_init(&rec.mu, NULL);
+    rec.main = pthread_self();
+    BOTH(WB_INVALID_ARGUMENT, "engine", wb_engine_set_logger, NULL, log_cb, &rec);
+    EXPECT_CALL(WB_OK, NULL, wb_engine_set_logger, eng, NULL, NULL); /* none: fine */
+    EXPECT_CALL(WB_OK, NULL, wb_engine_set_logger, eng, log_cb, &rec);
+
+    double began = now_s();
+    EXPECT_CALL(WB_OK, NULL, wb_backup_restore, eng, S1, bk, RESTORE_TRUNCATE, NULL, NULL, NULL);
+    double took = now_s() - began;
+    CHECK(took < 1.0, "the restore took %.2fs with the Panel down", took);
+    for (int i = 0; i < 100 && log_get(&rec, &rec.warn_retries) == 0; i++) sleep_ms(50);
+    CHECK(log_get(&rec, &rec.warn_retries) >= 1, "no WB_LOG_WARN message of a retried restore report");
+    pthread_mutex_lock(&rec.mu);
+    CHECK(strstr(rec.first_retry, "attempt 1 failed") != NULL, "first retry: %s", rec.first_retry);
+    CHECK(rec.off_main >= 1, "the retries were not logged from the reporter thread");
+    CHECK(rec.bad_level == 0, "%d messages with a level outside WB_LOG_*", rec.bad_level);
+    pthread_mutex_unlock(&rec.mu);
+
+    wb_engine_cancel_all(eng); /* stops the reporter: the report is parked */
+    path_join(dir, g_backups, ".pending");
+    snprintf(pending, sizeof pending, "%s/%s.restore.json", dir, bk);
+    CHECK(exists(pending), "no parked restore report at %s", pending);
+    wb_engine_free(eng);
+    int calls = log_get(&rec, &rec.calls);
+    sleep_ms(700);
+    CHECK(log_get(&rec, &rec.calls) == calls, "the logger was called after wb_engine_free");
+    pthread_mutex_destroy(&rec.mu);
+    rm_rf(dir);
+    char arch[PATH_MAX];
+    archive_of(arch, bk);
+    unlink(arch);
 }
 
 /* The hosts' settings: the static table, resolution (flags over env over a
@@ -1913,6 +2020,7 @@ int main(void) {
     run("deleting a running backup", test_delete_running);
     run("max_running_backups: a queued backup; wb_engine_cancel_all", test_queue_and_cancel_all);
     run("started calls: status, wait, list, cancel, delete-all", test_lifecycle);
+    run("wb_engine_set_logger; a restore reported in the background", test_logger);
 
     wb_engine_free(g_engine);
     rm_rf(g_root);

@@ -4,8 +4,8 @@ Every test runs against each host ("go" = target/go-host, "python" =
 examples/python-host/main.py), started as a subprocess with the same flags on
 a free 127.0.0.1 port, temporary data and backup directories, and the Panel
 stub of tests/support/panel_stub.py (a subprocess: the Panel's remote API
-over a real S3 server, recording every callback with its headers; CONTRACT
-section 3).
+over a real S3 server, recording every callback with its headers; docs/api.md
+section 6).
 
 Every error reply a test sees through Host.request or Host.raw is scanned for
 node paths and stack traces (assert_no_leak).
@@ -68,11 +68,14 @@ class PanelStub:
     the project: the Rust tests in tests/s3.rs use it too): the Panel's remote
     API in front of a real S3 server (moto), steered through /_test/*."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, port: int = 0) -> None:
+        """port: where the Panel listens (0: a free port); a test makes the
+        Panel "come back" where a host has been calling in vain."""
         self.log_path = log_path
+        env = dict(os.environ, STUB_PORT=str(port))
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, str(PANEL_STUB)], cwd=REPO, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log)
+                                         stdout=subprocess.PIPE, stderr=log, env=env)
         assert self.proc.stdout is not None
         line = self._first_line(self.proc.stdout)
         info = json.loads(line)

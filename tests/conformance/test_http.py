@@ -1,7 +1,6 @@
-"""The HTTP conformance suite: CONTRACT sections 1, 3 and 7, against each host.
+"""The HTTP conformance suite: docs/api.md sections 1-6, against each host.
 
-Tests that need a Panel callback are written to the contract (section 3);
-they fail while the core does not yet report to the Panel.
+Tests that need a Panel callback check the calls of docs/api.md section 6.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ LOAD_CLIENTS threads mix creates, restores, deletes and duplicate-uuid
 creates on LOAD_SERVERS servers with small trees for LOAD_SECONDS, then:
 
 - no deadlock: every request is answered within REQUEST_TIMEOUT;
-- statuses are exactly the contract's: a create is 202 or 409 (409 only
+- statuses are exactly those of docs/api.md (sections 2-5): a create is 202 or 409 (409 only
   while another operation could hold the server), a duplicate backup uuid is
   always 409, a restore 204 or 409 (same), a delete of a finished backup 204;
 - every backup accepted is reported to the Panel exactly once, successfully;
@@ -226,7 +226,7 @@ def test_load_mixed_operations(load_host: Host, panel: PanelStub) -> None:
         t.join(5)
     assert hung == 0, f"{hung} client threads still waiting: a request was never answered\n{host.log()}"
 
-    # -- every request answered, with the contract's status ---------------------
+    # -- every request answered, with the status docs/api.md gives ---------------------
     calls = load.calls
     counts = Counter((c.op, c.status) for c in calls)
     unanswered = [c for c in calls if c.status == 0]

@@ -2,7 +2,7 @@
 as the Panel: a Panel that creates multipart uploads on a real S3 server
 (moto), hands out presigned part URLs (through a proxy that injects faults)
 and completes the upload with the parts the node reports, as the real Panel
-does. CONTRACT sections 1, 2, 3, 6 and 6.1.
+does. docs/api.md sections 3, 4, 6, 7 and 8.
 """
 
 from __future__ import annotations

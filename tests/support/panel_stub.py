@@ -1,6 +1,6 @@
 """A Panel stub backed by a real S3-compatible server (moto in server mode).
 
-It speaks the Panel's remote API as CONTRACT section 3 describes it:
+It speaks the Panel's remote API as docs/api.md section 6 describes it:
 
 - ``GET  /api/remote/backups/<uuid>?size=N`` creates a multipart upload with
   boto3 and hands out presigned UploadPart URLs (``part_size`` is small, so
@@ -24,7 +24,9 @@ Part URLs go through a proxy in this stub (``/_s3proxy/...``) so that faults
 can be injected before requests reach moto.
 
 Run as a program it prints one JSON line (``panel_url``, ``s3_endpoint``,
-``bucket``) and serves until its standard input closes. Everything listens on
+``bucket``) and serves until its standard input closes; ``STUB_PORT`` chooses
+the Panel's port (a test starting "the Panel coming back" where a host has
+been calling in vain), else it is a free one. Everything listens on
 127.0.0.1 only.
 """
 
@@ -68,7 +70,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class PanelStub:
     """A running Panel stub and its S3 server."""
 
-    def __init__(self, part_size: int = 64 * 1024) -> None:
+    def __init__(self, part_size: int = 64 * 1024, port: int = 0) -> None:
         self.lock = threading.Lock()
         self.part_size = part_size
         self.max_concurrent: int | None = None
@@ -82,17 +84,6 @@ class PanelStub:
         self.part_faults: dict[int, list[int]] = {}
         self.part_forever: dict[int, int] = {}
         self.part_attempts: dict[int, int] = {}
-
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.s3_endpoint = f"http://{host}:{port}"
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
-        self.s3.create_bucket(Bucket=BUCKET)
 
         stub = self
 
@@ -111,7 +102,20 @@ class PanelStub:
             def do_PUT(self) -> None:
                 stub.handle(self, "PUT")
 
-        self.http = _Server(("127.0.0.1", 0), Handler)
+        # Bound before moto starts: moto finds its port by binding port 0 and
+        # letting go, which can hand it a port just released for this stub.
+        self.http = _Server(("127.0.0.1", port), Handler)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        s3_host, s3_port = self.moto.get_host_and_port()
+        self.s3_endpoint = f"http://{s3_host}:{s3_port}"
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+        self.s3.create_bucket(Bucket=BUCKET)
+
         self.port = self.http.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
@@ -378,7 +382,8 @@ class PanelStub:
 
 
 def main() -> None:
-    stub = PanelStub(part_size=int(os.environ.get("STUB_PART_SIZE", str(64 * 1024))))
+    stub = PanelStub(part_size=int(os.environ.get("STUB_PART_SIZE", str(64 * 1024))),
+                     port=int(os.environ.get("STUB_PORT", "0")))
     print(json.dumps({"panel_url": stub.url, "s3_endpoint": stub.s3_endpoint, "bucket": BUCKET,
                       "token_id": TOKEN_ID, "token": TOKEN}), flush=True)
     try:

@@ -36,7 +36,7 @@ def test_status_codes_match_the_header(header: str) -> None:
     theirs = {
         name: value
         for name, value in defines(header).items()
-        if not name.startswith(("WB_VERSION_", "WB_ABI_", "WB_PHASE_"))
+        if not name.startswith(("WB_VERSION_", "WB_ABI_", "WB_PHASE_", "WB_LOG_"))
     }
     assert len(theirs) >= 11, "the header's statuses were not found"
     assert ours == theirs
@@ -53,6 +53,17 @@ def test_phases_and_abi_version_match_the_header(header: str) -> None:
     ours = {f"WB_PHASE_{p.name}": int(p) for p in progress.Phase}
     theirs = {name: v for name, v in found.items() if name.startswith("WB_PHASE_")}
     assert theirs and ours == theirs
+
+
+def test_log_levels_match_the_header(header: str) -> None:
+    import logging
+
+    from wings_backup import engine
+
+    theirs = {name: v for name, v in defines(header).items() if name.startswith("WB_LOG_")}
+    names = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
+    assert {f"WB_LOG_{k}": v for k, v in names.items()}.keys() == theirs.keys()
+    assert {theirs[f"WB_LOG_{k}"]: v for k, v in names.items()} == engine._LOG_LEVELS
 
 
 _P = ctypes.c_void_p
@@ -77,6 +88,8 @@ def ctype_of(c_type: str, returned: bool = False) -> Optional[type]:
         return _INTEGERS[t]
     if t == "wb_progress_fn":
         return _native.PROGRESS_FN
+    if t == "wb_log_fn":
+        return _native.LOG_FN
     if t == "const char *":
         return ctypes.c_char_p
     if t.endswith("* *"):

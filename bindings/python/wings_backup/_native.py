@@ -43,6 +43,9 @@ class WbProgress(ctypes.Structure):
 #: ``wb_progress_fn``: ``int32_t (*)(void *userdata, const wb_progress *)``.
 PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(WbProgress))
 
+#: ``wb_log_fn``: ``void (*)(void *userdata, int32_t level, const char *message)``.
+LOG_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p)
+
 _P = ctypes.c_void_p  # every opaque handle (engine, cancel token, error)
 _STR = ctypes.c_char_p  # a borrowed NUL-terminated string, in or out
 _OUT = ctypes.POINTER(ctypes.c_void_p)  # `T **`: owned strings come back as plain addresses
@@ -68,6 +71,7 @@ _PROTOTYPES = {
     "wb_engine_free": (None, [_P]),
     "wb_engine_send_pending_reports": (_I32, [_P, _P, _OUT, _OUT]),
     "wb_engine_cancel_all": (None, [_P]),
+    "wb_engine_set_logger": (_I32, [_P, LOG_FN, _P, _OUT]),
     "wb_backup_create_check": (_I32, [_P, _STR, _STR, _OUT]),
     "wb_backup_create": (_I32, [_P, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
     "wb_backup_restore_check": (_I32, [_P, _STR, _STR, _STR, _OUT]),

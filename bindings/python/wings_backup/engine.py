@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
+import threading
 import time
 import weakref
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ._handle import NativeHandle
-from ._native import LIB, take_string
+from ._native import LIB, LOG_FN, take_string
 from .errors import InvalidArgumentError, Status, WingsBackupError, check, error_for
 from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
 from .results import ArchiveSummary, BackupState, Details, ExtractSummary, PendingReports
@@ -89,30 +91,94 @@ def _long_call(fn: Any, args: List[Any], progress: Optional[ProgressCallback],
     return text
 
 
+#: ``WB_LOG_*`` levels as :mod:`logging` levels.
+_LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
+
+#: The logger an engine logs to unless told otherwise.
+DEFAULT_LOGGER = "wings_backup"
+
+_NO_LOGGER: Any = object()
+
+
+class _LogSink:
+    """The C log callback of one engine, forwarding to a :class:`logging.Logger`.
+    It lives as long as the native engine (its free function holds it), so the
+    library never calls a freed callback."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.c_function: Optional[Any] = None
+
+    @staticmethod
+    def bridge(logger: logging.Logger) -> Any:
+        def forward(_userdata: Optional[int], level: int, message: Optional[bytes]) -> None:
+            try:
+                logger.log(_LOG_LEVELS.get(level, logging.ERROR),
+                           (message or b"").decode("utf-8", "replace"))
+            except Exception:  # noqa: BLE001  (nothing may unwind into the library)
+                pass
+        return LOG_FN(forward)
+
+    def set(self, handle: NativeHandle, logger: Optional[logging.Logger]) -> None:
+        with self.lock:
+            c_function = self.bridge(logger) if logger is not None else LOG_FN()
+            err = ctypes.c_void_p()
+            with handle.use(while_closing=True) as engine:
+                # ctypes releases the GIL here: a message being delivered on
+                # another thread finishes before the call returns.
+                status = LIB.wb_engine_set_logger(engine, c_function, None, ctypes.byref(err))
+            check(status, err)
+            # The previous callback is never called again: it may go now.
+            self.c_function = c_function if logger is not None else None
+
+    def detach(self, handle: NativeHandle) -> None:
+        """At interpreter exit: no engine thread may call into Python any more."""
+        try:
+            self.set(handle, None)
+        except Exception:  # noqa: BLE001  (closed, or failing at exit)
+            pass
+
+
+def _freeing(sink: _LogSink) -> Any:
+    def free(ptr: int) -> None:
+        LIB.wb_engine_free(ptr)  # joins the engine's threads
+        sink.c_function = None
+    return free
+
+
 class Engine:
     """One node's backup engine: configuration plus the state of running
     operations. Thread-safe: calls on different servers run in parallel (the
     GIL is released during every call).
 
     ``config`` is a mapping (paths may be ``pathlib.Path``) or JSON text with
-    the keys of CONTRACT section 8: ``data_directory``, ``backup_directory``,
+    the keys of docs/api.md section 12: ``data_directory``, ``backup_directory``,
     ``compression_level``, ``write_limit``, ``threads``, ``owner``,
     ``disk_limit``, ``restore_host_allowlist``, ``upload_concurrency``,
     ``max_running_backups``, ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
+
+    The engine's log messages (every retry of a Panel call at WARNING as it
+    happens, reports parked for later, ...) go to ``logger``: by default the
+    :mod:`logging` logger named ``wings_backup``; ``None`` drops them. See
+    :meth:`set_logger`.
 
     Use it as a context manager, or call :meth:`close` (idempotent; a call
     still running keeps the native engine alive until it returns).
     """
 
-    def __init__(self, config: JsonArg) -> None:
+    def __init__(self, config: JsonArg, logger: Optional[logging.Logger] = _NO_LOGGER) -> None:
         data = _json_arg(config, "config")
         out = ctypes.c_void_p()
         err = ctypes.c_void_p()
         check(LIB.wb_engine_new(data, ctypes.byref(out), ctypes.byref(err)), err)
-        self._handle = NativeHandle(out.value or 0, LIB.wb_engine_free, "engine")
+        self._log = _LogSink()
+        self._handle = NativeHandle(out.value or 0, _freeing(self._log), "engine")
         self._finalizer = weakref.finalize(self, self._handle.close)
         # At interpreter exit, daemon threads may still be inside a call.
         self._finalizer.atexit = False
+        # ... but the engine's own threads must stop calling into Python.
+        self._log_finalizer = weakref.finalize(self, self._log.detach, self._handle)
+        self.set_logger(logging.getLogger(DEFAULT_LOGGER) if logger is _NO_LOGGER else logger)
 
     @classmethod
     def from_json(cls, text: Union[str, bytes]) -> "Engine":
@@ -138,9 +204,16 @@ class Engine:
     def __repr__(self) -> str:
         return f"<wings_backup.Engine{' closed' if self.closed else ''}>"
 
+    def set_logger(self, logger: Optional[logging.Logger]) -> None:
+        """Sends the engine's log messages to ``logger`` (``None``: nowhere).
+        Messages may come from any of the engine's threads, including its
+        reporter thread, which tells the Panel the results of restores in the
+        background; levels map to DEBUG, INFO, WARNING and ERROR."""
+        self._log.set(self._handle, logger)
+
     def send_pending_reports(self, cancel: Optional[CancelToken] = None) -> PendingReports:
-        """Sends the backup reports the Panel could not be given earlier
-        (parked in ``<backup_directory>/.pending/``); returns
+        """Sends the backup and restore reports the Panel could not be given
+        earlier (parked in ``<backup_directory>/.pending/``); returns
         :class:`PendingReports` (``sent``, ``pending``). A host calls it once at start, from a background
         thread: it blocks while the Panel is slow. Without a Panel it does
         nothing."""
@@ -207,7 +280,9 @@ class Engine:
                        cancel: Optional[CancelToken] = None) -> None:
         """Restores a backup into a server (``request``:
         ``{"adapter","truncate_directory","download_url"}``); blocks until
-        done. On failure the server's files are as they were."""
+        the files are in place. On failure the server's files are as they
+        were. With a Panel, the result is reported in the background by the
+        engine's reporter thread (retried, else parked in ``.pending``)."""
         args = [
             _text_arg(server_uuid, "server_uuid"),
             _text_arg(backup_uuid, "backup_uuid"),

@@ -2,7 +2,7 @@
 
 Every failed call raises a subclass of :class:`WingsBackupError`, chosen by
 the ``WB_*`` status the library returned; ``.http_status`` is the status an
-HTTP host answers with (CONTRACT section 7), straight from the library.
+HTTP host answers with (docs/api.md section 2), straight from the library.
 """
 
 from __future__ import annotations

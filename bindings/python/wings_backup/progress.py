@@ -24,7 +24,7 @@ class Phase(enum.IntEnum):
     UPLOAD = 2  #: uploading the archive to S3 (bytes: archive bytes)
     EXTRACT = 3  #: reading and unpacking the archive (bytes: archive bytes)
     COMMIT = 4  #: putting restored files in place
-    REPORT = 5  #: telling the Panel the result
+    REPORT = 5  #: telling the Panel the result of a backup (restores report in the background)
     DONE = 6  #: finished successfully; the last report
 
     @classmethod

@@ -1,0 +1,264 @@
+//! The engine's reporter: a restore returns once the files are in place and
+//! its report reaches the Panel in the background, every retry logged at
+//! WARN as it happens; a report that cannot be delivered is parked in
+//! `.pending/<uuid>.restore.json` (at the end of its budget, or at once when
+//! the engine shuts down) and sent by `send_pending_reports`. The Panel is
+//! `tests/support/panel_stub.py`, started late on a port the engine has been
+//! calling in vain.
+
+mod common;
+#[path = "support/panel_stub.rs"]
+mod panel_stub;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use panel_stub::Stub;
+use serde_json::Value;
+use wings_backup::config::{EngineConfig, PanelConfig};
+use wings_backup::engine::Engine;
+use wings_backup::log::Level;
+use wings_backup::panel::ReportOutcome;
+use wings_backup::progress::Control;
+
+const BACKUP2: &str = "5f0c2a61-93d4-4e7b-a1c8-2b6d9e0f3a47";
+
+type Log = Arc<Mutex<Vec<(Level, String)>>>;
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node with a backup `BACKUP` of a small tree, made without a Panel.
+fn node_with_backup(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    let root = dir.join("data").join(SERVER);
+    std::fs::create_dir_all(&root).unwrap();
+    write_file(
+        &root.join("world/level.dat"),
+        b"level",
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &root.join("server.properties"),
+        b"motd=x",
+        0o644,
+        1_600_000_000,
+    );
+    engine(&dir, None)
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
+    dir
+}
+
+/// An engine on `dir`, reporting to `127.0.0.1:<port>` (with the stub's
+/// credentials) with `report_retry_s`, logging into the returned list.
+fn engine(dir: &TempDir, panel: Option<(u16, u64)>) -> Engine {
+    Engine::new(EngineConfig {
+        data_directory: dir.join("data"),
+        backup_directory: dir.join("backups"),
+        panel: panel.map(|(port, report_retry_s)| PanelConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            token_id: panel_stub::TOKEN_ID.into(),
+            token: panel_stub::TOKEN.into(),
+            report_retry_s,
+        }),
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+fn logging(engine: &Engine) -> Log {
+    let log: Log = Arc::default();
+    let sink = Arc::clone(&log);
+    engine.set_logger(Some(Box::new(move |level, message| {
+        sink.lock().unwrap().push((level, message.to_string()))
+    })));
+    log
+}
+
+fn warnings_about(log: &Log, needle: &str) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, m)| *l == Level::Warn && m.contains(needle))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+/// Polls `f` every 50 ms until it is true, for at most `secs`.
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn parked(dir: &TempDir, name: &str) -> PathBuf {
+    dir.join("backups/.pending").join(name)
+}
+
+/// Restores `BACKUP` into `SERVER`; returns how long the call took.
+fn timed_restore(engine: &Engine) -> Duration {
+    let began = Instant::now();
+    engine
+        .restore_backup(SERVER, BACKUP, &local_restore(true), &mut Control::none())
+        .unwrap();
+    began.elapsed()
+}
+
+fn restores(stub: &Stub) -> Vec<Value> {
+    stub.state()["restores"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_restore_answers_at_once_and_its_report_reaches_a_panel_that_comes_back() {
+    let dir = node_with_backup("report-back");
+    let port = closed_port();
+    let engine = engine(&dir, Some((port, 600)));
+    let log = logging(&engine);
+    let took = timed_restore(&engine);
+    assert!(took < Duration::from_secs(1), "the restore took {took:?}");
+    let restore_path = format!("/api/remote/backups/{BACKUP}/restore");
+    assert!(
+        wait_until(5, || !warnings_about(&log, "attempt 1 failed").is_empty()),
+        "the first retry is logged as it happens: {:?}",
+        log.lock().unwrap()
+    );
+    let first = &warnings_about(&log, "attempt 1 failed")[0];
+    assert!(
+        first.contains(&format!("POST http://127.0.0.1:{port}{restore_path}")),
+        "{first}"
+    );
+    // The Panel comes back within the report's 30 s.
+    let stub = Stub::start_on(port);
+    assert!(
+        wait_until(30, || !restores(&stub).is_empty()),
+        "the report never arrived; log: {:?}",
+        log.lock().unwrap()
+    );
+    // Exactly one report, successful, and nothing parked.
+    std::thread::sleep(Duration::from_secs(1));
+    let got = restores(&stub);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["body"]["successful"], true);
+    assert!(!parked(&dir, &format!("{BACKUP}.restore.json")).exists());
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == Level::Info && m.contains("delivered at attempt")));
+    // Every attempt logged once, numbered 1, 2, ... in order.
+    let attempts: Vec<u32> = warnings_about(&log, "failed, retrying")
+        .iter()
+        .filter_map(|m| m.split("attempt ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        attempts,
+        (1..=attempts.len() as u32).collect::<Vec<_>>(),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn undelivered_reports_of_both_kinds_are_parked_then_sent_once() {
+    let dir = node_with_backup("report-park");
+    let port = closed_port();
+    // report_retry_s 2: backup reports retry for 2 s, restore reports too
+    // (the shorter of 30 s and report_retry_s).
+    let engine = engine(&dir, Some((port, 2)));
+    let log = logging(&engine);
+    let took = timed_restore(&engine);
+    assert!(took < Duration::from_secs(1), "the restore took {took:?}");
+    let restore_file = parked(&dir, &format!("{BACKUP}.restore.json"));
+    let parked_line = format!("parked as .pending/{BACKUP}.restore.json");
+    assert!(
+        wait_until(10, || restore_file.exists()
+            && !warnings_about(&log, &parked_line).is_empty()),
+        "parked at the end of its budget, and logged: {:?}",
+        log.lock().unwrap()
+    );
+
+    // A backup's report retries inside the call, logged as it happens too.
+    let details = engine
+        .create_backup(SERVER, &create_request(BACKUP2, ""), &mut Control::none())
+        .unwrap();
+    assert!(matches!(
+        details.panel_report,
+        Some(ReportOutcome::Pending(_))
+    ));
+    let backup_retries = warnings_about(
+        &log,
+        &format!("POST http://127.0.0.1:{port}/api/remote/backups/{BACKUP2} attempt 1 failed"),
+    );
+    assert_eq!(backup_retries.len(), 1, "{:?}", log.lock().unwrap());
+    let backup_file = parked(&dir, &format!("{BACKUP2}.json"));
+    assert!(backup_file.exists());
+
+    // The Panel is back: both go out once, and leave `.pending`.
+    let stub = Stub::start_on(port);
+    assert_eq!(engine.send_pending_reports(None), (2, 0));
+    assert!(!restore_file.exists() && !backup_file.exists());
+    let got = restores(&stub);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["backup"], BACKUP);
+    assert_eq!(got[0]["body"]["successful"], true);
+    let reports = stub.state()["reports"].as_array().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["body"]["checksum"], details.report.checksum);
+    assert_eq!(engine.send_pending_reports(None), (0, 0));
+}
+
+#[test]
+fn shutting_down_parks_a_report_still_being_retried_at_once() {
+    let dir = node_with_backup("report-stop");
+    let port = closed_port();
+    let restore_file = parked(&dir, &format!("{BACKUP}.restore.json"));
+
+    // wb_engine_cancel_all: stops the reporter, parking what it holds.
+    let first = engine(&dir, Some((port, 600)));
+    let log = logging(&first);
+    timed_restore(&first);
+    assert!(wait_until(5, || !warnings_about(&log, "attempt 1 failed").is_empty()));
+    let began = Instant::now();
+    first.cancel_all();
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(restore_file.exists(), "parked by cancel_all");
+    drop(first);
+    std::fs::remove_file(&restore_file).unwrap();
+
+    // wb_engine_free: the same, without a cancel_all first.
+    let second = engine(&dir, Some((port, 600)));
+    timed_restore(&second);
+    let began = Instant::now();
+    drop(second);
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(restore_file.exists(), "parked when the engine is dropped");
+    let text = std::fs::read_to_string(&restore_file).unwrap();
+    let parked: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(parked["backup"], BACKUP);
+    assert_eq!(parked["body"]["successful"], true);
+}
