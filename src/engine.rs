@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::archive::writer::{write_archive, ArchiveSummary, WriteOptions};
 use crate::backup_store::BackupStore;
+use crate::catalog::{scan_archives, Catalog, UNKNOWN_SERVER};
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
 use crate::log::{Logger, Sink};
-use crate::operations::{Kind, OpKind, OpState, OperationRecord, Operations, Outcome};
+use crate::operations::{Kind, OpKind, OperationRecord, Operations, Outcome};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::reporter::Reporter;
@@ -40,8 +41,10 @@ pub struct Engine {
 
 impl Engine {
     /// Starts an engine: creates the backup directory if needed, removes
-    /// temporary archives abandoned by a killed process, and finishes or
-    /// undoes restores a crash interrupted.
+    /// temporary archives abandoned by a killed process, finishes or undoes
+    /// restores a crash interrupted, and opens the catalog of operations
+    /// (reconciled with the archives: operations a stopped process left
+    /// running are failed, archives it did not know are recorded).
     pub fn new(config: EngineConfig) -> Result<Engine> {
         if !config.data_directory.is_dir() {
             std::fs::create_dir_all(&config.data_directory)
@@ -49,6 +52,8 @@ impl Engine {
         }
         let store = BackupStore::open(&config.backup_directory)?;
         store.remove_stale_temps();
+        let catalog = Arc::new(Catalog::open(&config.backup_directory));
+        catalog.reconcile(&scan_archives(&config.backup_directory));
         let log = Logger::new();
         let panel = config.panel.as_ref().map(|p| {
             Arc::new(PanelClient::new(
@@ -65,7 +70,7 @@ impl Engine {
             None => None,
         };
         let engine = Engine {
-            ops: Operations::new(config.max_running_backups),
+            ops: Operations::with_catalog(config.max_running_backups, Some(catalog)),
             config,
             store,
             panel,
@@ -442,8 +447,31 @@ impl Engine {
             }
             return Err(backup_not_found());
         }
+        match self.catalog_record(server, &backup) {
+            Some(Some(record)) => return Ok(record),
+            // Another server's backup.
+            Some(None) => return Err(backup_not_found()),
+            None => {}
+        }
         self.archive_record(server, &backup)
             .ok_or_else(backup_not_found)
+    }
+
+    /// The catalog's newest record of `backup` (of an earlier run): None
+    /// when the catalog knows none, `Some(None)` when it is another
+    /// server's. An archive the catalog found on disk without its server
+    /// counts as anybody's.
+    fn catalog_record(&self, server: &str, backup: &str) -> Option<Option<OperationRecord>> {
+        let found = self.ops.tracker().catalog()?.get(backup)?;
+        if found.archive_missing && found.kind == OpKind::Create {
+            return None;
+        }
+        if found.server != server && found.server != UNKNOWN_SERVER {
+            return Some(None);
+        }
+        let mut record = OperationRecord::from_catalog(found);
+        record.server = server.to_string();
+        Some(Some(record))
     }
 
     /// The record of a local archive the engine has no operation for.
@@ -462,24 +490,31 @@ impl Engine {
     }
 
     /// The backups of server `server` the engine knows of (operations in
-    /// flight and finished ones, whose archives are still there), newest
+    /// flight, and local archives: the newest operation of each), newest
     /// first.
     pub fn list_backups(&self, server: &str) -> Result<Vec<OperationRecord>> {
         self.server_root(server)?;
-        let mut list: Vec<OperationRecord> = self
-            .ops
-            .tracker()
-            .list(server)
+        let mut list = self.ops.tracker().list(server);
+        if let Some(catalog) = self.ops.tracker().catalog() {
+            // Records of earlier runs; this run's own are newer (and live).
+            let mut seen: std::collections::HashSet<String> =
+                list.iter().map(|r| r.uuid.clone()).collect();
+            for found in catalog.list(server) {
+                if found.archive_missing && found.kind == OpKind::Create {
+                    continue;
+                }
+                if seen.insert(found.uuid.clone()) {
+                    list.push(OperationRecord::from_catalog(found));
+                }
+            }
+        }
+        let mut list: Vec<OperationRecord> = list
             .into_iter()
-            // A finished create whose archive was removed behind the
-            // engine's back is no longer a backup of this node (an s3
-            // backup never had a local one).
-            .filter(|r| {
-                !(r.kind == OpKind::Create
-                    && r.state == OpState::Succeeded
-                    && r.adapter == "wings"
-                    && !self.store.exists(&r.uuid))
-            })
+            // The server's backups: operations in flight, and local
+            // archives (a failed or cancelled create left none; an s3
+            // backup never had one; one removed behind the engine's back
+            // is gone).
+            .filter(|r| !r.state.finished() || self.store.exists(&r.uuid))
             .collect();
         list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         Ok(list)
@@ -494,10 +529,14 @@ impl Engine {
         match self.ops.tracker().cancel(server, &backup) {
             Some(true) => Ok(()),
             Some(false) => Err(Error::conflict(MSG_FINISHED)),
-            None if self.archive_record(server, &backup).is_some() => {
-                Err(Error::conflict(MSG_FINISHED))
-            }
-            None => Err(backup_not_found()),
+            None => match self.catalog_record(server, &backup) {
+                Some(Some(_)) => Err(Error::conflict(MSG_FINISHED)),
+                Some(None) => Err(backup_not_found()),
+                None if self.archive_record(server, &backup).is_some() => {
+                    Err(Error::conflict(MSG_FINISHED))
+                }
+                None => Err(backup_not_found()),
+            },
         }
     }
 
@@ -507,7 +546,7 @@ impl Engine {
     pub fn delete_all_backups(&self, server: &str) -> Result<usize> {
         self.server_root(server)?;
         let mut deleted = 0;
-        for record in self.ops.tracker().list(server) {
+        for record in self.list_backups(server)? {
             // The newest record of a backup may be a restore of it: its
             // archive goes all the same (a create in flight is cancelled).
             let cancelled = record.kind == OpKind::Create

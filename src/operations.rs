@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::catalog::Catalog;
 use crate::error::{Error, Result, Status};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 
@@ -82,11 +83,19 @@ pub struct Operations {
 
 impl Operations {
     pub fn new(max_running_backups: usize) -> Operations {
+        Operations::with_catalog(max_running_backups, None)
+    }
+
+    /// Operations whose records are also written to `catalog`.
+    pub fn with_catalog(max_running_backups: usize, catalog: Option<Arc<Catalog>>) -> Operations {
         Operations {
             max_running_backups: max_running_backups.max(1),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
-            tracker: Arc::new(Tracker::default()),
+            tracker: Arc::new(Tracker {
+                catalog,
+                ..Tracker::default()
+            }),
         }
     }
 
@@ -257,7 +266,7 @@ impl Ticket<'_> {
         if !std::mem::take(&mut self.tracked) {
             return;
         }
-        self.ops.tracker.update(self.id, true, |r| {
+        self.ops.tracker.update(self.id, true, true, |r| {
             r.state = match outcome.error {
                 None => OpState::Succeeded,
                 Some(e) if e.status == Status::Cancelled => OpState::Cancelled,
@@ -300,7 +309,7 @@ impl Ticket<'_> {
                 drop(state);
                 if self.tracked {
                     ops.tracker
-                        .update(self.id, true, |r| r.state = OpState::Running);
+                        .update(self.id, true, true, |r| r.state = OpState::Running);
                 }
                 return Ok(());
             }
@@ -363,40 +372,17 @@ impl Drop for Ticket<'_> {
 // ---------------------------------------------------------------------------
 // The record of every operation: what a status, list, cancel or wait sees.
 
-/// What an operation does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    Create,
-    Restore,
-}
-
-/// Where an operation is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
+pub use crate::catalog::{OpKind, OpState};
 
 impl OpState {
+    /// The state's name in records (`queued`, ..., `cancelled`).
     pub fn name(self) -> &'static str {
-        match self {
-            OpState::Queued => "queued",
-            OpState::Running => "running",
-            OpState::Succeeded => "succeeded",
-            OpState::Failed => "failed",
-            OpState::Cancelled => "cancelled",
-        }
+        self.as_str()
     }
 
     /// Whether the operation has ended.
     pub fn finished(self) -> bool {
-        matches!(
-            self,
-            OpState::Succeeded | OpState::Failed | OpState::Cancelled
-        )
+        !self.is_active()
     }
 }
 
@@ -452,6 +438,77 @@ impl OperationRecord {
     }
 }
 
+fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+impl OperationRecord {
+    /// The catalog's form of the record.
+    pub fn to_catalog(&self) -> crate::catalog::OperationRecord {
+        crate::catalog::OperationRecord {
+            uuid: self.uuid.clone(),
+            server: self.server.clone(),
+            kind: self.kind,
+            adapter: self.adapter.clone(),
+            state: self.state,
+            phase: self.phase.clone(),
+            bytes_done: self.bytes_done,
+            bytes_total: self.bytes_total,
+            files: self.files,
+            size: self.size,
+            checksum: self.checksum.clone(),
+            error: self.error.clone(),
+            started_at: Some(to_ms(self.started_at)),
+            finished_at: self.finished_at.map(to_ms),
+            panel_report: self.panel_report.clone(),
+            archive_missing: false,
+        }
+    }
+
+    /// A record the catalog kept (of this run or an earlier one).
+    pub fn from_catalog(c: crate::catalog::OperationRecord) -> OperationRecord {
+        let started = c
+            .started_at
+            .or(c.finished_at)
+            .map_or(std::time::UNIX_EPOCH, from_ms);
+        OperationRecord {
+            error_status: match c.state {
+                OpState::Cancelled => Some(Status::Cancelled),
+                OpState::Failed => Some(Status::Internal),
+                _ => None,
+            },
+            uuid: c.uuid,
+            server: c.server,
+            kind: c.kind,
+            adapter: c.adapter,
+            state: c.state,
+            phase: c.phase,
+            bytes_done: c.bytes_done,
+            bytes_total: c.bytes_total,
+            files: c.files,
+            size: c.size,
+            checksum: c.checksum,
+            error: c.error,
+            started_at: started,
+            finished_at: c.finished_at.map(from_ms),
+            panel_report: c.panel_report,
+            seq: 0,
+        }
+    }
+}
+
 /// How an operation ended, for its record.
 pub struct Outcome<'e> {
     pub error: Option<&'e Error>,
@@ -483,10 +540,13 @@ struct Tracks {
 }
 
 /// Every operation's record, and a condition variable waiters sleep on.
+/// With a catalog, every record is also written there (the states at once,
+/// progress rate-limited by the catalog), so that it outlives the process.
 #[derive(Default)]
 pub struct Tracker {
     tracks: Mutex<Tracks>,
     changed: Condvar,
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl Tracker {
@@ -494,7 +554,10 @@ impl Tracker {
         self.tracks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, id: u64, wake: bool, f: impl FnOnce(&mut OperationRecord)) {
+    /// Updates record `id`; `persist` writes a change of state to the
+    /// catalog (under the lock, so that a waiter woken by the change finds
+    /// it written).
+    fn update(&self, id: u64, wake: bool, persist: bool, f: impl FnOnce(&mut OperationRecord)) {
         let mut tracks = self.lock();
         tracks.seq += 1;
         let seq = tracks.seq;
@@ -504,6 +567,11 @@ impl Tracker {
                 return;
             }
             f(&mut t.record);
+            if persist {
+                if let Some(catalog) = &self.catalog {
+                    catalog.upsert(&t.record.to_catalog());
+                }
+            }
             if wake || t.last_wake.elapsed() >= WAIT_INTERVAL {
                 t.record.seq = seq;
                 t.last_wake = Instant::now();
@@ -515,7 +583,8 @@ impl Tracker {
 
     fn progress(&self, id: u64, p: &Progress) {
         let phase = p.phase.name();
-        self.update(id, false, |r| {
+        let mut written = None;
+        self.update(id, false, false, |r| {
             let changed = r.phase != phase;
             r.phase = phase.to_string();
             if changed || p.bytes_done >= r.bytes_done || p.phase == Phase::Done {
@@ -526,7 +595,11 @@ impl Tracker {
             if p.archive_bytes > 0 {
                 r.size = p.archive_bytes;
             }
+            written = Some((r.kind, r.uuid.clone(), r.bytes_done, r.bytes_total));
         });
+        if let (Some(catalog), Some((kind, uuid, done, total))) = (&self.catalog, written) {
+            catalog.progress(kind, &uuid, phase, done, total);
+        }
     }
 
     /// The newest record of operation `uuid` (a backup's uuid: its create
@@ -602,6 +675,14 @@ impl Tracker {
         self.lock()
             .ops
             .retain(|t| t.record.uuid != uuid || !t.record.state.finished());
+        if let Some(catalog) = &self.catalog {
+            catalog.delete(uuid);
+        }
+    }
+
+    /// The catalog the records are written to, if any.
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.catalog.as_deref()
     }
 
     fn insert(&self, tracked: Tracked) {
@@ -609,6 +690,9 @@ impl Tracker {
         tracks.seq += 1;
         let mut tracked = tracked;
         tracked.record.seq = tracks.seq;
+        if let Some(catalog) = &self.catalog {
+            catalog.upsert(&tracked.record.to_catalog());
+        }
         tracks.ops.push(tracked);
         let finished = tracks
             .ops

@@ -126,12 +126,15 @@ fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
     let err = node.create(BACKUP, "").unwrap_err();
     assert_eq!(err.status, Status::Quota, "{err}");
     assert!(err.message.contains("disk space"), "{err}");
-    assert_eq!(names(&node.backups()), Vec::<String>::new());
+    assert_eq!(backup_names(&node.backups()), Vec::<String>::new());
 
     // The engine is fine afterwards: a backup that fits succeeds.
     std::fs::remove_dir_all(node.root().join("world")).unwrap();
     node.create(BACKUP, "").unwrap();
-    assert_eq!(names(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
+    assert_eq!(
+        backup_names(&node.backups()),
+        vec![format!("{BACKUP}.tar.gz")]
+    );
 }
 
 #[test]
@@ -283,12 +286,15 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
 
         // Starting again removes it; the same backup can then be made.
         let engine = Engine::new(engine_config(&node.dir.join("data"), &node.backups())).unwrap();
-        assert_eq!(names(&node.backups()), Vec::<String>::new());
+        assert_eq!(backup_names(&node.backups()), Vec::<String>::new());
         if round == 1 {
             engine
                 .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
                 .unwrap();
-            assert_eq!(names(&node.backups()), vec![format!("{BACKUP}.tar.gz")]);
+            assert_eq!(
+                backup_names(&node.backups()),
+                vec![format!("{BACKUP}.tar.gz")]
+            );
         }
     }
 }

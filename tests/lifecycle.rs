@@ -193,3 +193,41 @@ fn list_and_delete_all_across_two_servers() {
         Status::NotFound
     );
 }
+
+#[test]
+fn a_restarted_engine_lists_and_answers_for_its_backups() {
+    let node = Node::new();
+    std::fs::create_dir_all(node.dir.join("data").join(OTHER)).unwrap();
+    std::fs::write(node.root().join("a"), b"a").unwrap();
+    let first = node.create(BACKUP, "").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    node.create(B2, "").unwrap();
+    let before = node.engine.list_backups(SERVER).unwrap();
+    let again = node.restart();
+    let after = again.list_backups(SERVER).unwrap();
+    let uuids: Vec<_> = after.iter().map(|r| r.uuid.as_str()).collect();
+    assert_eq!(uuids, [B2, BACKUP]);
+    for (a, b) in before.iter().zip(&after) {
+        assert_eq!(
+            (a.state, a.size, &a.checksum, a.files),
+            (b.state, b.size, &b.checksum, b.files)
+        );
+    }
+    let st = again.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(st.checksum, first.report.checksum);
+    assert_eq!(st.state, OpState::Succeeded);
+    // Another server's list does not hold them; its status does not know them.
+    assert!(again.list_backups(OTHER).unwrap().is_empty());
+    assert_eq!(
+        again.backup_status(OTHER, BACKUP).unwrap_err().status,
+        Status::NotFound
+    );
+    assert_eq!(
+        again.cancel_backup(SERVER, BACKUP).unwrap_err().status,
+        Status::Conflict
+    );
+    // Deleting them all is remembered too.
+    assert_eq!(again.delete_all_backups(SERVER).unwrap(), 2);
+    drop(again);
+    assert!(node.restart().list_backups(SERVER).unwrap().is_empty());
+}

@@ -148,7 +148,7 @@ fn an_s3_backup_lands_in_the_bucket_with_the_reported_sha1_and_size() {
     assert_eq!(reports[0]["body"]["checksum_type"], "sha1");
     assert_eq!(reports[0]["body"]["parts"], parts_json(&details));
     // The local copy is gone; no temporary file is left.
-    assert_eq!(names(&dir.join("backups")), Vec::<String>::new());
+    assert_eq!(backup_names(&dir.join("backups")), Vec::<String>::new());
     // Headers of every Panel call.
     for r in state["requests"].as_array().unwrap() {
         assert_eq!(
@@ -208,7 +208,7 @@ fn a_403_part_fails_fast_and_the_panel_is_told() {
         reports[0]["body"],
         json!({"checksum":"","checksum_type":"","size":0,"successful":false,"parts":null})
     );
-    assert_eq!(names(&dir.join("backups")), Vec::<String>::new());
+    assert_eq!(backup_names(&dir.join("backups")), Vec::<String>::new());
 }
 
 /// Uploads an archive of a tree to the bucket and returns its key.

@@ -65,8 +65,8 @@ func TestStartStatusWaitCancel(t *testing.T) {
 	if !n.engine.WaitIdle(5 * time.Second) {
 		t.Fatal("the engine's threads did not end")
 	}
-	if entries, _ := os.ReadDir(n.backups); len(entries) != 0 {
-		t.Fatalf("backup directory after a cancelled backup: %v", entries)
+	if names := backupDirNames(t, n.backups); len(names) != 0 {
+		t.Fatalf("backup directory after a cancelled backup: %v", names)
 	}
 	if err := n.engine.CancelBackup(server, backup); !errors.Is(err, wingsbackup.ErrConflict) {
 		t.Fatalf("cancel of an ended backup: %v", err)

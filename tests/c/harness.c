@@ -1798,6 +1798,8 @@ static void test_lifecycle(void) {
     BOTH(WB_NOT_FOUND, NULL, wb_backup_status, g_engine, S1, bk, &st);
     EXPECT_CALL(WB_OK, NULL, wb_backups_delete_all, g_engine, S1, NULL);
     BOTH(WB_NOT_FOUND, NULL, wb_backups_delete_all, g_engine, S_UNKNOWN, &json);
+}
+
 /* The log callback: what it was given, from which threads. */
 typedef struct {
     pthread_mutex_t mu;

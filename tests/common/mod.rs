@@ -84,9 +84,9 @@ impl Node {
             .restore_backup(SERVER, uuid, &local_restore(truncate), &mut Control::none())
             .map(|_| ())
     }
-    /// Names in the backup directory.
+    /// Names in the backup directory, but the catalog's files.
     pub fn backup_dir_names(&self) -> Vec<String> {
-        names(&self.backups())
+        backup_names(&self.backups())
     }
 }
 
@@ -137,6 +137,15 @@ pub fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The sorted names in a backup directory, without the catalog's files
+/// (`.wings-backup.db` and its companions).
+pub fn backup_names(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with(wings_backup::catalog::DATABASE_NAME))
+        .collect()
 }
 
 /// Removes everything inside `dir`, keeping `dir`.

@@ -149,8 +149,15 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
         time.sleep(0.05)
 
 
+#: The engine's catalog of operations in the backup directory (the database
+#: and its companions: -wal, -shm, owner locks).
+CATALOG_NAME = ".wings-backup.db"
+
+
 def leftovers(host: Host) -> list:
-    return sorted(p.name for p in host.backups.iterdir() if p.name != ".pending")
+    """The backup directory's entries, but parked reports and the catalog."""
+    return sorted(p.name for p in host.backups.iterdir()
+                  if p.name != ".pending" and not p.name.startswith(CATALOG_NAME))
 
 
 def temporary_files(host: Host) -> list:

@@ -249,3 +249,29 @@ def test_wait_answers_the_details_or_the_error(host: Host) -> None:
     res = create(host, server, other, wait=False)
     assert res.status_code == 202 and res.content == b""
     wait_archive(host, other)
+@pytest.mark.parametrize("how", ["sigterm", "kill9"])
+def test_a_restarted_host_answers_for_its_backups(start: Callable[..., Host], how: str) -> None:
+    node = start()
+    server = node.server(demo_tree)
+    made = []
+    for _ in range(2):
+        backup = new_id()
+        res = create(node, server, backup, wait=True)
+        assert res.status_code == 200, res.text
+        made.append(res.json())
+    if how == "sigterm":
+        assert stop_host(node) == 0
+    else:
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(timeout=10)
+    again = start_host(node.kind, node.base, None, [])
+    try:
+        # The same directories, a new process.
+        for m in made:
+            st = state_of(again, server, m["uuid"])
+            assert st["state"] == "succeeded" and st["size"] == m["size"], st
+        listed = again.request("GET", f"/api/servers/{server}/backups")
+        assert listed.status_code == 200
+        assert {b["uuid"] for b in listed.json()} == {m["uuid"] for m in made}
+    finally:
+        assert stop_host(again) == 0
