@@ -46,9 +46,13 @@ def json_error(status: int, message: str, headers: Optional[Dict[str, str]] = No
     return resp
 
 
+def compact(value: Any) -> str:
+    """JSON as the library writes it (and the Go host passes on)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def raw_json(status: int, value: Any) -> Response:
-    resp = Response(json.dumps(value) + "\n", status=status, mimetype="application/json")
-    return resp
+    return Response(compact(value) + "\n", status=status, mimetype="application/json")
 
 
 def empty(status: int) -> Response:
@@ -221,7 +225,7 @@ class Host:
             state = first
             while True:
                 event = "done" if state.finished else "progress"
-                yield f"event: {event}\ndata: {json.dumps(state.raw)}\n\n".encode()
+                yield f"event: {event}\ndata: {compact(state.raw)}\n\n".encode()
                 if state.finished:
                     return
                 state = self.engine.wait_backup(server, backup, state.seq, timeout=30)
