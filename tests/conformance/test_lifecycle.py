@@ -15,6 +15,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
@@ -22,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 import requests
 
-from conftest import Host, PanelStub, start_host, stop_host
+from conftest import REPO, Host, PanelStub, start_host, stop_host
 from helpers import (assert_error, big_tree, create_body, demo_tree, leftovers, new_id, restore_body, snapshot,
                      temporary_files, wait_archive, wait_until)
 
@@ -275,3 +277,36 @@ def test_a_restarted_host_answers_for_its_backups(start: Callable[..., Host], ho
         assert {b["uuid"] for b in listed.json()} == {m["uuid"] for m in made}
     finally:
         assert stop_host(again) == 0
+
+
+def cli(host: Host, *args: str, timeout: float = 60) -> "subprocess.CompletedProcess[str]":
+    """The Python package's command line against the host."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "bindings" / "python"))
+    env.setdefault("WINGS_BACKUP_LIB", str(REPO / "target" / "release" / "libwings_backup.so"))
+    return subprocess.run([sys.executable, "-m", "wings_backup", *args, "--url", host.url, "--token", host.token],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_command_line_watches_lists_and_shows_a_backup(host: Host) -> None:
+    server = host.server(big_tree)
+    backup = new_id()
+    assert create(host, server, backup).status_code == 202
+    run = cli(host, "watch", server, backup)
+    assert run.returncode == 0, run.stderr
+    final = state_of(host, server, backup)
+    assert run.stdout.startswith(f"{backup} create succeeded done") and final["checksum"] in run.stdout, run.stdout
+    progress = [line for line in run.stderr.splitlines() if line.startswith(f"{backup} create running")]
+    assert len(progress) >= 2, run.stderr
+    run = cli(host, "status", server, backup, "--json")
+    assert run.returncode == 0 and json.loads(run.stdout) == final, run.stdout
+    run = cli(host, "list", server)
+    assert run.returncode == 0 and run.stdout.splitlines()[0].startswith(f"{backup} create succeeded"), run.stdout
+    run = cli(host, "status", server, new_id())
+    assert run.returncode == 4 and "not found" in run.stderr, (run.returncode, run.stderr)
+    # A cancelled backup: the exit status of a cancelled call.
+    other = new_id()
+    assert create(host, server, other).status_code == 202
+    wait_until(lambda: any(other in n for n in leftovers(host)), "the backup did not start writing")
+    assert cancel(host, server, other).status_code == 202
+    run = cli(host, "watch", server, other)
+    assert run.returncode == 10 and "cancelled" in run.stdout, (run.returncode, run.stdout, run.stderr)

@@ -1,7 +1,9 @@
-"""The command line: ``python -m wings_backup create|restore ...``.
+"""The command line: ``python -m wings_backup create|restore|status|list|watch ...``.
 
     python -m wings_backup create SRC_DIR OUT.tar.gz [--ignore FILE] [--compression-level LEVEL]
     python -m wings_backup restore ARCHIVE DEST_DIR [--truncate]
+    python -m wings_backup status|watch SERVER BACKUP --url URL --token TOKEN
+    python -m wings_backup list SERVER --url URL --token TOKEN
 
 Progress goes to stderr: a bar redrawn in place on a terminal, plain log
 lines otherwise, then a summary line (time, throughput, compression ratio,
@@ -23,6 +25,7 @@ import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 from .engine import archive_create, archive_extract
+from .node import NodeError
 from .errors import InvalidArgumentError, Status, WingsBackupError
 from .progress import CancelToken, Phase, Progress
 
@@ -229,7 +232,39 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                          help="fail if the restored files would take more (0 = none)")
     restore.add_argument("--threads", type=int, default=0, metavar="N", help="worker threads (0 = all cores)")
     restore.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    for name, what in (("status", "a backup's state on a running node"),
+                       ("list", "a server's backups on a running node, newest first"),
+                       ("watch", "follow a backup's progress on a running node until it ends")):
+        cmd = sub.add_parser(name, help=what, epilog=EXIT_CODES, formatter_class=fmt)
+        cmd.add_argument("server", metavar="SERVER")
+        if name != "list":
+            cmd.add_argument("backup", metavar="BACKUP")
+        cmd.add_argument("--url", default=os.environ.get("WINGS_URL", "http://127.0.0.1:8080"),
+                         help="the node's address (default: $WINGS_URL, else http://127.0.0.1:8080)")
+        cmd.add_argument("--token", default=os.environ.get("WINGS_TOKEN", ""),
+                         help="the node's token (default: $WINGS_TOKEN)")
+        if name != "watch":
+            cmd.add_argument("--json", action="store_true", help="print the node's JSON")
     return parser
+
+
+def _node_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from .node import Node, describe, final_exit, watch
+
+    node = Node(args.url, args.token)
+    if args.command == "watch":
+        return watch(node, args.server, args.backup, out, err)
+    if args.command == "status":
+        state = node.status(args.server, args.backup)
+        out.write((json.dumps(state) if args.json else describe(state)) + "\n")
+        return final_exit(state) if state.get("state") in ("failed", "cancelled") else EXIT_OK
+    states = node.list(args.server)
+    if args.json:
+        out.write(json.dumps(states) + "\n")
+    for state in [] if args.json else states:
+        out.write(describe(state) + "\n")
+    return EXIT_OK
 
 
 def _create(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> int:
@@ -351,12 +386,17 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "wings-backup") -> in
     args = _parser(prog).parse_args(argv)  # a usage error exits 2
     display = ProgressDisplay(sys.stderr)
     try:
+        if args.command in ("status", "list", "watch"):
+            return _node_command(args, sys.stdout, sys.stderr)
         if args.command == "create":
             return _create(args, display, sys.stdout, sys.stderr)
         return _restore(args, display, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; nothing was left half-written\n")
         return EXIT_INTERRUPTED
+    except NodeError as e:
+        sys.stderr.write(f"{prog}: error: {e.message}\n")
+        return e.exit_code
     except (WingsBackupError, OSError) as e:
         message = e.message if isinstance(e, WingsBackupError) else f"{e.strerror or e}: {e.filename}"
         sys.stderr.write(f"{prog}: error: {message}\n")
