@@ -150,8 +150,9 @@ curl -i -X POST "http://\$ADDR/api/servers/\$SERVER/backup" \\
   -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
   -d '{"adapter":"wings","uuid":"'"\$BACKUP"'","ignore":""}'
 
-# wait (at most 10 s) until the archive is there
-for i in \$(seq 50); do [ -f "$BACKUPS/\$BACKUP.tar.gz" ] && break; sleep 0.2; done
+# wait (at most 10 s) until it has finished: GET .../backup/\$BACKUP gives its state
+for i in \$(seq 50); do curl -s "http://\$ADDR/api/servers/\$SERVER/backup/\$BACKUP" \\
+  -H "Authorization: Bearer \$TOKEN" | grep -q '"state":"succeeded"' && break; sleep 0.2; done
 
 # restore it, replacing the server's files (204)
 curl -i -X POST "http://\$ADDR/api/servers/\$SERVER/backup/\$BACKUP/restore" \\

@@ -324,9 +324,13 @@ class Serve:
             pytest.fail("serve.sh did not stop on SIGINT")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        # The whole group, even once serve.sh has exited: a host it started
+        # must not outlive the test.
+        try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
 
 
 def listening_port(lines: List[str]) -> int:
