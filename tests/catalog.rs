@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{noise, TempDir};
+use common::{noise, Mount, TempDir};
 use wings_backup::catalog::{
     interrupted_message, scan_archives, Catalog, OpKind, OpState, OperationRecord, DATABASE_NAME,
     UNKNOWN_SERVER,
@@ -111,40 +111,6 @@ fn wait_child(mut child: std::process::Child) -> String {
 
 fn child_dir() -> Option<PathBuf> {
     std::env::var_os("WB_CATALOG_CHILD").map(PathBuf::from)
-}
-
-/// A tmpfs mounted for the length of a test (we run as root; without the
-/// right to mount, the test says so and is skipped).
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(dir: &Path, options: &str) -> Option<Mount> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs here: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -63,45 +63,6 @@ impl Rng {
     }
 }
 
-/// A tmpfs mounted for the length of a test.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs here: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
     let node = Node::with(|c| c.threads = 1);
@@ -120,7 +81,7 @@ fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
         1,
     );
     // Declared after `node`, so unmounted before its directory goes.
-    let Some(_mount) = Mount::tmpfs(&node.backups(), "2m") else {
+    let Some(_mount) = Mount::tmpfs(&node.backups(), "size=2m,mode=0755") else {
         return;
     };
     let err = node.create(BACKUP, "").unwrap_err();
@@ -140,7 +101,7 @@ fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
 #[test]
 fn a_full_disk_during_a_restore_is_a_quota_error_and_keeps_every_file() {
     let node = Node::new();
-    let Some(_mount) = Mount::tmpfs(&node.root(), "6m") else {
+    let Some(_mount) = Mount::tmpfs(&node.root(), "size=6m,mode=0755") else {
         return;
     };
     write_file(&node.root().join("new/a.bin"), &noise(3 << 20, 1), 0o644, 1);
@@ -578,56 +539,6 @@ fn a_restore_killed_at_any_point_leaves_every_file_old_or_new_and_recovers_to_on
         ));
     }
     eprintln!("killed restores: {outcomes:#?}");
-}
-
-impl Mount {
-    /// A 64 MiB ext4 filesystem with 1 KiB blocks in the file `image`,
-    /// mounted at `dir` through a loop device; `None` (the test skipped,
-    /// saying why) where that is not possible.
-    fn ext4(image: &Path, dir: &Path) -> Option<Mount> {
-        std::fs::create_dir_all(dir).unwrap();
-        let steps: [(&str, Vec<&OsStr>); 3] = [
-            (
-                "truncate",
-                vec![OsStr::new("-s"), OsStr::new("64M"), image.as_os_str()],
-            ),
-            (
-                "mkfs.ext4",
-                vec![
-                    OsStr::new("-q"),
-                    OsStr::new("-b"),
-                    OsStr::new("1024"),
-                    image.as_os_str(),
-                ],
-            ),
-            (
-                "mount",
-                vec![
-                    OsStr::new("-o"),
-                    OsStr::new("loop"),
-                    image.as_os_str(),
-                    dir.as_os_str(),
-                ],
-            ),
-        ];
-        for (cmd, args) in steps {
-            match Command::new(cmd).args(&args).output() {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => {
-                    eprintln!(
-                        "SKIPPED: cannot make an ext4 loop mount ({cmd}): {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    );
-                    return None;
-                }
-                Err(e) => {
-                    eprintln!("SKIPPED: cannot run {cmd}: {e}");
-                    return None;
-                }
-            }
-        }
-        Some(Mount(dir.to_path_buf()))
-    }
 }
 
 /// The tree of the backup for the commit failure tests, and the server's

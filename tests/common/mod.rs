@@ -448,3 +448,90 @@ pub fn list_all(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A filesystem mounted for the length of a test (we run as root; where
+/// mounting is not possible the constructor says so and returns `None`, and
+/// the test is skipped), unmounted when dropped.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    /// A tmpfs at `dir` with mount `options` (e.g. `size=2m,mode=0755`).
+    pub fn tmpfs(dir: &Path, options: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    /// A 64 MiB ext4 filesystem with 1 KiB blocks in the file `image`,
+    /// mounted at `dir` through a loop device; `None` (the test skipped,
+    /// saying why) where that is not possible.
+    pub fn ext4(image: &Path, dir: &Path) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let steps: [(&str, Vec<&OsStr>); 3] = [
+            (
+                "truncate",
+                vec![OsStr::new("-s"), OsStr::new("64M"), image.as_os_str()],
+            ),
+            (
+                "mkfs.ext4",
+                vec![
+                    OsStr::new("-q"),
+                    OsStr::new("-b"),
+                    OsStr::new("1024"),
+                    image.as_os_str(),
+                ],
+            ),
+            (
+                "mount",
+                vec![
+                    OsStr::new("-o"),
+                    OsStr::new("loop"),
+                    image.as_os_str(),
+                    dir.as_os_str(),
+                ],
+            ),
+        ];
+        for (cmd, args) in steps {
+            match std::process::Command::new(cmd).args(&args).output() {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    eprintln!(
+                        "SKIPPED: cannot make an ext4 loop mount ({cmd}): {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED: cannot run {cmd}: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(Mount(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
