@@ -105,6 +105,23 @@ type owned struct {
 	log *logSlot
 }
 
+// call runs f, a library call that answers only a status, on the engine
+// with args as C strings; a status other than WB_OK becomes the error.
+func (e *Engine) call(f func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t, args ...arg) error {
+	return e.with(func(ptr *C.wb_engine) error {
+		cargs, free, err := cStrings(args...)
+		if err != nil {
+			return err
+		}
+		defer free()
+		var cerr *C.wb_error
+		if status := f(ptr, cargs, &cerr); status != C.WB_OK {
+			return takeError(status, cerr)
+		}
+		return nil
+	})
+}
+
 // with runs f with the engine pointer, or fails with ErrClosed.
 func (e *Engine) with(f func(ptr *C.wb_engine) error) error {
 	e.mu.Lock()
@@ -174,18 +191,9 @@ type Skipped struct {
 // ErrConflict for a backup uuid that exists or runs or a busy server. It
 // reserves nothing: CreateBackup checks again.
 func (e *Engine) CheckCreate(serverUUID string, requestJSON []byte) error {
-	return e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"request_json", string(requestJSON)})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var cerr *C.wb_error
-		if status := C.wb_backup_create_check(ptr, args[0], args[1], &cerr); status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return nil
-	})
+	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_create_check(ptr, args[0], args[1], cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"request_json", string(requestJSON)})
 }
 
 // CreateBackup backs up server serverUUID as the request
@@ -221,18 +229,9 @@ func (e *Engine) CreateBackup(ctx context.Context, serverUUID string, requestJSO
 // ErrNotFound for an unknown server or a missing local archive, ErrConflict
 // for a busy server.
 func (e *Engine) CheckRestore(serverUUID, backupUUID string, requestJSON []byte) error {
-	return e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"request_json", string(requestJSON)})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var cerr *C.wb_error
-		if status := C.wb_backup_restore_check(ptr, args[0], args[1], args[2], &cerr); status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return nil
-	})
+	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_restore_check(ptr, args[0], args[1], args[2], cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"request_json", string(requestJSON)})
 }
 
 // RestoreBackup restores backup backupUUID into server serverUUID as the
@@ -256,18 +255,9 @@ func (e *Engine) RestoreBackup(ctx context.Context, serverUUID, backupUUID strin
 // if there is none). A backup of that uuid still being created, or waiting
 // for a slot, is cancelled, its partial file removed, and the call succeeds.
 func (e *Engine) DeleteBackup(serverUUID, backupUUID string) error {
-	return e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var cerr *C.wb_error
-		if status := C.wb_backup_delete(ptr, args[0], args[1], &cerr); status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return nil
-	})
+	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_delete(ptr, args[0], args[1], cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
 }
 
 // CancelAll cancels every backup and restore of the engine in progress

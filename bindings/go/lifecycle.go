@@ -67,36 +67,18 @@ func (s BackupState) Err() error {
 // give). Its progress and end are read with BackupStatus and WaitBackup;
 // CancelBackup, DeleteBackup and CancelAll stop it.
 func (e *Engine) StartBackup(serverUUID string, requestJSON []byte) error {
-	return e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"request_json", string(requestJSON)})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var cerr *C.wb_error
-		if status := C.wb_backup_start(ptr, args[0], args[1], &cerr); status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return nil
-	})
+	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_start(ptr, args[0], args[1], cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"request_json", string(requestJSON)})
 }
 
 // StartRestore starts a restore like RestoreBackup, on a thread of the
 // library's, as StartBackup does; its outcome is the ended state WaitBackup
 // returns (State.Err()).
 func (e *Engine) StartRestore(serverUUID, backupUUID string, requestJSON []byte) error {
-	return e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"request_json", string(requestJSON)})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var cerr *C.wb_error
-		if status := C.wb_restore_start(ptr, args[0], args[1], args[2], &cerr); status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return nil
-	})
+	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_restore_start(ptr, args[0], args[1], args[2], cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"request_json", string(requestJSON)})
 }
 
 // BackupStatus returns the state of backup backupUUID of server
@@ -201,18 +183,9 @@ func (e *Engine) ListBackups(serverUUID string) ([]BackupState, error) {
 // backupUUID without waiting for it; it stops within a second. ErrConflict
 // when it has already ended, ErrNotFound when the engine does not know it.
 func (e *Engine) CancelBackup(serverUUID, backupUUID string) error {
-	return e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var cerr *C.wb_error
-		if status := C.wb_backup_cancel(ptr, args[0], args[1], &cerr); status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return nil
-	})
+	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_cancel(ptr, args[0], args[1], cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
 }
 
 // DeleteAllBackups removes every local archive of server serverUUID and
