@@ -14,7 +14,9 @@ use rustix::fs::{FlockOperation, RenameFlags};
 use crate::error::{Error, Result};
 use crate::safe_fs;
 
-const PART_MARK: &str = ".tar.gz.part-";
+/// Temporary files are `.<final name>.part-<nonce>`; the final names of
+/// archives and their indexes both hold `.tar.gz`.
+const PART_MARK: &str = ".part-";
 
 pub struct BackupStore {
     dir: PathBuf,
@@ -71,11 +73,27 @@ impl BackupStore {
         Ok((file, meta.len()))
     }
 
+    /// Path of the index of backup `uuid`'s archive (see `crate::index`);
+    /// an `s3` backup keeps only this file here.
+    pub fn index_path(&self, uuid: &str) -> PathBuf {
+        crate::index::path_for(&self.archive_path(uuid))
+    }
+
     /// Starts a new archive for backup `uuid` under a temporary name.
     pub fn create_temp(&self, uuid: &str) -> Result<TempArchive> {
+        self.create_temp_for(&format!("{uuid}.tar.gz"))
+    }
+
+    /// Starts the index of backup `uuid`'s archive under a temporary name.
+    pub fn create_temp_index(&self, uuid: &str) -> Result<TempArchive> {
+        self.create_temp_for(&format!("{uuid}.tar.gz{}", crate::index::SUFFIX))
+    }
+
+    /// Starts a file to be published as `final_name` in this directory.
+    pub fn create_temp_for(&self, final_name: &str) -> Result<TempArchive> {
         let path = self
             .dir
-            .join(format!(".{uuid}{PART_MARK}{}", safe_fs::nonce()));
+            .join(format!(".{final_name}{PART_MARK}{}", safe_fs::nonce()));
         // Readable too: an s3 backup uploads its parts from this file.
         let file = OpenOptions::new()
             .read(true)
@@ -95,8 +113,20 @@ impl BackupStore {
         Ok(temp)
     }
 
-    /// Removes the local archive of backup `uuid`.
+    /// Removes the local archive of backup `uuid`, and its index (an `s3`
+    /// backup's index goes too, though the answer is then `NotFound`).
     pub fn delete(&self, uuid: &str) -> Result<()> {
+        let deleted = self.delete_archive(uuid);
+        match std::fs::remove_file(self.index_path(uuid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if deleted.is_ok() => return Err(Error::io("deleting the backup's index", e)),
+            Err(_) => {}
+        }
+        deleted
+    }
+
+    fn delete_archive(&self, uuid: &str) -> Result<()> {
         let path = self.archive_path(uuid);
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => {
@@ -131,7 +161,7 @@ impl BackupStore {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !(name.starts_with('.') && name.contains(PART_MARK)) {
+            if !(name.starts_with('.') && name.contains(".tar.gz") && name.contains(PART_MARK)) {
                 continue;
             }
             let path = entry.path();

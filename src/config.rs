@@ -30,6 +30,15 @@ pub enum CompressionLevel {
 }
 
 impl CompressionLevel {
+    /// The level's name in requests and settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionLevel::None => "none",
+            CompressionLevel::BestSpeed => "best_speed",
+            CompressionLevel::BestCompression => "best_compression",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<CompressionLevel> {
         match s {
             "none" => Some(CompressionLevel::None),

@@ -9,8 +9,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::archive::writer::{write_archive, ArchiveSummary, WriteOptions};
-use crate::backup_store::BackupStore;
+use crate::archive::writer::{write_archive_indexed, ArchiveSummary, IndexOutcome, WriteOptions};
+use crate::backup_store::{BackupStore, TempArchive};
 use crate::catalog::{scan_archives, Catalog, UNKNOWN_SERVER};
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
@@ -226,17 +226,25 @@ impl Engine {
         let root_fd = self.open_root(root)?;
         let ignore = ignore_rules(&request.ignore, &root_fd);
         let mut temp = self.store.create_temp(&request.uuid)?;
-        let summary = write_archive(
+        let name = format!("{}.tar.gz", request.uuid);
+        let (summary, index) = write_with_index(
+            &self.store,
+            &name,
             root_fd,
             &ignore,
-            &mut temp.file,
+            &mut temp,
             &self.write_options(self.config.compression_level),
             ctl,
         )?;
         ctl.check()?;
+        let archive_path = self.store.archive_path(&request.uuid);
         let parts = match request.adapter {
             Adapter::Wings => {
-                temp.publish(&self.store.archive_path(&request.uuid))?;
+                self.publish_index(index, &request.uuid);
+                if let Err(e) = temp.publish(&archive_path) {
+                    let _ = std::fs::remove_file(self.store.index_path(&request.uuid));
+                    return Err(e);
+                }
                 None
             }
             Adapter::S3 => {
@@ -252,8 +260,11 @@ impl Engine {
                     self.config.upload_concurrency,
                     ctl,
                 )?;
-                // The local copy of an s3 backup always goes (dropping `temp`).
+                // The local copy of an s3 backup always goes (dropping
+                // `temp`); its index stays, for browsing and restoring
+                // single files through ranged downloads.
                 drop(temp);
+                self.publish_index(index, &request.uuid);
                 Some(parts)
             }
         };
@@ -268,6 +279,16 @@ impl Engine {
             archive: summary,
             panel_report: None,
         })
+    }
+
+    /// Puts the index of backup `uuid`'s archive in place. The index goes
+    /// before the archive: an index without its archive is never used, an
+    /// archive without its index only works more slowly.
+    fn publish_index(&self, index: PendingIndex, uuid: &str) {
+        if let Err(e) = index.publish(&self.store.archive_path(uuid)) {
+            self.log
+                .warn(&format!("backup {uuid}: no index written: {}", e.message));
+        }
     }
 
     fn write_options(&self, level: CompressionLevel) -> WriteOptions {
@@ -802,6 +823,79 @@ impl ArchiveOptions {
     }
 }
 
+/// The index of an archive being written, to be published beside it.
+struct PendingIndex {
+    temp: Option<TempArchive>,
+    outcome: IndexOutcome,
+}
+
+impl PendingIndex {
+    /// Renames the index into place beside `archive` (replacing a stale
+    /// one). Fails if it could not be written.
+    fn publish(self, archive: &Path) -> Result<()> {
+        match (self.temp, self.outcome) {
+            (Some(temp), IndexOutcome::Written(file)) => {
+                drop(file);
+                temp.publish_replacing(&crate::index::path_for(archive))
+            }
+            (_, IndexOutcome::Failed(e)) => Err(e),
+            _ => Err(Error::internal("the index was not started")),
+        }
+    }
+}
+
+/// Writes the archive of `root` into `temp` (to become `final_name` in
+/// `store`'s directory) and its index under a temporary name beside it. A
+/// failure of the index alone leaves the archive whole, without one.
+fn write_with_index(
+    store: &BackupStore,
+    final_name: &str,
+    root: OwnedFd,
+    ignore: &IgnoreRules,
+    temp: &mut TempArchive,
+    opts: &WriteOptions,
+    ctl: &mut Control<'_>,
+) -> Result<(ArchiveSummary, PendingIndex)> {
+    let header = crate::index::IndexHeader::new(
+        opts.level.name(),
+        ignore.digest(),
+        crate::archive::gzip::BLOCK_SIZE,
+    );
+    let started = store
+        .create_temp_for(&format!("{final_name}{}", crate::index::SUFFIX))
+        .and_then(|t| {
+            let out = t
+                .file
+                .try_clone()
+                .map_err(|e| Error::io("opening the archive index", e))?;
+            Ok((t, crate::index::IndexWriter::new(out, &header)?))
+        });
+    let (index_temp, writer, failed) = match started {
+        Ok((t, w)) => (Some(t), Some(w), None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let mut opts = opts.clone();
+    if let Some(t) = &index_temp {
+        if let Ok(m) = t.file.metadata() {
+            use std::os::unix::fs::MetadataExt;
+            opts.exclude.push((m.dev(), m.ino()));
+        }
+    }
+    let (summary, outcome) =
+        write_archive_indexed(root, ignore, &mut temp.file, writer, &opts, ctl)?;
+    let outcome = match failed {
+        Some(e) => IndexOutcome::Failed(e),
+        None => outcome,
+    };
+    Ok((
+        summary,
+        PendingIndex {
+            temp: index_temp,
+            outcome,
+        },
+    ))
+}
+
 fn existing_dir(path: &Path, what: &str) -> Result<OwnedFd> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => {}
@@ -836,14 +930,25 @@ pub fn archive_create(
         ));
     }
     let store = BackupStore::open(parent)?;
-    let mut temp = store.create_temp(&name.to_string_lossy())?;
-    let exclude = crate::archive::writer::output_identities(&temp.file, archive);
+    let name = name.to_string_lossy();
+    let mut temp = store.create_temp_for(&name)?;
+    let mut exclude = crate::archive::writer::output_identities(&temp.file, archive);
+    // Nor the index being written, or the one the new archive replaces.
+    let index_path = crate::index::path_for(archive);
+    if let Ok(m) = std::fs::metadata(&index_path) {
+        exclude.push((
+            std::os::unix::fs::MetadataExt::dev(&m),
+            std::os::unix::fs::MetadataExt::ino(&m),
+        ));
+    }
     ctl.report(Progress::at(Phase::Started))?;
     let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
-    let summary = write_archive(
+    let (summary, index) = write_with_index(
+        &store,
+        &name,
         root,
         &ignore,
-        &mut temp.file,
+        &mut temp,
         &WriteOptions {
             level: opts.compression_level,
             threads: opts.worker_threads(),
@@ -853,6 +958,11 @@ pub fn archive_create(
         ctl,
     )?;
     ctl.check()?;
+    // An index that cannot be written leaves none (a stale one would not
+    // match the new archive, and is never used).
+    if index.publish(archive).is_err() {
+        let _ = std::fs::remove_file(&index_path);
+    }
     temp.publish_replacing(archive)?;
     ctl.report_final(
         Progress::done(summary.source_bytes, summary.entries).with_archive_bytes(summary.size),

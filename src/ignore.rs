@@ -43,6 +43,8 @@ struct Pattern {
 #[derive(Clone, Debug, Default)]
 pub struct IgnoreRules {
     patterns: Vec<Pattern>,
+    /// Digest of the text the rules were parsed from (see `digest`).
+    digest: u64,
 }
 
 /// How many patterns `matches_unless` tries between two questions to `stop`.
@@ -56,6 +58,12 @@ const STOP_CHECK_BYTES: usize = 64;
 pub const IGNORE_FILE_MAX: u64 = 32 * 1024;
 
 impl IgnoreRules {
+    /// A digest of the rules' text (the same text gives the same digest;
+    /// no rules at all give 0), recorded in an archive's index.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
     /// Parses ignore text: one pattern per line, as in a `.gitignore` file.
     pub fn parse(text: &[u8]) -> IgnoreRules {
         let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
@@ -74,7 +82,14 @@ impl IgnoreRules {
                 patterns.push(p);
             }
         }
-        IgnoreRules { patterns }
+        IgnoreRules {
+            patterns,
+            digest: if text.is_empty() {
+                0
+            } else {
+                xxhash_rust::xxh3::xxh3_64(text)
+            },
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod ffi;
 pub mod host_settings;
 pub mod ignore;
+pub mod index;
 pub mod log;
 pub mod operations;
 pub mod panel;

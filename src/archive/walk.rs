@@ -15,6 +15,7 @@ use rustix::io::Errno;
 use crate::archive::header::{EntryMeta, Kind};
 use crate::error::{Error, Result};
 use crate::ignore::IgnoreRules;
+use crate::index::StatKey;
 use crate::progress::Shared;
 use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
 
@@ -23,6 +24,8 @@ use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
 pub struct WalkItem {
     pub meta: EntryMeta,
     pub file: Option<(OwnedFd, Stat)>,
+    /// What a later backup compares to tell whether the entry changed.
+    pub stat: StatKey,
 }
 
 /// Something left out of the archive, and why.
@@ -261,6 +264,7 @@ impl<'a> TreeWalker<'a> {
                 return Ok(Found::Item(WalkItem {
                     meta: Self::meta(rel, Kind::Fifo, &st),
                     file: None,
+                    stat: StatKey::of(&st),
                 }))
             }
             FileType::Directory => return Err(Errno::ISDIR),
@@ -275,6 +279,7 @@ impl<'a> TreeWalker<'a> {
                 return Ok(Found::Item(WalkItem {
                     meta: Self::meta(rel, Kind::HardLink(first.clone()), &st),
                     file: None,
+                    stat: StatKey::of(&st),
                 }));
             }
             self.links.insert(key, rel.to_vec());
@@ -283,6 +288,7 @@ impl<'a> TreeWalker<'a> {
         meta.size = st.st_size as u64;
         Ok(Found::Item(WalkItem {
             meta,
+            stat: StatKey::of(&st),
             file: Some((fd, st)),
         }))
     }
@@ -327,7 +333,11 @@ impl<'a> TreeWalker<'a> {
             }
         };
         Ok(Found::Descend(
-            WalkItem { meta, file: None },
+            WalkItem {
+                meta,
+                file: None,
+                stat: StatKey::of(&st),
+            },
             CString::from(name),
             fd,
             listing,
@@ -352,6 +362,7 @@ impl<'a> TreeWalker<'a> {
         Ok(Found::Item(WalkItem {
             meta: Self::meta(rel, Kind::Symlink(target.into_bytes()), &st),
             file: None,
+            stat: StatKey::of(&st),
         }))
     }
 
@@ -372,6 +383,7 @@ impl<'a> TreeWalker<'a> {
         Ok(Found::Item(WalkItem {
             meta: Self::meta(rel, Kind::Fifo, &st),
             file: None,
+            stat: StatKey::of(&st),
         }))
     }
 }

@@ -25,6 +25,7 @@ use crate::archive::walk::{Skipped, TreeWalker, WalkItem, MAX_LISTED};
 use crate::config::CompressionLevel;
 use crate::error::{quote, Error, Result};
 use crate::ignore::IgnoreRules;
+use crate::index::{self, IndexWriter};
 use crate::progress::{Control, Counters, Phase, Shared};
 use crate::rate_limit::RateLimit;
 use crate::safe_fs::{self, DirStack, Listing};
@@ -86,6 +87,8 @@ struct Block {
 /// A compressed block on its way to the writer.
 struct Member {
     seq: u64,
+    /// Tar bytes it holds.
+    raw_len: usize,
     /// A reused buffer: the member is its first `len` bytes.
     buf: Vec<u8>,
     len: usize,
@@ -113,6 +116,28 @@ pub fn write_archive(
     opts: &WriteOptions,
     ctl: &mut Control<'_>,
 ) -> Result<ArchiveSummary> {
+    write_archive_indexed(root, ignore, out, None, opts, ctl).map(|(summary, _)| summary)
+}
+
+/// What became of the index written beside an archive.
+pub enum IndexOutcome {
+    /// Complete: the writer's output, flushed (not synced).
+    Written(std::fs::File),
+    /// Writing it failed; the archive does not need it.
+    Failed(Error),
+    NotAsked,
+}
+
+/// Like [`write_archive`], and writes the archive's index to `index` as it
+/// goes (see `crate::index`).
+pub fn write_archive_indexed(
+    root: OwnedFd,
+    ignore: &IgnoreRules,
+    out: &mut (dyn Write + Send),
+    index: Option<IndexWriter<std::fs::File>>,
+    opts: &WriteOptions,
+    ctl: &mut Control<'_>,
+) -> Result<(ArchiveSummary, IndexOutcome)> {
     let threads = opts.threads.max(1);
     let pool_size = 2 * threads + 4;
     let shared = Shared::default();
@@ -187,6 +212,7 @@ pub fn write_archive(
             shared,
             counters,
             summary: ArchiveSummary::default(),
+            index: index.map(Ok),
         };
         let produced = producer.run(ctl);
         if let Err(e) = &produced {
@@ -211,7 +237,26 @@ pub fn write_archive(
         if let Some(e) = shared.take_error() {
             return Err(e);
         }
-        let (sha1, size) = written?;
+        let (sha1, size, members) = written?;
+        let index = match producer.index.take() {
+            None => IndexOutcome::NotAsked,
+            Some(Err(e)) => IndexOutcome::Failed(e),
+            Some(Ok(writer)) => {
+                let footer = index::Footer {
+                    archive_size: size,
+                    archive_sha1: sha1.clone(),
+                    tar_size: members.iter().map(|m| m.uncompressed).sum(),
+                    data_bytes: counters
+                        .bytes_done
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    ..Default::default()
+                };
+                match writer.finish(&members, footer) {
+                    Ok(file) => IndexOutcome::Written(file),
+                    Err(e) => IndexOutcome::Failed(e),
+                }
+            }
+        };
         summary.sha1 = sha1;
         summary.size = size;
         summary.source_bytes = counters
@@ -225,7 +270,7 @@ pub fn write_archive(
             last.bytes_total = last.bytes_done;
         }
         ctl.report(last)?;
-        Ok(summary)
+        Ok((summary, index))
     })
 }
 
@@ -301,6 +346,8 @@ struct Producer<'a> {
     shared: &'a Shared,
     counters: &'a Counters,
     summary: ArchiveSummary,
+    /// The index being written, or why it stopped (the archive goes on).
+    index: Option<Result<IndexWriter<std::fs::File>>>,
 }
 
 impl Producer<'_> {
@@ -343,6 +390,7 @@ impl Producer<'_> {
             }
             header_buf.clear();
             header::encode(&item.meta, &mut header_buf);
+            self.index_entry(&item, header_buf.len());
             self.put(&header_buf, ctl)?;
             if let Some((fd, before)) = item.file {
                 self.copy_file(&item.meta, fd, before, ctl)?;
@@ -359,6 +407,27 @@ impl Producer<'_> {
         }
         ctl.tick(Phase::Archive, self.counters)?;
         Ok(std::mem::take(&mut self.summary))
+    }
+
+    /// Records `item`, whose headers take `header_len` bytes and are put
+    /// next, in the index.
+    fn index_entry(&mut self, item: &WalkItem, header_len: usize) {
+        let Some(Ok(writer)) = &mut self.index else {
+            return;
+        };
+        // A full block is shipped before the next byte goes in.
+        let (member, offset) = if self.block.len == BLOCK_SIZE {
+            (self.block.seq + 1, 0)
+        } else {
+            (self.block.seq, self.block.len)
+        };
+        let mut entry = index::Entry::from_meta(&item.meta, Some(item.stat));
+        entry.member = member as u32;
+        entry.offset = offset as u32;
+        entry.header_len = header_len as u32;
+        if let Err(e) = writer.entry(&entry) {
+            self.index = Some(Err(e));
+        }
     }
 
     /// A free block buffer, waiting for one while checking for stops.
@@ -523,6 +592,7 @@ fn compress_worker(
         if members
             .send(Member {
                 seq: block.seq,
+                raw_len: block.len,
                 buf: out,
                 len,
                 block: block.buf,
@@ -535,8 +605,9 @@ fn compress_worker(
 }
 
 /// Puts members in order and writes them, while a second thread hashes
-/// them (SHA-1 of the archive, computed as it is written, never re-read);
-/// returns (sha1 hex, size).
+/// them (SHA-1 of the archive, computed as it is written, never re-read)
+/// and records where each is for the index; returns (sha1 hex, size,
+/// members).
 fn write_members(
     members: Receiver<Member>,
     out: &mut (dyn Write + Send),
@@ -544,25 +615,36 @@ fn write_members(
     pools: Pools<'_>,
     shared: &Shared,
     counters: &Counters,
-) -> Result<(String, u64)> {
+) -> Result<(String, u64, Vec<index::Member>)> {
     let (hash_tx, hash_rx) = mpsc::sync_channel::<Member>(4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut sha = Sha1::new();
+            let mut placed: Vec<index::Member> = Vec::new();
+            let (mut offset, mut tar_offset) = (0u64, 0u64);
             for member in hash_rx.iter() {
                 sha.update(member.bytes());
+                placed.push(index::Member {
+                    offset,
+                    compressed: member.len as u64,
+                    uncompressed: member.raw_len as u64,
+                    tar_offset,
+                    checksum: index::member_checksum(member.bytes()),
+                });
+                offset += member.len as u64;
+                tar_offset += member.raw_len as u64;
                 let _ = pools.free_blocks.try_send(member.block);
                 if let Ok(mut spare) = pools.spare_members.lock() {
                     spare.push(member.buf);
                 }
             }
-            hex(&sha.finalize())
+            (hex(&sha.finalize()), placed)
         });
         let written = write_in_order(members, out, limit, hash_tx, shared, counters);
-        let sha1 = hasher
+        let (sha1, placed) = hasher
             .join()
             .map_err(|_| Error::internal("archive hashing thread panicked"))?;
-        Ok((sha1, written?))
+        Ok((sha1, written?, placed))
     })
 }
 

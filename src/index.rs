@@ -1,0 +1,628 @@
+//! The index of an archive: a small file beside each local archive
+//! (`<uuid>.tar.gz.index`) that says where every gzip member and every
+//! entry of the archive is, so that a directory can be listed, one file
+//! restored or the archive verified without inflating all of it.
+//!
+//! The archive never needs its index: it stays a standard `.tar.gz`. An
+//! index is only used after it has shown it belongs to the archive (same
+//! length; every member read through it is checked against the member's
+//! checksum), and any doubt falls back to reading the archive itself.
+//!
+//! Format (version 1): a gzip stream holding a sequence of records, each a
+//! little-endian `u32` length followed by that many bytes of `postcard`
+//! encoding of [`Record`]: one `Header`, the entries in archive order, the
+//! members in archive order, then one `End`. A file without its `End` record
+//! is not an index. Entries come first so the writer can stream them as the
+//! archive is made; members are known only once they are compressed.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+
+use crate::archive::header::{EntryMeta, Kind};
+use crate::error::{Error, Result};
+
+/// What the first record names, so that other files are never mistaken for
+/// an index.
+pub const MAGIC: &str = "wings-backup-index";
+/// The format version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// The name of the index of the archive at `<uuid>.tar.gz` is that name
+/// followed by this suffix.
+pub const SUFFIX: &str = ".index";
+/// The largest record a reader accepts (a path and a link target of at most
+/// 64 KiB each fit many times over).
+const MAX_RECORD: u32 = 1 << 20;
+
+/// The path of the index of the archive at `archive`.
+pub fn path_for(archive: &Path) -> PathBuf {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(SUFFIX);
+    PathBuf::from(name)
+}
+
+/// What is known before the first entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexHeader {
+    pub magic: String,
+    pub version: u32,
+    /// The compression level the members were made with (its name in the
+    /// configuration, e.g. `best_speed`).
+    pub level: String,
+    /// A digest of the ignore rules the archive was made with (hex), so a
+    /// later backup can tell whether its rules differ.
+    pub ignore_digest: String,
+    /// The most uncompressed bytes one member holds.
+    pub block_size: u32,
+    /// Seconds since the epoch at which the archive was started.
+    pub created: i64,
+}
+
+impl IndexHeader {
+    pub fn new(level: &str, ignore_digest: u64, block_size: usize) -> IndexHeader {
+        IndexHeader {
+            magic: MAGIC.to_string(),
+            version: VERSION,
+            level: level.to_string(),
+            ignore_digest: format!("{ignore_digest:016x}"),
+            block_size: block_size as u32,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        }
+    }
+}
+
+/// The checksum the index keeps of a member's compressed bytes.
+pub fn member_checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Incremental form of [`member_checksum`], for bytes read in pieces.
+pub struct MemberHasher(xxhash_rust::xxh3::Xxh3);
+
+impl MemberHasher {
+    pub fn new() -> MemberHasher {
+        MemberHasher(xxhash_rust::xxh3::Xxh3::new())
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn finish(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+impl Default for MemberHasher {
+    fn default() -> Self {
+        MemberHasher::new()
+    }
+}
+
+/// One gzip member of the archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Offset of the member's first byte in the archive file.
+    pub offset: u64,
+    /// Length of the member (its compressed bytes, header and trailer).
+    pub compressed: u64,
+    /// Length of the tar bytes it holds.
+    pub uncompressed: u64,
+    /// Offset of its first tar byte in the whole tar stream.
+    pub tar_offset: u64,
+    /// [`member_checksum`] of its compressed bytes.
+    pub checksum: u64,
+}
+
+/// What an entry is, as the index records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    HardLink,
+    Fifo,
+}
+
+impl EntryKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::HardLink => "hardlink",
+            EntryKind::Fifo => "fifo",
+        }
+    }
+}
+
+/// What a later backup compares to tell whether a file changed (the rules
+/// of git's index and rsync: a file rewritten with the same size and forged
+/// times is not seen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl StatKey {
+    pub fn of(st: &rustix::fs::Stat) -> StatKey {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        StatKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+/// One entry of the archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative, `/`-separated, without a trailing slash (as in the archive,
+    /// for directories without their `/`).
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Bytes of data in the archive (0 for all but files).
+    pub size: u64,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// Target of a symlink or hard link; empty otherwise.
+    pub link: Vec<u8>,
+    /// The member holding the entry's first header block.
+    pub member: u32,
+    /// Offset of that block in the member's tar bytes.
+    pub offset: u32,
+    /// Tar bytes of the entry's headers (PAX records included); its data
+    /// follows them.
+    pub header_len: u32,
+    /// The entry's stat key at the time it was archived (absent in an
+    /// index built from an archive alone).
+    pub stat: Option<StatKey>,
+}
+
+impl Entry {
+    pub fn from_meta(meta: &EntryMeta, stat: Option<StatKey>) -> Entry {
+        let (kind, link) = match &meta.kind {
+            Kind::File => (EntryKind::File, Vec::new()),
+            Kind::Dir => (EntryKind::Dir, Vec::new()),
+            Kind::Symlink(t) => (EntryKind::Symlink, t.clone()),
+            Kind::HardLink(t) => (EntryKind::HardLink, t.clone()),
+            Kind::Fifo => (EntryKind::Fifo, Vec::new()),
+        };
+        Entry {
+            path: meta.path.clone(),
+            kind,
+            size: meta.size,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+            link,
+            member: 0,
+            offset: 0,
+            header_len: 0,
+            stat,
+        }
+    }
+
+    /// Tar bytes the entry takes: headers, data and the data's padding.
+    pub fn tar_len(&self) -> u64 {
+        let data = if self.kind == EntryKind::File {
+            self.size.div_ceil(512) * 512
+        } else {
+            0
+        };
+        self.header_len as u64 + data
+    }
+}
+
+/// What is known once the archive is complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footer {
+    pub entries: u64,
+    pub members: u64,
+    /// Bytes of the archive file.
+    pub archive_size: u64,
+    /// SHA-1 of the archive file (hex).
+    pub archive_sha1: String,
+    /// Bytes of the whole tar stream.
+    pub tar_size: u64,
+    /// Bytes of file data in the archive.
+    pub data_bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Header(IndexHeader),
+    Entry(Entry),
+    Member(Member),
+    End(Footer),
+}
+
+/// Writes an index, entries first.
+pub struct IndexWriter<W: Write> {
+    out: GzEncoder<BufWriter<W>>,
+    scratch: Vec<u8>,
+    entries: u64,
+}
+
+fn failed(e: std::io::Error) -> Error {
+    Error::io("writing the archive index", e)
+}
+
+impl<W: Write> IndexWriter<W> {
+    pub fn new(out: W, header: &IndexHeader) -> Result<IndexWriter<W>> {
+        let mut w = IndexWriter {
+            out: GzEncoder::new(
+                BufWriter::with_capacity(64 << 10, out),
+                flate2::Compression::fast(),
+            ),
+            scratch: Vec::with_capacity(256),
+            entries: 0,
+        };
+        w.record(&Record::Header(header.clone()))?;
+        Ok(w)
+    }
+
+    fn record(&mut self, record: &Record) -> Result<()> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&[0; 4]);
+        let encoded = postcard::to_extend(record, std::mem::take(&mut self.scratch))
+            .map_err(|e| Error::internal(format!("encoding an index record: {e}")))?;
+        self.scratch = encoded;
+        let len = (self.scratch.len() - 4) as u32;
+        self.scratch[..4].copy_from_slice(&len.to_le_bytes());
+        self.out.write_all(&self.scratch).map_err(failed)
+    }
+
+    /// Adds the next entry (in archive order).
+    pub fn entry(&mut self, entry: &Entry) -> Result<()> {
+        self.entries += 1;
+        // `record` takes the enum by reference; the clone is of one entry.
+        self.record(&Record::Entry(entry.clone()))
+    }
+
+    /// Adds the members and the footer and flushes; returns the output.
+    pub fn finish(mut self, members: &[Member], mut footer: Footer) -> Result<W> {
+        for m in members {
+            self.record(&Record::Member(*m))?;
+        }
+        footer.entries = self.entries;
+        footer.members = members.len() as u64;
+        self.record(&Record::End(footer))?;
+        let buf = self.out.finish().map_err(failed)?;
+        buf.into_inner().map_err(|e| failed(e.into_error()))
+    }
+}
+
+/// Reads an index as a stream: header, then entries one at a time, then
+/// the members and the footer.
+pub struct IndexReader<R: Read> {
+    input: MultiGzDecoder<BufReader<R>>,
+    header: IndexHeader,
+    /// A record read past the entries (the first member or the end).
+    peeked: Option<Record>,
+    buf: Vec<u8>,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("the archive index is unreadable: {what}"))
+}
+
+impl IndexReader<File> {
+    /// Opens the index at `path`; `Ok(None)` if there is none.
+    pub fn open(path: &Path) -> Result<Option<IndexReader<File>>> {
+        match File::open(path) {
+            Ok(f) => IndexReader::new(f).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("opening the archive index", e)),
+        }
+    }
+}
+
+impl<R: Read> IndexReader<R> {
+    pub fn new(input: R) -> Result<IndexReader<R>> {
+        let mut r = IndexReader {
+            input: MultiGzDecoder::new(BufReader::with_capacity(64 << 10, input)),
+            header: IndexHeader::new("", 0, 0),
+            peeked: None,
+            buf: Vec::with_capacity(256),
+        };
+        match r.read_record()? {
+            Some(Record::Header(h)) if h.magic == MAGIC => {
+                if h.version != VERSION {
+                    return Err(corrupt(format!(
+                        "format version {} (this build reads {VERSION})",
+                        h.version
+                    )));
+                }
+                r.header = h;
+                Ok(r)
+            }
+            _ => Err(corrupt("not an index")),
+        }
+    }
+
+    pub fn header(&self) -> &IndexHeader {
+        &self.header
+    }
+
+    fn read_record(&mut self) -> Result<Option<Record>> {
+        let mut len = [0u8; 4];
+        match self.input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(corrupt(e)),
+        }
+        let len = u32::from_le_bytes(len);
+        if len > MAX_RECORD {
+            return Err(corrupt(format!("a record of {len} bytes")));
+        }
+        self.buf.resize(len as usize, 0);
+        self.input.read_exact(&mut self.buf).map_err(corrupt)?;
+        postcard::from_bytes(&self.buf).map(Some).map_err(corrupt)
+    }
+
+    /// The next entry, or `None` after the last.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if self.peeked.is_some() {
+            return Ok(None);
+        }
+        match self.read_record()? {
+            Some(Record::Entry(e)) => Ok(Some(e)),
+            Some(other @ (Record::Member(_) | Record::End(_))) => {
+                self.peeked = Some(other);
+                Ok(None)
+            }
+            Some(Record::Header(_)) => Err(corrupt("a second header")),
+            None => Err(corrupt("it ends early")),
+        }
+    }
+
+    /// Skips any entries left and reads the members and the footer.
+    pub fn finish(mut self) -> Result<(Vec<Member>, Footer)> {
+        while self.next_entry()?.is_some() {}
+        let mut members = Vec::new();
+        let mut next = self.peeked.take();
+        loop {
+            match next {
+                Some(Record::Member(m)) => members.push(m),
+                Some(Record::End(footer)) => {
+                    if footer.members != members.len() as u64 {
+                        return Err(corrupt("its member count does not match"));
+                    }
+                    // Reading to the end checks the gzip trailer (CRC, length).
+                    let mut rest = [0u8; 1];
+                    return match self.input.read(&mut rest) {
+                        Ok(0) => Ok((members, footer)),
+                        Ok(_) => Err(corrupt("bytes after its end")),
+                        Err(e) => Err(corrupt(e)),
+                    };
+                }
+                Some(_) => return Err(corrupt("records out of order")),
+                None => return Err(corrupt("it ends early")),
+            }
+            next = self.read_record()?;
+        }
+    }
+}
+
+/// The index beside the archive at `archive`, if there is one and it is the
+/// index of this archive (its recorded length is the archive's `len`, and
+/// its records agree). `Ok(None)` when there is none or it does not match;
+/// an unreadable index counts as none (the archive does not need it).
+pub fn load_for(archive: &Path, len: u64) -> Option<Index> {
+    match Index::load(&path_for(archive)) {
+        Ok(Some(index)) if index.footer.archive_size == len => Some(index),
+        _ => None,
+    }
+}
+
+/// A whole index in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Index {
+    pub header: IndexHeader,
+    pub entries: Vec<Entry>,
+    pub members: Vec<Member>,
+    pub footer: Footer,
+}
+
+impl Index {
+    /// Reads the whole index at `path`; `Ok(None)` if there is none.
+    pub fn load(path: &Path) -> Result<Option<Index>> {
+        let Some(mut r) = IndexReader::open(path)? else {
+            return Ok(None);
+        };
+        let mut entries = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            entries.push(e);
+        }
+        let header = r.header().clone();
+        let (members, footer) = r.finish()?;
+        let index = Index {
+            header,
+            entries,
+            members,
+            footer,
+        };
+        index.check_consistent()?;
+        Ok(Some(index))
+    }
+
+    /// Checks what the records say of each other: members tile the archive
+    /// and the tar stream, and every entry points into a member.
+    pub fn check_consistent(&self) -> Result<()> {
+        let mut offset = 0u64;
+        let mut tar = 0u64;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.offset != offset || m.tar_offset != tar {
+                return Err(corrupt(format!(
+                    "member {i} is not where the last one ends"
+                )));
+            }
+            offset += m.compressed;
+            tar += m.uncompressed;
+        }
+        if offset != self.footer.archive_size || tar != self.footer.tar_size {
+            return Err(corrupt("its members do not add up to the archive"));
+        }
+        if self.footer.entries != self.entries.len() as u64 {
+            return Err(corrupt("its entry count does not match"));
+        }
+        for e in &self.entries {
+            match self.members.get(e.member as usize) {
+                Some(m) if (e.offset as u64) < m.uncompressed => {}
+                _ => return Err(corrupt("an entry points outside the archive")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Offset of `entry`'s first tar byte in the whole tar stream.
+    pub fn tar_offset(&self, entry: &Entry) -> u64 {
+        self.members[entry.member as usize].tar_offset + entry.offset as u64
+    }
+
+    /// The range of members holding tar bytes `[start, end)`.
+    pub fn members_for(&self, start: u64, end: u64) -> std::ops::Range<usize> {
+        let first = self
+            .members
+            .partition_point(|m| m.tar_offset + m.uncompressed <= start);
+        let last = self.members.partition_point(|m| m.tar_offset < end);
+        first..last.max(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind, member: u32, offset: u32) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            size: 10,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime: 1_700_000_000,
+            link: Vec::new(),
+            member,
+            offset,
+            header_len: 512,
+            stat: Some(StatKey {
+                dev: 1,
+                ino: 2,
+                size: 10,
+                mtime_ns: 3,
+                ctime_ns: 4,
+            }),
+        }
+    }
+
+    fn sample() -> (IndexHeader, Vec<Entry>, Vec<Member>, Footer) {
+        let header = IndexHeader::new("best_speed", 42, 1 << 20);
+        let entries = vec![
+            entry("a", EntryKind::Dir, 0, 0),
+            entry("a/b.txt", EntryKind::File, 0, 512),
+            entry("c\u{e9}", EntryKind::File, 1, 0),
+        ];
+        let members = vec![
+            Member {
+                offset: 0,
+                compressed: 100,
+                uncompressed: 1536,
+                tar_offset: 0,
+                checksum: 7,
+            },
+            Member {
+                offset: 100,
+                compressed: 50,
+                uncompressed: 2048,
+                tar_offset: 1536,
+                checksum: 8,
+            },
+        ];
+        let footer = Footer {
+            entries: 0,
+            members: 0,
+            archive_size: 150,
+            archive_sha1: "ab".into(),
+            tar_size: 3584,
+            data_bytes: 20,
+        };
+        (header, entries, members, footer)
+    }
+
+    fn write_sample() -> Vec<u8> {
+        let (header, entries, members, footer) = sample();
+        let mut w = IndexWriter::new(Vec::new(), &header).unwrap();
+        for e in &entries {
+            w.entry(e).unwrap();
+        }
+        w.finish(&members, footer).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        let bytes = write_sample();
+        let dir = std::env::temp_dir().join(format!("wb-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.tar.gz.index");
+        std::fs::write(&path, &bytes).unwrap();
+        let index = Index::load(&path).unwrap().unwrap();
+        let (header, entries, members, _) = sample();
+        assert_eq!(index.header, header);
+        assert_eq!(index.entries, entries);
+        assert_eq!(index.members, members);
+        assert_eq!(index.footer.entries, 3);
+        assert_eq!(index.footer.members, 2);
+        assert_eq!(index.tar_offset(&index.entries[2]), 1536);
+        assert_eq!(index.members_for(0, 1), 0..1);
+        assert_eq!(index.members_for(1000, 2000), 0..2);
+        assert_eq!(index.members_for(1536, 1600), 1..2);
+        assert!(Index::load(&dir.join("none")).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cut_or_foreign_file_is_refused() {
+        let bytes = write_sample();
+        // Cut anywhere in the compressed stream: never accepted.
+        for cut in [10, bytes.len() / 2, bytes.len() - 9] {
+            let r = IndexReader::new(&bytes[..cut]).and_then(|mut r| {
+                while r.next_entry()?.is_some() {}
+                r.finish()
+            });
+            assert!(r.is_err(), "cut at {cut} accepted");
+        }
+        // A gzip file that is not an index.
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"hello world, not an index").unwrap();
+        assert!(IndexReader::new(&gz.finish().unwrap()[..]).is_err());
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_by_name() {
+        let mut header = sample().0;
+        header.version = VERSION + 1;
+        let w = IndexWriter::new(Vec::new(), &header).unwrap();
+        let bytes = w.finish(&[], Footer::default()).unwrap();
+        let err = IndexReader::new(&bytes[..]).err().unwrap();
+        assert!(err.message.contains("format version"), "{}", err.message);
+    }
+}
