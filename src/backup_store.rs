@@ -73,20 +73,32 @@ impl BackupStore {
         Ok((file, meta.len()))
     }
 
-    /// Path of the index of backup `uuid`'s archive (see `crate::index`);
-    /// an `s3` backup keeps only this file here.
+    /// Path of the index of backup `uuid`'s archive (see `crate::index`):
+    /// beside a local archive; for a backup whose archive is not here (an
+    /// `s3` backup), a hidden file, so the directory holds no archive-like
+    /// name for it.
     pub fn index_path(&self, uuid: &str) -> PathBuf {
+        if self.exists(uuid) {
+            self.local_index_path(uuid)
+        } else {
+            self.s3_index_path(uuid)
+        }
+    }
+
+    /// `<uuid>.tar.gz.index`.
+    pub fn local_index_path(&self, uuid: &str) -> PathBuf {
         crate::index::path_for(&self.archive_path(uuid))
+    }
+
+    /// `.<uuid>.s3.tar.gz.index`: the index of an `s3` backup.
+    pub fn s3_index_path(&self, uuid: &str) -> PathBuf {
+        self.dir
+            .join(format!(".{uuid}.s3.tar.gz{}", crate::index::SUFFIX))
     }
 
     /// Starts a new archive for backup `uuid` under a temporary name.
     pub fn create_temp(&self, uuid: &str) -> Result<TempArchive> {
         self.create_temp_for(&format!("{uuid}.tar.gz"))
-    }
-
-    /// Starts the index of backup `uuid`'s archive under a temporary name.
-    pub fn create_temp_index(&self, uuid: &str) -> Result<TempArchive> {
-        self.create_temp_for(&format!("{uuid}.tar.gz{}", crate::index::SUFFIX))
     }
 
     /// Starts a file to be published as `final_name` in this directory.
@@ -117,11 +129,15 @@ impl BackupStore {
     /// backup's index goes too, though the answer is then `NotFound`).
     pub fn delete(&self, uuid: &str) -> Result<()> {
         let deleted = self.delete_archive(uuid);
-        match std::fs::remove_file(self.index_path(uuid)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) if deleted.is_ok() => return Err(Error::io("deleting the backup's index", e)),
-            Err(_) => {}
+        for index in [self.local_index_path(uuid), self.s3_index_path(uuid)] {
+            match std::fs::remove_file(index) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if deleted.is_ok() => {
+                    return Err(Error::io("deleting the backup's index", e))
+                }
+                Err(_) => {}
+            }
         }
         deleted
     }

@@ -240,9 +240,11 @@ impl Engine {
         let archive_path = self.store.archive_path(&request.uuid);
         let parts = match request.adapter {
             Adapter::Wings => {
-                self.publish_index(index, &request.uuid);
+                self.publish_index(index, &self.store.local_index_path(&request.uuid));
                 if let Err(e) = temp.publish(&archive_path) {
-                    let _ = std::fs::remove_file(self.store.index_path(&request.uuid));
+                    if e.status != crate::Status::Conflict {
+                        let _ = std::fs::remove_file(self.store.local_index_path(&request.uuid));
+                    }
                     return Err(e);
                 }
                 None
@@ -264,7 +266,7 @@ impl Engine {
                 // `temp`); its index stays, for browsing and restoring
                 // single files through ranged downloads.
                 drop(temp);
-                self.publish_index(index, &request.uuid);
+                self.publish_index(index, &self.store.s3_index_path(&request.uuid));
                 Some(parts)
             }
         };
@@ -284,10 +286,13 @@ impl Engine {
     /// Puts the index of backup `uuid`'s archive in place. The index goes
     /// before the archive: an index without its archive is never used, an
     /// archive without its index only works more slowly.
-    fn publish_index(&self, index: PendingIndex, uuid: &str) {
-        if let Err(e) = index.publish(&self.store.archive_path(uuid)) {
-            self.log
-                .warn(&format!("backup {uuid}: no index written: {}", e.message));
+    fn publish_index(&self, index: PendingIndex, path: &Path) {
+        if let Err(e) = index.publish(path) {
+            self.log.warn(&format!(
+                "no index written at {}: {}",
+                path.display(),
+                e.message
+            ));
         }
     }
 
@@ -830,13 +835,13 @@ struct PendingIndex {
 }
 
 impl PendingIndex {
-    /// Renames the index into place beside `archive` (replacing a stale
-    /// one). Fails if it could not be written.
-    fn publish(self, archive: &Path) -> Result<()> {
+    /// Renames the index into place as `path` (replacing a stale one).
+    /// Fails if it could not be written.
+    fn publish(self, path: &Path) -> Result<()> {
         match (self.temp, self.outcome) {
             (Some(temp), IndexOutcome::Written(file)) => {
                 drop(file);
-                temp.publish_replacing(&crate::index::path_for(archive))
+                temp.publish_replacing(path)
             }
             (_, IndexOutcome::Failed(e)) => Err(e),
             _ => Err(Error::internal("the index was not started")),
@@ -960,7 +965,7 @@ pub fn archive_create(
     ctl.check()?;
     // An index that cannot be written leaves none (a stale one would not
     // match the new archive, and is never used).
-    if index.publish(archive).is_err() {
+    if index.publish(&index_path).is_err() {
         let _ = std::fs::remove_file(&index_path);
     }
     temp.publish_replacing(archive)?;

@@ -94,7 +94,7 @@ fn a_full_disk_during_a_backup_is_a_quota_error_and_leaves_nothing() {
     node.create(BACKUP, "").unwrap();
     assert_eq!(
         backup_names(&node.backups()),
-        vec![format!("{BACKUP}.tar.gz")]
+        vec![format!("{BACKUP}.tar.gz"), format!("{BACKUP}.tar.gz.index")]
     );
 }
 
@@ -254,7 +254,7 @@ fn a_backup_killed_midway_leaves_no_archive_and_its_temporary_file_goes_at_start
                 .unwrap();
             assert_eq!(
                 backup_names(&node.backups()),
-                vec![format!("{BACKUP}.tar.gz")]
+                vec![format!("{BACKUP}.tar.gz"), format!("{BACKUP}.tar.gz.index")]
             );
         }
     }

@@ -24,7 +24,10 @@ fn create_then_truncating_restore_gives_back_the_same_tree() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(node.backup_dir_names(), vec![format!("{BACKUP}.tar.gz")]);
+    assert_eq!(
+        node.backup_dir_names(),
+        vec![format!("{BACKUP}.tar.gz"), format!("{BACKUP}.tar.gz.index")]
+    );
 
     empty_dir(&node.root());
     write_file(
