@@ -469,7 +469,8 @@ impl Engine {
         if found.server != server && found.server != UNKNOWN_SERVER {
             return Some(None);
         }
-        let mut record = OperationRecord::from_catalog(found);
+        let mut record = found;
+        record.error_status = record.status();
         record.server = server.to_string();
         Some(Some(record))
     }
@@ -504,7 +505,9 @@ impl Engine {
                     continue;
                 }
                 if seen.insert(found.uuid.clone()) {
-                    list.push(OperationRecord::from_catalog(found));
+                    let mut record = found;
+                    record.error_status = record.status();
+                    list.push(record);
                 }
             }
         }
@@ -516,7 +519,7 @@ impl Engine {
             // is gone).
             .filter(|r| !r.state.finished() || self.store.exists(&r.uuid))
             .collect();
-        list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        list.sort_by_key(|r| std::cmp::Reverse(r.started()));
         Ok(list)
     }
 
