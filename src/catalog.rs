@@ -40,6 +40,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Transaction, Transactio
 use rustix::fs::FlockOperation;
 use serde::Serialize;
 
+use crate::error::Status;
+
 /// The database's name in the backup directory: a dot-file, so that it is
 /// never taken for an archive (those are `<uuid>.tar.gz`).
 pub const DATABASE_NAME: &str = ".wings-backup.db";
@@ -150,6 +152,15 @@ pub struct OperationRecord {
     /// A succeeded local (`wings`) create whose archive was gone when the
     /// catalog last reconciled; the record is kept so its history stays.
     pub archive_missing: bool,
+    /// The status of `error` (`WB_*`), for callers that map it to HTTP.
+    /// Known while the engine that ran the operation runs; the catalog
+    /// does not keep it (see [`OperationRecord::status`]).
+    #[serde(skip)]
+    pub error_status: Option<Status>,
+    /// Bumped at each change a waiter should see (this run's operations;
+    /// not kept by the catalog).
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 impl OperationRecord {
@@ -162,6 +173,54 @@ impl OperationRecord {
             adapter: adapter.to_string(),
             ..OperationRecord::default()
         }
+    }
+
+    /// The record of a local archive nothing else is known about.
+    pub fn from_archive(uuid: &str, server: &str, size: u64, mtime: SystemTime) -> OperationRecord {
+        let at = to_ms(mtime);
+        OperationRecord {
+            state: OpState::Succeeded,
+            phase: crate::progress::Phase::Done.name().to_string(),
+            size,
+            started_at: Some(at),
+            finished_at: Some(at),
+            ..OperationRecord::new(OpKind::Create, uuid, server, "wings")
+        }
+    }
+
+    /// When the operation started (a record without its start: when it
+    /// ended, else the epoch), in Unix milliseconds.
+    pub fn started(&self) -> i64 {
+        self.started_at.or(self.finished_at).unwrap_or(0)
+    }
+
+    /// The status of a failed or cancelled operation: the one recorded
+    /// while it ran, else (a record of an earlier run, whose status the
+    /// catalog does not keep) the one its state implies.
+    pub fn status(&self) -> Option<Status> {
+        self.error_status.or(match self.state {
+            OpState::Cancelled => Some(Status::Cancelled),
+            OpState::Failed => Some(Status::Internal),
+            _ => None,
+        })
+    }
+}
+
+/// Unix milliseconds of `t` (negative before the epoch).
+pub fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The time of Unix milliseconds `ms`.
+pub fn from_ms(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
     }
 }
 
@@ -237,13 +296,6 @@ pub struct Catalog {
 
 fn now_ms() -> i64 {
     to_ms(SystemTime::now())
-}
-
-fn to_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis().min(i64::MAX as u128) as i64,
-        Err(e) => -(e.duration().as_millis().min(i64::MAX as u128) as i64),
-    }
 }
 
 fn db_int(v: u64) -> i64 {
@@ -444,6 +496,8 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
             finished_at: r.get(13)?,
             panel_report: r.get(14)?,
             archive_missing: r.get::<_, i64>(15)? != 0,
+            error_status: None,
+            seq: 0,
         },
         seen_at: r.get(16)?,
     })

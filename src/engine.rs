@@ -495,7 +495,8 @@ impl Engine {
         if found.server != server && found.server != UNKNOWN_SERVER {
             return Some(None);
         }
-        let mut record = OperationRecord::from_catalog(found);
+        let mut record = found;
+        record.error_status = record.status();
         record.server = server.to_string();
         Some(Some(record))
     }
@@ -530,7 +531,9 @@ impl Engine {
                     continue;
                 }
                 if seen.insert(found.uuid.clone()) {
-                    list.push(OperationRecord::from_catalog(found));
+                    let mut record = found;
+                    record.error_status = record.status();
+                    list.push(record);
                 }
             }
         }
@@ -542,7 +545,7 @@ impl Engine {
             // is gone).
             .filter(|r| !r.state.finished() || self.store.exists(&r.uuid))
             .collect();
-        list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        list.sort_by_key(|r| std::cmp::Reverse(r.started()));
         Ok(list)
     }
 

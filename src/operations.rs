@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::catalog::Catalog;
+use crate::catalog::{to_ms, Catalog};
 use crate::error::{Error, Result, Status};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 
@@ -239,14 +239,10 @@ impl Ticket<'_> {
         self.ops.tracker.insert(Tracked {
             id: self.id,
             record: OperationRecord {
-                kind,
-                adapter: adapter.to_string(),
                 state,
                 phase: Phase::Started.name().to_string(),
-                error: None,
-                started_at: now,
-                finished_at: None,
-                ..OperationRecord::from_archive(uuid, &self.server_name, 0, now)
+                started_at: Some(to_ms(now)),
+                ..OperationRecord::new(kind, uuid, &self.server_name, adapter)
             },
             token: Arc::clone(&self.token),
             last_wake: Instant::now(),
@@ -283,7 +279,7 @@ impl Ticket<'_> {
             r.error = outcome.error.map(|e| e.message.clone());
             r.error_status = outcome.error.map(|e| e.status);
             r.panel_report = outcome.panel_report;
-            r.finished_at = Some(SystemTime::now());
+            r.finished_at = Some(to_ms(SystemTime::now()));
         });
     }
 
@@ -372,7 +368,7 @@ impl Drop for Ticket<'_> {
 // ---------------------------------------------------------------------------
 // The record of every operation: what a status, list, cancel or wait sees.
 
-pub use crate::catalog::{OpKind, OpState};
+pub use crate::catalog::{OpKind, OpState, OperationRecord};
 
 impl OpState {
     /// The state's name in records (`queued`, ..., `cancelled`).
@@ -383,129 +379,6 @@ impl OpState {
     /// Whether the operation has ended.
     pub fn finished(self) -> bool {
         !self.is_active()
-    }
-}
-
-/// One operation as the status, list and wait calls show it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OperationRecord {
-    pub uuid: String,
-    pub server: String,
-    pub kind: OpKind,
-    pub adapter: String,
-    pub state: OpState,
-    /// The phase of the last progress report (`started`, `archive`, ...).
-    pub phase: String,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    /// Entries archived or restored.
-    pub files: u64,
-    /// Archive bytes (a finished create: the archive's size).
-    pub size: u64,
-    pub checksum: String,
-    pub error: Option<String>,
-    /// The status of `error` (`WB_*`), for callers that map it to HTTP.
-    pub error_status: Option<Status>,
-    pub started_at: SystemTime,
-    pub finished_at: Option<SystemTime>,
-    pub panel_report: Option<String>,
-    /// Bumped at each change a waiter should see.
-    pub seq: u64,
-}
-
-impl OperationRecord {
-    /// The record of a local archive nothing else is known about.
-    pub fn from_archive(uuid: &str, server: &str, size: u64, mtime: SystemTime) -> Self {
-        OperationRecord {
-            uuid: uuid.to_string(),
-            server: server.to_string(),
-            kind: OpKind::Create,
-            adapter: "wings".to_string(),
-            state: OpState::Succeeded,
-            phase: Phase::Done.name().to_string(),
-            bytes_done: 0,
-            bytes_total: 0,
-            files: 0,
-            size,
-            checksum: String::new(),
-            error: None,
-            error_status: None,
-            started_at: mtime,
-            finished_at: Some(mtime),
-            panel_report: None,
-            seq: 0,
-        }
-    }
-}
-
-fn to_ms(t: SystemTime) -> i64 {
-    match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    let d = Duration::from_millis(ms.unsigned_abs());
-    if ms >= 0 {
-        std::time::UNIX_EPOCH + d
-    } else {
-        std::time::UNIX_EPOCH - d
-    }
-}
-
-impl OperationRecord {
-    /// The catalog's form of the record.
-    pub fn to_catalog(&self) -> crate::catalog::OperationRecord {
-        crate::catalog::OperationRecord {
-            uuid: self.uuid.clone(),
-            server: self.server.clone(),
-            kind: self.kind,
-            adapter: self.adapter.clone(),
-            state: self.state,
-            phase: self.phase.clone(),
-            bytes_done: self.bytes_done,
-            bytes_total: self.bytes_total,
-            files: self.files,
-            size: self.size,
-            checksum: self.checksum.clone(),
-            error: self.error.clone(),
-            started_at: Some(to_ms(self.started_at)),
-            finished_at: self.finished_at.map(to_ms),
-            panel_report: self.panel_report.clone(),
-            archive_missing: false,
-        }
-    }
-
-    /// A record the catalog kept (of this run or an earlier one).
-    pub fn from_catalog(c: crate::catalog::OperationRecord) -> OperationRecord {
-        let started = c
-            .started_at
-            .or(c.finished_at)
-            .map_or(std::time::UNIX_EPOCH, from_ms);
-        OperationRecord {
-            error_status: match c.state {
-                OpState::Cancelled => Some(Status::Cancelled),
-                OpState::Failed => Some(Status::Internal),
-                _ => None,
-            },
-            uuid: c.uuid,
-            server: c.server,
-            kind: c.kind,
-            adapter: c.adapter,
-            state: c.state,
-            phase: c.phase,
-            bytes_done: c.bytes_done,
-            bytes_total: c.bytes_total,
-            files: c.files,
-            size: c.size,
-            checksum: c.checksum,
-            error: c.error,
-            started_at: started,
-            finished_at: c.finished_at.map(from_ms),
-            panel_report: c.panel_report,
-            seq: 0,
-        }
     }
 }
 
@@ -569,7 +442,7 @@ impl Tracker {
             f(&mut t.record);
             if persist {
                 if let Some(catalog) = &self.catalog {
-                    catalog.upsert(&t.record.to_catalog());
+                    catalog.upsert(&t.record);
                 }
             }
             if wake || t.last_wake.elapsed() >= WAIT_INTERVAL {
@@ -691,7 +564,7 @@ impl Tracker {
         let mut tracked = tracked;
         tracked.record.seq = tracks.seq;
         if let Some(catalog) = &self.catalog {
-            catalog.upsert(&tracked.record.to_catalog());
+            catalog.upsert(&tracked.record);
         }
         tracks.ops.push(tracked);
         let finished = tracks

@@ -10,10 +10,13 @@ use std::path::Path;
 
 use std::sync::OnceLock;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
-use rustix::io::Errno;
+use rustix::fs::{
+    self as rfs, AtFlags, FlockOperation, Gid, Mode, OFlags, RawDir, RenameFlags, ResolveFlags, Uid,
+};
 
-pub use rustix::fs::Stat;
+// The data types of the calls below, for their callers.
+pub use rustix::fs::{FileType, Stat, Timespec, Timestamps};
+pub use rustix::io::Errno;
 
 /// Prefix of the names this engine creates inside a server root while it
 /// restores (its staging directories); such names are never archived,
@@ -209,6 +212,259 @@ impl Beneath {
             }
         }
         false
+    }
+}
+
+/// The effective user id of this process (the owner of what it creates).
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Refuses a name that is not one entry of a directory: empty, `.`, `..`
+/// or with a `/` in it. The operations of [`Dir`] resolve nothing but the
+/// one name they are given.
+fn single(name: &CStr) -> Result<&CStr, Errno> {
+    match name.to_bytes() {
+        b"" | b"." => Err(Errno::INVAL),
+        b".." => Err(Errno::XDEV),
+        n if n.contains(&b'/') => Err(Errno::INVAL),
+        _ => Ok(name),
+    }
+}
+
+/// A directory of a tree reached through a [`Beneath`] (its root, or a
+/// directory opened below it without following a symlink). Every operation
+/// names one entry of it (never a path, never `..`) and never follows a
+/// symlink at that entry, so nothing it does reaches outside the tree.
+#[derive(Clone, Copy)]
+pub struct Dir<'a> {
+    fd: BorrowedFd<'a>,
+}
+
+impl Beneath {
+    /// The root directory itself, for single-name operations.
+    pub fn dir(&self) -> Dir<'_> {
+        Dir { fd: self.fd() }
+    }
+}
+
+impl<'a> Dir<'a> {
+    /// A handle this tree's walks opened (by `open_dir` from a `Dir`, or
+    /// from a [`DirStack`] whose base is one).
+    pub fn of(fd: BorrowedFd<'a>) -> Dir<'a> {
+        Dir { fd }
+    }
+
+    pub fn fd(self) -> BorrowedFd<'a> {
+        self.fd
+    }
+
+    /// A second handle on this directory.
+    pub fn dup(self) -> Result<OwnedFd, Errno> {
+        open_dir(self.fd, c".")
+    }
+
+    /// Opens the directory `name`, refusing a symlink.
+    pub fn open_dir(self, name: &CStr) -> Result<OwnedFd, Errno> {
+        open_dir(self.fd, single(name)?)
+    }
+
+    pub fn stat(self) -> Result<Stat, Errno> {
+        rfs::fstat(self.fd)
+    }
+
+    /// The status of `name` itself (a symlink is not followed).
+    pub fn lstat(self, name: &CStr) -> Result<Stat, Errno> {
+        lstat_at(self.fd, single(name)?)
+    }
+
+    pub fn mkdir(self, name: &CStr, mode: u32) -> Result<(), Errno> {
+        rfs::mkdirat(self.fd, single(name)?, Mode::from_raw_mode(mode))
+    }
+
+    /// Removes the non-directory `name` (a symlink itself, not its target).
+    pub fn unlink(self, name: &CStr) -> Result<(), Errno> {
+        rfs::unlinkat(self.fd, single(name)?, AtFlags::empty())
+    }
+
+    /// Renames `name` to `to/to_name`, replacing what is there.
+    pub fn rename(self, name: &CStr, to: Dir<'_>, to_name: &CStr) -> Result<(), Errno> {
+        rfs::renameat(self.fd, single(name)?, to.fd, single(to_name)?)
+    }
+
+    /// Renames `name` to `to/to_name` with `RENAME_NOREPLACE` (`EEXIST` if
+    /// taken; `EINVAL` or `ENOSYS` where the filesystem lacks the flag).
+    pub fn rename_noreplace(self, name: &CStr, to: Dir<'_>, to_name: &CStr) -> Result<(), Errno> {
+        rfs::renameat_with(
+            self.fd,
+            single(name)?,
+            to.fd,
+            single(to_name)?,
+            RenameFlags::NOREPLACE,
+        )
+    }
+
+    /// Gives the file `name` (not followed if a symlink) the second name
+    /// `to/to_name`.
+    pub fn link(self, name: &CStr, to: Dir<'_>, to_name: &CStr) -> Result<(), Errno> {
+        rfs::linkat(
+            self.fd,
+            single(name)?,
+            to.fd,
+            single(to_name)?,
+            AtFlags::empty(),
+        )
+    }
+
+    /// Creates the symlink `name` pointing at `target` (stored, never
+    /// resolved here).
+    pub fn symlink(self, target: &CStr, name: &CStr) -> Result<(), Errno> {
+        rfs::symlinkat(target, self.fd, single(name)?)
+    }
+
+    /// Sets the owner of `name` itself (a symlink's own owner).
+    pub fn chown_entry(self, name: &CStr, uid: u32, gid: u32) -> Result<(), Errno> {
+        rfs::chownat(
+            self.fd,
+            single(name)?,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+    }
+
+    /// Sets the times of `name` itself (a symlink's own times).
+    pub fn set_entry_times(self, name: &CStr, times: &Timestamps) -> Result<(), Errno> {
+        rfs::utimensat(self.fd, single(name)?, times, AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// Creates the new file `name` (`O_EXCL`: never an existing file, never
+    /// through a symlink), for writing.
+    pub fn create_file(self, name: &CStr, mode: u32) -> Result<File, Errno> {
+        self.create(name, OFlags::WRONLY, mode)
+    }
+
+    /// `create_file`, opened for reading and writing (a lock file).
+    pub fn create_lock_file(self, name: &CStr, mode: u32) -> Result<File, Errno> {
+        self.create(name, OFlags::RDWR, mode)
+    }
+
+    fn create(self, name: &CStr, access: OFlags, mode: u32) -> Result<File, Errno> {
+        rfs::openat(
+            self.fd,
+            single(name)?,
+            access | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .map(File)
+    }
+
+    /// Opens `name` if it is a regular file: never through a symlink, never
+    /// blocking (a FIFO under that name is not waited on).
+    pub fn open_regular(self, name: &CStr, write: bool) -> Option<File> {
+        let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
+        let fd = rfs::openat(
+            self.fd,
+            single(name).ok()?,
+            access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rfs::fstat(&fd).ok()?;
+        (file_type(&st) == FileType::RegularFile).then_some(File(fd))
+    }
+
+    pub fn chmod(self, mode: u32) -> Result<(), Errno> {
+        rfs::fchmod(self.fd, Mode::from_raw_mode(mode))
+    }
+
+    pub fn chown(self, uid: u32, gid: u32) -> Result<(), Errno> {
+        rfs::fchown(self.fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+    }
+
+    pub fn set_times(self, times: &Timestamps) -> Result<(), Errno> {
+        rfs::futimens(self.fd, times)
+    }
+
+    pub fn sync(self) -> Result<(), Errno> {
+        rfs::fsync(self.fd)
+    }
+
+    /// Writes back everything of the filesystem this directory is on.
+    pub fn sync_filesystem(self) -> Result<(), Errno> {
+        rfs::syncfs(self.fd)
+    }
+
+    /// Removes `name` and everything below it (see [`remove_tree`]).
+    pub fn remove_tree(self, name: &CStr) -> Result<(), Errno> {
+        remove_tree(self.fd, single(name)?)
+    }
+}
+
+/// A regular file a [`Dir`] created or opened.
+pub struct File(OwnedFd);
+
+impl File {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    pub fn write_all(&self, mut data: &[u8]) -> Result<(), Errno> {
+        while !data.is_empty() {
+            match rustix::io::write(&self.0, data) {
+                Ok(0) => return Err(Errno::IO),
+                Ok(n) => data = &data[n..],
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `data` at offset `at`.
+    pub fn write_all_at(&self, mut data: &[u8], mut at: u64) -> Result<(), Errno> {
+        while !data.is_empty() {
+            match rustix::io::pwrite(&self.0, data, at) {
+                Ok(0) => return Err(Errno::IO),
+                Ok(n) => {
+                    data = &data[n..];
+                    at += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads into `buf` once, from the current offset.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        rustix::io::read(&self.0, buf)
+    }
+
+    pub fn set_len(&self, len: u64) -> Result<(), Errno> {
+        rfs::ftruncate(&self.0, len)
+    }
+
+    pub fn sync(&self) -> Result<(), Errno> {
+        rfs::fsync(&self.0)
+    }
+
+    /// Takes an exclusive `flock` without waiting (`EWOULDBLOCK` if held).
+    pub fn try_lock(&self) -> Result<(), Errno> {
+        rfs::flock(&self.0, FlockOperation::NonBlockingLockExclusive)
+    }
+
+    pub fn chmod(&self, mode: u32) -> Result<(), Errno> {
+        rfs::fchmod(&self.0, Mode::from_raw_mode(mode))
+    }
+
+    pub fn chown(&self, uid: u32, gid: u32) -> Result<(), Errno> {
+        rfs::fchown(&self.0, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+    }
+
+    pub fn set_times(&self, times: &Timestamps) -> Result<(), Errno> {
+        rfs::futimens(&self.0, times)
     }
 }
 
@@ -581,5 +837,220 @@ mod tests {
             assert!(dir.open_dir_with(b"a/../..", kernel).is_err());
         }
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A root with a directory `a`, a file `f`, and symlinks leading
+    /// outside it: `out` (absolute, to a directory), `up` (`../outside`),
+    /// `out-file` (to a file) and `out-new` (to a name not there yet).
+    struct Escape {
+        base: std::path::PathBuf,
+        root: Beneath,
+    }
+
+    impl Escape {
+        fn new() -> Escape {
+            use std::os::unix::fs::symlink;
+            let base = std::env::temp_dir().join(format!("wb-escape-{}", nonce()));
+            let root = base.join("root");
+            let outside = base.join("outside");
+            std::fs::create_dir_all(root.join("a")).unwrap();
+            std::fs::create_dir_all(&outside).unwrap();
+            std::fs::write(outside.join("keep"), b"outside").unwrap();
+            std::fs::write(root.join("f"), b"inside").unwrap();
+            symlink(&outside, root.join("out")).unwrap();
+            symlink("../outside", root.join("up")).unwrap();
+            symlink(outside.join("keep"), root.join("out-file")).unwrap();
+            symlink(outside.join("new"), root.join("out-new")).unwrap();
+            let dir = Beneath::new(open_trusted_dir(&root).unwrap());
+            Escape { base, root: dir }
+        }
+
+        /// The outside directory as it is now: its names and contents.
+        fn outside(&self) -> Vec<(String, Vec<u8>)> {
+            let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.base.join("outside"))
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let data = std::fs::read(e.path()).unwrap_or_default();
+                    (e.file_name().to_string_lossy().into_owned(), data)
+                })
+                .collect();
+            out.sort();
+            out
+        }
+
+        fn untouched(&self) {
+            assert_eq!(
+                self.outside(),
+                vec![("keep".to_string(), b"outside".to_vec())]
+            );
+        }
+
+        fn is_link(&self, name: &str) -> bool {
+            std::fs::symlink_metadata(self.base.join("root").join(name))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        }
+    }
+
+    impl Drop for Escape {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+
+    /// The names no single-name operation takes.
+    const NOT_ONE_NAME: [&CStr; 5] = [c"..", c".", c"", c"out/x", c"a/../../outside"];
+
+    #[test]
+    fn dir_open_dir_and_lstat_stay_inside() {
+        let t = Escape::new();
+        let d = t.root.dir();
+        for name in NOT_ONE_NAME {
+            assert!(d.open_dir(name).is_err(), "{name:?}");
+            assert!(d.lstat(name).is_err(), "{name:?}");
+        }
+        assert_eq!(d.open_dir(c"..").unwrap_err(), Errno::XDEV);
+        assert!(d.open_dir(c"out").is_err());
+        assert!(d.open_dir(c"up").is_err());
+        assert!(d.open_dir(c"a").is_ok());
+        // The link itself, not what it points at.
+        assert_eq!(file_type(&d.lstat(c"out").unwrap()), FileType::Symlink);
+        assert!(d.dup().is_ok());
+    }
+
+    #[test]
+    fn dir_mkdir_stays_inside() {
+        let t = Escape::new();
+        let d = t.root.dir();
+        for name in NOT_ONE_NAME {
+            assert!(d.mkdir(name, 0o755).is_err(), "{name:?}");
+        }
+        assert_eq!(d.mkdir(c"out", 0o755).unwrap_err(), Errno::EXIST);
+        assert_eq!(d.mkdir(c"out-new", 0o755).unwrap_err(), Errno::EXIST);
+        t.untouched();
+        d.mkdir(c"made", 0o755).unwrap();
+        assert!(t.base.join("root/made").is_dir());
+    }
+
+    #[test]
+    fn dir_unlink_and_remove_tree_remove_links_not_targets() {
+        let t = Escape::new();
+        let d = t.root.dir();
+        for name in NOT_ONE_NAME {
+            assert!(d.unlink(name).is_err(), "{name:?}");
+            assert!(d.remove_tree(name).is_err(), "{name:?}");
+        }
+        d.unlink(c"out-file").unwrap();
+        d.remove_tree(c"out").unwrap();
+        d.remove_tree(c"up").unwrap();
+        t.untouched();
+        assert!(!t.base.join("root/out").exists());
+        assert!(t.base.join("outside").is_dir());
+    }
+
+    #[test]
+    fn dir_renames_stay_inside() {
+        let t = Escape::new();
+        let d = t.root.dir();
+        let a = d.open_dir(c"a").unwrap();
+        let a = Dir::of(a.as_fd());
+        for name in NOT_ONE_NAME {
+            assert!(d.rename(c"f", a, name).is_err(), "{name:?}");
+            assert!(d.rename(name, a, c"g").is_err(), "{name:?}");
+            assert!(d.rename_noreplace(c"f", a, name).is_err(), "{name:?}");
+            assert!(d.rename_noreplace(name, a, c"g").is_err(), "{name:?}");
+        }
+        // Onto a link: the link is taken (or refused), never followed.
+        match d.rename_noreplace(c"f", d, c"out-new") {
+            Err(e) => assert!([Errno::EXIST, Errno::INVAL, Errno::NOSYS].contains(&e)),
+            Ok(()) => panic!("renamed over an existing link"),
+        }
+        d.rename(c"f", d, c"out-file").unwrap();
+        assert!(!t.is_link("out-file"));
+        // Moving a link moves the link.
+        d.rename(c"out", a, c"moved").unwrap();
+        assert!(t.is_link("a/moved"));
+        t.untouched();
+    }
+
+    #[test]
+    fn dir_link_and_symlink_stay_inside() {
+        let t = Escape::new();
+        let d = t.root.dir();
+        for name in NOT_ONE_NAME {
+            assert!(d.link(c"f", d, name).is_err(), "{name:?}");
+            assert!(d.link(name, d, c"g").is_err(), "{name:?}");
+            assert!(d.symlink(c"f", name).is_err(), "{name:?}");
+        }
+        // A hard link to a symlink is a second name of the link.
+        d.link(c"out-file", d, c"second").unwrap();
+        assert!(t.is_link("second"));
+        assert_eq!(d.link(c"f", d, c"out-new").unwrap_err(), Errno::EXIST);
+        assert_eq!(d.symlink(c"f", c"out-new").unwrap_err(), Errno::EXIST);
+        t.untouched();
+    }
+
+    #[test]
+    fn dir_entry_owner_and_times_change_the_link_only() {
+        use std::os::unix::fs::MetadataExt;
+        let t = Escape::new();
+        let d = t.root.dir();
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 1_000_000,
+                tv_nsec: 0,
+            },
+            last_modification: Timespec {
+                tv_sec: 1_000_000,
+                tv_nsec: 0,
+            },
+        };
+        let (uid, gid) = (euid(), rustix::process::getegid().as_raw());
+        for name in NOT_ONE_NAME {
+            assert!(d.chown_entry(name, uid, gid).is_err(), "{name:?}");
+            assert!(d.set_entry_times(name, &times).is_err(), "{name:?}");
+        }
+        let target = t.base.join("outside/keep");
+        let before = std::fs::metadata(&target).unwrap().mtime();
+        d.chown_entry(c"out-file", uid, gid).unwrap();
+        d.set_entry_times(c"out-file", &times).unwrap();
+        let link = std::fs::symlink_metadata(t.base.join("root/out-file")).unwrap();
+        assert_eq!(link.mtime(), 1_000_000);
+        assert_eq!(std::fs::metadata(&target).unwrap().mtime(), before);
+    }
+
+    #[test]
+    fn dir_create_and_open_files_stay_inside() {
+        let t = Escape::new();
+        let d = t.root.dir();
+        for name in NOT_ONE_NAME {
+            assert!(d.create_file(name, 0o600).is_err(), "{name:?}");
+            assert!(d.create_lock_file(name, 0o600).is_err(), "{name:?}");
+            assert!(d.open_regular(name, false).is_none(), "{name:?}");
+        }
+        for name in [c"out-new", c"out-file", c"out"] {
+            assert!(d.create_file(name, 0o600).is_err(), "{name:?}");
+            assert!(d.create_lock_file(name, 0o600).is_err(), "{name:?}");
+            assert!(d.open_regular(name, true).is_none(), "{name:?}");
+        }
+        t.untouched();
+        let file = d.create_file(c"new", 0o600).unwrap();
+        file.write_all(b"hello").unwrap();
+        file.write_all_at(b"J", 0).unwrap();
+        file.set_len(7).unwrap();
+        file.sync().unwrap();
+        assert_eq!(
+            std::fs::read(t.base.join("root/new")).unwrap(),
+            b"Jello\0\0"
+        );
+        let lock = d.create_lock_file(c"lock", 0o600).unwrap();
+        lock.try_lock().unwrap();
+        let again = d.open_regular(c"lock", true).unwrap();
+        assert_eq!(again.try_lock().unwrap_err(), Errno::WOULDBLOCK);
+        let mut buf = [0u8; 8];
+        let n = d.open_regular(c"f", false).unwrap().read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"inside");
     }
 }

@@ -730,6 +730,8 @@ fn reconcile_fails_what_a_dead_process_left_and_records_unknown_archives() {
             finished_at: Some(1_650_000_000_000),
             panel_report: None,
             archive_missing: false,
+            error_status: None,
+            seq: 0,
         }
     );
     assert_eq!(starting.list(UNKNOWN_SERVER), vec![adopted]);

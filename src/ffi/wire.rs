@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::archive::walk::Skipped;
 use crate::archive::writer::ArchiveSummary;
+use crate::catalog::from_ms;
 use crate::config::{self, CompressionLevel, EngineConfig, Owner};
 use crate::engine::{ArchiveOptions, BackupDetails};
 use crate::error::{Error, Result};
@@ -292,8 +293,8 @@ fn record_json(r: &OperationRecord) -> RecordJson<'_> {
         checksum: &r.checksum,
         error: r.error.as_deref(),
         error_status: r.error_status.map(|s| s as i32),
-        started_at: rfc3339(r.started_at),
-        finished_at: r.finished_at.map(rfc3339),
+        started_at: rfc3339(from_ms(r.started())),
+        finished_at: r.finished_at.map(|ms| rfc3339(from_ms(ms))),
         panel_report: r.panel_report.as_deref(),
         seq: r.seq,
     }

@@ -4,14 +4,13 @@
 
 use std::collections::HashSet;
 use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd};
-
-use rustix::fs::{self as rfs, FileType};
-use rustix::io::Errno;
+use std::os::fd::AsFd;
 
 use super::RestoreOptions;
 use crate::error::{quote, Error, Result};
-use crate::safe_fs::{self, Beneath, DirStack, Listing, Stat, RESERVED_PREFIX};
+use crate::safe_fs::{
+    self, Beneath, Dir, DirStack, Errno, FileType, Listing, Stat, RESERVED_PREFIX,
+};
 
 /// Checks the staged tree against the server's current files: no staged
 /// directory may land where the server has a symlink pointing outside its
@@ -19,13 +18,14 @@ use crate::safe_fs::{self, Beneath, DirStack, Listing, Stat, RESERVED_PREFIX};
 pub(super) fn plan(root: &Beneath, tree: &Beneath, opts: &RestoreOptions) -> Result<()> {
     let mut replaced: u64 = 0;
     walk_pair(
-        tree.fd(),
-        root.fd(),
+        tree,
+        root,
         &mut |staged, live, name, path| {
-            let staged_ty = safe_fs::lstat_at(staged, name)
+            let staged_ty = staged
+                .lstat(name)
                 .map(|st| safe_fs::file_type(&st))
                 .map_err(|e| Error::os("reading the staging tree", e))?;
-            let live_st = match safe_fs::lstat_at(live, name) {
+            let live_st = match live.lstat(name) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => return Ok(false),
                 Err(e) => return Err(Error::os("reading the server directory", e)),
@@ -61,8 +61,8 @@ pub(super) fn plan(root: &Beneath, tree: &Beneath, opts: &RestoreOptions) -> Res
         // What the server holds, less what the merge replaces, plus what
         // is staged (not the bytes written: an archive may write one
         // file several times).
-        let usage = tree_usage(root.fd())?;
-        let staged = tree_usage(tree.fd())?;
+        let usage = tree_usage(root.dir())?;
+        let staged = tree_usage(tree.dir())?;
         let after = usage.saturating_sub(replaced) + staged;
         if after > opts.disk_limit {
             return Err(quota_error(opts.disk_limit));
@@ -78,8 +78,8 @@ pub(super) fn quota_error(limit: u64) -> Error {
     )
 }
 
-fn first_child(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
-    let fd = safe_fs::open_dir(dir, name).ok()?;
+fn first_child(dir: Dir<'_>, name: &CStr) -> Option<Vec<u8>> {
+    let fd = dir.open_dir(name).ok()?;
     let listing = Listing::read(fd.as_fd()).ok()?;
     if listing.is_empty() {
         return None;
@@ -90,13 +90,14 @@ fn first_child(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
 /// Bytes in regular files under `root` (its own reserved entries excluded),
 /// a file with several hard links counted once. A file's size is what the
 /// archive said it holds, sparse or not.
-fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
+fn tree_usage(root: Dir<'_>) -> Result<u64> {
     let mut total = 0u64;
     let mut linked: HashSet<(u64, u64)> = HashSet::new();
     let mut stack: DirStack<(Listing, usize)> = DirStack::default();
     let listing =
-        Listing::read(root).map_err(|e| Error::os("measuring the server directory", e))?;
-    let dup = safe_fs::open_dir(root, c".")
+        Listing::read(root.fd()).map_err(|e| Error::os("measuring the server directory", e))?;
+    let dup = root
+        .dup()
         .map_err(|e| Error::os("measuring the server directory", e))?;
     stack.push(c".".to_owned(), dup, (listing, 0));
     while !stack.is_empty() {
@@ -114,10 +115,10 @@ fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
             continue;
         }
         let dir = stack
-            .take_top_fd(root)
+            .take_top_fd(root.fd())
             .map_err(|e| Error::os("measuring the server directory", e))?;
         let mut descend = None;
-        if let Ok(st) = safe_fs::lstat_at(dir.as_fd(), name.as_c_str()) {
+        if let Ok(st) = Dir::of(dir.as_fd()).lstat(&name) {
             match safe_fs::file_type(&st) {
                 FileType::RegularFile
                     if st.st_nlink <= 1 || linked.insert((st.st_dev, st.st_ino)) =>
@@ -125,7 +126,7 @@ fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
                     total += st.st_size as u64;
                 }
                 FileType::Directory => {
-                    if let Ok(fd) = safe_fs::open_dir(dir.as_fd(), name.as_c_str()) {
+                    if let Ok(fd) = Dir::of(dir.as_fd()).open_dir(&name) {
                         if let Ok(l) = Listing::read(fd.as_fd()) {
                             descend = Some((fd, l));
                         }
@@ -143,13 +144,11 @@ fn tree_usage(root: BorrowedFd<'_>) -> Result<u64> {
 }
 
 /// `visit(staged_dir, live_dir, name, relative_path) -> descend?`
-pub(super) type VisitFn<'a> =
-    dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &CStr, &[u8]) -> Result<bool> + 'a;
+pub(super) type VisitFn<'a> = dyn FnMut(Dir<'_>, Dir<'_>, &CStr, &[u8]) -> Result<bool> + 'a;
 /// `leave(staged_dir, live_dir, relative_path, staged_stat)`: the path is
 /// empty for the root; `staged_stat` was taken when the walk entered the
 /// staged directory, before its children moved.
-pub(super) type LeaveFn<'a> =
-    dyn FnMut(BorrowedFd<'_>, BorrowedFd<'_>, &[u8], &Stat) -> Result<()> + 'a;
+pub(super) type LeaveFn<'a> = dyn FnMut(Dir<'_>, Dir<'_>, &[u8], &Stat) -> Result<()> + 'a;
 
 /// Walks the staged tree and the server's tree side by side. `visit` sees
 /// each staged name with both parent handles and its relative path, and says
@@ -157,8 +156,8 @@ pub(super) type LeaveFn<'a> =
 /// after a directory's children, with both handles and its relative path.
 /// At most a bounded number of handles are open, whatever the depth.
 pub(super) fn walk_pair(
-    tree: BorrowedFd<'_>,
-    root: BorrowedFd<'_>,
+    tree: &Beneath,
+    root: &Beneath,
     visit: &mut VisitFn<'_>,
     leave: &mut LeaveFn<'_>,
 ) -> Result<()> {
@@ -173,30 +172,26 @@ pub(super) fn walk_pair(
     let err = |e: Errno| Error::os("walking the restored files", e);
     let mut staged: DirStack<Level> = DirStack::default();
     let mut live: DirStack<()> = DirStack::default();
-    let first = Listing::read(tree).map_err(err)?;
+    let first = Listing::read(tree.fd()).map_err(err)?;
     staged.push(
         c".".to_owned(),
-        safe_fs::open_dir(tree, c".").map_err(err)?,
+        tree.dir().dup().map_err(err)?,
         Level {
             listing: first,
             next: 0,
             prefix: Vec::new(),
-            stat: rfs::fstat(tree).map_err(err)?,
+            stat: tree.dir().stat().map_err(err)?,
         },
     );
-    live.push(
-        c".".to_owned(),
-        safe_fs::open_dir(root, c".").map_err(err)?,
-        (),
-    );
+    live.push(c".".to_owned(), root.dir().dup().map_err(err)?, ());
     while let Some(frame) = staged.top_mut() {
         if frame.data.next >= frame.data.listing.len() {
             let stat = frame.data.stat;
             let path = std::mem::take(&mut frame.data.prefix);
             let path = path.strip_suffix(b"/").unwrap_or(&path);
-            let s = staged.take_top_fd(tree).map_err(err)?;
-            let l = live.take_top_fd(root).map_err(err)?;
-            leave(s.as_fd(), l.as_fd(), path, &stat)?;
+            let s = staged.take_top_fd(tree.fd()).map_err(err)?;
+            let l = live.take_top_fd(root.fd()).map_err(err)?;
+            leave(Dir::of(s.as_fd()), Dir::of(l.as_fd()), path, &stat)?;
             staged.pop();
             live.pop();
             continue;
@@ -206,12 +201,13 @@ pub(super) fn walk_pair(
         frame.data.next += 1;
         let mut path = frame.data.prefix.clone();
         path.extend_from_slice(name.to_bytes());
-        let s = staged.take_top_fd(tree).map_err(err)?;
-        let l = live.take_top_fd(root).map_err(err)?;
-        let descend = match visit(s.as_fd(), l.as_fd(), &name, &path) {
+        let s = staged.take_top_fd(tree.fd()).map_err(err)?;
+        let l = live.take_top_fd(root.fd()).map_err(err)?;
+        let (sd, ld) = (Dir::of(s.as_fd()), Dir::of(l.as_fd()));
+        let descend = match visit(sd, ld, &name, &path) {
             Ok(true) => Some((
-                safe_fs::open_dir(s.as_fd(), name.as_c_str()).map_err(err),
-                safe_fs::open_dir(l.as_fd(), name.as_c_str()).map_err(err),
+                sd.open_dir(&name).map_err(err),
+                ld.open_dir(&name).map_err(err),
             )),
             Ok(false) => None,
             Err(e) => return Err(e),
@@ -221,7 +217,7 @@ pub(super) fn walk_pair(
         if let Some((s, l)) = descend {
             let (s, l) = (s?, l?);
             let listing = Listing::read(s.as_fd()).map_err(err)?;
-            let stat = rfs::fstat(&s).map_err(err)?;
+            let stat = Dir::of(s.as_fd()).stat().map_err(err)?;
             path.push(b'/');
             staged.push(
                 name.clone(),

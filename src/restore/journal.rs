@@ -17,18 +17,15 @@
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timespec, Timestamps, Uid,
-};
-use rustix::io::Errno;
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::checks::walk_pair;
 use super::paths::{cstring, split_last, times};
 use crate::config::Owner;
 use crate::error::{Error, Result};
-use crate::safe_fs::{self, Beneath, Listing, RESERVED_PREFIX};
+use crate::safe_fs::{
+    self, Beneath, Dir, Errno, FileType, Listing, Timespec, Timestamps, RESERVED_PREFIX,
+};
 
 /// The stage's marker that a commit has started; it holds the mode.
 pub(super) const COMMIT_MARKER: &CStr = c"commit";
@@ -75,8 +72,8 @@ pub enum CommitPhase {
 }
 
 /// The phase a started commit recorded in its stage.
-pub(super) fn recorded_phase(stage: BorrowedFd<'_>, mode: CommitMode) -> CommitPhase {
-    if mode == CommitMode::Truncate && safe_fs::lstat_at(stage, MOVED_ASIDE_MARKER).is_ok() {
+pub(super) fn recorded_phase(stage: Dir<'_>, mode: CommitMode) -> CommitPhase {
+    if mode == CommitMode::Truncate && stage.lstat(MOVED_ASIDE_MARKER).is_ok() {
         CommitPhase::MovedAside
     } else {
         CommitPhase::Started
@@ -170,11 +167,13 @@ fn same_times(st: &safe_fs::Stat, times: &Timestamps) -> bool {
 impl Journal {
     /// Notes the times of the server's directory `dir` (open as `fd`)
     /// before the first move in it.
-    fn touch(&mut self, fd: BorrowedFd<'_>, dir: &[u8]) -> Result<()> {
+    fn touch(&mut self, fd: Dir<'_>, dir: &[u8]) -> Result<()> {
         if self.touched.contains(dir) {
             return Ok(());
         }
-        let st = rfs::fstat(fd).map_err(|e| Error::os("reading the server directory", e))?;
+        let st = fd
+            .stat()
+            .map_err(|e| Error::os("reading the server directory", e))?;
         self.touched.insert(dir.to_vec());
         self.moves.push(Move::Touched {
             dir: dir.to_vec(),
@@ -201,7 +200,7 @@ impl Journal {
     pub(super) fn roll_back(
         &self,
         root: &Beneath,
-        stage: BorrowedFd<'_>,
+        stage: Dir<'_>,
         tree: &Beneath,
     ) -> std::result::Result<(), Errno> {
         // The last directory opened on each side, as most moves share it.
@@ -211,11 +210,11 @@ impl Journal {
             cache: &'a mut Option<(Vec<u8>, OwnedFd)>,
             base: &Beneath,
             dir: &[u8],
-        ) -> std::result::Result<BorrowedFd<'a>, Errno> {
+        ) -> std::result::Result<Dir<'a>, Errno> {
             if cache.as_ref().is_none_or(|(d, _)| d != dir) {
                 *cache = Some((dir.to_vec(), base.open_dir(dir)?));
             }
-            Ok(cache.as_ref().ok_or(Errno::BADF)?.1.as_fd())
+            Ok(Dir::of(cache.as_ref().ok_or(Errno::BADF)?.1.as_fd()))
         }
         let mut old: Option<OwnedFd> = None;
         let mut displaced: Option<OwnedFd> = None;
@@ -223,10 +222,10 @@ impl Journal {
             match m {
                 Move::Out { name } => {
                     if old.is_none() {
-                        old = Some(safe_fs::open_dir(stage, c"old")?);
+                        old = Some(stage.open_dir(c"old")?);
                     }
-                    let old = old.as_ref().ok_or(Errno::BADF)?;
-                    rename_noreplace(old.as_fd(), name, root.fd(), name)?;
+                    let old = Dir::of(old.as_ref().ok_or(Errno::BADF)?.as_fd());
+                    rename_noreplace(old, name, root.dir(), name)?;
                 }
                 Move::In { dir, name } => {
                     let l = open(&mut live, root, dir)?;
@@ -235,24 +234,24 @@ impl Journal {
                 }
                 Move::Displaced { dir, name, aside } | Move::Replaced { dir, name, aside } => {
                     if displaced.is_none() {
-                        displaced = Some(safe_fs::open_dir(stage, c"displaced")?);
+                        displaced = Some(stage.open_dir(c"displaced")?);
                     }
-                    let d = displaced.as_ref().ok_or(Errno::BADF)?;
+                    let d = Dir::of(displaced.as_ref().ok_or(Errno::BADF)?.as_fd());
                     let l = open(&mut live, root, dir)?;
                     if matches!(m, Move::Replaced { .. }) {
                         // The old file's second name takes its place back
                         // (the new file goes, atomically).
-                        rfs::renameat(d.as_fd(), aside, l, name)?;
+                        d.rename(aside, l, name)?;
                     } else {
-                        rename_noreplace(d.as_fd(), aside, l, name)?;
+                        rename_noreplace(d, aside, l, name)?;
                     }
                 }
                 // (What did not change is left alone: a directory the
                 // commit could not change may refuse any change.)
                 Move::Touched { dir, times } => {
                     let l = open(&mut live, root, dir)?;
-                    if !same_times(&rfs::fstat(l)?, times) {
-                        rfs::futimens(l, times)?;
+                    if !same_times(&l.stat()?, times) {
+                        l.set_times(times)?;
                     }
                 }
                 Move::Meta {
@@ -263,29 +262,29 @@ impl Journal {
                     times,
                 } => {
                     let l = open(&mut live, root, dir)?;
-                    let now = rfs::fstat(l)?;
+                    let now = l.stat()?;
                     if (now.st_uid, now.st_gid) != (*uid, *gid) {
-                        rfs::fchown(l, Some(Uid::from_raw(*uid)), Some(Gid::from_raw(*gid)))?;
+                        l.chown(*uid, *gid)?;
                     }
                     if now.st_mode & 0o7777 != *mode {
-                        rfs::fchmod(l, Mode::from_raw_mode(*mode))?;
+                        l.chmod(*mode)?;
                     }
                     if !same_times(&now, times) {
-                        rfs::futimens(l, times)?;
+                        l.set_times(times)?;
                     }
                 }
             }
         }
-        match rfs::unlinkat(stage, COMMIT_MARKER, AtFlags::empty()) {
+        match stage.unlink(COMMIT_MARKER) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => return Err(e),
         }
-        rfs::fsync(stage)
+        stage.sync()
     }
 }
 
 /// Writes the `commit` marker: from here on a crash is carried through.
-pub(super) fn start(stage: BorrowedFd<'_>, mode: CommitMode) -> Result<()> {
+pub(super) fn start(stage: Dir<'_>, mode: CommitMode) -> Result<()> {
     write_marker(stage, COMMIT_MARKER, mode.marker())
 }
 
@@ -301,7 +300,7 @@ pub(super) struct ListedDirs<'a> {
 /// directories the archive listed (merging).
 pub(super) fn commit(
     root: &Beneath,
-    stage: BorrowedFd<'_>,
+    stage: Dir<'_>,
     tree: &Beneath,
     mode: CommitMode,
     resume: bool,
@@ -316,50 +315,48 @@ pub(super) fn commit(
 }
 
 /// Writes a small marker file durably (written, synced, renamed into place).
-fn write_marker(dir: BorrowedFd<'_>, name: &CStr, content: &[u8]) -> Result<()> {
+fn write_marker(dir: Dir<'_>, name: &CStr, content: &[u8]) -> Result<()> {
     let err = |e: Errno| Error::os("recording the restore's progress", e);
-    let tmp = format!("{}.tmp", name.to_string_lossy());
+    let mut tmp = name.to_bytes().to_vec();
+    tmp.extend_from_slice(b".tmp");
+    let tmp = cstring(&tmp)?;
     // A stale name there is removed first: the file is always new (and
     // never something planted, such as a FIFO, opened for writing).
-    match rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty()) {
+    match dir.unlink(&tmp) {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => return Err(err(e)),
     }
-    let fd = rfs::openat(
-        dir,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(err)?;
-    super::staging::write_all(fd.as_fd(), content).map_err(err)?;
-    rfs::fsync(&fd).map_err(err)?;
-    rfs::renameat(dir, tmp.as_str(), dir, name).map_err(err)?;
-    rfs::fsync(dir).map_err(err)?;
+    let file = dir.create_file(&tmp, 0o600).map_err(err)?;
+    file.write_all(content).map_err(err)?;
+    file.sync().map_err(err)?;
+    dir.rename(&tmp, dir, name).map_err(err)?;
+    dir.sync().map_err(err)?;
     Ok(())
 }
 
 /// The stage's directory `name` (`old`, `displaced`), made if need be.
-fn stage_dir(stage: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
-    match rfs::mkdirat(stage, name, Mode::from_raw_mode(0o700)) {
+fn stage_dir(stage: Dir<'_>, name: &CStr) -> Result<OwnedFd> {
+    match stage.mkdir(name, 0o700) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(Error::os("preparing the restore", e)),
     }
-    safe_fs::open_dir(stage, name).map_err(|e| Error::os("preparing the restore", e))
+    stage
+        .open_dir(name)
+        .map_err(|e| Error::os("preparing the restore", e))
 }
 
 /// Renames without replacing anything. On a filesystem without
 /// `RENAME_NOREPLACE`, a plain rename after checking that the target is
 /// free (nothing else writes into the stage).
 fn rename_noreplace(
-    from_dir: BorrowedFd<'_>,
+    from_dir: Dir<'_>,
     from: &CStr,
-    to_dir: BorrowedFd<'_>,
+    to_dir: Dir<'_>,
     to: &CStr,
 ) -> std::result::Result<(), Errno> {
-    match rfs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
-        Err(Errno::INVAL) | Err(Errno::NOSYS) => match safe_fs::lstat_at(to_dir, to) {
-            Err(Errno::NOENT) => rfs::renameat(from_dir, from, to_dir, to),
+    match from_dir.rename_noreplace(from, to_dir, to) {
+        Err(Errno::INVAL) | Err(Errno::NOSYS) => match to_dir.lstat(to) {
+            Err(Errno::NOENT) => from_dir.rename(from, to_dir, to),
             Ok(_) => Err(Errno::EXIST),
             Err(e) => Err(e),
         },
@@ -367,8 +364,9 @@ fn rename_noreplace(
     }
 }
 
-fn live_names(root: BorrowedFd<'_>) -> Result<Vec<CString>> {
-    let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
+fn live_names(root: Dir<'_>) -> Result<Vec<CString>> {
+    let listing =
+        Listing::read(root.fd()).map_err(|e| Error::os("reading the server directory", e))?;
     Ok((0..listing.len())
         .map(|i| listing.get(i).0.to_owned())
         .filter(|n| !n.to_bytes().starts_with(RESERVED_PREFIX))
@@ -378,7 +376,7 @@ fn live_names(root: BorrowedFd<'_>) -> Result<Vec<CString>> {
 /// Replaces the server's top-level entries with the staged ones.
 fn commit_truncate(
     root: &Beneath,
-    stage: BorrowedFd<'_>,
+    stage: Dir<'_>,
     tree: &Beneath,
     resume: bool,
     journal: &mut Journal,
@@ -387,10 +385,10 @@ fn commit_truncate(
     let displaced = stage_dir(stage, c"displaced")?;
     let moved_aside =
         resume && recorded_phase(stage, CommitMode::Truncate) == CommitPhase::MovedAside;
-    journal.touch(root.fd(), b"")?;
+    journal.touch(root.dir(), b"")?;
     if !moved_aside {
-        for name in live_names(root.fd())? {
-            match rfs::renameat(root.fd(), name.as_c_str(), old.as_fd(), name.as_c_str()) {
+        for name in live_names(root.dir())? {
+            match root.dir().rename(&name, Dir::of(old.as_fd()), &name) {
                 Ok(()) => journal.moves.push(Move::Out { name }),
                 Err(Errno::NOENT) => {}
                 Err(e) => return Err(Error::os("moving the server's files aside", e)),
@@ -405,7 +403,14 @@ fn commit_truncate(
         if i > 0 {
             fault(CommitPhase::MovingIn)?;
         }
-        move_into(tree.fd(), name, root.fd(), b"", displaced.as_fd(), journal)?;
+        move_into(
+            tree.dir(),
+            name,
+            root.dir(),
+            b"",
+            Dir::of(displaced.as_fd()),
+            journal,
+        )?;
     }
     Ok(())
 }
@@ -418,7 +423,7 @@ fn commit_truncate(
 /// archive only implied keeps the server's mode, time and owner.
 fn commit_merge(
     root: &Beneath,
-    stage: BorrowedFd<'_>,
+    stage: Dir<'_>,
     tree: &Beneath,
     explicit: Option<&ListedDirs<'_>>,
     journal: &mut Journal,
@@ -428,14 +433,16 @@ fn commit_merge(
     let mut moves = 0u64;
     // Both callbacks of the walk record their changes.
     let journal = std::cell::RefCell::new(journal);
+    let displaced = Dir::of(displaced.as_fd());
     walk_pair(
-        tree.fd(),
-        root.fd(),
+        tree,
+        root,
         &mut |s, l, name, path| {
-            let staged_is_dir = safe_fs::lstat_at(s, name)
+            let staged_is_dir = s
+                .lstat(name)
                 .map(|st| safe_fs::file_type(&st) == FileType::Directory)
                 .map_err(err)?;
-            let live_ty = match safe_fs::lstat_at(l, name) {
+            let live_ty = match l.lstat(name) {
                 Ok(st) => Some(safe_fs::file_type(&st)),
                 Err(Errno::NOENT) => None,
                 Err(e) => return Err(err(e)),
@@ -453,9 +460,9 @@ fn commit_merge(
             match (staged_is_dir, live_ty) {
                 (false, Some(ty)) if ty != FileType::Directory => {
                     let aside = journal.aside_name()?;
-                    match rfs::linkat(l, name, displaced.as_fd(), &aside, AtFlags::empty()) {
+                    match l.link(name, displaced, &aside) {
                         Ok(()) => {
-                            rfs::renameat(s, name, l, name).map_err(err)?;
+                            s.rename(name, l, name).map_err(err)?;
                             journal.moves.push(Move::Replaced {
                                 dir: dir.to_vec(),
                                 name: name.to_owned(),
@@ -464,10 +471,10 @@ fn commit_merge(
                         }
                         // No second name for it (not ours to link, or no
                         // room): moved aside instead.
-                        Err(_) => move_into(s, name, l, dir, displaced.as_fd(), journal)?,
+                        Err(_) => move_into(s, name, l, dir, displaced, journal)?,
                     }
                 }
-                _ => move_into(s, name, l, dir, displaced.as_fd(), journal)?,
+                _ => move_into(s, name, l, dir, displaced, journal)?,
             }
             Ok(false)
         },
@@ -476,7 +483,7 @@ fn commit_merge(
                 return Ok(());
             };
             {
-                let before = rfs::fstat(l).map_err(err)?;
+                let before = l.stat().map_err(err)?;
                 journal.borrow_mut().moves.push(Move::Meta {
                     dir: path.to_vec(),
                     mode: before.st_mode & 0o7777,
@@ -485,11 +492,10 @@ fn commit_merge(
                     times: stat_times(&before),
                 });
                 if let Some(o) = dirs.owner {
-                    rfs::fchown(l, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
-                        .map_err(err)?;
+                    l.chown(o.uid, o.gid).map_err(err)?;
                 }
-                rfs::fchmod(l, Mode::from_raw_mode(st.st_mode & 0o1777)).map_err(err)?;
-                rfs::futimens(l, &times(st.st_mtime)).map_err(err)?;
+                l.chmod(st.st_mode & 0o1777).map_err(err)?;
+                l.set_times(&times(st.st_mtime)).map_err(err)?;
             }
             Ok(())
         },
@@ -500,15 +506,15 @@ fn commit_merge(
 /// is in the way (a server entry of another type, or one the server created
 /// meanwhile) is moved to `displaced` first. Both moves are journaled.
 fn move_into(
-    from: BorrowedFd<'_>,
+    from: Dir<'_>,
     name: &CStr,
-    live: BorrowedFd<'_>,
+    live: Dir<'_>,
     dir: &[u8],
-    displaced: BorrowedFd<'_>,
+    displaced: Dir<'_>,
     journal: &mut Journal,
 ) -> Result<()> {
     for _ in 0..3 {
-        match rfs::renameat_with(from, name, live, name, RenameFlags::NOREPLACE) {
+        match from.rename_noreplace(name, live, name) {
             Ok(()) => {
                 journal.moves.push(Move::In {
                     dir: dir.to_vec(),
@@ -531,9 +537,9 @@ fn move_into(
             Err(Errno::INVAL) | Err(Errno::NOSYS) => {
                 // No RENAME_NOREPLACE on this filesystem: move whatever is
                 // there aside, then a plain rename.
-                if safe_fs::lstat_at(live, name).is_ok() {
+                if live.lstat(name).is_ok() {
                     let aside = journal.aside_name()?;
-                    rfs::renameat(live, name, displaced, &aside)
+                    live.rename(name, displaced, &aside)
                         .map_err(|e| Error::os("moving the server's files aside", e))?;
                     journal.moves.push(Move::Displaced {
                         dir: dir.to_vec(),
@@ -541,7 +547,7 @@ fn move_into(
                         aside,
                     });
                 }
-                rfs::renameat(from, name, live, name)
+                from.rename(name, live, name)
                     .map_err(|e| Error::os("putting restored files in place", e))?;
                 journal.moves.push(Move::In {
                     dir: dir.to_vec(),

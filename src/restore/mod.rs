@@ -15,7 +15,8 @@
 //! * `recovery`: stages a crash left behind, finished or removed.
 //!
 //! The server's tree is reached only through `safe_fs::Beneath` handles
-//! and single-name, no-follow calls relative to handles they give out.
+//! and the single-name, no-follow operations of the `safe_fs::Dir`s they
+//! give out: this module makes no system call of its own.
 
 use std::cell::RefCell;
 use std::io::Read;

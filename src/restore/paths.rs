@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 
-use rustix::fs::{Timespec, Timestamps};
+use crate::safe_fs::{Timespec, Timestamps};
 
 use crate::error::{Error, Result};
 

@@ -1,15 +1,12 @@
 //! Stages an interrupted restore left in a server root: finished when
 //! their commit had started, removed otherwise.
 
-use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use rustix::fs::{self as rfs, FileType, FlockOperation, Mode, OFlags};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use super::journal::{self, CommitMode, Journal, COMMIT_MARKER};
 use super::staging::STAGE_PREFIX;
 use crate::error::{Error, Result};
-use crate::safe_fs::{self, Beneath, Listing};
+use crate::safe_fs::{self, Beneath, Dir, FileType, Listing};
 
 /// Finishes or removes what an interrupted restore left in `root`: a stage
 /// with a `commit` marker is carried through (every file ends up new), one
@@ -19,7 +16,7 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
     let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
     let live = Beneath::dup(root).map_err(|e| Error::os("opening the server directory", e))?;
     let mut handled = 0;
-    let euid = rustix::process::geteuid().as_raw();
+    let euid = safe_fs::euid();
     let mut first_error = None;
     for i in 0..listing.len() {
         let (name, ty) = listing.get(i);
@@ -28,37 +25,38 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         {
             continue;
         }
-        let Ok(stage) = safe_fs::open_dir(root, name) else {
+        let Ok(stage) = live.dir().open_dir(name) else {
             continue;
         };
+        let stage = Dir::of(stage.as_fd());
         // Only a stage this engine could have made (`begin`): ours, 0700.
         // The server's user may plant anything under this name; it is left
         // alone, neither obeyed nor deleted.
-        match rfs::fstat(&stage) {
+        match stage.stat() {
             // (A setgid root passes its bit on; only the permissions count.)
             Ok(st) if st.st_uid == euid && st.st_mode & 0o777 == 0o700 => {}
             _ => continue,
         }
         // Held until this stage is dealt with; a restore still running (in
         // this or another process) holds it, and its stage is left alone.
-        let _lock = match open_marker(stage.as_fd(), c"lock", OFlags::RDWR) {
+        let _lock = match stage.open_regular(c"lock", true) {
             Some(lock) => {
-                if rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+                if lock.try_lock().is_err() {
                     continue;
                 }
                 Some(lock)
             }
             None => None,
         };
-        let finished = match open_marker(stage.as_fd(), COMMIT_MARKER, OFlags::RDONLY) {
-            Some(fd) => {
+        let finished = match stage.open_regular(COMMIT_MARKER, false) {
+            Some(file) => {
                 let mut buf = [0u8; 16];
-                let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
+                let n = file.read(&mut buf).unwrap_or(0);
                 let mode = CommitMode::from_marker(&buf[..n]);
-                match safe_fs::open_dir(stage.as_fd(), c"tree") {
+                match stage.open_dir(c"tree") {
                     Ok(tree) => journal::commit(
                         &live,
-                        stage.as_fd(),
+                        stage,
                         &Beneath::new(tree),
                         mode,
                         true,
@@ -73,7 +71,9 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         // A stage that cannot be finished is kept (it may hold the server's
         // files), and the others are still dealt with.
         let result = finished.and_then(|()| {
-            safe_fs::remove_tree(root, name).map_err(|e| Error::os("removing a stale restore", e))
+            live.dir()
+                .remove_tree(name)
+                .map_err(|e| Error::os("removing a stale restore", e))
         });
         match result {
             Ok(()) => handled += 1,
@@ -86,18 +86,4 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         Some(e) => Err(e),
         None => Ok(handled),
     }
-}
-
-/// Opens a stage's marker file if it is a regular file: never through a
-/// link, never blocking (a FIFO under that name is not waited on).
-fn open_marker(stage: BorrowedFd<'_>, name: &CStr, access: OFlags) -> Option<OwnedFd> {
-    let fd = rfs::openat(
-        stage,
-        name,
-        access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )
-    .ok()?;
-    let st = rfs::fstat(&fd).ok()?;
-    (safe_fs::file_type(&st) == FileType::RegularFile).then_some(fd)
 }

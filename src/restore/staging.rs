@@ -6,10 +6,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Gid, Mode, OFlags, Uid};
-use rustix::io::Errno;
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::checks::{self, quota_error};
 use super::journal::{self, CommitMode, Journal, ListedDirs};
@@ -17,7 +14,7 @@ use super::paths::{cstring, normalize, split_last, times};
 use super::{Entry, EntryData, EntryKind, RestoreOptions, RestoreSummary};
 use crate::config::Owner;
 use crate::error::{quote, Error, Result};
-use crate::safe_fs::{self, Beneath, DirStack, RESERVED_PREFIX};
+use crate::safe_fs::{self, Beneath, Dir, DirStack, Errno, File, FileType, RESERVED_PREFIX};
 
 /// Staging directories are named `<STAGE_PREFIX><nonce>`.
 pub(super) const STAGE_PREFIX: &str = ".wings-backup-restore-";
@@ -52,7 +49,7 @@ pub struct RestoreTarget {
     stage_name: CString,
     stage: OwnedFd,
     tree: Beneath,
-    _lock: OwnedFd,
+    _lock: File,
     /// The staged directories of the last entry's parent path: the next
     /// entry most likely shares most of them, whatever the depth.
     cursor: DirStack<()>,
@@ -68,21 +65,9 @@ struct State {
     root_mtime: Option<i64>,
 }
 
-pub(super) fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> std::result::Result<(), Errno> {
-    while !data.is_empty() {
-        match rustix::io::write(fd, data) {
-            Ok(0) => return Err(Errno::IO),
-            Ok(n) => data = &data[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn chown(fd: BorrowedFd<'_>, owner: Option<Owner>) -> std::result::Result<(), Errno> {
+fn chown(dir: Dir<'_>, owner: Option<Owner>) -> std::result::Result<(), Errno> {
     match owner {
-        Some(o) => rfs::fchown(fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid))),
+        Some(o) => dir.chown(o.uid, o.gid),
         None => Ok(()),
     }
 }
@@ -93,22 +78,24 @@ impl RestoreTarget {
         let root = Beneath::new(root);
         let stage_name = cstring(format!("{STAGE_PREFIX}{}", safe_fs::nonce()).as_bytes())?;
         let io = |what: &str, e: Errno| Error::os(format!("preparing the restore: {what}"), e);
-        rfs::mkdirat(root.fd(), stage_name.as_c_str(), Mode::from_raw_mode(0o700))
+        root.dir()
+            .mkdir(&stage_name, 0o700)
             .map_err(|e| io("creating the staging directory", e))?;
-        let stage = safe_fs::open_dir(root.fd(), stage_name.as_c_str())
+        let stage = root
+            .dir()
+            .open_dir(&stage_name)
             .map_err(|e| io("opening the staging directory", e))?;
-        let lock = rfs::openat(
-            stage.as_fd(),
-            c"lock",
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| io("creating the lock file", e))?;
-        rfs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
+        let staged = Dir::of(stage.as_fd());
+        let lock = staged
+            .create_lock_file(c"lock", 0o600)
+            .map_err(|e| io("creating the lock file", e))?;
+        lock.try_lock()
             .map_err(|e| io("locking the staging directory", e))?;
-        rfs::mkdirat(stage.as_fd(), c"tree", Mode::from_raw_mode(0o755))
+        staged
+            .mkdir(c"tree", 0o755)
             .map_err(|e| io("creating the staging tree", e))?;
-        let tree = safe_fs::open_dir(stage.as_fd(), c"tree")
+        let tree = staged
+            .open_dir(c"tree")
             .map_err(|e| io("opening the staging tree", e))?;
         Ok(RestoreTarget {
             root,
@@ -170,9 +157,11 @@ impl RestoreTarget {
         let parent = self
             .cursor
             .goto(tree, parents, &mut |dir, part| {
-                open_or_make_dir(dir, part, owner, entry.path)
+                open_or_make_dir(Dir::of(dir), part, owner, entry.path)
             })?
             .unwrap_or(tree);
+        let parent = Dir::of(parent);
+        let tree = self.tree.dir();
         match entry.kind {
             EntryKind::Dir => make_dir(parent, &name, &path, entry, state),
             EntryKind::File => write_file(parent, &name, entry, data, state),
@@ -196,14 +185,17 @@ impl RestoreTarget {
             let path = path.as_slice();
             let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
             let Some(fd) = self.cursor.goto(tree, &parts, &mut |dir, part| {
-                safe_fs::open_dir(dir, part).map_err(|e| lookup_error(dir, part, path, e))
+                let dir = Dir::of(dir);
+                dir.open_dir(part)
+                    .map_err(|e| lookup_error(dir, part, path, e))
             })?
             else {
                 continue;
             };
+            let dir = Dir::of(fd);
             let err = |e: Errno| entry_error(path, e);
-            rfs::fchmod(fd, Mode::from_raw_mode(mode & 0o1777)).map_err(err)?;
-            rfs::futimens(fd, &times(*mtime)).map_err(err)?;
+            dir.chmod(mode & 0o1777).map_err(err)?;
+            dir.set_times(&times(*mtime)).map_err(err)?;
         }
         Ok(())
     }
@@ -214,13 +206,14 @@ impl RestoreTarget {
     pub fn commit(mut self) -> Result<RestoreSummary> {
         self.finish_dirs()?;
         checks::plan(&self.root, &self.tree, &self.state.opts)?;
-        let _ = rfs::syncfs(&self.stage);
+        let stage = Dir::of(self.stage.as_fd());
+        let _ = stage.sync_filesystem();
         let mode = if self.state.opts.truncate {
             CommitMode::Truncate
         } else {
             CommitMode::Merge
         };
-        journal::start(self.stage.as_fd(), mode)?;
+        journal::start(stage, mode)?;
         // From here on the stage may hold the server's files (in `old/` or
         // `displaced/`): whatever happens, it is not deleted unless they
         // are back.
@@ -234,7 +227,7 @@ impl RestoreTarget {
         let mut moves = Journal::default();
         let committed = journal::commit(
             &self.root,
-            self.stage.as_fd(),
+            stage,
             &self.tree,
             mode,
             false,
@@ -242,20 +235,18 @@ impl RestoreTarget {
             &mut moves,
         );
         if let Err(e) = committed {
-            return Err(
-                match moves.roll_back(&self.root, self.stage.as_fd(), &self.tree) {
-                    Ok(()) => {
-                        let _ = safe_fs::remove_tree(self.root.fd(), self.stage_name.as_c_str());
-                        e
-                    }
-                    Err(undo) => journal::unfinished(e, undo),
-                },
-            );
+            return Err(match moves.roll_back(&self.root, stage, &self.tree) {
+                Ok(()) => {
+                    let _ = self.root.dir().remove_tree(&self.stage_name);
+                    e
+                }
+                Err(undo) => journal::unfinished(e, undo),
+            });
         }
         if let Some(mtime) = self.state.root_mtime {
-            let _ = rfs::futimens(self.root.fd(), &times(mtime));
+            let _ = self.root.dir().set_times(&times(mtime));
         }
-        let _ = safe_fs::remove_tree(self.root.fd(), self.stage_name.as_c_str());
+        let _ = self.root.dir().remove_tree(&self.stage_name);
         Ok(self.state.summary.clone())
     }
 }
@@ -264,7 +255,7 @@ impl Drop for RestoreTarget {
     fn drop(&mut self) {
         if !self.done {
             // Not committed: the server's files were never touched.
-            let _ = safe_fs::remove_tree(self.root.fd(), self.stage_name.as_c_str());
+            let _ = self.root.dir().remove_tree(&self.stage_name);
         }
     }
 }
@@ -282,9 +273,9 @@ fn entry_error(entry: &[u8], e: Errno) -> Error {
 }
 
 /// Why `name` in `dir` could not be opened as a directory, for `entry`.
-fn lookup_error(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
+fn lookup_error(dir: Dir<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
     match e {
-        Errno::LOOP | Errno::NOTDIR => match safe_fs::lstat_at(dir, name) {
+        Errno::LOOP | Errno::NOTDIR => match dir.lstat(name) {
             Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => Error::unsafe_entry(
                 entry,
                 "it would be written through a symlink from the archive",
@@ -305,20 +296,22 @@ fn lookup_error(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8], e: Errno) -> Err
 /// Opens the staged directory `name` in `dir`, creating it (owned by
 /// `owner`) when the archive did not list it before the entries below it.
 fn open_or_make_dir(
-    dir: BorrowedFd<'_>,
+    dir: Dir<'_>,
     name: &CStr,
     owner: Option<Owner>,
     entry: &[u8],
 ) -> Result<OwnedFd> {
-    match safe_fs::open_dir(dir, name) {
+    match dir.open_dir(name) {
         Ok(fd) => Ok(fd),
         Err(Errno::NOENT) => {
-            match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+            match dir.mkdir(name, 0o755) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(entry_error(entry, e)),
             }
-            let fd = safe_fs::open_dir(dir, name).map_err(|e| lookup_error(dir, name, entry, e))?;
-            chown(fd.as_fd(), owner).map_err(|e| entry_error(entry, e))?;
+            let fd = dir
+                .open_dir(name)
+                .map_err(|e| lookup_error(dir, name, entry, e))?;
+            chown(Dir::of(fd.as_fd()), owner).map_err(|e| entry_error(entry, e))?;
             Ok(fd)
         }
         Err(e) => Err(lookup_error(dir, name, entry, e)),
@@ -328,12 +321,14 @@ fn open_or_make_dir(
 /// Opens the staged directory `dir` (a normalised path) without creating
 /// anything, for hard link targets. (Component by component, so that the
 /// error names a symlink or a file in the way.)
-fn open_staged_dir(tree: BorrowedFd<'_>, dir: &[u8], entry: &[u8]) -> Result<OwnedFd> {
-    let mut current = safe_fs::open_dir(tree, c".").map_err(|e| entry_error(entry, e))?;
+fn open_staged_dir(tree: Dir<'_>, dir: &[u8], entry: &[u8]) -> Result<OwnedFd> {
+    let mut current = tree.dup().map_err(|e| entry_error(entry, e))?;
     for part in dir.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
         let name = cstring(part)?;
-        current = safe_fs::open_dir(current.as_fd(), name.as_c_str())
-            .map_err(|e| lookup_error(current.as_fd(), &name, entry, e))?;
+        let parent = Dir::of(current.as_fd());
+        current = parent
+            .open_dir(&name)
+            .map_err(|e| lookup_error(parent, &name, entry, e))?;
     }
     Ok(current)
 }
@@ -341,14 +336,14 @@ fn open_staged_dir(tree: BorrowedFd<'_>, dir: &[u8], entry: &[u8]) -> Result<Own
 /// Makes room for a new entry called `name`: an earlier entry of the same
 /// name goes, unless it is a directory (which would drop what was restored
 /// into it: duplicated entries may not do that).
-fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
-    match safe_fs::lstat_at(dir, name) {
+fn clear_name(dir: Dir<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
+    match dir.lstat(name) {
         Err(Errno::NOENT) => Ok(()),
         Ok(st) if safe_fs::file_type(&st) == FileType::Directory => Err(Error::unsafe_entry(
             entry,
             "it would replace a directory restored earlier",
         )),
-        Ok(_) => rfs::unlinkat(dir, name, AtFlags::empty()).map_err(|e| entry_error(entry, e)),
+        Ok(_) => dir.unlink(name).map_err(|e| entry_error(entry, e)),
         Err(e) => Err(entry_error(entry, e)),
     }
 }
@@ -358,7 +353,7 @@ fn clear_name(dir: BorrowedFd<'_>, name: &CStr, entry: &[u8]) -> Result<()> {
 /// `clear_name`) and `create` runs once more. Names are rarely taken (only
 /// by duplicated entries), so the usual cost is the one call.
 fn create_new<T>(
-    dir: BorrowedFd<'_>,
+    dir: Dir<'_>,
     name: &CStr,
     entry: &[u8],
     mut create: impl FnMut() -> std::result::Result<T, Errno>,
@@ -373,26 +368,28 @@ fn create_new<T>(
 }
 
 fn make_dir(
-    dir: BorrowedFd<'_>,
+    dir: Dir<'_>,
     name: &CStr,
     path: &[u8],
     entry: &Entry<'_>,
     state: &mut State,
 ) -> Result<()> {
     let err = |e: Errno| entry_error(entry.path, e);
-    match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+    match dir.mkdir(name, 0o755) {
         Ok(()) => {}
         Err(Errno::EXIST) => {
-            let st = safe_fs::lstat_at(dir, name).map_err(err)?;
+            let st = dir.lstat(name).map_err(err)?;
             if safe_fs::file_type(&st) != FileType::Directory {
                 clear_name(dir, name, entry.path)?;
-                rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755)).map_err(err)?;
+                dir.mkdir(name, 0o755).map_err(err)?;
             }
         }
         Err(e) => return Err(err(e)),
     }
-    let fd = safe_fs::open_dir(dir, name).map_err(|e| lookup_error(dir, name, entry.path, e))?;
-    chown(fd.as_fd(), state.opts.owner).map_err(err)?;
+    let fd = dir
+        .open_dir(name)
+        .map_err(|e| lookup_error(dir, name, entry.path, e))?;
+    chown(Dir::of(fd.as_fd()), state.opts.owner).map_err(err)?;
     state.dirs.push(path, entry.mode, entry.mtime);
     state.summary.dirs += 1;
     Ok(())
@@ -409,28 +406,13 @@ fn is_zero(block: &[u8]) -> bool {
     block.iter().take(16).all(|b| *b == 0) && block.iter().fold(0u8, |acc, b| acc | b) == 0
 }
 
-fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut at: u64) -> std::result::Result<(), Errno> {
-    while !data.is_empty() {
-        match rustix::io::pwrite(fd, data, at) {
-            Ok(0) => return Err(Errno::IO),
-            Ok(n) => {
-                data = &data[n..];
-                at += n as u64;
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Writes a new file's data piece by piece from offset 0, leaving a hole
 /// for each aligned block of zeros (the file is new, so a hole reads as
 /// zeros). Pieces may end anywhere: a partial block waits for the next
 /// piece, so that blocks stay aligned in the file. `finish` writes what
 /// is left and sets the file's length where it ends in a hole.
 struct SparseWriter<'a> {
-    fd: BorrowedFd<'a>,
+    file: &'a File,
     /// Bytes of the file so far, written, skipped or pending.
     len: u64,
     /// Where the last write ended.
@@ -441,9 +423,9 @@ struct SparseWriter<'a> {
 }
 
 impl<'a> SparseWriter<'a> {
-    fn new(fd: BorrowedFd<'a>) -> SparseWriter<'a> {
+    fn new(file: &'a File) -> SparseWriter<'a> {
         SparseWriter {
-            fd,
+            file,
             len: 0,
             written: 0,
             pending: Vec::new(),
@@ -453,7 +435,7 @@ impl<'a> SparseWriter<'a> {
     /// Writes `data` at `at` unless it is all zeros.
     fn put(&mut self, data: &[u8], at: u64) -> std::result::Result<(), Errno> {
         if !is_zero(data) {
-            pwrite_all(self.fd, data, at)?;
+            self.file.write_all_at(data, at)?;
             self.written = at + data.len() as u64;
         }
         Ok(())
@@ -480,7 +462,7 @@ impl<'a> SparseWriter<'a> {
         while i < whole {
             if is_zero(&data[i..i + HOLE]) {
                 if run < i {
-                    pwrite_all(self.fd, &data[run..i], start + run as u64)?;
+                    self.file.write_all_at(&data[run..i], start + run as u64)?;
                     self.written = start + i as u64;
                 }
                 i += HOLE;
@@ -493,7 +475,8 @@ impl<'a> SparseWriter<'a> {
             }
         }
         if run < whole {
-            pwrite_all(self.fd, &data[run..whole], start + run as u64)?;
+            self.file
+                .write_all_at(&data[run..whole], start + run as u64)?;
             self.written = start + whole as u64;
         }
         self.pending.extend_from_slice(&data[whole..]);
@@ -507,30 +490,22 @@ impl<'a> SparseWriter<'a> {
             self.put(&block, self.len - block.len() as u64)?;
         }
         if self.written < self.len {
-            rfs::ftruncate(self.fd, self.len)?;
+            self.file.set_len(self.len)?;
         }
         Ok(())
     }
 }
 
 fn write_file(
-    dir: BorrowedFd<'_>,
+    dir: Dir<'_>,
     name: &CStr,
     entry: &Entry<'_>,
     data: &mut dyn EntryData,
     state: &mut State,
 ) -> Result<()> {
     let err = |e: Errno| entry_error(entry.path, e);
-    let fd = create_new(dir, name, entry.path, || {
-        rfs::openat(
-            dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-    })?
-    .map_err(err)?;
-    let mut out = SparseWriter::new(fd.as_fd());
+    let file = create_new(dir, name, entry.path, || dir.create_file(name, 0o600))?.map_err(err)?;
+    let mut out = SparseWriter::new(&file);
     loop {
         let chunk = data.next_data()?;
         if chunk.is_empty() {
@@ -545,16 +520,18 @@ fn write_file(
         state.summary.bytes = after;
     }
     out.finish().map_err(err)?;
-    chown(fd.as_fd(), state.opts.owner).map_err(err)?;
+    if let Some(o) = state.opts.owner {
+        file.chown(o.uid, o.gid).map_err(err)?;
+    }
     // setuid and setgid bits are never restored.
-    rfs::fchmod(&fd, Mode::from_raw_mode(entry.mode & 0o1777)).map_err(err)?;
-    rfs::futimens(&fd, &times(entry.mtime)).map_err(err)?;
+    file.chmod(entry.mode & 0o1777).map_err(err)?;
+    file.set_times(&times(entry.mtime)).map_err(err)?;
     state.summary.files += 1;
     Ok(())
 }
 
 fn make_symlink(
-    dir: BorrowedFd<'_>,
+    dir: Dir<'_>,
     name: &CStr,
     target: &[u8],
     entry: &Entry<'_>,
@@ -568,28 +545,19 @@ fn make_symlink(
     }
     let target = cstring(target)?;
     let err = |e: Errno| entry_error(entry.path, e);
-    create_new(dir, name, entry.path, || {
-        rfs::symlinkat(target.as_c_str(), dir, name)
-    })?
-    .map_err(err)?;
+    create_new(dir, name, entry.path, || dir.symlink(&target, name))?.map_err(err)?;
     if let Some(o) = state.opts.owner {
-        rfs::chownat(
-            dir,
-            name,
-            Some(Uid::from_raw(o.uid)),
-            Some(Gid::from_raw(o.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(err)?;
+        dir.chown_entry(name, o.uid, o.gid).map_err(err)?;
     }
-    rfs::utimensat(dir, name, &times(entry.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(err)?;
+    dir.set_entry_times(name, &times(entry.mtime))
+        .map_err(err)?;
     state.summary.symlinks += 1;
     Ok(())
 }
 
 fn make_hard_link(
-    tree: BorrowedFd<'_>,
-    dir: BorrowedFd<'_>,
+    tree: Dir<'_>,
+    dir: Dir<'_>,
     name: &CStr,
     path: &[u8],
     target: &[u8],
@@ -614,14 +582,9 @@ fn make_hard_link(
     let (target_dir, target_last) = split_last(&target);
     let target_parent = open_staged_dir(tree, target_dir, entry.path)?;
     let target_name = cstring(target_last)?;
+    let target_parent = Dir::of(target_parent.as_fd());
     create_new(dir, name, entry.path, || {
-        rfs::linkat(
-            target_parent.as_fd(),
-            target_name.as_c_str(),
-            dir,
-            name,
-            AtFlags::empty(),
-        )
+        target_parent.link(&target_name, dir, name)
     })?
     .map_err(|e| match e {
         Errno::NOENT => Error::corrupt(format!(
@@ -750,6 +713,16 @@ mod tests {
         failed_commit_keeps_old_files(false, CommitPhase::MovingIn);
     }
 
+    /// A FIFO at `path`, made by coreutils' mkfifo.
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+
     #[test]
     fn recover_ignores_stages_it_did_not_make() {
         let server = old_server();
@@ -758,25 +731,15 @@ mod tests {
         // `truncate` marker that would replace the server's files.
         let stage = server.0.join(format!("{STAGE_PREFIX}planted"));
         std::fs::create_dir_all(stage.join("tree/x")).unwrap();
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            stage.join("lock"),
-            Mode::from_raw_mode(0o600),
-        )
-        .unwrap();
+        mkfifo(&stage.join("lock"));
         std::fs::write(stage.join("commit"), b"truncate\n").unwrap();
         let root = safe_fs::open_trusted_dir(&server.0).unwrap();
         assert_eq!(recover(root.as_fd()).unwrap(), 0);
         // Mode 0700 but FIFO markers: never opened (no hang), the server's
         // files untouched.
         std::fs::remove_file(stage.join("commit")).unwrap();
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            stage.join("commit"),
-            Mode::from_raw_mode(0o600),
-        )
-        .unwrap();
-        rustix::fs::chmod(&stage, Mode::from_raw_mode(0o700)).unwrap();
+        mkfifo(&stage.join("commit"));
+        std::fs::set_permissions(&stage, PermissionsExt::from_mode(0o700)).unwrap();
         assert_eq!(recover(root.as_fd()).unwrap(), 1);
         let mut after = listing(&server.0);
         after.retain(|(p, _, _)| !p.starts_with(STAGE_PREFIX));
@@ -788,8 +751,9 @@ mod tests {
         let dir = Scratch(std::env::temp_dir().join(format!("wb-sparse-{}", safe_fs::nonce())));
         std::fs::create_dir_all(&dir.0).unwrap();
         let path = dir.0.join("f");
-        let file = std::fs::File::create(&path).unwrap();
-        let mut out = SparseWriter::new(file.as_fd());
+        let fd = safe_fs::open_trusted_dir(&dir.0).unwrap();
+        let file = Dir::of(fd.as_fd()).create_file(c"f", 0o600).unwrap();
+        let mut out = SparseWriter::new(&file);
         for piece in pieces {
             out.write(piece).unwrap();
         }
