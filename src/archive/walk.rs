@@ -57,6 +57,19 @@ pub struct TreeWalker<'a> {
     /// (device, inode) of files never archived: the archive being written
     /// and the file it replaces, when they lie inside the tree.
     exclude: Vec<(u64, u64)>,
+    /// Paths the ignore rules left out, kept only when asked for
+    /// (`collect_ignored`): a normal backup neither counts nor keeps them.
+    ignored: Option<Ignored>,
+}
+
+/// What the ignore rules left out of a walk: every path counted, the first
+/// `limit` kept. An ignored directory is one path (its contents are never
+/// walked).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ignored {
+    pub count: u64,
+    pub paths: Vec<Vec<u8>>,
+    pub limit: usize,
 }
 
 enum Found {
@@ -92,7 +105,41 @@ impl<'a> TreeWalker<'a> {
             skipped_count: 0,
             stop: None,
             exclude: Vec::new(),
+            ignored: None,
         })
+    }
+
+    /// Makes the walk count the paths the ignore rules leave out and keep
+    /// the first `limit` of them (see `ignored`).
+    pub fn collect_ignored(&mut self, limit: usize) {
+        self.ignored = Some(Ignored {
+            limit,
+            ..Ignored::default()
+        });
+    }
+
+    /// The ignored paths collected so far (`None` unless `collect_ignored`
+    /// was called).
+    pub fn take_ignored(&mut self) -> Option<Ignored> {
+        self.ignored.take()
+    }
+
+    /// Whether `rel` is left out: ignored (noted when collecting) or the
+    /// walk is stopping (`next_item` then says so).
+    fn left_out(&mut self, rel: &[u8], is_dir: bool) -> bool {
+        match self.ignored(rel, is_dir) {
+            Some(false) => false,
+            Some(true) => {
+                if let Some(list) = &mut self.ignored {
+                    list.count += 1;
+                    if list.paths.len() < list.limit {
+                        list.paths.push(rel.to_vec());
+                    }
+                }
+                true
+            }
+            None => true,
+        }
     }
 
     /// Leaves out the files with these (device, inode) identities, without
@@ -249,8 +296,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, false) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
         let fd = safe_fs::open_file(dir, name)?;
@@ -290,7 +336,7 @@ impl<'a> TreeWalker<'a> {
     /// A socket or device node: never archived, but listed as skipped
     /// unless the ignore rules leave it out anyway.
     fn visit_unarchivable(&mut self, rel: &[u8], ty: FileType) -> Found {
-        if self.ignored(rel, false) == Some(false) {
+        if !self.left_out(rel, false) {
             let what = match ty {
                 FileType::Socket => "a socket",
                 FileType::CharacterDevice => "a character device",
@@ -308,8 +354,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, true) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, true) {
             return Ok(Found::Skip);
         }
         let fd = safe_fs::open_dir(dir, name)?;
@@ -340,8 +385,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, false) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
         let st = safe_fs::lstat_at(dir, name)?;
@@ -361,8 +405,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, false) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
         let st = safe_fs::lstat_at(dir, name)?;
