@@ -259,6 +259,23 @@ int32_t wb_archive_create(const char *source_dir,
                           struct wb_error **err);
 
 /**
+ * What `wb_archive_create` of `source_dir` would hold, without reading
+ * file data or writing anything: the same walk and ignore rules.
+ * `archive_path` may be NULL; when given, the file there is left out as a
+ * create into it would leave it out. `options_json` may be NULL or hold
+ * `ignore` (the other options of `wb_archive_create` are accepted and have
+ * no effect). On success `*report_json` (if not NULL) is
+ * `wb_backup_dry_run`'s report (`estimated_size` is then the worst case:
+ * the tar stream stored uncompressed). `cancel` may be NULL.
+ */
+int32_t wb_archive_dry_run(const char *source_dir,
+                           const char *archive_path,
+                           const char *options_json,
+                           const struct wb_cancel *cancel,
+                           char **report_json,
+                           struct wb_error **err);
+
+/**
  * Extracts the `.tar.gz` file `archive_path` into the existing directory
  * `dest_dir`, with the same safety rules as a restore (nothing escapes
  * `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be

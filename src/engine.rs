@@ -342,18 +342,7 @@ impl Engine {
         let root_fd = self.open_root(&root)?;
         let ignore = ignore_rules(&request.ignore, &root_fd);
         let measure = space::measure_tree(root_fd, &ignore, &[], true, ctl)?;
-        let estimated_size = space::estimate_archive(&measure, self.last_ratio(server));
-        let ignored = measure.ignored.unwrap_or_default();
-        Ok(DryRunReport {
-            entries: measure.entries,
-            files: measure.files,
-            bytes: measure.bytes,
-            ignored_count: ignored.count,
-            ignored: ignored.paths,
-            skipped: measure.skipped,
-            skipped_count: measure.skipped_count,
-            estimated_size,
-        })
+        Ok(DryRunReport::from_measure(measure, self.last_ratio(server)))
     }
 
     /// Validates a restore request without starting it.
@@ -961,6 +950,30 @@ pub fn archive_create(
         Progress::done(summary.source_bytes, summary.entries).with_archive_bytes(summary.size),
     );
     Ok(summary)
+}
+
+/// What `archive_create` of `source` with `opts.ignore` would hold, from
+/// the walk it makes, reading no file data and writing nothing. The file
+/// at `archive` (when given and inside `source`) is left out, as a create
+/// into it would. The estimate of the size is the worst case (there is no
+/// earlier archive to take a ratio from).
+pub fn archive_dry_run(
+    source: &Path,
+    archive: Option<&Path>,
+    opts: &ArchiveOptions,
+    ctl: &mut Control<'_>,
+) -> Result<DryRunReport> {
+    let root = existing_dir(source, "the source")?;
+    let exclude: Vec<(u64, u64)> = archive
+        .and_then(|a| std::fs::metadata(a).ok().filter(|m| m.is_file()))
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            vec![(m.dev(), m.ino())]
+        })
+        .unwrap_or_default();
+    let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
+    let measure = space::measure_tree(root, &ignore, &exclude, true, ctl)?;
+    Ok(DryRunReport::from_measure(measure, None))
 }
 
 /// Extracts a `.tar.gz` file into a directory with the same safety rules as

@@ -56,6 +56,25 @@ pub struct DryRunReport {
     pub estimated_size: u64,
 }
 
+impl DryRunReport {
+    /// The report of a walk, its size estimated from `last` (see
+    /// `estimate_archive`).
+    pub fn from_measure(measure: TreeMeasure, last: Option<(u64, u64)>) -> DryRunReport {
+        let estimated_size = estimate_archive(&measure, last);
+        let ignored = measure.ignored.unwrap_or_default();
+        DryRunReport {
+            entries: measure.entries,
+            files: measure.files,
+            bytes: measure.bytes,
+            ignored_count: ignored.count,
+            ignored: ignored.paths,
+            skipped: measure.skipped,
+            skipped_count: measure.skipped_count,
+            estimated_size,
+        }
+    }
+}
+
 /// Walks the tree under `root` as a backup would, reading no file data
 /// (files are opened, as the backup's walk does, only to stat them through
 /// their handle). Cancellable through `ctl` within one entry, even inside
