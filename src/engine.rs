@@ -299,7 +299,7 @@ impl Engine {
     ) -> Result<TreeMeasure> {
         let root = safe_fs::open_dir(std::os::fd::AsFd::as_fd(root), c".")
             .map_err(|e| Error::os("opening the server directory", e))?;
-        let measure = space::measure_tree(root, ignore, &[], false, ctl)?;
+        let measure = space::measure_tree(root, ignore, &[], space::Walk::SpaceCheck, ctl)?;
         let estimate = space::estimate_archive(&measure, self.last_ratio(server));
         let dir = safe_fs::open_trusted_dir(&self.config.backup_directory)
             .map_err(|e| Error::os("opening the backup directory", e))?;
@@ -341,7 +341,7 @@ impl Engine {
         let root = self.server_root(server)?;
         let root_fd = self.open_root(&root)?;
         let ignore = ignore_rules(&request.ignore, &root_fd);
-        let measure = space::measure_tree(root_fd, &ignore, &[], true, ctl)?;
+        let measure = space::measure_tree(root_fd, &ignore, &[], space::Walk::DryRun, ctl)?;
         Ok(DryRunReport::from_measure(measure, self.last_ratio(server)))
     }
 
@@ -972,7 +972,7 @@ pub fn archive_dry_run(
         })
         .unwrap_or_default();
     let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
-    let measure = space::measure_tree(root, &ignore, &exclude, true, ctl)?;
+    let measure = space::measure_tree(root, &ignore, &exclude, space::Walk::DryRun, ctl)?;
     Ok(DryRunReport::from_measure(measure, None))
 }
 

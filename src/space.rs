@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crate::archive::gzip::{self, BLOCK_SIZE, HEADER_LEN};
-use crate::archive::header;
+use crate::archive::header::{self, Kind};
 use crate::archive::walk::{Ignored, Skipped, TreeWalker};
 use crate::error::{Error, Result, Status};
 use crate::ignore::IgnoreRules;
@@ -75,15 +75,26 @@ impl DryRunReport {
     }
 }
 
-/// Walks the tree under `root` as a backup would, reading no file data
-/// (files are opened, as the backup's walk does, only to stat them through
-/// their handle). Cancellable through `ctl` within one entry, even inside
-/// a large ignored directory.
+/// How a measuring walk looks at the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// The backup's walk exactly: files opened (and stated through their
+    /// handle, never read), so that a file a backup could not open is
+    /// listed as skipped; ignored paths collected.
+    DryRun,
+    /// For the space check: files stated by name (one call each instead
+    /// of three); a file a backup could not open is counted.
+    SpaceCheck,
+}
+
+/// Walks the tree under `root` as a backup would (the same walker, rules,
+/// order and exclusions), reading no file data. Cancellable through `ctl`
+/// within one entry, even inside a large ignored directory.
 pub fn measure_tree(
     root: OwnedFd,
     ignore: &IgnoreRules,
     exclude: &[(u64, u64)],
-    collect_ignored: bool,
+    how: Walk,
     ctl: &Control<'_>,
 ) -> Result<TreeMeasure> {
     let shared = Shared::default();
@@ -104,7 +115,7 @@ pub fn measure_tree(
                 }
             });
         }
-        let result = walk(root, ignore, exclude, collect_ignored, &shared, ctl);
+        let result = walk(root, ignore, exclude, how, &shared, ctl);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         result
     })
@@ -114,15 +125,16 @@ fn walk(
     root: OwnedFd,
     ignore: &IgnoreRules,
     exclude: &[(u64, u64)],
-    collect_ignored: bool,
+    how: Walk,
     shared: &Shared,
     ctl: &Control<'_>,
 ) -> Result<TreeMeasure> {
     let mut walker = TreeWalker::new(root, ignore)?;
     walker.stop_when(shared);
     walker.exclude(exclude);
-    if collect_ignored {
-        walker.collect_ignored(MAX_IGNORED_LISTED);
+    match how {
+        Walk::DryRun => walker.collect_ignored(MAX_IGNORED_LISTED),
+        Walk::SpaceCheck => walker.stat_only(),
     }
     let mut m = TreeMeasure::default();
     let mut header_buf = Vec::with_capacity(3 * header::BLOCK);
@@ -139,7 +151,7 @@ fn walk(
         header_buf.clear();
         header::encode(&item.meta, &mut header_buf);
         m.tar_bytes += header_buf.len() as u64;
-        if item.file.is_some() {
+        if item.meta.kind == Kind::File {
             m.files += 1;
             m.bytes += item.meta.size;
             m.tar_bytes += item.meta.size + header::padding(item.meta.size) as u64;

@@ -60,6 +60,8 @@ pub struct TreeWalker<'a> {
     /// Paths the ignore rules left out, kept only when asked for
     /// (`collect_ignored`): a normal backup neither counts nor keeps them.
     ignored: Option<Ignored>,
+    /// Stat regular files by name instead of opening them (`stat_only`).
+    stat_only: bool,
 }
 
 /// What the ignore rules left out of a walk: every path counted, the first
@@ -106,7 +108,16 @@ impl<'a> TreeWalker<'a> {
             stop: None,
             exclude: Vec::new(),
             ignored: None,
+            stat_only: false,
         })
+    }
+
+    /// Makes the walk stat regular files by name (one `statx` each) instead
+    /// of opening them: their items come without a handle (`file` is
+    /// `None`), for a walk that only measures. A file a backup could not
+    /// open is then counted rather than skipped.
+    pub fn stat_only(&mut self) {
+        self.stat_only = true;
     }
 
     /// Makes the walk count the paths the ignore rules leave out and keep
@@ -299,8 +310,13 @@ impl<'a> TreeWalker<'a> {
         if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
-        let fd = safe_fs::open_file(dir, name)?;
-        let st = rustix::fs::fstat(&fd)?;
+        let (fd, st) = if self.stat_only {
+            (None, safe_fs::lstat_at(dir, name)?)
+        } else {
+            let fd = safe_fs::open_file(dir, name)?;
+            let st = rustix::fs::fstat(&fd)?;
+            (Some(fd), st)
+        };
         match safe_fs::file_type(&st) {
             FileType::RegularFile => {}
             FileType::Fifo => {
@@ -310,6 +326,9 @@ impl<'a> TreeWalker<'a> {
                 }))
             }
             FileType::Directory => return Err(Errno::ISDIR),
+            // Stat by name sees the symlink a file became (opening it
+            // with O_NOFOLLOW fails with ELOOP, and `visit` looks again).
+            FileType::Symlink => return Err(Errno::LOOP),
             other => return Ok(self.visit_unarchivable(rel, other)),
         }
         if self.exclude.contains(&(st.st_dev, st.st_ino)) {
@@ -329,7 +348,7 @@ impl<'a> TreeWalker<'a> {
         meta.size = st.st_size as u64;
         Ok(Found::Item(WalkItem {
             meta,
-            file: Some((fd, st)),
+            file: fd.map(|fd| (fd, st)),
         }))
     }
 
