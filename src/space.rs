@@ -207,7 +207,8 @@ pub fn no_room(what: &str, needed: u64, free: u64) -> Error {
     Error::new(
         Status::Quota,
         format!(
-            "not enough space for {what}: it needs about {needed} bytes and {free} bytes are free"
+            "insufficient disk space for {what}: it needs about {needed} bytes \
+             and {free} bytes are free"
         ),
     )
 }
