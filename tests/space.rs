@@ -459,3 +459,71 @@ fn a_restore_over_the_disk_limit_fails_before_touching_anything() {
         noise(2 << 20, 0)
     );
 }
+
+#[test]
+fn an_s3_restore_this_node_backed_up_is_checked_before_it_touches_anything() {
+    let dir = TempDir::new("space-s3");
+    let root = dir.join("data").join(SERVER);
+    let Some(_mount) = Mount::tmpfs(&root, "size=16m,mode=0755") else {
+        return;
+    };
+    for i in 0..3 {
+        write_file(
+            &root.join(format!("world/r{i}.mca")),
+            &noise(2 << 20, i),
+            0o644,
+            1_600_000_000,
+        );
+    }
+    let stub = Stub::start();
+    let engine = Engine::new(EngineConfig {
+        data_directory: dir.join("data"),
+        backup_directory: dir.join("backups"),
+        panel: Some(PanelConfig {
+            url: stub.url.clone(),
+            token_id: stub.token_id.clone(),
+            token: stub.token.clone(),
+            report_retry_s: 5,
+        }),
+        restore_host_allowlist: vec![wings_backup::config::AllowEntry::parse("127.0.0.1").unwrap()],
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let mut request = create_request(BACKUP, "");
+    request.adapter = wings_backup::request::Adapter::S3;
+    engine
+        .create_backup(SERVER, &request, &mut Control::none())
+        .unwrap();
+    std::fs::remove_dir_all(root.join("world")).unwrap();
+    write_file(
+        &root.join("filler"),
+        &noise(13 << 20, 7),
+        0o644,
+        1_600_000_000,
+    );
+    let before = snapshot(&root);
+    let url = stub.get(&format!("/_test/presign?key=backups/{BACKUP}.tar.gz"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restore = wings_backup::request::RestoreRequest {
+        adapter: wings_backup::request::Adapter::S3,
+        truncate_directory: true,
+        download_url: Some(url),
+    };
+    let err = engine
+        .restore_backup(SERVER, BACKUP, &restore, &mut Control::none())
+        .unwrap_err();
+    assert_eq!(err.status, Status::Quota, "{err}");
+    assert!(err.message.contains("bytes are free"), "{}", err.message);
+    assert_eq!(snapshot(&root), before);
+    // With room, the same restore succeeds.
+    std::fs::remove_file(root.join("filler")).unwrap();
+    engine
+        .restore_backup(SERVER, BACKUP, &restore, &mut Control::none())
+        .unwrap();
+    assert_eq!(
+        std::fs::read(root.join("world/r2.mca")).unwrap(),
+        noise(2 << 20, 2)
+    );
+}
