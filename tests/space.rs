@@ -527,3 +527,47 @@ fn an_s3_restore_this_node_backed_up_is_checked_before_it_touches_anything() {
         noise(2 << 20, 2)
     );
 }
+
+#[test]
+fn a_create_the_estimate_lets_through_still_fails_cleanly_when_the_disk_fills() {
+    // The last backup's ratio (zeros: tiny) makes the estimate of a tree of
+    // noise far too low; the disk then fills while writing, as before the
+    // check existed, and the failure is the same clean one.
+    let dir = TempDir::new("space-ratio");
+    let Some(_mount) = Mount::tmpfs(&dir.join("backups"), "size=8m,mode=0755") else {
+        return;
+    };
+    let root = dir.join("data").join(SERVER);
+    write_file(
+        &root.join("world/r.mca"),
+        &vec![0u8; 6 << 20],
+        0o644,
+        1_600_000_000,
+    );
+    let engine = engine(dir.path(), None, 0);
+    engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
+    let report = dry_run(&engine, "").unwrap();
+    assert!(report.estimated_size < 1 << 20, "{report:?}");
+    write_file(
+        &root.join("world/r.mca"),
+        &noise(10 << 20, 3),
+        0o644,
+        1_600_000_000,
+    );
+    let err = engine
+        .create_backup(SERVER, &create_request(BACKUP2, ""), &mut Control::none())
+        .unwrap_err();
+    assert_eq!(err.status, Status::Quota, "{err}");
+    assert!(
+        !err.message.contains("bytes are free"),
+        "not the check: {}",
+        err.message
+    );
+    assert_eq!(
+        backup_names(&dir.join("backups")),
+        vec![format!("{BACKUP}.tar.gz")],
+        "no temporary file is left"
+    );
+}

@@ -19,7 +19,7 @@ use crate::progress::Shared;
 use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
 
 /// An entry to archive. Regular files come with an open handle and the stat
-/// taken through it.
+/// taken through it (except in a `stat_only` walk, which opens nothing).
 pub struct WalkItem {
     pub meta: EntryMeta,
     pub file: Option<(OwnedFd, Stat)>,
