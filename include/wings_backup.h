@@ -259,6 +259,23 @@ int32_t wb_archive_create(const char *source_dir,
                           struct wb_error **err);
 
 /**
+ * What `wb_archive_create` of `source_dir` would hold, without reading
+ * file data or writing anything: the same walk and ignore rules.
+ * `archive_path` may be NULL; when given, the file there is left out as a
+ * create into it would leave it out. `options_json` may be NULL or hold
+ * `ignore` (the other options of `wb_archive_create` are accepted and have
+ * no effect). On success `*report_json` (if not NULL) is
+ * `wb_backup_dry_run`'s report (`estimated_size` is then the worst case:
+ * the tar stream stored uncompressed). `cancel` may be NULL.
+ */
+int32_t wb_archive_dry_run(const char *source_dir,
+                           const char *archive_path,
+                           const char *options_json,
+                           const struct wb_cancel *cancel,
+                           char **report_json,
+                           struct wb_error **err);
+
+/**
  * Extracts the `.tar.gz` file `archive_path` into the existing directory
  * `dest_dir`, with the same safety rules as a restore (nothing escapes
  * `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be
@@ -298,6 +315,13 @@ int32_t wb_backup_create_check(const struct wb_engine *engine,
  * `changed` (files that changed while read) and `skipped`; free it with
  * `wb_string_free`. `progress`, `userdata` and `cancel` may be NULL.
  *
+ * Before any file is read, the tree is measured (a walk that reads no
+ * data) and the archive's size estimated; when the backup directory's
+ * filesystem has less room free, the call fails with `WB_QUOTA` naming
+ * both figures (after `WB_PHASE_STARTED`: the Panel is told of the
+ * failure). A body with `"dry_run": true` is refused
+ * (`WB_INVALID_ARGUMENT`): see `wb_backup_dry_run`.
+ *
  * Node policy: while `max_running_backups` backups run, the call is still
  * accepted (`WB_PHASE_STARTED`, holding the server and the uuid) and then
  * waits for a slot, oldest first; cancelling it (its token, or
@@ -317,6 +341,32 @@ int32_t wb_backup_create(const struct wb_engine *engine,
                          struct wb_error **err);
 
 /**
+ * What a backup of server `server_uuid` with `request_json` (the create
+ * body, `{"adapter","uuid","ignore"}`; `dry_run` may be given and is not
+ * needed) would hold, without making it: the walk of a backup, with the
+ * same ignore rules and exclusions, reading no file data. Nothing is
+ * written and the Panel is not called; the call takes neither the server
+ * nor a backup slot (it never waits for, or delays, a backup or restore).
+ * On success `*report_json` (if not NULL) is
+ * `{"bytes","entries","estimated_size","files","ignored","ignored_count",
+ * "skipped","skipped_count"}`: bytes of file data, entries and files the
+ * archive would hold, the estimate of its size (that of the space check
+ * of a create), the paths the ignore rules leave out (all counted, the
+ * first 1,000 listed; an ignored directory is one path, its contents are
+ * not walked) and what a backup would skip for other reasons (the first
+ * 100, as `wb_backup_create`'s `skipped`); free it with `wb_string_free`.
+ * `cancel` may be NULL; a cancel stops the walk within one entry
+ * (`WB_CANCELLED`). Unknown server: `WB_NOT_FOUND`; a faulty body:
+ * `WB_INVALID_ARGUMENT`.
+ */
+int32_t wb_backup_dry_run(const struct wb_engine *engine,
+                          const char *server_uuid,
+                          const char *request_json,
+                          const struct wb_cancel *cancel,
+                          char **report_json,
+                          struct wb_error **err);
+
+/**
  * Validates a restore request (the body of
  * `POST /api/servers/:uuid/backup/:id/restore`) without starting it: bad
  * body, adapter, backup UUID or download URL (`WB_INVALID_ARGUMENT`),
@@ -333,7 +383,14 @@ int32_t wb_backup_restore_check(const struct wb_engine *engine,
  * Restores backup `backup_uuid` into server `server_uuid` from
  * `request_json` (`{"adapter","truncate_directory","download_url"}`).
  * Blocks until the files are in place. If it fails or is cancelled, the
- * server's files are as they were before the call. With a Panel, the result
+ * server's files are as they were before the call. A restore that cannot
+ * fit fails with `WB_QUOTA` before the server's files are touched: the
+ * archive's uncompressed size (from its gzip members' headers, for a local
+ * archive of this engine's) or its bytes of file data (recorded by this
+ * node's create of it) against the free space of the server's filesystem,
+ * and the file data against `disk_limit`; for other archives the size is
+ * not known beforehand and only the limit checks during the restore apply.
+ * With a Panel, the result
  * (success or failure) is reported by the engine's reporter thread in the
  * background, after the call has returned: retried for 30 s (or
  * `report_retry_s` when shorter), then parked in

@@ -25,6 +25,7 @@ use crate::request::{
 };
 use crate::restore::{self as restore_target, restore_stream, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
+use crate::space::{self, DryRunReport, TreeMeasure};
 
 pub struct Engine {
     config: EngineConfig,
@@ -138,6 +139,12 @@ impl Engine {
     pub fn check_create(&self, server: &str, request: &CreateRequest) -> Result<String> {
         self.server_root(server)?;
         let uuid = backup_uuid(&request.uuid)?;
+        if request.dry_run {
+            // A host that did not route the dry run must not make a backup.
+            return Err(Error::invalid(
+                "a dry run is answered by dry_run_backup, not by a create",
+            ));
+        }
         self.check_create_adapter(request.adapter)?;
         if self.store.exists(&uuid) {
             return Err(Error::conflict(crate::operations::MSG_UUID_EXISTS));
@@ -186,7 +193,7 @@ impl Engine {
         let outcome = ctl
             .report(Progress::at(Phase::Started))
             .and_then(|_| ticket.wait_for_slot(ctl))
-            .and_then(|_| self.run_backup(&request, &root, ctl));
+            .and_then(|_| self.run_backup(server, &request, &root, ctl));
         // The server and the slot are free again while the Panel is told.
         ticket.release_server();
         let report = match &outcome {
@@ -219,13 +226,19 @@ impl Engine {
     /// Writes the archive (and uploads it, for `s3`).
     fn run_backup(
         &self,
+        server: &str,
         request: &CreateRequest,
         root: &Path,
         ctl: &mut Control<'_>,
     ) -> Result<BackupDetails> {
         let root_fd = self.open_root(root)?;
         let ignore = ignore_rules(&request.ignore, &root_fd);
+        // The space check, before any file is read or the archive begun;
+        // its walk's total serves the progress reports too.
+        let measure = self.check_backup_room(server, &root_fd, &ignore, ctl)?;
         let mut temp = self.store.create_temp(&request.uuid)?;
+        let mut options = self.write_options(self.config.compression_level);
+        options.known_total = Some(measure.bytes);
         let name = format!("{}.tar.gz", request.uuid);
         let (summary, index) = write_with_index(
             &self.store,
@@ -233,7 +246,7 @@ impl Engine {
             root_fd,
             &ignore,
             &mut temp,
-            &self.write_options(self.config.compression_level),
+            &options,
             ctl,
         )?;
         ctl.check()?;
@@ -302,7 +315,66 @@ impl Engine {
             threads: self.config.worker_threads(),
             write_limit: self.config.write_limit,
             exclude: Vec::new(),
+            known_total: None,
         }
+    }
+
+    /// Fails with `Quota` when the backup directory's filesystem cannot
+    /// hold the archive by the estimate (`space::estimate_archive`); returns
+    /// the walk's measure of the tree.
+    fn check_backup_room(
+        &self,
+        server: &str,
+        root: &OwnedFd,
+        ignore: &IgnoreRules,
+        ctl: &Control<'_>,
+    ) -> Result<TreeMeasure> {
+        let root = safe_fs::open_dir(std::os::fd::AsFd::as_fd(root), c".")
+            .map_err(|e| Error::os("opening the server directory", e))?;
+        let measure = space::measure_tree(root, ignore, &[], space::Walk::SpaceCheck, ctl)?;
+        let estimate = space::estimate_archive(&measure, self.last_ratio(server));
+        let dir = safe_fs::open_trusted_dir(&self.config.backup_directory)
+            .map_err(|e| Error::os("opening the backup directory", e))?;
+        let free = space::free_bytes(std::os::fd::AsFd::as_fd(&dir))?;
+        if estimate > free {
+            return Err(space::no_room("the backup's archive", estimate, free));
+        }
+        Ok(measure)
+    }
+
+    /// (archive size, bytes of file data) of the last successful backup of
+    /// `server` the catalog recorded with both known.
+    fn last_ratio(&self, server: &str) -> Option<(u64, u64)> {
+        let catalog = self.ops.tracker().catalog()?;
+        catalog
+            .list(server)
+            .into_iter()
+            .find(|r| {
+                r.kind == OpKind::Create
+                    && r.state == crate::catalog::OpState::Succeeded
+                    && r.size > 0
+                    && r.bytes_done > 0
+            })
+            .map(|r| (r.size, r.bytes_done))
+    }
+
+    /// What a backup of server `server` with `request`'s ignore rules would
+    /// hold, from a walk that reads no file data: the same walk, rules and
+    /// exclusions as a backup. Nothing is written and the Panel is not
+    /// called. Read-only, it takes neither the server's hold nor a backup
+    /// slot, so it never delays a backup or restore (one running meanwhile
+    /// may change what it sees). Cancellable through `ctl`.
+    pub fn dry_run_backup(
+        &self,
+        server: &str,
+        request: &CreateRequest,
+        ctl: &mut Control<'_>,
+    ) -> Result<DryRunReport> {
+        let root = self.server_root(server)?;
+        let root_fd = self.open_root(&root)?;
+        let ignore = ignore_rules(&request.ignore, &root_fd);
+        let measure = space::measure_tree(root_fd, &ignore, &[], space::Walk::DryRun, ctl)?;
+        Ok(DryRunReport::from_measure(measure, self.last_ratio(server)))
     }
 
     /// Validates a restore request without starting it.
@@ -383,9 +455,14 @@ impl Engine {
         let _ = restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd));
         let opts = self.restore_options(request.truncate_directory);
         let threads = self.config.worker_threads();
+        let recorded = self.recorded_create(backup, request.adapter);
         match (&request.adapter, &request.download_url) {
             (Adapter::S3, Some(url)) => {
                 let mut download = crate::download::open(url, &self.config.restore_host_allowlist)?;
+                // The space check, before the server's tree is touched.
+                if let Some(size) = space::restore_size_estimate(None, download.len, recorded) {
+                    space::check_restore_room(&root_fd, &size, opts.disk_limit)?;
+                }
                 restore_stream(
                     &mut download.reader,
                     download.len.unwrap_or(0),
@@ -398,6 +475,10 @@ impl Engine {
             }
             _ => {
                 let (mut file, len) = self.store.open_archive(backup)?;
+                if let Some(size) = space::restore_size_estimate(Some((&file, len)), None, recorded)
+                {
+                    space::check_restore_room(&root_fd, &size, opts.disk_limit)?;
+                }
                 restore_stream(
                     &mut file,
                     len,
@@ -418,6 +499,22 @@ impl Engine {
             Some(panel) => panel.send_pending(cancel),
             None => (0, 0),
         }
+    }
+
+    /// (archive size, bytes of file data) of the successful create of
+    /// `backup` with `adapter` this node recorded, if any (an archive the
+    /// catalog only found on disk has no bytes of file data recorded).
+    fn recorded_create(&self, backup: &str, adapter: Adapter) -> Option<(u64, u64)> {
+        let record = self
+            .ops
+            .tracker()
+            .catalog()?
+            .get_op(OpKind::Create, backup)?;
+        (record.state == crate::catalog::OpState::Succeeded
+            && record.adapter == adapter.name()
+            && record.size > 0
+            && record.bytes_done > 0)
+            .then_some((record.size, record.bytes_done))
     }
 
     fn restore_options(&self, truncate: bool) -> RestoreOptions {
@@ -962,6 +1059,7 @@ pub fn archive_create(
             threads: opts.worker_threads(),
             write_limit: opts.write_limit,
             exclude,
+            known_total: None,
         },
         ctl,
     )?;
@@ -976,6 +1074,30 @@ pub fn archive_create(
         Progress::done(summary.source_bytes, summary.entries).with_archive_bytes(summary.size),
     );
     Ok(summary)
+}
+
+/// What `archive_create` of `source` with `opts.ignore` would hold, from
+/// the walk it makes, reading no file data and writing nothing. The file
+/// at `archive` (when given and inside `source`) is left out, as a create
+/// into it would. The estimate of the size is the worst case (there is no
+/// earlier archive to take a ratio from).
+pub fn archive_dry_run(
+    source: &Path,
+    archive: Option<&Path>,
+    opts: &ArchiveOptions,
+    ctl: &mut Control<'_>,
+) -> Result<DryRunReport> {
+    let root = existing_dir(source, "the source")?;
+    let exclude: Vec<(u64, u64)> = archive
+        .and_then(|a| std::fs::metadata(a).ok().filter(|m| m.is_file()))
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            vec![(m.dev(), m.ino())]
+        })
+        .unwrap_or_default();
+    let ignore = IgnoreRules::parse(opts.ignore.as_bytes());
+    let measure = space::measure_tree(root, &ignore, &exclude, space::Walk::DryRun, ctl)?;
+    Ok(DryRunReport::from_measure(measure, None))
 }
 
 /// Extracts a `.tar.gz` file into a directory with the same safety rules as

@@ -43,6 +43,9 @@ pub struct CreateRequest {
     /// engine checks and canonicalizes it again).
     pub uuid: String,
     pub ignore: String,
+    /// Answer what the backup would hold instead of making it
+    /// (`Engine::dry_run_backup`); false when absent.
+    pub dry_run: bool,
 }
 
 /// The body of `POST /api/servers/:uuid/backup/:id/restore`.
@@ -115,6 +118,8 @@ struct CreateBody {
     /// type is checked here.
     #[serde(default)]
     wait: Field<bool>,
+    #[serde(default)]
+    dry_run: Field<bool>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +142,14 @@ impl TryFrom<CreateBody> for CreateRequest {
                 adapter: Adapter::parse(&body.adapter.required("adapter")?)?,
                 uuid: backup_uuid(&body.uuid.required("uuid")?)?,
                 ignore: body.ignore.required("ignore")?,
+                dry_run: match body.dry_run {
+                    Field::Absent | Field::Null => false,
+                    Field::Given(b) => b,
+                    // Never taken for false: a real backup would start.
+                    Field::Wrong => {
+                        return Err(Error::invalid("the field `dry_run` must be a boolean"))
+                    }
+                },
             };
             if matches!(body.wait, Field::Wrong) {
                 return Err(Error::invalid("the field `wait` must be a boolean"));
@@ -245,6 +258,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.adapter, Adapter::Wings);
+        assert!(!ok.dry_run);
+        let dry = CreateRequest::parse(
+            r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","dry_run":true}"#,
+        )
+        .unwrap();
+        assert!(dry.dry_run);
         for wait in ["true", "false", "null"] {
             let body = format!(
                 r#"{{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","wait":{wait}}}"#
@@ -261,6 +280,7 @@ mod tests {
             r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":1}"#,
             r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","wait":{}}"#,
             r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","wait":"yes"}"#,
+            r#"{"adapter":"wings","uuid":"8e2b6c52-7a3f-4e9b-9c1d-0f5a7b3c2d1e","ignore":"","dry_run":"yes"}"#,
         ] {
             assert_eq!(
                 CreateRequest::parse(bad).unwrap_err().status,

@@ -117,6 +117,44 @@ func ArchiveExtract(ctx context.Context, archivePath, destDir string, opts *Extr
 	return summary, err
 }
 
+// ArchiveDryRun answers what ArchiveCreate of sourceDir would hold, from the
+// same walk and ignore rules, reading no file data and writing nothing.
+// The file at archivePath ("" for none) is left out, as a create into it
+// would leave it out. Only opts.Ignore matters; opts may be nil. The
+// report's EstimatedSize is the worst case (the tar stream stored).
+func ArchiveDryRun(ctx context.Context, sourceDir, archivePath string, opts *CreateOptions) (DryRunReport, error) {
+	var report DryRunReport
+	if err := checkABI(); err != nil {
+		return report, err
+	}
+	if opts == nil {
+		opts = &CreateOptions{}
+	}
+	args, free, err := cStrings(arg{"source_dir", sourceDir}, arg{"archive_path", archivePath})
+	if err != nil {
+		return report, err
+	}
+	defer free()
+	archive := args[1]
+	if archivePath == "" {
+		archive = nil
+	}
+	options, err := optionsJSON(opts)
+	if err != nil {
+		return report, err
+	}
+	defer C.free(unsafe.Pointer(options))
+	var out *C.char
+	err = runLong(ctx, nil, func(_ C.uintptr_t, cancel *C.wb_cancel, cerr **C.wb_error) C.int32_t {
+		return C.wb_archive_dry_run(args[0], archive, options, cancel, &out, cerr)
+	})
+	raw := takeString(out)
+	if err != nil {
+		return report, err
+	}
+	return report, decodeResult("dry run report", raw, &report)
+}
+
 type archiveFn func(a, b, options *C.char, h C.uintptr_t, cancel *C.wb_cancel, out **C.char, cerr **C.wb_error) C.int32_t
 
 // archiveCall is the shared body of ArchiveCreate and ArchiveExtract: two

@@ -201,7 +201,10 @@ func (e *Engine) CheckCreate(serverUUID string, requestJSON []byte) error {
 // (for s3, uploaded) and, with a Panel configured, reported. The first
 // progress report (PhaseStarted) is the moment the request is accepted for
 // good. progress may be nil; returning false from it stops the call with
-// ErrCancelled, as does cancelling ctx.
+// ErrCancelled, as does cancelling ctx. Before any file is read, the
+// archive's size is estimated; when the backup directory has less room
+// free, it fails with ErrQuota (and the Panel is told). A request with
+// "dry_run": true is ErrInvalidArgument: see DryRun.
 func (e *Engine) CreateBackup(ctx context.Context, serverUUID string, requestJSON []byte, progress func(Progress) bool) (Details, error) {
 	var details Details
 	err := e.with(func(ptr *C.wb_engine) error {
@@ -221,6 +224,57 @@ func (e *Engine) CreateBackup(ctx context.Context, serverUUID string, requestJSO
 		return decodeResult("backup details", raw, &details)
 	})
 	return details, err
+}
+
+// DryRunReport is the result of DryRun: what a backup would hold, from a
+// walk that reads no file data. Ignored lists the first 1,000 paths the
+// ignore rules leave out (an ignored directory is one path: its contents
+// are not walked), Skipped the first 100 entries a backup would leave out
+// for another reason; the counts are complete.
+type DryRunReport struct {
+	// Entries the archive would hold (files, directories, links, FIFOs).
+	Entries int64 `json:"entries"`
+	// Files is the number of regular files whose data it would hold.
+	Files int64 `json:"files"`
+	// Bytes of file data.
+	Bytes int64 `json:"bytes"`
+	// EstimatedSize is the estimate of the archive's size, the one the
+	// space check of CreateBackup compares with the free space.
+	EstimatedSize int64     `json:"estimated_size"`
+	Ignored       []string  `json:"ignored"`
+	IgnoredCount  int64     `json:"ignored_count"`
+	Skipped       []Skipped `json:"skipped"`
+	SkippedCount  int64     `json:"skipped_count"`
+
+	Raw json.RawMessage `json:"-"`
+}
+
+func (r *DryRunReport) setRaw(raw []byte) { r.Raw = raw }
+
+// DryRun answers what CreateBackup with the same request would hold,
+// without making it: the walk of a backup with the same ignore rules,
+// reading no file data. Nothing is written, the Panel is not called, and
+// the call neither holds the server nor waits for a backup slot.
+// Cancelling ctx stops the walk (ErrCancelled).
+func (e *Engine) DryRun(ctx context.Context, serverUUID string, requestJSON []byte) (DryRunReport, error) {
+	var report DryRunReport
+	err := e.with(func(ptr *C.wb_engine) error {
+		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"request_json", string(requestJSON)})
+		if err != nil {
+			return err
+		}
+		defer free()
+		var out *C.char
+		err = runLong(ctx, nil, func(_ C.uintptr_t, cancel *C.wb_cancel, cerr **C.wb_error) C.int32_t {
+			return C.wb_backup_dry_run(ptr, args[0], args[1], cancel, &out, cerr)
+		})
+		raw := takeString(out)
+		if err != nil {
+			return err
+		}
+		return decodeResult("dry run report", raw, &report)
+	})
+	return report, err
 }
 
 // CheckRestore validates a restore request (the body of

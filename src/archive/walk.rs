@@ -20,7 +20,7 @@ use crate::progress::Shared;
 use crate::safe_fs::{self, DirStack, Listing, Stat, RESERVED_PREFIX};
 
 /// An entry to archive. Regular files come with an open handle and the stat
-/// taken through it.
+/// taken through it (except in a `stat_only` walk, which opens nothing).
 pub struct WalkItem {
     pub meta: EntryMeta,
     pub file: Option<(OwnedFd, Stat)>,
@@ -60,6 +60,21 @@ pub struct TreeWalker<'a> {
     /// (device, inode) of files never archived: the archive being written
     /// and the file it replaces, when they lie inside the tree.
     exclude: Vec<(u64, u64)>,
+    /// Paths the ignore rules left out, kept only when asked for
+    /// (`collect_ignored`): a normal backup neither counts nor keeps them.
+    ignored: Option<Ignored>,
+    /// Stat regular files by name instead of opening them (`stat_only`).
+    stat_only: bool,
+}
+
+/// What the ignore rules left out of a walk: every path counted, the first
+/// `limit` kept. An ignored directory is one path (its contents are never
+/// walked).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ignored {
+    pub count: u64,
+    pub paths: Vec<Vec<u8>>,
+    pub limit: usize,
 }
 
 enum Found {
@@ -95,7 +110,50 @@ impl<'a> TreeWalker<'a> {
             skipped_count: 0,
             stop: None,
             exclude: Vec::new(),
+            ignored: None,
+            stat_only: false,
         })
+    }
+
+    /// Makes the walk stat regular files by name (one `statx` each) instead
+    /// of opening them: their items come without a handle (`file` is
+    /// `None`), for a walk that only measures. A file a backup could not
+    /// open is then counted rather than skipped.
+    pub fn stat_only(&mut self) {
+        self.stat_only = true;
+    }
+
+    /// Makes the walk count the paths the ignore rules leave out and keep
+    /// the first `limit` of them (see `ignored`).
+    pub fn collect_ignored(&mut self, limit: usize) {
+        self.ignored = Some(Ignored {
+            limit,
+            ..Ignored::default()
+        });
+    }
+
+    /// The ignored paths collected so far (`None` unless `collect_ignored`
+    /// was called).
+    pub fn take_ignored(&mut self) -> Option<Ignored> {
+        self.ignored.take()
+    }
+
+    /// Whether `rel` is left out: ignored (noted when collecting) or the
+    /// walk is stopping (`next_item` then says so).
+    fn left_out(&mut self, rel: &[u8], is_dir: bool) -> bool {
+        match self.ignored(rel, is_dir) {
+            Some(false) => false,
+            Some(true) => {
+                if let Some(list) = &mut self.ignored {
+                    list.count += 1;
+                    if list.paths.len() < list.limit {
+                        list.paths.push(rel.to_vec());
+                    }
+                }
+                true
+            }
+            None => true,
+        }
     }
 
     /// Leaves out the files with these (device, inode) identities, without
@@ -252,12 +310,16 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, false) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
-        let fd = safe_fs::open_file(dir, name)?;
-        let st = rustix::fs::fstat(&fd)?;
+        let (fd, st) = if self.stat_only {
+            (None, safe_fs::lstat_at(dir, name)?)
+        } else {
+            let fd = safe_fs::open_file(dir, name)?;
+            let st = rustix::fs::fstat(&fd)?;
+            (Some(fd), st)
+        };
         match safe_fs::file_type(&st) {
             FileType::RegularFile => {}
             FileType::Fifo => {
@@ -268,6 +330,9 @@ impl<'a> TreeWalker<'a> {
                 }))
             }
             FileType::Directory => return Err(Errno::ISDIR),
+            // Stat by name sees the symlink a file became (opening it
+            // with O_NOFOLLOW fails with ELOOP, and `visit` looks again).
+            FileType::Symlink => return Err(Errno::LOOP),
             other => return Ok(self.visit_unarchivable(rel, other)),
         }
         if self.exclude.contains(&(st.st_dev, st.st_ino)) {
@@ -289,14 +354,14 @@ impl<'a> TreeWalker<'a> {
         Ok(Found::Item(WalkItem {
             meta,
             stat: StatKey::of(&st),
-            file: Some((fd, st)),
+            file: fd.map(|fd| (fd, st)),
         }))
     }
 
     /// A socket or device node: never archived, but listed as skipped
     /// unless the ignore rules leave it out anyway.
     fn visit_unarchivable(&mut self, rel: &[u8], ty: FileType) -> Found {
-        if self.ignored(rel, false) == Some(false) {
+        if !self.left_out(rel, false) {
             let what = match ty {
                 FileType::Socket => "a socket",
                 FileType::CharacterDevice => "a character device",
@@ -314,8 +379,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, true) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, true) {
             return Ok(Found::Skip);
         }
         let fd = safe_fs::open_dir(dir, name)?;
@@ -350,8 +414,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, false) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
         let st = safe_fs::lstat_at(dir, name)?;
@@ -372,8 +435,7 @@ impl<'a> TreeWalker<'a> {
         name: &CStr,
         rel: &[u8],
     ) -> std::result::Result<Found, Errno> {
-        if self.ignored(rel, false) != Some(false) {
-            // Ignored, or the walk is stopping (`next_item` then says so).
+        if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
         let st = safe_fs::lstat_at(dir, name)?;

@@ -39,6 +39,10 @@ pub struct WriteOptions {
     pub write_limit: u64,
     /// (device, inode) of files never archived (see `output_identities`).
     pub exclude: Vec<(u64, u64)>,
+    /// Bytes of file data the walk will find, when a walk before the
+    /// backup measured them (the space check): the progress total, so that
+    /// no second stat-only pass is made.
+    pub known_total: Option<u64>,
 }
 
 /// The identities a create must leave out of its own archive: the
@@ -144,7 +148,10 @@ pub fn write_archive_indexed(
     let counters = Counters::default();
     // The total only serves progress reports: without a listener, the
     // stat-only pass (3-7% of a backup's CPU time) is not made.
-    let scan_root = if ctl.has_listener() {
+    if let Some(total) = opts.known_total {
+        counters.set_total(total);
+    }
+    let scan_root = if ctl.has_listener() && opts.known_total.is_none() {
         Some(
             safe_fs::open_dir(root.as_fd(), c".")
                 .map_err(|e| Error::os("opening the server directory", e))?,

@@ -8,7 +8,7 @@ use super::error::wb_error;
 use super::support::{boundary, clear_string, opt_str_arg, put_string, str_arg, with_control};
 use super::wb_progress_fn;
 use super::wire;
-use crate::engine::{archive_create, archive_extract};
+use crate::engine::{archive_create, archive_dry_run, archive_extract};
 
 /// Archives the directory `source_dir` into the file `archive_path` (written
 /// under a temporary name and renamed; an existing file is replaced).
@@ -37,6 +37,36 @@ pub unsafe extern "C" fn wb_archive_create(
             archive_create(Path::new(source), Path::new(archive), &opts, ctl)
         })?;
         put_string(summary_json, wire::archive_summary(&summary));
+        Ok(())
+    })
+}
+
+/// What `wb_archive_create` of `source_dir` would hold, without reading
+/// file data or writing anything: the same walk and ignore rules.
+/// `archive_path` may be NULL; when given, the file there is left out as a
+/// create into it would leave it out. `options_json` may be NULL or hold
+/// `ignore` (the other options of `wb_archive_create` are accepted and have
+/// no effect). On success `*report_json` (if not NULL) is
+/// `wb_backup_dry_run`'s report (`estimated_size` is then the worst case:
+/// the tar stream stored uncompressed). `cancel` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn wb_archive_dry_run(
+    source_dir: *const c_char,
+    archive_path: *const c_char,
+    options_json: *const c_char,
+    cancel: *const wb_cancel,
+    report_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(report_json);
+    boundary(err, || {
+        let source = str_arg(source_dir, "source_dir")?;
+        let archive = opt_str_arg(archive_path, "archive_path")?;
+        let opts = wire::archive_options(opt_str_arg(options_json, "options_json")?)?;
+        let report = with_control(None, std::ptr::null_mut(), cancel, |ctl| {
+            archive_dry_run(Path::new(source), archive.map(Path::new), &opts, ctl)
+        })?;
+        put_string(report_json, wire::dry_run_report(&report));
         Ok(())
     })
 }

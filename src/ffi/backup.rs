@@ -41,6 +41,13 @@ pub unsafe extern "C" fn wb_backup_create_check(
 /// `changed` (files that changed while read) and `skipped`; free it with
 /// `wb_string_free`. `progress`, `userdata` and `cancel` may be NULL.
 ///
+/// Before any file is read, the tree is measured (a walk that reads no
+/// data) and the archive's size estimated; when the backup directory's
+/// filesystem has less room free, the call fails with `WB_QUOTA` naming
+/// both figures (after `WB_PHASE_STARTED`: the Panel is told of the
+/// failure). A body with `"dry_run": true` is refused
+/// (`WB_INVALID_ARGUMENT`): see `wb_backup_dry_run`.
+///
 /// Node policy: while `max_running_backups` backups run, the call is still
 /// accepted (`WB_PHASE_STARTED`, holding the server and the uuid) and then
 /// waits for a slot, oldest first; cancelling it (its token, or
@@ -75,6 +82,47 @@ pub unsafe extern "C" fn wb_backup_create(
     })
 }
 
+/// What a backup of server `server_uuid` with `request_json` (the create
+/// body, `{"adapter","uuid","ignore"}`; `dry_run` may be given and is not
+/// needed) would hold, without making it: the walk of a backup, with the
+/// same ignore rules and exclusions, reading no file data. Nothing is
+/// written and the Panel is not called; the call takes neither the server
+/// nor a backup slot (it never waits for, or delays, a backup or restore).
+/// On success `*report_json` (if not NULL) is
+/// `{"bytes","entries","estimated_size","files","ignored","ignored_count",
+/// "skipped","skipped_count"}`: bytes of file data, entries and files the
+/// archive would hold, the estimate of its size (that of the space check
+/// of a create), the paths the ignore rules leave out (all counted, the
+/// first 1,000 listed; an ignored directory is one path, its contents are
+/// not walked) and what a backup would skip for other reasons (the first
+/// 100, as `wb_backup_create`'s `skipped`); free it with `wb_string_free`.
+/// `cancel` may be NULL; a cancel stops the walk within one entry
+/// (`WB_CANCELLED`). Unknown server: `WB_NOT_FOUND`; a faulty body:
+/// `WB_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_dry_run(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    request_json: *const c_char,
+    cancel: *const wb_cancel,
+    report_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(report_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let request_json = str_arg(request_json, "request_json")?;
+        engine.check_server(server)?;
+        let request = wire::create_request(request_json)?;
+        let report = with_control(None, std::ptr::null_mut(), cancel, |ctl| {
+            engine.dry_run_backup(server, &request, ctl)
+        })?;
+        put_string(report_json, wire::dry_run_report(&report));
+        Ok(())
+    })
+}
+
 /// Validates a restore request (the body of
 /// `POST /api/servers/:uuid/backup/:id/restore`) without starting it: bad
 /// body, adapter, backup UUID or download URL (`WB_INVALID_ARGUMENT`),
@@ -103,7 +151,14 @@ pub unsafe extern "C" fn wb_backup_restore_check(
 /// Restores backup `backup_uuid` into server `server_uuid` from
 /// `request_json` (`{"adapter","truncate_directory","download_url"}`).
 /// Blocks until the files are in place. If it fails or is cancelled, the
-/// server's files are as they were before the call. With a Panel, the result
+/// server's files are as they were before the call. A restore that cannot
+/// fit fails with `WB_QUOTA` before the server's files are touched: the
+/// archive's uncompressed size (from its gzip members' headers, for a local
+/// archive of this engine's) or its bytes of file data (recorded by this
+/// node's create of it) against the free space of the server's filesystem,
+/// and the file data against `disk_limit`; for other archives the size is
+/// not known beforehand and only the limit checks during the restore apply.
+/// With a Panel, the result
 /// (success or failure) is reported by the engine's reporter thread in the
 /// background, after the call has returned: retried for 30 s (or
 /// `report_retry_s` when shorter), then parked in

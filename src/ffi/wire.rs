@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::operations::{OpKind, OperationRecord};
 use crate::request::{CreateRequest, RestoreRequest};
 use crate::restore::RestoreSummary;
+use crate::space::DryRunReport;
 
 /// The engine configuration (`wb_engine_new`).
 pub fn engine_config(text: &str) -> Result<EngineConfig> {
@@ -195,6 +196,31 @@ pub fn backup_details(details: &BackupDetails) -> String {
         size: report.size,
         skipped: skipped_json(&details.archive.skipped),
         successful: report.successful,
+    })
+}
+
+/// `wb_backup_dry_run`'s report. Keys in alphabetical order.
+pub fn dry_run_report(report: &DryRunReport) -> String {
+    #[derive(Serialize)]
+    struct Json {
+        bytes: u64,
+        entries: u64,
+        estimated_size: u64,
+        files: u64,
+        ignored: Vec<String>,
+        ignored_count: u64,
+        skipped: Vec<SkippedJson>,
+        skipped_count: u64,
+    }
+    render(&Json {
+        bytes: report.bytes,
+        entries: report.entries,
+        estimated_size: report.estimated_size,
+        files: report.files,
+        ignored: lossy_all(&report.ignored),
+        ignored_count: report.ignored_count,
+        skipped: skipped_json(&report.skipped),
+        skipped_count: report.skipped_count,
     })
 }
 
@@ -544,6 +570,22 @@ mod tests {
         };
         assert!(!backup_details(&no_panel).contains("panel_report"));
         assert_eq!(pending_reports((1, 2)), r#"{"pending":2,"sent":1}"#);
+        assert_eq!(
+            dry_run_report(&DryRunReport {
+                bytes: 5,
+                entries: 3,
+                estimated_size: 1600,
+                files: 1,
+                ignored: vec![b"logs".to_vec()],
+                ignored_count: 4,
+                skipped: vec![Skipped {
+                    path: b"s".to_vec(),
+                    reason: "why".into(),
+                }],
+                skipped_count: 1,
+            }),
+            r#"{"bytes":5,"entries":3,"estimated_size":1600,"files":1,"ignored":["logs"],"ignored_count":4,"skipped":[{"path":"s","reason":"why"}],"skipped_count":1}"#
+        );
         assert_eq!(
             restore_summary(&RestoreSummary {
                 dirs: 3,

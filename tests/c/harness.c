@@ -1072,6 +1072,22 @@ static void test_ignore(void) {
     /* JSON "data/\n" ignores the data directory. */
     create_req(req, sizeof req, "wings", bk, "data/\\nempty.txt");
     archive_of(arch, bk);
+    /* A dry run with the same rules: what the backup will hold, nothing written. */
+    char *report = NULL;
+    EXPECT_CALL(WB_OK, NULL, wb_backup_dry_run, g_engine, S1, req, NULL, &report);
+    CHECK(report && strstr(report, "\"ignored\":[\"data\",\"empty.txt\"],\"ignored_count\":2"),
+          "dry run report: %s", report ? report : "(null)");
+    CHECK(report && strstr(report, "\"files\":1,"), "dry run files: %s", report ? report : "(null)");
+    CHECK(!exists(arch), "a dry run wrote the archive");
+    wb_string_free(report);
+    BOTH(WB_NOT_FOUND, NULL, wb_backup_dry_run, g_engine, S_UNKNOWN, req, NULL, NULL);
+    BOTH(WB_INVALID_ARGUMENT, NULL, wb_backup_dry_run, g_engine, S1, "{", NULL, NULL);
+    report = NULL;
+    char src[PATH_MAX];
+    path_join(src, g_data, S1);
+    EXPECT_CALL(WB_OK, NULL, wb_archive_dry_run, src, NULL, "{\"ignore\":\"data/\"}", NULL, &report);
+    CHECK(report && strstr(report, "\"ignored\":[\"data\"]"), "archive dry run: %s", report ? report : "(null)");
+    wb_string_free(report);
     char *details = NULL;
     EXPECT_CALL(WB_OK, NULL, wb_backup_create, g_engine, S1, req, NULL, NULL, NULL, &details);
     check_archive_json(details, arch, "ignore details");

@@ -11,7 +11,7 @@ found or its ABI version is not the one this binding expects.
 from __future__ import annotations
 
 from ._native import ABI_VERSION, LIB, LIBRARY_PATH
-from .engine import Engine, archive_create, archive_extract
+from .engine import Engine, archive_create, archive_dry_run, archive_extract
 from .errors import (
     BackupIOError,
     CancelledError,
@@ -27,7 +27,16 @@ from .errors import (
     WingsBackupError,
 )
 from .progress import CancelToken, Phase, Progress, ProgressCallback
-from .results import ArchiveSummary, BackupState, Details, ExtractSummary, Part, PendingReports, Skipped
+from .results import (
+    ArchiveSummary,
+    BackupState,
+    Details,
+    DryRunReport,
+    ExtractSummary,
+    Part,
+    PendingReports,
+    Skipped,
+)
 
 __version__ = "0.1.0"
 
@@ -55,6 +64,7 @@ __all__ = [
     "ConflictError",
     "CorruptArchiveError",
     "Details",
+    "DryRunReport",
     "Engine",
     "ExtractSummary",
     "InternalError",
@@ -72,6 +82,7 @@ __all__ = [
     "UnsafeEntryError",
     "WingsBackupError",
     "archive_create",
+    "archive_dry_run",
     "archive_extract",
     "deflate_backend",
     "library_version",

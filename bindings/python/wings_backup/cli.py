@@ -1,6 +1,6 @@
 """The command line: ``python -m wings_backup create|restore|status|list|watch ...``.
 
-    python -m wings_backup create SRC_DIR OUT.tar.gz [--ignore FILE] [--compression-level LEVEL]
+    python -m wings_backup create SRC_DIR OUT.tar.gz [--ignore FILE] [--compression-level LEVEL] [--dry-run]
     python -m wings_backup restore ARCHIVE DEST_DIR [--truncate]
     python -m wings_backup status|watch SERVER BACKUP --url URL --token TOKEN
     python -m wings_backup list SERVER --url URL --token TOKEN
@@ -24,7 +24,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
-from .engine import archive_create, archive_extract
+from .engine import archive_create, archive_dry_run, archive_extract
 from .node import NodeError
 from .errors import InvalidArgumentError, Status, WingsBackupError
 from .progress import CancelToken, Phase, Progress
@@ -63,7 +63,8 @@ EXIT_CODES = """exit status:
   0    success
   1    internal error (a bug)
   2    usage error, invalid argument or option (WB_INVALID_ARGUMENT)
-  3    partial: finished, but entries were skipped (listed on stderr)
+  3    partial: finished, but entries were skipped (listed on stderr); with
+       --dry-run: a backup would skip entries
   4    not found: the source, destination, archive or --ignore file (WB_NOT_FOUND)
   5    conflict (WB_CONFLICT)
   6    corrupt or truncated archive (WB_CORRUPT_ARCHIVE)
@@ -221,6 +222,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         help="cap on archive bytes written per second, in MiB (0 = none)")
     create.add_argument("--threads", type=int, default=0, metavar="N", help="worker threads (0 = all cores)")
     create.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    create.add_argument("--dry-run", action="store_true",
+                        help="write nothing: print what the archive would hold (files, bytes, "
+                             "ignored paths, estimated size), reading no file data")
 
     restore = sub.add_parser("restore", help="extract a .tar.gz into a directory, safely",
                              epilog=EXIT_CODES, formatter_class=fmt)
@@ -280,6 +284,8 @@ def _create(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], er
             options["ignore"] = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"{args.ignore} is not UTF-8 text") from None
+    if args.dry_run:
+        return _dry_run(args, options, out, err)
     try:
         summary = _interruptible(archive_create, args.src_dir, args.archive, options, progress=display)
     finally:
@@ -297,6 +303,23 @@ def _create(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], er
     else:
         out.write(f"sha1 {summary.checksum}\nsize {summary.size}\n")
     return EXIT_PARTIAL if summary.skipped_count else EXIT_OK
+
+
+def _dry_run(args: argparse.Namespace, options: Dict[str, Any], out: IO[str], err: IO[str]) -> int:
+    """``create --dry-run``: the report as ``key value`` lines (``--json``:
+    the whole report), the ignored and skipped paths as notes on stderr."""
+    report = _interruptible(archive_dry_run, args.src_dir, args.archive, options)
+    _warn_list(err, "ignored", report.ignored, report.ignored_count)
+    skipped = [f"{s.path} ({s.reason})" for s in report.skipped]
+    _warn_list(err, "would be skipped", skipped, report.skipped_count)
+    err.write(f"dry run: {report.files} files, {report.entries} entries, {human_bytes(report.bytes)}; "
+              f"archive about {human_bytes(report.estimated_size)} at most; nothing written\n")
+    if args.json:
+        out.write(json.dumps(report.raw, indent=2) + "\n")
+    else:
+        for key in ("files", "entries", "bytes", "estimated_size", "ignored_count", "skipped_count"):
+            out.write(f"{key} {getattr(report, key)}\n")
+    return EXIT_PARTIAL if report.skipped_count else EXIT_OK
 
 
 def _restore(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> int:

@@ -15,7 +15,7 @@ from ._handle import NativeHandle
 from ._native import LIB, LOG_FN, take_string
 from .errors import InvalidArgumentError, Status, WingsBackupError, check, error_for
 from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
-from .results import ArchiveSummary, BackupState, Details, ExtractSummary, PendingReports
+from .results import ArchiveSummary, BackupState, Details, DryRunReport, ExtractSummary, PendingReports
 
 #: A JSON document: a mapping (encoded here), or JSON text.
 JsonArg = Union[Mapping[str, Any], str, bytes]
@@ -256,12 +256,34 @@ class Engine:
         Returns :class:`Details`: ``checksum``, ``checksum_type``, ``size``,
         ``successful``, ``parts``, ``files``, ``changed``, ``skipped``,
         ``panel_report``. The first progress report (phase STARTED) means the
-        request was accepted."""
+        request was accepted. When the backup directory cannot hold the
+        archive by the estimate (measured before any file is read), it
+        raises :class:`QuotaError` (the Panel is told of the failure). A
+        request with ``"dry_run": true`` is refused: see :meth:`dry_run`."""
         args = [_text_arg(server_uuid, "server_uuid"), _json_arg(request, "request")]
         out = ctypes.c_void_p()
         with self._handle.use() as engine:
             text = _long_call(LIB.wb_backup_create, [engine, *args], progress, cancel, out)
         return Details._from_json(_parse(text))
+
+    def dry_run(self, server_uuid: str, request: JsonArg,
+                cancel: Optional[CancelToken] = None) -> DryRunReport:
+        """What :meth:`create_backup` with ``request`` (the same body; its
+        ``dry_run`` need not be given) would hold, without making it: the
+        walk of a backup with the same ignore rules, reading no file data.
+        Nothing is written, the Panel is not called, and the call neither
+        holds the server nor waits for a backup slot. Returns
+        :class:`DryRunReport`. ``cancel`` stops the walk
+        (:class:`CancelledError`)."""
+        args = [_text_arg(server_uuid, "server_uuid"), _json_arg(request, "request")]
+        out = ctypes.c_void_p()
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine, lend_token(cancel) as token, CALLS.track():
+            status = LIB.wb_backup_dry_run(engine, *args, token, ctypes.byref(out),
+                                           ctypes.byref(err))
+        text = take_string(out.value)
+        check(status, err)
+        return DryRunReport._from_json(_parse(text))
 
     def check_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg) -> None:
         """Validates a restore request without starting it."""
@@ -410,6 +432,28 @@ def archive_create(src_dir: PathArg, archive_path: PathArg,
             _json_arg(options, "options")]
     return ArchiveSummary._from_json(
         _parse(_long_call(LIB.wb_archive_create, args, progress, cancel, ctypes.c_void_p())))
+
+
+def archive_dry_run(src_dir: PathArg, archive_path: Optional[PathArg] = None,
+                    options: Optional[JsonArg] = None,
+                    cancel: Optional[CancelToken] = None) -> DryRunReport:
+    """What :func:`archive_create` of ``src_dir`` would hold, from the same
+    walk and ignore rules, reading no file data and writing nothing. The
+    file at ``archive_path`` (when given) is left out as a create into it
+    would leave it out. ``options``: ``ignore`` (the others of
+    :func:`archive_create` are accepted and change nothing). Returns
+    :class:`DryRunReport`; its ``estimated_size`` is the worst case (the
+    tar stream stored uncompressed)."""
+    args = [_path_arg(src_dir, "src_dir"),
+            None if archive_path is None else _path_arg(archive_path, "archive_path"),
+            _json_arg(options, "options")]
+    out = ctypes.c_void_p()
+    err = ctypes.c_void_p()
+    with lend_token(cancel) as token, CALLS.track():
+        status = LIB.wb_archive_dry_run(*args, token, ctypes.byref(out), ctypes.byref(err))
+    text = take_string(out.value)
+    check(status, err)
+    return DryRunReport._from_json(_parse(text))
 
 
 def archive_extract(archive_path: PathArg, dest_dir: PathArg,

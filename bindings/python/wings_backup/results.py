@@ -1,6 +1,6 @@
 """Typed results of the long calls, the same types as the Go binding's
 (``Details``, ``ArchiveSummary``, ``ExtractSummary``, ``PendingReports``,
-``BackupState``, ``Skipped``, ``Part``).
+``BackupState``, ``DryRunReport``, ``Skipped``, ``Part``).
 
 Each result keeps the JSON the library returned in ``.raw`` (a dict, with
 any field this binding does not know yet), and still answers ``result["key"]``,
@@ -154,6 +154,44 @@ class ArchiveSummary(_Result):
             source_bytes=_int(raw, "source_bytes"),
             changed=_strings(raw, "changed"),
             changed_count=_int(raw, "changed_count"),
+            skipped=_skipped(raw),
+            skipped_count=_int(raw, "skipped_count"),
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True)
+class DryRunReport(_Result):
+    """The result of :meth:`Engine.dry_run`: what a backup with the same
+    ignore rules would hold, from a walk that reads no file data. An
+    ignored directory is one path of ``ignored`` (its contents are not
+    walked); ``ignored`` lists the first 1,000, ``skipped`` the first 100;
+    the counts are complete."""
+
+    #: Entries the archive would hold (files, directories, links, FIFOs).
+    entries: int
+    #: Regular files whose data it would hold.
+    files: int
+    #: Bytes of file data.
+    bytes: int
+    #: The estimate of the archive's size (that of a create's space check).
+    estimated_size: int
+    ignored: List[str]
+    ignored_count: int
+    skipped: List[Skipped]
+    skipped_count: int
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "DryRunReport":
+        raw = raw if isinstance(raw, dict) else {}
+        return cls(
+            entries=_int(raw, "entries"),
+            files=_int(raw, "files"),
+            bytes=_int(raw, "bytes"),
+            estimated_size=_int(raw, "estimated_size"),
+            ignored=_strings(raw, "ignored"),
+            ignored_count=_int(raw, "ignored_count"),
             skipped=_skipped(raw),
             skipped_count=_int(raw, "skipped_count"),
             raw=raw,
