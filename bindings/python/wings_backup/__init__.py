@@ -27,7 +27,8 @@ from .errors import (
     WingsBackupError,
 )
 from .progress import CancelToken, Phase, Progress, ProgressCallback
-from .results import ArchiveSummary, BackupState, Details, ExtractSummary, Part, PendingReports, Skipped
+from .results import (ArchiveSummary, BackupState, Details, ExtractSummary, HttpEvent, HttpResponse, Part,
+                      PendingReports, Skipped)
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,8 @@ __all__ = [
     "ArchiveSummary",
     "BackupIOError",
     "CancelToken",
+    "HttpEvent",
+    "HttpResponse",
     "CancelledError",
     "ConflictError",
     "CorruptArchiveError",
