@@ -26,10 +26,9 @@ func newOperations(ctx context.Context, engine *wingsbackup.Engine, log *slog.Lo
 }
 
 // started is called once the library has accepted a call of kind on
-// backup of server: it logs the call's end.
-func (o *operations) started(kind, server, backup string) {
+// backup of server (in a request that began then): it logs the call's end.
+func (o *operations) started(kind, server, backup string, began time.Time) {
 	o.wg.Add(1)
-	began := time.Now()
 	go func() {
 		defer o.wg.Done()
 		st, err := o.finished(context.Background(), server, backup)
