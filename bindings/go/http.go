@@ -9,6 +9,7 @@ import "C"
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -76,7 +77,9 @@ type HTTPEvent struct {
 func (e *Engine) HandleHTTP(req HTTPRequest) (HTTPResponse, error) {
 	var resp HTTPResponse
 	err := e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"method", req.Method}, arg{"path", req.Path}, arg{"query", req.Query})
+		// A NUL byte (%00) in a path matches no route; as U+FFFD it is answered so.
+		path, query := strings.ReplaceAll(req.Path, "\x00", "\uFFFD"), strings.ReplaceAll(req.Query, "\x00", "\uFFFD")
+		args, free, err := cStrings(arg{"method", req.Method}, arg{"path", path}, arg{"query", query})
 		if err != nil {
 			return err
 		}

@@ -81,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("starting the engine: %s", e.message)
         return 1
     log.info("engine started library=%s deflate=%s", wb.library_version(), wb.deflate_backend())
-    host = Host(engine, token, engine_config["data_directory"], settings.async_restore)
+    host = Host(engine, token, settings.async_restore)
     if "panel" in engine_config:
         host._spawn(host.send_pending_reports)
     try:

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::engine::{engine_arc, engine_ref, wb_engine};
 use super::error::wb_error;
-use super::support::{boundary, clear_string, opt_str_arg, put_string, str_arg};
+use super::support::{boundary, clear_string, lossy_arg, put_string, str_arg};
 use super::wire;
 use crate::error::Error;
 use crate::http_api::{self, Body, HttpRequest};
@@ -26,7 +26,7 @@ pub const WB_HTTP_BODY_TIMED_OUT: u32 = 8;
 
 /// Answers one request of the node's HTTP API (docs/api.md sections 1-5),
 /// after the host has checked its bearer token: `method` and `path` (decoded,
-/// without the query), `query` (raw, without `?`; NULL for none), the body
+/// without the query; bytes that are not UTF-8 are taken as U+FFFD), `query` (raw, without `?`; NULL for none), the body
 /// (`body_len` bytes, `body` may be NULL when 0) and `WB_HTTP_*` flags.
 /// Routing, 404 and 405, Wings' messages, the engine calls and the
 /// rendering of the answer are the library's. It blocks for as long as the
@@ -75,10 +75,17 @@ pub unsafe extern "C" fn wb_http_handle(
         } else {
             Body::Read(bytes)
         };
+        // A path or query that is not UTF-8 matches no route: decoded
+        // lossily, it is answered 404 rather than refused.
+        let path = lossy_arg(path, "path")?;
+        let query = match query.is_null() {
+            true => Default::default(),
+            false => lossy_arg(query, "query")?,
+        };
         let req = HttpRequest {
             method: str_arg(method, "method")?,
-            path: str_arg(path, "path")?,
-            query: opt_str_arg(query, "query")?.unwrap_or(""),
+            path: &path,
+            query: &query,
             body,
             async_restore: flags & WB_HTTP_ASYNC_RESTORE != 0,
         };

@@ -401,8 +401,9 @@ class Engine:
         flags = (_native.HTTP_ASYNC_RESTORE if async_restore else 0) | _HTTP_BODY_ERRORS[body_error]
         data = bytes(body)
         return HttpResponse._from_json(self._text(
-            LIB.wb_http_handle, _text_arg(method, "method"), _text_arg(path, "path"),
-            _text_arg(query, "query"), data, len(data), flags))
+            # A NUL byte (%00) matches no route; as U+FFFD it is answered so.
+            LIB.wb_http_handle, _text_arg(method, "method"), _text_arg(path.replace("\0", "\ufffd"), "path"),
+            _text_arg(query.replace("\0", "\ufffd"), "query"), data, len(data), flags))
 
     def next_http_event(self, server_uuid: str, backup_uuid: str, after_seq: int,
                         timeout: float) -> HttpEvent:
