@@ -664,7 +664,7 @@ int32_t wb_host_prepare_directories(const char *data_dir,
 /**
  * Answers one request of the node's HTTP API (docs/api.md sections 1-5),
  * after the host has checked its bearer token: `method` and `path` (decoded,
- * without the query), `query` (raw, without `?`; NULL for none), the body
+ * without the query; bytes that are not UTF-8 are taken as U+FFFD), `query` (raw, without `?`; NULL for none), the body
  * (`body_len` bytes, `body` may be NULL when 0) and `WB_HTTP_*` flags.
  * Routing, 404 and 405, Wings' messages, the engine calls and the
  * rendering of the answer are the library's. It blocks for as long as the
@@ -707,6 +707,22 @@ int32_t wb_http_next_event(const struct wb_engine *engine,
                            uint32_t timeout_ms,
                            char **event_json,
                            struct wb_error **err);
+
+/**
+ * Waits up to `timeout_ms` for the create or restore a request started
+ * (`wb_http_handle`'s `started`: `kind`, `server_uuid`, `backup_uuid`) to
+ * end. `*end_json` is `{"ended": false}` while it runs, else `{"ended":
+ * true, "level": WB_LOG_INFO|WB_LOG_WARN, "message": "backup finished",
+ * "fields": [["server", ...], ["backup", ...], ["bytes", ...], ...,
+ * ["outcome", "ok"|"WB_..."], ["error", ...]]}`, for the host's log.
+ */
+int32_t wb_http_operation_end(const struct wb_engine *engine,
+                              const char *kind,
+                              const char *server_uuid,
+                              const char *backup_uuid,
+                              uint32_t timeout_ms,
+                              char **end_json,
+                              struct wb_error **err);
 
 /**
  * Sets the engine's log callback (NULL: no logging, the default). The

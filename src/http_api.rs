@@ -8,11 +8,12 @@
 //! Adding a route is one line in [`ROUTES`] and a handler function.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result, Status};
 use crate::ffi::wire;
+use crate::log::Level;
 use crate::operations::OperationRecord;
 
 /// Wings' message for a path, server or backup that does not exist.
@@ -433,6 +434,70 @@ pub fn next_event(
     Ok(None)
 }
 
+/// How an operation a request started ended, for the host's log: a
+/// message (`backup finished`, `restore finished`) at `Info`, or `Warn`
+/// when it failed, and its fields in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationEnd {
+    pub level: Level,
+    pub message: String,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// Waits up to `timeout` for the operation `started` names to end: `None`
+/// if it still runs then (ask again).
+pub fn operation_end(
+    engine: &Engine,
+    started: &Started,
+    timeout: Duration,
+) -> Option<OperationEnd> {
+    let (server, backup) = (started.server.as_str(), started.backup.as_str());
+    let mut fields = vec![
+        ("server", server.to_string()),
+        ("backup", backup.to_string()),
+    ];
+    let deadline = Instant::now() + timeout;
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match engine
+            .backup_status(server, backup)
+            .and_then(|r| match r.state.finished() {
+                true => Ok(r),
+                false => engine.wait_backup(server, backup, r.seq, left.min(WAIT_SLICE)),
+            }) {
+            Ok(r) if r.state.finished() => {
+                fields.push(("bytes", r.size.to_string()));
+                if !r.checksum.is_empty() {
+                    fields.push(("sha1", r.checksum.clone()));
+                }
+                if let Some(report) = &r.panel_report {
+                    fields.push(("panel_report", report.clone()));
+                }
+                break outcome(&r);
+            }
+            Ok(_) if left.is_zero() => return None,
+            Ok(_) => continue,
+            Err(e) => break Err(e), // deleted meanwhile
+        }
+    };
+    let level = match outcome {
+        Ok(()) => {
+            fields.push(("outcome", "ok".into()));
+            Level::Info
+        }
+        Err(e) => {
+            fields.push(("outcome", e.status.name().into()));
+            fields.push(("error", e.message));
+            Level::Warn
+        }
+    };
+    Some(OperationEnd {
+        level,
+        message: format!("{} finished", started.kind),
+        fields,
+    })
+}
+
 /// JSON with `<`, `>`, `&`, U+2028 and U+2029 escaped, as Go's encoder
 /// writes it (the hosts' error bodies have always been written so).
 fn escape_html(json: &str) -> String {
@@ -505,6 +570,14 @@ mod tests {
             async_restore: false,
         };
         handle(&node.engine, &req)
+    }
+
+    fn r_started(backup: &str) -> Started {
+        Started {
+            kind: "backup",
+            server: SERVER.into(),
+            backup: backup.into(),
+        }
     }
 
     fn error_body(message: &str) -> String {

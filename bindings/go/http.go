@@ -9,6 +9,7 @@ import "C"
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -44,15 +45,49 @@ type HTTPRequest struct {
 // they are. Started names a create or restore the request started; Stream
 // means an event stream goes on after Body (NextHTTPEvent).
 type HTTPResponse struct {
-	Status  int         `json:"status"`
-	Headers [][2]string `json:"headers"`
-	Body    string      `json:"body"`
-	Started *struct {
-		Kind   string `json:"kind"`
-		Server string `json:"server"`
-		Backup string `json:"backup"`
-	} `json:"started"`
-	Stream *HTTPStream `json:"stream"`
+	Status  int          `json:"status"`
+	Headers [][2]string  `json:"headers"`
+	Body    string       `json:"body"`
+	Started *HTTPStarted `json:"started"`
+	Stream  *HTTPStream  `json:"stream"`
+}
+
+// HTTPStarted names a create or restore a request started.
+type HTTPStarted struct {
+	Kind   string `json:"kind"` // "backup" or "restore"
+	Server string `json:"server"`
+	Backup string `json:"backup"`
+}
+
+// HTTPOperationEnd is how a started operation ended, for the host's log:
+// Message ("backup finished") at Level, with Fields in order.
+type HTTPOperationEnd struct {
+	Ended   bool        `json:"ended"`
+	Level   int32       `json:"level"`
+	Message string      `json:"message"`
+	Fields  [][2]string `json:"fields"`
+}
+
+// SlogLevel is the end's level for log/slog.
+func (o HTTPOperationEnd) SlogLevel() slog.Level { return slogLevel(C.int32_t(o.Level)) }
+
+// HTTPOperationEnd waits up to timeout for the operation started names to
+// end; Ended is false while it still runs.
+func (e *Engine) HTTPOperationEnd(started HTTPStarted, timeout time.Duration) (HTTPOperationEnd, error) {
+	var end HTTPOperationEnd
+	err := e.with(func(ptr *C.wb_engine) error {
+		args, free, err := cStrings(arg{"kind", started.Kind}, arg{"server_uuid", started.Server},
+			arg{"backup_uuid", started.Backup})
+		if err != nil {
+			return err
+		}
+		defer free()
+		var out *C.char
+		var cerr *C.wb_error
+		status := C.wb_http_operation_end(ptr, args[0], args[1], args[2], C.uint32_t(timeout.Milliseconds()), &out, &cerr)
+		return decodeHTTP("operation end", status, cerr, takeString(out), &end)
+	})
+	return end, err
 }
 
 // HTTPStream is where an event stream stands: its next event comes after Seq.

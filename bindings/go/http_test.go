@@ -1,6 +1,7 @@
 package wingsbackup_test
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,11 @@ func TestHandleHTTPAnswersRoutesAndStreamsEvents(t *testing.T) {
 	r = do(wingsbackup.HTTPRequest{Method: "POST", Path: base + "/backup", Body: createBody(backup)})
 	if r.Status != 202 || r.Body != "" || len(r.Headers) != 0 || r.Started == nil || r.Started.Backup != backup {
 		t.Fatalf("create: %+v", r)
+	}
+	end, err := n.engine.HTTPOperationEnd(*r.Started, 30*time.Second)
+	if err != nil || !end.Ended || end.Message != "backup finished" || end.SlogLevel() != slog.LevelInfo ||
+		end.Fields[0] != [2]string{"server", server} || end.Fields[len(end.Fields)-1] != [2]string{"outcome", "ok"} {
+		t.Errorf("operation end: %+v %v", end, err)
 	}
 	r = do(wingsbackup.HTTPRequest{Method: "GET", Path: base + "/backup/" + backup + "/events"})
 	chunks, stream := []string{r.Body}, r.Stream

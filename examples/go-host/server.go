@@ -81,7 +81,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if st := resp.Started; st != nil {
-		s.ops.started(st.Kind, st.Server, st.Backup, began)
+		s.ops.started(*st, began)
 	}
 	for _, h := range resp.Headers {
 		rec.Header().Set(h[0], h[1])

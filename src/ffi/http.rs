@@ -122,3 +122,43 @@ pub unsafe extern "C" fn wb_http_next_event(
         Ok(())
     })
 }
+
+/// Waits up to `timeout_ms` for the create or restore a request started
+/// (`wb_http_handle`'s `started`: `kind`, `server_uuid`, `backup_uuid`) to
+/// end. `*end_json` is `{"ended": false}` while it runs, else `{"ended":
+/// true, "level": WB_LOG_INFO|WB_LOG_WARN, "message": "backup finished",
+/// "fields": [["server", ...], ["backup", ...], ["bytes", ...], ...,
+/// ["outcome", "ok"|"WB_..."], ["error", ...]]}`, for the host's log.
+#[no_mangle]
+pub unsafe extern "C" fn wb_http_operation_end(
+    engine: *const wb_engine,
+    kind: *const c_char,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    timeout_ms: u32,
+    end_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(end_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let kind = match str_arg(kind, "kind")? {
+            "backup" => "backup",
+            "restore" => "restore",
+            _ => {
+                return Err(Error::invalid(
+                    "`kind` is neither \"backup\" nor \"restore\"",
+                ))
+            }
+        };
+        let started = http_api::Started {
+            kind,
+            server: str_arg(server_uuid, "server_uuid")?.into(),
+            backup: str_arg(backup_uuid, "backup_uuid")?.into(),
+        };
+        let timeout = Duration::from_millis(timeout_ms.into());
+        let end = http_api::operation_end(engine, &started, timeout);
+        put_string(end_json, wire::operation_end(end.as_ref()));
+        Ok(())
+    })
+}

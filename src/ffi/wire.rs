@@ -406,6 +406,26 @@ pub fn http_event(event: Option<&crate::http_api::Event>, after_seq: u64) -> Str
     })
 }
 
+/// `wb_http_operation_end`'s answer (`None`: still running).
+pub fn operation_end(end: Option<&crate::http_api::OperationEnd>) -> String {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        ended: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        level: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fields: Option<Vec<[&'a str; 2]>>,
+    }
+    render(&Json {
+        ended: end.is_some(),
+        level: end.map(|e| e.level as i32),
+        message: end.map(|e| e.message.as_str()),
+        fields: end.map(|e| e.fields.iter().map(|(k, v)| [*k, v.as_str()]).collect()),
+    })
+}
+
 fn render(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("structs of strings and numbers serialize")
 }

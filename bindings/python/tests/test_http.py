@@ -4,6 +4,7 @@ is the library's, status, headers and body, ready to send."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import wings_backup as wb
@@ -25,6 +26,13 @@ def test_handle_http_answers_routes_and_streams_events(node: Node, engine: wb.En
     r = engine.handle_http("POST", f"{base}/backup", json.dumps(create_request(backup)).encode())
     assert (r.status, r.body, r.headers) == (202, b"", [])
     assert r.started == {"kind": "backup", "server": server, "backup": backup}
+    end = None
+    deadline = time.monotonic() + 30
+    while end is None:
+        assert time.monotonic() < deadline
+        end = engine.http_operation_end(r.started, timeout=1)
+    assert (end["level"], end["message"]) == (logging.INFO, "backup finished")
+    assert end["fields"][:2] == [("server", server), ("backup", backup)] and end["fields"][-1] == ("outcome", "ok")
     r = engine.handle_http("GET", f"{base}/backup/{backup}/events")
     assert r.status == 200 and ["Content-Type", "text/event-stream"] in r.headers
     chunks, stream = [r.body], r.stream

@@ -93,6 +93,7 @@ _PROTOTYPES = {
     "wb_engine_wait_idle": (_I32, [_P, ctypes.c_uint32]),
     "wb_http_handle": (_I32, [_P, _STR, _STR, _STR, _P, ctypes.c_size_t, ctypes.c_uint32, _OUT, _OUT]),
     "wb_http_next_event": (_I32, [_P, _STR, _STR, ctypes.c_uint64, ctypes.c_uint32, _OUT, _OUT]),
+    "wb_http_operation_end": (_I32, [_P, _STR, _STR, _STR, ctypes.c_uint32, _OUT, _OUT]),
     "wb_archive_create": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
     "wb_archive_extract": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
     "wb_host_settings": (_STR, []),

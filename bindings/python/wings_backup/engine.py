@@ -415,6 +415,20 @@ class Engine:
         chunk = raw["chunk"]
         return HttpEvent(chunk=None if chunk is None else chunk.encode("utf-8"), seq=raw["seq"], done=raw["done"])
 
+    def http_operation_end(self, started: Mapping[str, str], timeout: float) -> Optional[Dict[str, Any]]:
+        """Waits up to ``timeout`` seconds for the create or restore a
+        request started (:attr:`HttpResponse.started`) to end: None while it
+        runs, else ``{"level", "message", "fields"}`` for the host's log
+        (``level`` a :mod:`logging` level, ``fields`` ``[name, value]`` pairs
+        in order)."""
+        end = self._text(LIB.wb_http_operation_end, _text_arg(started["kind"], "kind"),
+                         _text_arg(started["server"], "server_uuid"), _text_arg(started["backup"], "backup_uuid"),
+                         max(0, int(timeout * 1000)))
+        if not end["ended"]:
+            return None
+        return {"level": _LOG_LEVELS.get(end["level"], logging.ERROR), "message": end["message"],
+                "fields": [tuple(f) for f in end["fields"]]}
+
     def wait_idle(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for every started call to end (a
         host shutting down, after :meth:`cancel_all`); True if they all have."""

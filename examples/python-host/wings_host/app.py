@@ -34,6 +34,15 @@ MSG_HEADERS_TOO_LARGE = "The request headers are too large."
 Headers = List[Tuple[str, str]]
 
 
+def logfmt(value: Any) -> str:
+    """A log value as Go's log/slog text handler writes it: quoted when
+    empty or holding spaces, quotes, '=' or unprintable characters."""
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
 def status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -64,7 +73,7 @@ class Host:
                 resp = self.handle(environ)
                 status, headers, body, stream = resp.status, [tuple(h) for h in resp.headers], resp.body, resp.stream
                 if resp.started:
-                    self._watch(resp.started["kind"], resp.started["server"], resp.started["backup"], began)
+                    self._watch(resp.started, began)
             except wb.WingsBackupError as e:
                 status, headers, body = json_error(e.http_status, e.message)
             except Exception:
@@ -111,27 +120,15 @@ class Host:
 
     # -- background work ------------------------------------------------------
 
-    def _watch(self, kind: str, server: str, backup: str, began: float) -> None:
-        """Logs the end of a call the engine has accepted."""
+    def _watch(self, started: Dict[str, str], began: float) -> None:
+        """Logs the end of a call the engine has accepted, as the library words it."""
 
         def watch() -> None:
-            try:
-                state = self.engine.wait_backup(server, backup, 0, timeout=0)
-                while not state.finished:
-                    state = self.engine.wait_backup(server, backup, state.seq, timeout=30)
-            except wb.WingsBackupError as e:  # deleted meanwhile
-                log.warning("%s finished backup=%s server=%s outcome=%s error=%r", kind, backup, server,
-                            e.status_name, e.message)
-                return
-            took = time.monotonic() - began
-            error = self.engine.state_error(state)
-            if error is None:
-                sha1 = f" sha1={state.checksum}" if state.checksum else ""
-                log.info("%s finished backup=%s server=%s outcome=ok bytes=%d%s duration=%.3fs",
-                         kind, backup, server, state.size, sha1, took)
-            else:
-                log.warning("%s finished backup=%s server=%s outcome=%s bytes=%d duration=%.3fs error=%r",
-                            kind, backup, server, error.status_name, state.size, took, error.message)
+            end = None
+            while end is None:
+                end = self.engine.http_operation_end(started, timeout=30)
+            fields = " ".join(f"{k}={logfmt(v)}" for k, v in end["fields"])
+            log.log(end["level"], "%s %s duration=%.3fs", end["message"], fields, time.monotonic() - began)
 
         self._spawn(watch)
 
