@@ -237,20 +237,20 @@ pub fn handle(engine: &Arc<Engine>, req: &HttpRequest<'_>) -> HttpResponse {
 
 /// The body as text, or the answer to a body the host could not read
 /// within its limits.
-fn body_text<'a>(call: &Call<'a>) -> std::result::Result<&'a str, HttpResponse> {
+fn body_text<'a>(call: &Call<'a>) -> std::result::Result<&'a str, Box<HttpResponse>> {
     let closed = |status, message| {
         // The connection cannot carry another request after a failed read.
         let mut resp = HttpResponse::error(status, message);
         resp.headers.push(("Connection", "close".into()));
-        resp
+        Box::new(resp)
     };
     let bytes = match call.req.body {
         Body::Read(bytes) => bytes,
-        Body::TooLarge => return Err(HttpResponse::error(413, MSG_TOO_LARGE)),
+        Body::TooLarge => return Err(Box::new(HttpResponse::error(413, MSG_TOO_LARGE))),
         Body::Unreadable => return Err(closed(400, MSG_UNREADABLE)),
         Body::TimedOut => return Err(closed(408, MSG_SLOW_BODY)),
     };
-    let invalid = |m: &str| HttpResponse::from_error(&Error::invalid(m));
+    let invalid = |m: &str| Box::new(HttpResponse::from_error(&Error::invalid(m)));
     if bytes.contains(&0) {
         return Err(invalid("`request_json` contains a NUL byte"));
     }
@@ -288,7 +288,7 @@ fn started(kind: &'static str, server: &str, backup: &str) -> Option<Started> {
 fn create(call: &Call<'_>) -> Result<HttpResponse> {
     let text = match body_text(call) {
         Ok(text) => text,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return Ok(*resp),
     };
     let request = wire::create_request(text)?;
     call.engine.start_backup(call.server, &request)?;
@@ -315,7 +315,7 @@ fn create(call: &Call<'_>) -> Result<HttpResponse> {
 fn restore(call: &Call<'_>) -> Result<HttpResponse> {
     let text = match body_text(call) {
         Ok(text) => text,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return Ok(*resp),
     };
     let request = wire::restore_request(text)?;
     call.engine.start_restore(call.server, call.id, &request)?;
@@ -752,6 +752,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((event.chunk, event.done), (r.body, true));
+        let end = operation_end(&n.engine, &r_started(backup), Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (end.level, end.message.as_str()),
+            (Level::Info, "backup finished")
+        );
+        let names: Vec<&str> = end.fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["server", "backup", "bytes", "sha1", "outcome"]);
+        assert_eq!(end.fields[4].1, "ok");
 
         let r = call(
             &n,
@@ -792,6 +800,9 @@ mod tests {
             Body::Read(b""),
         );
         assert_eq!(r.status, 404);
+        let end = operation_end(&n.engine, &r_started(backup), Duration::ZERO).unwrap();
+        assert_eq!(end.level, Level::Warn);
+        assert_eq!(end.fields[2], ("outcome", "WB_NOT_FOUND".to_string()));
         let r = call(
             &n,
             "DELETE",
