@@ -79,7 +79,7 @@ class Host:
             except Exception:
                 log.exception("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
                 status, headers, body = json_error(500, MSG_UNEXPECTED)
-        if not stream:
+        if not stream and status != 204:
             headers.append(("Content-Length", str(len(body))))
         start_response(status_line(status), headers)
         return self.events(body, stream) if stream else [body]
