@@ -51,7 +51,7 @@ def status_line(status: int) -> str:
 
 
 def json_error(status: int, message: str, headers: Optional[Headers] = None) -> Tuple[int, Headers, bytes]:
-    body = json.dumps({"error": message}).encode() + b"\n"
+    body = json.dumps({"error": message}, separators=(",", ":")).encode() + b"\n"
     return status, [("Content-Type", "application/json")] + (headers or []), body
 
 
