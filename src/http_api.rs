@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
-use crate::error::{Error, Result, Status};
+use crate::error::{Error, Result};
 use crate::ffi::wire;
 use crate::log::Level;
 use crate::operations::OperationRecord;
@@ -513,14 +513,6 @@ fn escape_html(json: &str) -> String {
         }
     }
     out
-}
-
-/// The status a host answers when the dispatcher itself fails.
-pub fn internal_error() -> HttpResponse {
-    HttpResponse::error(
-        Status::Internal.http_status(),
-        "An unexpected error was encountered while processing this request.",
-    )
 }
 
 #[cfg(test)]
