@@ -155,6 +155,30 @@
 #define WB_PHASE_DONE 6
 
 /**
+ * `wb_http_handle` flag: a restore answers 202 once started instead of 204
+ * once its files are in place (the hosts' `--async-restore`).
+ */
+#define WB_HTTP_ASYNC_RESTORE 1
+
+/**
+ * `wb_http_handle` flag: the body was over the host's limit (1 MiB) and
+ * was not passed; a route that reads a body answers 413.
+ */
+#define WB_HTTP_BODY_TOO_LARGE 2
+
+/**
+ * `wb_http_handle` flag: reading the body failed; a route that reads a
+ * body answers 400 (with `Connection: close`).
+ */
+#define WB_HTTP_BODY_UNREADABLE 4
+
+/**
+ * `wb_http_handle` flag: the body did not arrive within the host's read
+ * timeout; a route that reads a body answers 408 (with `Connection: close`).
+ */
+#define WB_HTTP_BODY_TIMED_OUT 8
+
+/**
  * Log level of a message: detail for debugging.
  */
 #define WB_LOG_DEBUG 0
@@ -693,6 +717,69 @@ int32_t wb_host_prepare_directories(const char *data_dir,
                                     const char *backup_dir,
                                     char **created_json,
                                     struct wb_error **err);
+
+/**
+ * Answers one request of the node's HTTP API (docs/api.md sections 1-5),
+ * after the host has checked its bearer token: `method` and `path` (decoded,
+ * without the query; bytes that are not UTF-8 are taken as U+FFFD), `query` (raw, without `?`; NULL for none), the body
+ * (`body_len` bytes, `body` may be NULL when 0) and `WB_HTTP_*` flags.
+ * Routing, 404 and 405, Wings' messages, the engine calls and the
+ * rendering of the answer are the library's. It blocks for as long as the
+ * answer needs (a create with `"wait": true`, a synchronous restore).
+ *
+ * `*response_json` (free with `wb_string_free`) is
+ * `{"status": 204, "headers": [["Name","value"], ...], "body": "...",
+ * "started": null | {"kind": "backup"|"restore", "server", "backup"},
+ * "stream": null | {"server", "backup", "seq"}}`: send `status`, `headers`
+ * and `body` as they are (no header other than these, plus what the HTTP
+ * server adds itself). `started` names a create or restore the request
+ * started (a host may log its end). `stream` means an event stream goes
+ * on after `body`: call `wb_http_next_event` until an event is `done`,
+ * writing and flushing each `chunk`. Errors of the request itself are
+ * answers (status >= 400), not statuses of this call; the call fails only
+ * on bad arguments (`WB_INVALID_ARGUMENT`) or a panic (`WB_INTERNAL`).
+ */
+int32_t wb_http_handle(const struct wb_engine *engine,
+                       const char *method,
+                       const char *path,
+                       const char *query,
+                       const uint8_t *body,
+                       size_t body_len,
+                       uint32_t flags,
+                       char **response_json,
+                       struct wb_error **err);
+
+/**
+ * The next event of a stream `wb_http_handle` began (its `stream`): waits
+ * up to `timeout_ms` for the backup's state to move past `after_seq`.
+ * `*event_json` is `{"chunk": "event: ...\n\n" | null, "seq", "done"}`:
+ * write and flush `chunk`, then ask again after `seq` unless `done`;
+ * `chunk` null means nothing changed in time (check the client, ask
+ * again). `WB_NOT_FOUND` once the backup is gone (end the stream).
+ */
+int32_t wb_http_next_event(const struct wb_engine *engine,
+                           const char *server_uuid,
+                           const char *backup_uuid,
+                           uint64_t after_seq,
+                           uint32_t timeout_ms,
+                           char **event_json,
+                           struct wb_error **err);
+
+/**
+ * Waits up to `timeout_ms` for the create or restore a request started
+ * (`wb_http_handle`'s `started`: `kind`, `server_uuid`, `backup_uuid`) to
+ * end. `*end_json` is `{"ended": false}` while it runs, else `{"ended":
+ * true, "level": WB_LOG_INFO|WB_LOG_WARN, "message": "backup finished",
+ * "fields": [["server", ...], ["backup", ...], ["bytes", ...], ...,
+ * ["outcome", "ok"|"WB_..."], ["error", ...]]}`, for the host's log.
+ */
+int32_t wb_http_operation_end(const struct wb_engine *engine,
+                              const char *kind,
+                              const char *server_uuid,
+                              const char *backup_uuid,
+                              uint32_t timeout_ms,
+                              char **end_json,
+                              struct wb_error **err);
 
 /**
  * Sets the engine's log callback (NULL: no logging, the default). The

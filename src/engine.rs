@@ -94,6 +94,11 @@ impl Engine {
         self.log.set(sink);
     }
 
+    /// The engine's log (the sink set with `set_logger`).
+    pub fn logger(&self) -> &Logger {
+        &self.log
+    }
+
     fn recover_all_servers(&self) {
         let Ok(entries) = std::fs::read_dir(&self.config.data_directory) else {
             return;

@@ -15,6 +15,7 @@ pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod host_settings;
+pub mod http_api;
 pub mod ignore;
 pub mod index;
 pub mod log;

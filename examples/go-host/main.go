@@ -71,7 +71,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer cancelOps()
 	ops := newOperations(opsCtx, engine, log)
 	srv := &http.Server{
-		Handler: newServer(engine, ops, log, opts.Host.Token, opts.engine.DataDirectory, opts.Host.AsyncRestore),
+		Handler: newServer(engine, ops, log, opts.Host.Token, opts.Host.AsyncRestore),
 		// A client that sends its request byte by byte is dropped once
 		// these pass. ReadTimeout also ends the wait for a body; handlers
 		// never tie their work to the request's context, so a synchronous

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -25,28 +24,29 @@ func newOperations(ctx context.Context, engine *wingsbackup.Engine, log *slog.Lo
 	return &operations{engine: engine, log: log, ctx: ctx}
 }
 
-// started is called once the library has accepted a call of kind on
-// backup of server: it logs the call's end.
-func (o *operations) started(kind, server, backup string) {
+// started is called once the library has accepted a call a request
+// (begun then) started: it logs the call's end as the library words it.
+func (o *operations) started(st wingsbackup.HTTPStarted, began time.Time) {
 	o.wg.Add(1)
-	began := time.Now()
 	go func() {
 		defer o.wg.Done()
-		st, err := o.finished(context.Background(), server, backup)
-		o.logFinished(kind, server, backup, st, err, time.Since(began))
-	}()
-}
-
-// finished waits until the newest operation of backup has ended.
-func (o *operations) finished(ctx context.Context, server, backup string) (wingsbackup.BackupState, error) {
-	var st wingsbackup.BackupState
-	for {
-		var err error
-		st, err = o.engine.WaitBackup(ctx, server, backup, st.Seq)
-		if err != nil || st.Finished() {
-			return st, err
+		for {
+			end, err := o.engine.HTTPOperationEnd(st, time.Second)
+			if err != nil {
+				o.log.Warn(st.Kind+" finished", "server", st.Server, "backup", st.Backup, "error", err)
+				return
+			}
+			if end.Ended {
+				attrs := make([]any, 0, 2*len(end.Fields)+2)
+				for _, f := range end.Fields {
+					attrs = append(attrs, f[0], f[1])
+				}
+				attrs = append(attrs, "duration", time.Since(began).Round(time.Millisecond))
+				o.log.Log(context.Background(), end.SlogLevel(), end.Message, attrs...)
+				return
+			}
 		}
-	}
+	}()
 }
 
 // background runs f (re-sending parked Panel reports) with the
@@ -57,26 +57,6 @@ func (o *operations) background(f func(ctx context.Context)) {
 		defer o.wg.Done()
 		f(o.ctx)
 	}()
-}
-
-func (o *operations) logFinished(kind, server, backup string, st wingsbackup.BackupState, err error, d time.Duration) {
-	if err == nil {
-		err = st.Err()
-	}
-	attrs := []any{"server", server, "backup", backup, "bytes", st.Size, "duration", d.Round(time.Millisecond)}
-	if st.PanelReport != nil {
-		attrs = append(attrs, "panel_report", *st.PanelReport)
-	}
-	if err == nil {
-		o.log.Info(kind+" finished", append(attrs, "outcome", "ok")...)
-		return
-	}
-	outcome := "failed"
-	var e *wingsbackup.Error
-	if errors.As(err, &e) {
-		outcome = e.Status.String()
-	}
-	o.log.Warn(kind+" finished", append(attrs, "outcome", outcome, "error", err.Error())...)
 }
 
 // shutdown has the library cancel every call (and refuse new ones), stops

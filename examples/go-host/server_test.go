@@ -43,7 +43,7 @@ func newTestHost(t *testing.T, cfg wingsbackup.Config, slots int, async bool) *t
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.ops = newOperations(ctx, engine, log)
-	srv := httptest.NewServer(newServer(engine, h.ops, log, testToken, h.data, async))
+	srv := httptest.NewServer(newServer(engine, h.ops, log, testToken, async))
 	h.url = srv.URL
 	t.Cleanup(func() {
 		h.ops.shutdown(cancel, 30*time.Second)

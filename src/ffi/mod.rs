@@ -15,6 +15,7 @@ mod cancel;
 mod engine;
 mod error;
 pub mod host;
+mod http;
 mod log;
 mod support;
 pub mod wire;
@@ -24,6 +25,7 @@ pub use backup::*;
 pub use cancel::*;
 pub use engine::*;
 pub use error::*;
+pub use http::*;
 pub use log::*;
 
 // The status codes `WB_OK` .. `WB_INTERNAL` come from the status table in

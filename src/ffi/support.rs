@@ -49,6 +49,16 @@ pub fn str_arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
         .map_err(|_| Error::invalid(format!("`{name}` is not valid UTF-8")))
 }
 
+/// A required string argument, its bytes that are not UTF-8 replaced by
+/// U+FFFD.
+pub fn lossy_arg<'a>(ptr: *const c_char, name: &str) -> Result<std::borrow::Cow<'a, str>> {
+    if ptr.is_null() {
+        return Err(Error::invalid(format!("`{name}` is NULL")));
+    }
+    // SAFETY: the caller passes a NUL-terminated string that outlives the call.
+    Ok(unsafe { CStr::from_ptr(ptr) }.to_string_lossy())
+}
+
 /// An optional string argument (NULL = absent).
 pub fn opt_str_arg<'a>(ptr: *const c_char, name: &str) -> Result<Option<&'a str>> {
     if ptr.is_null() {

@@ -379,6 +379,80 @@ fn lossy_all(paths: &[Vec<u8>]) -> Vec<String> {
     paths.iter().map(|p| lossy(p)).collect()
 }
 
+/// The answer of `wb_http_handle`.
+pub fn http_response(resp: &crate::http_api::HttpResponse) -> String {
+    #[derive(Serialize)]
+    struct Started<'a> {
+        kind: &'a str,
+        server: &'a str,
+        backup: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Stream<'a> {
+        server: &'a str,
+        backup: &'a str,
+        seq: u64,
+    }
+    #[derive(Serialize)]
+    struct Json<'a> {
+        status: u16,
+        headers: Vec<[&'a str; 2]>,
+        body: &'a str,
+        started: Option<Started<'a>>,
+        stream: Option<Stream<'a>>,
+    }
+    render(&Json {
+        status: resp.status,
+        headers: resp.headers.iter().map(|(k, v)| [*k, v.as_str()]).collect(),
+        body: &resp.body,
+        started: resp.started.as_ref().map(|s| Started {
+            kind: s.kind,
+            server: &s.server,
+            backup: &s.backup,
+        }),
+        stream: resp.stream.as_ref().map(|s| Stream {
+            server: &s.server,
+            backup: &s.backup,
+            seq: s.seq,
+        }),
+    })
+}
+
+/// An event of `wb_http_next_event` (`None`: nothing new after `after_seq`).
+pub fn http_event(event: Option<&crate::http_api::Event>, after_seq: u64) -> String {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        chunk: Option<&'a str>,
+        seq: u64,
+        done: bool,
+    }
+    render(&Json {
+        chunk: event.map(|e| e.chunk.as_str()),
+        seq: event.map_or(after_seq, |e| e.seq),
+        done: event.is_some_and(|e| e.done),
+    })
+}
+
+/// `wb_http_operation_end`'s answer (`None`: still running).
+pub fn operation_end(end: Option<&crate::http_api::OperationEnd>) -> String {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        ended: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        level: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fields: Option<Vec<[&'a str; 2]>>,
+    }
+    render(&Json {
+        ended: end.is_some(),
+        level: end.map(|e| e.level as i32),
+        message: end.map(|e| e.message.as_str()),
+        fields: end.map(|e| e.fields.iter().map(|(k, v)| [*k, v.as_str()]).collect()),
+    })
+}
+
 fn render(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("structs of strings and numbers serialize")
 }

@@ -36,7 +36,7 @@ def test_status_codes_match_the_header(header: str) -> None:
     theirs = {
         name: value
         for name, value in defines(header).items()
-        if not name.startswith(("WB_VERSION_", "WB_ABI_", "WB_PHASE_", "WB_LOG_"))
+        if not name.startswith(("WB_VERSION_", "WB_ABI_", "WB_PHASE_", "WB_LOG_", "WB_HTTP_"))
     }
     assert len(theirs) >= 11, "the header's statuses were not found"
     assert ours == theirs
@@ -66,8 +66,15 @@ def test_log_levels_match_the_header(header: str) -> None:
     assert {theirs[f"WB_LOG_{k}"]: v for k, v in names.items()} == engine._LOG_LEVELS
 
 
+def test_http_flags_match_the_header(header: str) -> None:
+    theirs = {name: v for name, v in defines(header).items() if name.startswith("WB_HTTP_")}
+    ours = {f"WB_{name}": getattr(_native, name) for name in dir(_native) if name.startswith("HTTP_")}
+    assert len(theirs) == 4 and ours == theirs
+
+
 _P = ctypes.c_void_p
 _INTEGERS = {
+    "size_t": ctypes.c_size_t,
     "int32_t": ctypes.c_int32,
     "uint16_t": ctypes.c_uint16,
     "uint32_t": ctypes.c_uint32,

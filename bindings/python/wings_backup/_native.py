@@ -14,6 +14,12 @@ from typing import List, Optional, Tuple
 #: The ABI this binding was written against (``WB_ABI_VERSION`` in the header).
 ABI_VERSION = 1
 
+#: ``wb_http_handle``'s flags (the header's ``WB_HTTP_*``).
+HTTP_ASYNC_RESTORE = 1
+HTTP_BODY_TOO_LARGE = 2
+HTTP_BODY_UNREADABLE = 4
+HTTP_BODY_TIMED_OUT = 8
+
 LIBRARY_NAME = "libwings_backup.so"
 #: The installed library's SONAME (``make install``), tried last.
 SYSTEM_SONAME = "libwings_backup.so.0"
@@ -86,6 +92,9 @@ _PROTOTYPES = {
     "wb_backup_cancel": (_I32, [_P, _STR, _STR, _OUT]),
     "wb_backups_delete_all": (_I32, [_P, _STR, _OUT, _OUT]),
     "wb_engine_wait_idle": (_I32, [_P, ctypes.c_uint32]),
+    "wb_http_handle": (_I32, [_P, _STR, _STR, _STR, _P, ctypes.c_size_t, ctypes.c_uint32, _OUT, _OUT]),
+    "wb_http_next_event": (_I32, [_P, _STR, _STR, ctypes.c_uint64, ctypes.c_uint32, _OUT, _OUT]),
+    "wb_http_operation_end": (_I32, [_P, _STR, _STR, _STR, ctypes.c_uint32, _OUT, _OUT]),
     "wb_archive_create": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),
     "wb_archive_dry_run": (_I32, [_STR, _STR, _STR, _P, _OUT, _OUT]),
     "wb_archive_extract": (_I32, [_STR, _STR, _STR, PROGRESS_FN, _P, _P, _OUT, _OUT]),

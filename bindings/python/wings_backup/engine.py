@@ -12,10 +12,16 @@ import weakref
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ._handle import NativeHandle
+from . import _native
 from ._native import LIB, LOG_FN, take_string
 from .errors import InvalidArgumentError, Status, WingsBackupError, check, error_for
 from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
-from .results import ArchiveSummary, BackupState, Details, DryRunReport, ExtractSummary, PendingReports
+from .results import (ArchiveSummary, BackupState, Details, DryRunReport, ExtractSummary, HttpEvent, HttpResponse,
+                      PendingReports)
+
+#: ``handle_http``'s ``body_error`` as the library's flags.
+_HTTP_BODY_ERRORS = {None: 0, "too_large": _native.HTTP_BODY_TOO_LARGE,
+                     "unreadable": _native.HTTP_BODY_UNREADABLE, "timed_out": _native.HTTP_BODY_TIMED_OUT}
 
 #: A JSON document: a mapping (encoded here), or JSON text.
 JsonArg = Union[Mapping[str, Any], str, bytes]
@@ -405,6 +411,46 @@ class Engine:
         or running creates; returns how many backups went."""
         result = self._text(LIB.wb_backups_delete_all, _text_arg(server_uuid, "server_uuid"))
         return int((result or {}).get("deleted", 0))
+
+    def handle_http(self, method: str, path: str, body: bytes = b"", query: str = "", *,
+                    async_restore: bool = False, body_error: Optional[str] = None) -> HttpResponse:
+        """Answers one request of the node's HTTP API (after the host's
+        authentication): routing, 404/405, Wings' messages, the engine call
+        and the rendered answer are the library's. ``path`` is decoded,
+        without the query. ``body_error`` is ``"too_large"``,
+        ``"unreadable"`` or ``"timed_out"`` when the host could not read the
+        body within its limits. Blocks as long as the answer needs (a create
+        with ``"wait": true``, a synchronous restore)."""
+        flags = (_native.HTTP_ASYNC_RESTORE if async_restore else 0) | _HTTP_BODY_ERRORS[body_error]
+        data = bytes(body)
+        return HttpResponse._from_json(self._text(
+            # A NUL byte (%00) matches no route; as U+FFFD it is answered so.
+            LIB.wb_http_handle, _text_arg(method, "method"), _text_arg(path.replace("\0", "\ufffd"), "path"),
+            _text_arg(query.replace("\0", "\ufffd"), "query"), data, len(data), flags))
+
+    def next_http_event(self, server_uuid: str, backup_uuid: str, after_seq: int,
+                        timeout: float) -> HttpEvent:
+        """The next event of a stream :meth:`handle_http` began, waiting up
+        to ``timeout`` seconds for the backup's state to move past
+        ``after_seq``; :class:`NotFoundError` once the backup is gone."""
+        raw = self._text(LIB.wb_http_next_event, _text_arg(server_uuid, "server_uuid"),
+                         _text_arg(backup_uuid, "backup_uuid"), after_seq, max(0, int(timeout * 1000)))
+        chunk = raw["chunk"]
+        return HttpEvent(chunk=None if chunk is None else chunk.encode("utf-8"), seq=raw["seq"], done=raw["done"])
+
+    def http_operation_end(self, started: Mapping[str, str], timeout: float) -> Optional[Dict[str, Any]]:
+        """Waits up to ``timeout`` seconds for the create or restore a
+        request started (:attr:`HttpResponse.started`) to end: None while it
+        runs, else ``{"level", "message", "fields"}`` for the host's log
+        (``level`` a :mod:`logging` level, ``fields`` ``[name, value]`` pairs
+        in order)."""
+        end = self._text(LIB.wb_http_operation_end, _text_arg(started["kind"], "kind"),
+                         _text_arg(started["server"], "server_uuid"), _text_arg(started["backup"], "backup_uuid"),
+                         max(0, int(timeout * 1000)))
+        if not end["ended"]:
+            return None
+        return {"level": _LOG_LEVELS.get(end["level"], logging.ERROR), "message": end["message"],
+                "fields": [tuple(f) for f in end["fields"]]}
 
     def wait_idle(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for every started call to end (a

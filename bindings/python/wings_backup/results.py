@@ -292,3 +292,33 @@ class BackupState(_Result):
             started_at=_str(raw, "started_at"), finished_at=_opt_str(raw, "finished_at"),
             panel_report=_opt_str(raw, "panel_report"), seq=_int(raw, "seq"), raw=raw,
         )
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """The answer :meth:`Engine.handle_http` gives: send ``status``,
+    ``headers`` and ``body`` as they are. ``started`` names a create or
+    restore the request started (``kind``, ``server``, ``backup``); ``stream``
+    (``server``, ``backup``, ``seq``) means an event stream goes on after
+    ``body`` (:meth:`Engine.next_http_event`)."""
+
+    status: int
+    headers: List[List[str]]
+    body: bytes
+    started: Optional[Dict[str, str]]
+    stream: Optional[Dict[str, Any]]
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "HttpResponse":
+        return cls(status=raw["status"], headers=[list(h) for h in raw["headers"]],
+                   body=raw["body"].encode("utf-8"), started=raw.get("started"), stream=raw.get("stream"))
+
+
+@dataclass(frozen=True)
+class HttpEvent:
+    """An event of a stream (:meth:`Engine.next_http_event`): ``chunk`` is
+    None when nothing changed in time; the stream ends after ``done``."""
+
+    chunk: Optional[bytes]
+    seq: int
+    done: bool

@@ -1,4 +1,4 @@
-"""The Python host's own logic, in process (Flask's test client, no sockets):
+"""The Python host's own logic, in process (werkzeug's test client, no sockets):
 settings from flags and a Wings config.yml as the host hands them to the
 library (which resolves them: tested in src/host_settings), and error bodies (the backup
 queue and its 409s are the engine's, tested through both hosts in
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
+from werkzeug.test import Client
 
 MAIN = Path(__file__).resolve().parent.parent / "main.py"
 _spec = importlib.util.spec_from_file_location("python_host_main", MAIN)
@@ -183,8 +184,8 @@ class Node:
         self.backups.mkdir()
         self.engine = wb.Engine({"data_directory": str(self.data), "backup_directory": str(self.backups),
                                  "threads": 1})
-        self.host = host_main.Host(self.engine, TOKEN, str(self.data), async_restore=False)
-        self.client = self.host.app.test_client()
+        self.host = host_main.Host(self.engine, TOKEN, async_restore=False)
+        self.client = Client(self.host.app)
 
     def server(self) -> str:
         sid = str(uuid.uuid4())
@@ -216,7 +217,7 @@ def test_a_backup_failing_before_it_starts_answers_its_status(node: Node,
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise wb.QuotaError(wb.Status.QUOTA, "the disk is full")
 
-    monkeypatch.setattr(node.engine, "start_backup", fail)
+    monkeypatch.setattr(node.engine, "handle_http", fail)
     server = node.server()
     r = node.create(server, str(uuid.uuid4()))
     assert r.status_code == 507 and r.json == {"error": "the disk is full"}
@@ -228,7 +229,7 @@ def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.Monk
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"secret detail at {node.data}")
 
-    monkeypatch.setattr(node.engine, "start_backup", boom)
+    monkeypatch.setattr(node.engine, "handle_http", boom)
     r = node.create(node.server(), str(uuid.uuid4()))
     assert r.status_code == 500
     assert r.json == {"error": host_main.MSG_UNEXPECTED}
@@ -273,11 +274,11 @@ def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None
                         "panel": {"url": f"http://127.0.0.1:{panel.server_address[1]}",
                                   "token_id": "id", "token": "t"}})
     try:
-        host = host_main.Host(engine, TOKEN, str(data), async_restore=False)
+        host = host_main.Host(engine, TOKEN, async_restore=False)
         server, backup = str(uuid.uuid4()), str(uuid.uuid4())
         (data / server).mkdir()
         (data / server / "file.txt").write_text("data")
-        r = host.app.test_client().post(f"/api/servers/{server}/backup",
+        r = Client(host.app).post(f"/api/servers/{server}/backup",
                                         data=json.dumps({"adapter": "wings", "uuid": backup, "ignore": ""}),
                                         headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 202

@@ -3,25 +3,16 @@ directories (the library resolves and checks them; this logs them)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from wings_backup.host import prepare_host_directories
 
 from . import wb
+from .app import logfmt
 from .options import Settings
 
 log = logging.getLogger("python-host")
-
-
-def logfmt(value: Any) -> str:
-    """A log value as Go's log/slog text handler writes it: quoted when
-    empty or holding spaces, quotes, '=' or unprintable characters."""
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text
 
 
 def log_startup(s: Settings) -> None:
