@@ -26,6 +26,9 @@ use crate::request::{
 use crate::restore::{self as restore_target, restore_stream, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
 
+mod browse;
+pub use browse::{archive_list, archive_verify, MSG_NO_LOCAL_INDEX};
+
 pub struct Engine {
     config: EngineConfig,
     store: BackupStore,
