@@ -11,7 +11,7 @@ found or its ABI version is not the one this binding expects.
 from __future__ import annotations
 
 from ._native import ABI_VERSION, LIB, LIBRARY_PATH
-from .engine import Engine, archive_create, archive_extract
+from .engine import Engine, archive_create, archive_extract, archive_list, archive_verify
 from .errors import (
     BackupIOError,
     CancelledError,
@@ -27,7 +27,8 @@ from .errors import (
     WingsBackupError,
 )
 from .progress import CancelToken, Phase, Progress, ProgressCallback
-from .results import ArchiveSummary, BackupState, Details, ExtractSummary, Part, PendingReports, Skipped
+from .results import (ArchiveSummary, BackupState, Details, ExtractSummary, FileEntry, FileListing,
+                      Part, PendingReports, Skipped, VerifyError, VerifyReport)
 
 __version__ = "0.1.0"
 
