@@ -84,7 +84,7 @@ impl<'r> Counted<'r> {
     }
 
     /// Appends up to `n` bytes to `out`; fewer only at the end of the file.
-    fn take(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
+    fn take_into(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
         let mut left = n;
         while left > 0 {
             let avail = self
@@ -132,8 +132,8 @@ impl BufRead for Counted<'_> {
 /// Where the input is: between members, or inside a member of another
 /// tool's making that is inflated as a stream.
 enum Input<'r> {
-    Raw(Counted<'r>),
-    Foreign(flate2::bufread::GzDecoder<Counted<'r>>),
+    Raw(Box<Counted<'r>>),
+    Foreign(Box<flate2::bufread::GzDecoder<Counted<'r>>>),
     Gone,
 }
 
@@ -175,7 +175,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
         let counters = Counters::default();
         counters.set_total(len);
         Scanner {
-            input: Input::Raw(Counted::new(src)),
+            input: Input::Raw(Box::new(Counted::new(src))),
             expected: index.map(|i| &i.members[..]),
             members: Vec::new(),
             faults: Vec::new(),
@@ -381,13 +381,13 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             let Input::Raw(input) = std::mem::replace(&mut self.input, Input::Gone) else {
                 return Ok(false);
             };
-            self.input = Input::Foreign(flate2::bufread::GzDecoder::new(input));
+            self.input = Input::Foreign(Box::new(flate2::bufread::GzDecoder::new(*input)));
             return self.load_foreign();
         };
         self.own = self.own || ours.is_some();
         let mut bytes = std::mem::take(&mut self.member_bytes);
         bytes.clear();
-        input.take(len, &mut bytes)?;
+        input.take_into(len, &mut bytes)?;
         let checksum = member_checksum(&bytes);
         let m = &mut self.members[k];
         m.compressed = bytes.len() as u64;
@@ -468,7 +468,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
         let input = decoder.into_inner();
         self.members[k].compressed = input.pos - offset;
         self.members[k].checksum = input.member_hash.finish();
-        self.input = Input::Raw(input);
+        self.input = Input::Raw(Box::new(input));
         self.check_expected(k);
         self.load()
     }

@@ -85,8 +85,10 @@ pub fn verify_archive(
                     report.bytes += te.size;
                 }
                 if let Some(index) = index {
-                    if !matches!(te.kind, TarKind::Device | TarKind::Unsupported(_)) {
-                        if super::browse::normalize_entry_path(&te.path).is_some() {
+                    if !matches!(te.kind, TarKind::Device | TarKind::Unsupported(_))
+                        && super::browse::normalize_entry_path(&te.path).is_some()
+                    {
+                        {
                             let (member, offset) = reader.source().locate(start);
                             match index.entries.get(seen) {
                                 Some(want) => {
@@ -228,11 +230,9 @@ fn name_damage(index: Option<&Index>, fault: &MemberFault) -> (Option<Vec<u8>>, 
             // Every header block of the entry that lies in this member.
             let from = e.offset as usize;
             let to = (from + e.header_len as usize).min(m.uncompressed as usize);
-            let intact = (from..to).step_by(BLOCK).all(|b| {
-                partial
-                    .get(b..b + BLOCK)
-                    .is_some_and(|block| header_checksum_ok(block))
-            });
+            let intact = (from..to)
+                .step_by(BLOCK)
+                .all(|b| partial.get(b..b + BLOCK).is_some_and(header_checksum_ok));
             if !intact {
                 return (Some(e.path.clone()), Some("a damaged tar header".into()));
             }
