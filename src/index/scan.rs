@@ -34,6 +34,10 @@ pub struct MemberFault {
     /// What the member inflated to before the damage (members read whole
     /// only), to tell which entry the damage is in.
     pub partial: Option<Vec<u8>>,
+    /// Whether the member's deflate data is stored blocks (level `none`,
+    /// or incompressible data): then a damaged byte changes one inflated
+    /// byte only, and the entry it is in can be told exactly.
+    pub stored: bool,
 }
 
 /// The archive file read through a buffer that counts what is consumed and
@@ -230,6 +234,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             offset,
             message,
             partial,
+            stored: false,
         });
     }
 
@@ -252,6 +257,20 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             .archive_bytes
             .store(at, std::sync::atomic::Ordering::Relaxed);
         self.ctl.tick(Phase::Extract, &self.counters)
+    }
+
+    /// Reports where the pass got to, whatever the time since the last
+    /// report (at its end).
+    pub fn report_progress(&mut self) -> Result<()> {
+        let at = self.archive_pos();
+        self.counters
+            .bytes_done
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .archive_bytes
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+        self.ctl
+            .report(crate::progress::snapshot(Phase::Extract, &self.counters))
     }
 
     /// Compares the member just read with the index's record of it.
@@ -411,6 +430,16 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
                 self.members[k].uncompressed = expected_len.unwrap_or(0) as u64;
                 self.tar_pos += self.members[k].uncompressed;
                 self.fault(k, offset, message.clone(), partial);
+                // The first deflate block's type (BTYPE 00: stored); our
+                // writer stores a member whole or not at all.
+                let stored = ours.is_some()
+                    && self
+                        .member_bytes
+                        .get(HEADER_LEN)
+                        .is_some_and(|b| b & 0b110 == 0);
+                if let Some(f) = self.faults.last_mut() {
+                    f.stored = stored;
+                }
                 self.broken = true;
                 Err(Error::corrupt(format!(
                     "gzip member {k} at byte {offset}: {message}"

@@ -166,6 +166,7 @@ pub fn verify_archive(
     }
     // The members after damage are still checked, one by one.
     scanner.check_rest()?;
+    scanner.report_progress()?;
     for (at, path, message) in tar_errors {
         let (member, _) = scanner.locate(at);
         let offset = scanner.members.get(member as usize).map(|m| m.offset);
@@ -223,7 +224,7 @@ fn name_damage(index: Option<&Index>, fault: &MemberFault) -> (Option<Vec<u8>>, 
         .take_while(|e| index.tar_offset(e) < end)
         .collect();
     if let Some(partial) = &fault.partial {
-        for e in &candidates {
+        for (i, e) in candidates.iter().enumerate() {
             if e.member as u64 != fault.member {
                 continue;
             }
@@ -234,13 +235,44 @@ fn name_damage(index: Option<&Index>, fault: &MemberFault) -> (Option<Vec<u8>>, 
                 .step_by(BLOCK)
                 .all(|b| partial.get(b..b + BLOCK).is_some_and(header_checksum_ok));
             if !intact {
-                return (Some(e.path.clone()), Some("a damaged tar header".into()));
+                if fault.stored || i == 0 {
+                    return (Some(e.path.clone()), Some("a damaged tar header".into()));
+                }
+                // Deflate data inflates wrongly from the damage on: the
+                // damage is in this header or in what precedes it.
+                return suspects(&candidates[..=i], "a damaged tar header, or data before it");
             }
         }
     }
+    // No header is damaged: the damage is in file data, so only entries
+    // with data in this member can hold it.
+    let candidates: Vec<&Entry> = if fault.partial.is_some() {
+        let with_data: Vec<&Entry> = candidates
+            .iter()
+            .copied()
+            .filter(|e| {
+                let data = index.tar_offset(e) + e.header_len as u64;
+                e.kind == EntryKind::File && e.size > 0 && data < end && data + e.size > start
+            })
+            .collect();
+        if with_data.is_empty() {
+            candidates
+        } else {
+            with_data
+        }
+    } else {
+        candidates
+    };
+    suspects(&candidates, "")
+}
+
+/// The entry among `candidates` the damage is in: the only one, or none
+/// with all of them named in the detail.
+fn suspects(candidates: &[&Entry], why: &str) -> (Option<Vec<u8>>, Option<String>) {
+    let why = (!why.is_empty()).then(|| why.to_string());
     match candidates.len() {
-        0 => (None, None),
-        1 => (Some(candidates[0].path.clone()), None),
+        0 => (None, why),
+        1 => (Some(candidates[0].path.clone()), why),
         n => {
             let names: Vec<String> = candidates
                 .iter()
@@ -248,12 +280,13 @@ fn name_damage(index: Option<&Index>, fault: &MemberFault) -> (Option<Vec<u8>>, 
                 .map(|e| String::from_utf8_lossy(&e.path).into_owned())
                 .collect();
             let more = if n > 10 { ", ..." } else { "" };
+            let list = format!("in one of {n} entries: {}{more}", names.join(", "));
             (
                 None,
-                Some(format!(
-                    "the member holds bytes of {n} entries: {}{more}",
-                    names.join(", ")
-                )),
+                Some(match why {
+                    Some(w) => format!("{w}; {list}"),
+                    None => list,
+                }),
             )
         }
     }
