@@ -389,3 +389,22 @@ fn hostile_archives_fail_cleanly() {
         assert!(!index::path_for(&archive).exists(), "{what}");
     }
 }
+
+#[test]
+fn a_backup_whose_archive_is_gone_browses_from_its_index() {
+    // As an `s3` backup: only its index stays on the node.
+    let node = Node::new();
+    nested_tree(&node.root());
+    node.create(BACKUP, "").unwrap();
+    let want = node.engine.list_files(SERVER, BACKUP, "a/b").unwrap();
+    std::fs::remove_file(node.archive(BACKUP)).unwrap();
+    assert_eq!(node.engine.list_files(SERVER, BACKUP, "a/b").unwrap(), want);
+    // Neither archive nor index: the backup is unknown.
+    std::fs::remove_file(index::path_for(&node.archive(BACKUP))).unwrap();
+    let e = node.engine.list_files(SERVER, BACKUP, "a/b").unwrap_err();
+    assert_eq!(e.status, Status::NotFound);
+    assert_eq!(
+        e.message,
+        "The requested backup was not found on this server."
+    );
+}

@@ -357,3 +357,51 @@ fn a_verify_can_be_cancelled() {
     let err = archive_verify(&archive, &mut ctl).unwrap_err();
     assert_eq!(err.status, Status::Cancelled);
 }
+
+#[test]
+fn a_large_single_member_archive_is_indexed_and_verified_as_a_stream() {
+    // GNU tar's one gzip member, inflating to more than a member of ours
+    // may hold (16 MiB): read as a stream, in browse and in verify.
+    let dir = TempDir::new("verify-gnu-big");
+    let src = dir.join("src");
+    write_file(
+        &src.join("zeros.bin"),
+        &vec![0u8; 20 << 20],
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &src.join("after/x.txt"),
+        b"after the big file",
+        0o644,
+        1_600_000_001,
+    );
+    let archive = dir.join("gnu.tar.gz");
+    let st = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let listed = wings_backup::engine::archive_list(&archive, "after").unwrap();
+    assert_eq!(listed.len(), 1);
+    let len = std::fs::metadata(&archive).unwrap().len();
+    let index = index::load_for(&archive, len).expect("an index written");
+    assert_eq!(index.members.len(), 1);
+    assert!(index.members[0].uncompressed > 20 << 20);
+    let report = archive_verify(&archive, &mut Control::none()).unwrap();
+    assert!(report.ok && report.indexed, "{report:?}");
+    assert_eq!((report.members, report.files), (1, 2));
+    // A flipped byte in the deflate data of the one member.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&archive, &bytes).unwrap();
+    let report = archive_verify(&archive, &mut Control::none()).unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.errors[0].member, Some(0), "{:?}", report.errors);
+    assert_eq!(report.errors[0].offset, Some(0));
+}
