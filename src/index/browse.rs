@@ -287,8 +287,18 @@ pub fn index_of(archive: &Path, ctl: &mut Control<'_>) -> Result<Index> {
         return Ok(index);
     }
     let built = build_from_archive(&mut file, meta.len(), ctl)?;
-    if built.storable && built.index.footer.archive_size == meta.len() {
-        let _ = write_beside(&built.index, archive);
+    if built.storable
+        && built.index.footer.archive_size == meta.len()
+        && write_beside(&built.index, archive).is_ok()
+    {
+        // The archive was deleted or replaced meanwhile: the index written
+        // is of a file that is gone, and must not outlive it.
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::metadata(archive)
+            .is_ok_and(|now| (now.dev(), now.ino()) == (meta.dev(), meta.ino()));
+        if !same {
+            let _ = std::fs::remove_file(super::path_for(archive));
+        }
     }
     Ok(built.index)
 }
