@@ -317,6 +317,31 @@ int32_t wb_archive_extract(const char *archive_path,
                            struct wb_error **err);
 
 /**
+ * The entries directly under directory `dir` (NULL or `""`: the top
+ * level) in the `.tar.gz` file `archive_path`, as `wb_backup_files`:
+ * `*files_json` is `{"entries": [...], "path"}`. From the index beside the
+ * archive (`<archive_path>.index`) when it matches; else the archive is
+ * read once and the index written beside it (when the directory allows;
+ * failing to write it is not an error).
+ */
+int32_t wb_archive_list(const char *archive_path,
+                        const char *dir,
+                        char **files_json,
+                        struct wb_error **err);
+
+/**
+ * Verifies the `.tar.gz` file `archive_path` as `wb_backup_verify` does a
+ * backup (against the index beside it when there is one); `*report_json`
+ * as there.
+ */
+int32_t wb_archive_verify(const char *archive_path,
+                          wb_progress_fn progress,
+                          void *userdata,
+                          const struct wb_cancel *cancel,
+                          char **report_json,
+                          struct wb_error **err);
+
+/**
  * Validates a create request (the body of `POST /api/servers/:uuid/backup`)
  * without starting it: bad JSON or field, bad UUID or unknown adapter
  * (`WB_INVALID_ARGUMENT`), unknown server (`WB_NOT_FOUND`), a backup uuid
@@ -538,6 +563,50 @@ int32_t wb_backups_delete_all(const struct wb_engine *engine,
                               const char *server_uuid,
                               char **json,
                               struct wb_error **err);
+
+/**
+ * The entries directly under directory `dir` (NULL, `""` or `"/"`: the
+ * top level; `world`, `world/` and `/world` alike) in backup
+ * `backup_uuid` of server `server_uuid`. `*files_json` is
+ * `{"entries": [{"link","mode","mtime","name","size","type"}], "path"}`
+ * sorted by name (see docs/api.md); free it with `wb_string_free`. Read
+ * from the archive's index; an archive without one is read once and the
+ * index written beside it. `WB_INVALID_ARGUMENT` for a path with `..`;
+ * `WB_NOT_FOUND` for an unknown server or backup, a path the archive does
+ * not hold or that is not a directory, or an `s3` backup whose index is
+ * not on this node; `WB_CORRUPT_ARCHIVE` for an archive that cannot be
+ * read. Does not hold the server.
+ */
+int32_t wb_backup_files(const struct wb_engine *engine,
+                        const char *server_uuid,
+                        const char *backup_uuid,
+                        const char *dir,
+                        char **files_json,
+                        struct wb_error **err);
+
+/**
+ * Reads the local archive of backup `backup_uuid` once and checks every
+ * gzip member (CRC, length; with the index beside it, offset, lengths and
+ * checksum), the tar structure and, with an index, every entry against
+ * it. `*report_json` is `{"bytes","error_count","errors","files",
+ * "indexed","members","ok"}`, each error `{"member","message","offset",
+ * "path"}` (at most 100 listed, all counted in `error_count`); free it
+ * with `wb_string_free`. Damage is in the report (`ok` false), not the
+ * status: `WB_OK` whenever the archive could be read to its end.
+ * `WB_NOT_FOUND` for an unknown server or a backup without a local
+ * archive, `WB_CANCELLED`, `WB_IO`. Progress: `WB_PHASE_STARTED`, then
+ * `WB_PHASE_EXTRACT` (archive bytes read of the archive's size), then
+ * `WB_PHASE_DONE`. Does not hold the server: it only reads, from a file it
+ * opened at the start (a delete meanwhile does not cut it short).
+ */
+int32_t wb_backup_verify(const struct wb_engine *engine,
+                         const char *server_uuid,
+                         const char *backup_uuid,
+                         wb_progress_fn progress,
+                         void *userdata,
+                         const struct wb_cancel *cancel,
+                         char **report_json,
+                         struct wb_error **err);
 
 /**
  * A new, untriggered token (NULL only if out of memory).

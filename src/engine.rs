@@ -27,6 +27,9 @@ use crate::restore::{self as restore_target, restore_stream, RestoreOptions, Res
 use crate::safe_fs;
 use crate::space::{self, DryRunReport, TreeMeasure};
 
+mod browse;
+pub use browse::{archive_list, archive_verify, MSG_NO_LOCAL_INDEX};
+
 pub struct Engine {
     config: EngineConfig,
     store: BackupStore,

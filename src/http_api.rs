@@ -45,7 +45,7 @@ pub struct HttpRequest<'a> {
     pub method: &'a str,
     /// The decoded path, without the query.
     pub path: &'a str,
-    /// The raw query string, without `?` (no route reads it yet).
+    /// The raw query string, without `?`.
     pub query: &'a str,
     pub body: Body<'a>,
     /// A restore answers 202 once started instead of 204 once done.
@@ -175,6 +175,16 @@ const ROUTES: &[Route] = &[
         method: "GET",
         path: "backup/:id/events",
         handler: events,
+    },
+    Route {
+        method: "GET",
+        path: "backup/:id/files",
+        handler: files,
+    },
+    Route {
+        method: "POST",
+        path: "backup/:id/verify",
+        handler: verify,
     },
 ];
 
@@ -381,6 +391,49 @@ fn delete_all(call: &Call<'_>) -> Result<HttpResponse> {
         .logger()
         .info(&format!("backups deleted server={server} count={deleted}"));
     Ok(HttpResponse::json(200, wire::deleted_count(deleted)))
+}
+
+/// The value of `key` in a query string (`a=1&b=x%2Fy`), percent- and
+/// `+`-decoded; the last one wins. A value that is not UTF-8 once decoded
+/// is an invalid argument.
+fn query_param(query: &str, key: &str) -> Result<Option<String>> {
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |t: &str| {
+            percent_encoding::percent_decode_str(&t.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| Error::invalid("the query string is not valid UTF-8"))
+        };
+        if decode(k)? == key {
+            found = Some(decode(v)?);
+        }
+    }
+    Ok(found)
+}
+
+/// GET .../backup/:id/files?path=DIR: the entries directly under DIR (the
+/// top level without `path`), from the archive's index.
+fn files(call: &Call<'_>) -> Result<HttpResponse> {
+    let dir = query_param(call.req.query, "path")?.unwrap_or_default();
+    if dir.contains('\0') {
+        return Err(Error::invalid("the path contains a NUL byte"));
+    }
+    let entries = call.engine.list_files(call.server, call.id, &dir)?;
+    let body = escape_html(&wire::file_listing(&dir, &entries));
+    Ok(HttpResponse::json(200, body))
+}
+
+/// POST .../backup/:id/verify: 200 with what a check of every member,
+/// the tar structure and every entry against the index found (`ok` false
+/// when anything is wrong).
+fn verify(call: &Call<'_>) -> Result<HttpResponse> {
+    let report =
+        call.engine
+            .verify_backup(call.server, call.id, &mut crate::progress::Control::none())?;
+    let body = escape_html(&wire::verify_report(&report));
+    Ok(HttpResponse::json(200, body))
 }
 
 /// GET .../backup/:id/events: a text/event-stream of "progress" events (the

@@ -26,6 +26,13 @@ use serde::{Deserialize, Serialize};
 use crate::archive::header::{EntryMeta, Kind};
 use crate::error::{Error, Result};
 
+pub mod browse;
+pub mod scan;
+pub mod verify;
+
+pub use browse::{build_from_archive, list_dir, FileEntry};
+pub use verify::{verify_archive, VerifyError, VerifyReport};
+
 /// What the first record names, so that other files are never mistaken for
 /// an index.
 pub const MAGIC: &str = "wings-backup-index";

@@ -49,6 +49,22 @@ int32_t wbgo_archive_extract(const char *archive_path, const char *dest_dir,
                               summary_json, err);
 }
 
+int32_t wbgo_backup_verify(const wb_engine *engine, const char *server_uuid,
+                           const char *backup_uuid, uintptr_t progress,
+                           const wb_cancel *cancel, char **report_json,
+                           wb_error **err) {
+    return wb_backup_verify(engine, server_uuid, backup_uuid,
+                            progress_fn(progress), (void *)progress, cancel,
+                            report_json, err);
+}
+
+int32_t wbgo_archive_verify(const char *archive_path, uintptr_t progress,
+                            const wb_cancel *cancel, char **report_json,
+                            wb_error **err) {
+    return wb_archive_verify(archive_path, progress_fn(progress),
+                             (void *)progress, cancel, report_json, err);
+}
+
 /* The log callback: forwards to the exported Go function with the handle of
  * the *slog.Logger. It may run on any of the engine's threads (cgo makes a
  * thread the Go runtime did not start able to call Go). */

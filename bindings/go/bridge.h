@@ -31,6 +31,15 @@ int32_t wbgo_archive_extract(const char *archive_path, const char *dest_dir,
                              const wb_cancel *cancel, char **summary_json,
                              wb_error **err);
 
+int32_t wbgo_backup_verify(const wb_engine *engine, const char *server_uuid,
+                           const char *backup_uuid, uintptr_t progress,
+                           const wb_cancel *cancel, char **report_json,
+                           wb_error **err);
+
+int32_t wbgo_archive_verify(const char *archive_path, uintptr_t progress,
+                            const wb_cancel *cancel, char **report_json,
+                            wb_error **err);
+
 /* Sets (logger != 0) or clears the engine's log callback; logger is the
  * cgo.Handle of a *slog.Logger. */
 int32_t wbgo_engine_set_logger(const wb_engine *engine, uintptr_t logger,

@@ -204,6 +204,61 @@ pub struct TarStream<'a> {
     /// Called every `WAIT_TICK` while waiting for data, so that the caller
     /// keeps reporting progress and can cancel (an error stops the stream).
     wait: &'a dyn Fn() -> Result<()>,
+    /// Tar bytes handed out so far.
+    consumed: u64,
+}
+
+/// An inflated tar stream as the tar parser reads it: `TarStream` (the
+/// parallel reader of restores) or a sequential reader that also tracks
+/// gzip members (`crate::index::scan`, for verify and index builds).
+pub trait TarSource {
+    /// The next bytes of the stream (at most `max`), or an empty slice at the end.
+    fn next_slice(&mut self, max: usize) -> Result<&[u8]>;
+    /// Whether a member of this engine's making was seen (see `TarStream`).
+    fn own_members(&self) -> bool;
+    /// Tar bytes handed out so far.
+    fn position(&self) -> u64;
+
+    /// Fills `buf` completely; `Ok(false)` if the stream ended first
+    /// (`Err` if it ended part way).
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<bool> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let slice = self.next_slice(buf.len() - filled)?;
+            if slice.is_empty() {
+                if filled == 0 {
+                    return Ok(false);
+                }
+                return Err(truncated());
+            }
+            buf[filled..filled + slice.len()].copy_from_slice(slice);
+            filled += slice.len();
+        }
+        Ok(true)
+    }
+
+    fn skip(&mut self, mut n: u64) -> Result<()> {
+        while n > 0 {
+            let slice = self.next_slice(n.min(BLOCK_SIZE as u64) as usize)?;
+            if slice.is_empty() {
+                return Err(truncated());
+            }
+            n -= slice.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+impl TarSource for TarStream<'_> {
+    fn next_slice(&mut self, max: usize) -> Result<&[u8]> {
+        TarStream::next_slice(self, max)
+    }
+    fn own_members(&self) -> bool {
+        self.own_members.load(Ordering::Relaxed)
+    }
+    fn position(&self) -> u64 {
+        self.consumed
+    }
 }
 
 const WAIT_TICK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -252,40 +307,12 @@ impl TarStream<'_> {
         let n = max.min(current.data.len() - self.pos);
         let slice = &current.data[self.pos..self.pos + n];
         self.pos += n;
+        self.consumed += n as u64;
         Ok(slice)
-    }
-
-    /// Fills `buf` completely; `Ok(false)` if the stream ended first
-    /// (`Err` if it ended part way).
-    fn read_full(&mut self, buf: &mut [u8]) -> Result<bool> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let slice = self.next_slice(buf.len() - filled)?;
-            if slice.is_empty() {
-                if filled == 0 {
-                    return Ok(false);
-                }
-                return Err(truncated());
-            }
-            buf[filled..filled + slice.len()].copy_from_slice(slice);
-            filled += slice.len();
-        }
-        Ok(true)
-    }
-
-    fn skip(&mut self, mut n: u64) -> Result<()> {
-        while n > 0 {
-            let slice = self.next_slice(n.min(BLOCK_SIZE as u64) as usize)?;
-            if slice.is_empty() {
-                return Err(truncated());
-            }
-            n -= slice.len() as u64;
-        }
-        Ok(())
     }
 }
 
-fn truncated() -> Error {
+pub(crate) fn truncated() -> Error {
     Error::corrupt("unexpected end of archive data (the archive is truncated)")
 }
 
@@ -332,6 +359,7 @@ pub fn with_tar_stream<T>(
             finished: false,
             own_members,
             wait,
+            consumed: 0,
         };
         let result = f(&mut stream);
         // Stop the reader and workers whatever happened, then let the scope join them.
@@ -634,22 +662,51 @@ const MAX_META: u64 = 1 << 20;
 const MAX_ENTRY_SIZE: u64 = 1 << 56;
 
 /// The tar parser over an inflated stream.
-pub struct TarReader<'s, 'a> {
-    stream: &'s mut TarStream<'a>,
+pub struct TarReader<'s, 'a, S: TarSource + ?Sized = TarStream<'a>> {
+    stream: &'s mut S,
     /// Data bytes of the current entry not read yet, and its padding.
     remaining: u64,
     padding: u64,
     ended: bool,
+    /// Tar offset of the current entry's first header block, and the
+    /// length of its headers (PAX and GNU records included).
+    entry_start: u64,
+    header_len: u64,
+    _stream: std::marker::PhantomData<&'a ()>,
 }
 
-impl<'s, 'a> TarReader<'s, 'a> {
-    pub fn new(stream: &'s mut TarStream<'a>) -> TarReader<'s, 'a> {
+impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
+    pub fn new(stream: &'s mut S) -> TarReader<'s, 'a, S> {
         TarReader {
             stream,
             remaining: 0,
             padding: 0,
             ended: false,
+            entry_start: 0,
+            header_len: 0,
+            _stream: std::marker::PhantomData,
         }
+    }
+
+    /// Tar offset of the first header block of the entry `next_entry`
+    /// returned last (or of the header it failed on).
+    pub fn entry_start(&self) -> u64 {
+        self.entry_start
+    }
+
+    /// Tar bytes of that entry's headers; its data follows them.
+    pub fn header_len(&self) -> u64 {
+        self.header_len
+    }
+
+    /// Data bytes of the current entry not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The source under the parser.
+    pub fn source(&mut self) -> &mut S {
+        self.stream
     }
 
     /// The next piece of the current entry's data; empty at its end.
@@ -696,6 +753,8 @@ impl<'s, 'a> TarReader<'s, 'a> {
             return Ok(None);
         }
         self.skip_rest()?;
+        self.entry_start = self.stream.position();
+        self.header_len = 0;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut pax = PaxOverrides::default();
@@ -710,7 +769,7 @@ impl<'s, 'a> TarReader<'s, 'a> {
                 if long_name.is_some()
                     || long_link.is_some()
                     || !pax.is_empty()
-                    || self.stream.own_members.load(Ordering::Relaxed)
+                    || self.stream.own_members()
                 {
                     return Err(truncated());
                 }
@@ -799,6 +858,7 @@ impl<'s, 'a> TarReader<'s, 'a> {
             };
             self.remaining = data_len;
             self.padding = crate::archive::header::padding(data_len) as u64;
+            self.header_len = self.stream.position() - self.entry_start;
             if typeflag == b'D' {
                 // A GNU dumpdir's listing is not file data.
                 self.skip_rest()?;

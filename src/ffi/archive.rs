@@ -1,4 +1,5 @@
-//! Archive-level calls for scripts: any directory to a `.tar.gz`, and back.
+//! Archive-level calls for scripts: any directory to a `.tar.gz`, and back;
+//! listing and verifying any `.tar.gz` file.
 
 use std::ffi::{c_char, c_void};
 use std::path::Path;
@@ -8,7 +9,9 @@ use super::error::wb_error;
 use super::support::{boundary, clear_string, opt_str_arg, put_string, str_arg, with_control};
 use super::wb_progress_fn;
 use super::wire;
-use crate::engine::{archive_create, archive_dry_run, archive_extract};
+use crate::engine::{
+    archive_create, archive_dry_run, archive_extract, archive_list, archive_verify,
+};
 
 /// Archives the directory `source_dir` into the file `archive_path` (written
 /// under a temporary name and renamed; an existing file is replaced).
@@ -97,6 +100,52 @@ pub unsafe extern "C" fn wb_archive_extract(
             archive_extract(Path::new(archive), Path::new(dest), &opts, ctl)
         })?;
         put_string(summary_json, wire::restore_summary(&summary));
+        Ok(())
+    })
+}
+
+/// The entries directly under directory `dir` (NULL or `""`: the top
+/// level) in the `.tar.gz` file `archive_path`, as `wb_backup_files`:
+/// `*files_json` is `{"entries": [...], "path"}`. From the index beside the
+/// archive (`<archive_path>.index`) when it matches; else the archive is
+/// read once and the index written beside it (when the directory allows;
+/// failing to write it is not an error).
+#[no_mangle]
+pub unsafe extern "C" fn wb_archive_list(
+    archive_path: *const c_char,
+    dir: *const c_char,
+    files_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(files_json);
+    boundary(err, || {
+        let archive = str_arg(archive_path, "archive_path")?;
+        let dir = opt_str_arg(dir, "dir")?.unwrap_or("");
+        let entries = archive_list(Path::new(archive), dir)?;
+        put_string(files_json, wire::file_listing(dir, &entries));
+        Ok(())
+    })
+}
+
+/// Verifies the `.tar.gz` file `archive_path` as `wb_backup_verify` does a
+/// backup (against the index beside it when there is one); `*report_json`
+/// as there.
+#[no_mangle]
+pub unsafe extern "C" fn wb_archive_verify(
+    archive_path: *const c_char,
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    report_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(report_json);
+    boundary(err, || {
+        let archive = str_arg(archive_path, "archive_path")?;
+        let report = with_control(progress, userdata, cancel, |ctl| {
+            archive_verify(Path::new(archive), ctl)
+        })?;
+        put_string(report_json, wire::verify_report(&report));
         Ok(())
     })
 }

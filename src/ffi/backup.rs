@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use super::cancel::wb_cancel;
 use super::engine::{engine_arc, engine_ref, wb_engine};
 use super::error::wb_error;
-use super::support::{boundary, clear_string, put_string, str_arg, with_control};
+use super::support::{boundary, clear_string, opt_str_arg, put_string, str_arg, with_control};
 use super::{wb_progress_fn, wire};
 
 /// Validates a create request (the body of `POST /api/servers/:uuid/backup`)
@@ -372,6 +372,75 @@ pub unsafe extern "C" fn wb_backups_delete_all(
         let engine = engine_ref(engine)?;
         let deleted = engine.delete_all_backups(str_arg(server_uuid, "server_uuid")?)?;
         put_string(json, wire::deleted_count(deleted));
+        Ok(())
+    })
+}
+
+/// The entries directly under directory `dir` (NULL, `""` or `"/"`: the
+/// top level; `world`, `world/` and `/world` alike) in backup
+/// `backup_uuid` of server `server_uuid`. `*files_json` is
+/// `{"entries": [{"link","mode","mtime","name","size","type"}], "path"}`
+/// sorted by name (see docs/api.md); free it with `wb_string_free`. Read
+/// from the archive's index; an archive without one is read once and the
+/// index written beside it. `WB_INVALID_ARGUMENT` for a path with `..`;
+/// `WB_NOT_FOUND` for an unknown server or backup, a path the archive does
+/// not hold or that is not a directory, or an `s3` backup whose index is
+/// not on this node; `WB_CORRUPT_ARCHIVE` for an archive that cannot be
+/// read. Does not hold the server.
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_files(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    dir: *const c_char,
+    files_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(files_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let dir = opt_str_arg(dir, "dir")?.unwrap_or("");
+        let entries = engine.list_files(server, backup, dir)?;
+        put_string(files_json, wire::file_listing(dir, &entries));
+        Ok(())
+    })
+}
+
+/// Reads the local archive of backup `backup_uuid` once and checks every
+/// gzip member (CRC, length; with the index beside it, offset, lengths and
+/// checksum), the tar structure and, with an index, every entry against
+/// it. `*report_json` is `{"bytes","error_count","errors","files",
+/// "indexed","members","ok"}`, each error `{"member","message","offset",
+/// "path"}` (at most 100 listed, all counted in `error_count`); free it
+/// with `wb_string_free`. Damage is in the report (`ok` false), not the
+/// status: `WB_OK` whenever the archive could be read to its end.
+/// `WB_NOT_FOUND` for an unknown server or a backup without a local
+/// archive, `WB_CANCELLED`, `WB_IO`. Progress: `WB_PHASE_STARTED`, then
+/// `WB_PHASE_EXTRACT` (archive bytes read of the archive's size), then
+/// `WB_PHASE_DONE`. Does not hold the server: it only reads, from a file it
+/// opened at the start (a delete meanwhile does not cut it short).
+#[no_mangle]
+pub unsafe extern "C" fn wb_backup_verify(
+    engine: *const wb_engine,
+    server_uuid: *const c_char,
+    backup_uuid: *const c_char,
+    progress: wb_progress_fn,
+    userdata: *mut c_void,
+    cancel: *const wb_cancel,
+    report_json: *mut *mut c_char,
+    err: *mut *mut wb_error,
+) -> i32 {
+    clear_string(report_json);
+    boundary(err, || {
+        let engine = engine_ref(engine)?;
+        let server = str_arg(server_uuid, "server_uuid")?;
+        let backup = str_arg(backup_uuid, "backup_uuid")?;
+        let report = with_control(progress, userdata, cancel, |ctl| {
+            engine.verify_backup(server, backup, ctl)
+        })?;
+        put_string(report_json, wire::verify_report(&report));
         Ok(())
     })
 }

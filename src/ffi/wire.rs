@@ -15,6 +15,7 @@ use crate::catalog::from_ms;
 use crate::config::{self, CompressionLevel, EngineConfig, Owner};
 use crate::engine::{ArchiveOptions, BackupDetails};
 use crate::error::{Error, Result};
+use crate::index::{EntryKind, FileEntry, VerifyReport};
 use crate::operations::{OpKind, OperationRecord};
 use crate::request::{CreateRequest, RestoreRequest};
 use crate::restore::RestoreSummary;
@@ -353,6 +354,91 @@ pub fn pending_reports((sent, pending): (usize, usize)) -> String {
         sent: usize,
     }
     render(&Json { pending, sent })
+}
+
+/// `wb_backup_files` / `wb_archive_list`: `{"entries": [...], "path"}`,
+/// `path` the directory listed, normalised (`"/"`, `"/world/region"`);
+/// each entry `{"link","mode","mtime","name","size","type"}` (`type` one
+/// of `file`, `dir`, `symlink`, `hardlink`, `fifo`; `mode` the permission
+/// bits as a number; `mtime` seconds since the epoch; `link` the target of
+/// a symlink or hard link, else null). Names that are not UTF-8 are shown
+/// with U+FFFD in place of the bad bytes.
+pub fn file_listing(dir: &str, entries: &[FileEntry]) -> String {
+    #[derive(Serialize)]
+    struct EntryJson {
+        link: Option<String>,
+        mode: u32,
+        mtime: i64,
+        name: String,
+        size: u64,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Json {
+        entries: Vec<EntryJson>,
+        path: String,
+    }
+    let dir = crate::index::browse::normalize_dir(dir).unwrap_or_default();
+    render(&Json {
+        entries: entries
+            .iter()
+            .map(|e| EntryJson {
+                link: matches!(e.kind, EntryKind::Symlink | EntryKind::HardLink)
+                    .then(|| lossy(&e.link)),
+                mode: e.mode,
+                mtime: e.mtime,
+                name: lossy(&e.name),
+                size: e.size,
+                kind: e.kind.name(),
+            })
+            .collect(),
+        path: format!("/{}", lossy(&dir)),
+    })
+}
+
+/// `wb_backup_verify` / `wb_archive_verify`: `{"bytes","error_count",
+/// "errors","files","indexed","members","ok"}`, each error
+/// `{"member","message","offset","path"}` (`member` the gzip member's
+/// number from 0 and `offset` where it starts in the archive file, null for
+/// a problem outside the members; `path` the entry the damage is in, null
+/// when not known).
+pub fn verify_report(report: &VerifyReport) -> String {
+    #[derive(Serialize)]
+    struct ErrorJson {
+        member: Option<u64>,
+        message: String,
+        offset: Option<u64>,
+        path: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct Json {
+        bytes: u64,
+        error_count: u64,
+        errors: Vec<ErrorJson>,
+        files: u64,
+        indexed: bool,
+        members: u64,
+        ok: bool,
+    }
+    render(&Json {
+        bytes: report.bytes,
+        error_count: report.error_count,
+        errors: report
+            .errors
+            .iter()
+            .map(|e| ErrorJson {
+                member: e.member,
+                message: e.message.clone(),
+                offset: e.offset,
+                path: e.path.as_deref().map(lossy),
+            })
+            .collect(),
+        files: report.files,
+        indexed: report.indexed,
+        members: report.members,
+        ok: report.ok,
+    })
 }
 
 #[derive(Serialize)]

@@ -826,6 +826,23 @@ static void test_null_args(void) {
     CHECK(out == NULL, "*summary_json not NULL after a failure");
     BOTH(WB_INVALID_ARGUMENT, NULL, wb_archive_extract, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 
+    out = (char *)&g_failures;
+    BOTH(WB_INVALID_ARGUMENT, "engine", wb_backup_files, NULL, S1, bk, NULL, &out);
+    CHECK(out == NULL, "*files_json not NULL after a failure");
+    BOTH(WB_INVALID_ARGUMENT, "server_uuid", wb_backup_files, g_engine, NULL, bk, "", NULL);
+    BOTH(WB_INVALID_ARGUMENT, "backup_uuid", wb_backup_files, g_engine, S1, NULL, "", NULL);
+    out = (char *)&g_failures;
+    BOTH(WB_INVALID_ARGUMENT, "engine", wb_backup_verify, NULL, S1, bk, NULL, NULL, NULL, &out);
+    CHECK(out == NULL, "*report_json not NULL after a failure");
+    BOTH(WB_INVALID_ARGUMENT, "server_uuid", wb_backup_verify, g_engine, NULL, bk, NULL, NULL, NULL, NULL);
+    BOTH(WB_INVALID_ARGUMENT, "backup_uuid", wb_backup_verify, g_engine, S1, NULL, NULL, NULL, NULL, NULL);
+    out = (char *)&g_failures;
+    BOTH(WB_INVALID_ARGUMENT, "archive_path", wb_archive_list, NULL, "", &out);
+    CHECK(out == NULL, "*files_json not NULL after a failure");
+    out = (char *)&g_failures;
+    BOTH(WB_INVALID_ARGUMENT, "archive_path", wb_archive_verify, NULL, NULL, NULL, NULL, &out);
+    CHECK(out == NULL, "*report_json not NULL after a failure");
+
     /* Every optional pointer NULL on a call that succeeds: no progress, no
      * userdata, no cancel, no details, no error object. */
     CHECK(wb_backup_create_check(g_engine, S1, req, NULL) == WB_OK, "create_check with err NULL");
@@ -834,11 +851,36 @@ static void test_null_args(void) {
     CHECK(wb_backup_restore_check(g_engine, S1, bk, RESTORE_MERGE, NULL) == WB_OK, "restore_check with err NULL");
     CHECK(wb_backup_restore(g_engine, S1, bk, RESTORE_MERGE, NULL, NULL, NULL, NULL) == WB_OK,
           "wb_backup_restore with every optional pointer NULL");
+    CHECK(wb_backup_files(g_engine, S1, bk, NULL, NULL, NULL) == WB_OK,
+          "wb_backup_files with every optional pointer NULL");
+    CHECK(wb_backup_verify(g_engine, S1, bk, NULL, NULL, NULL, NULL, NULL) == WB_OK,
+          "wb_backup_verify with every optional pointer NULL");
     CHECK(wb_backup_delete(g_engine, S1, bk, NULL) == WB_OK, "wb_backup_delete with err NULL");
     CHECK(wb_archive_create(src, arch, NULL, NULL, NULL, NULL, NULL, NULL) == WB_OK,
           "wb_archive_create with every optional pointer NULL");
     CHECK(wb_archive_extract(arch, dest, NULL, NULL, NULL, NULL, NULL, NULL) == WB_OK,
           "wb_archive_extract with every optional pointer NULL");
+    CHECK(wb_archive_list(arch, NULL, NULL, NULL) == WB_OK, "wb_archive_list with every optional pointer NULL");
+    CHECK(wb_archive_verify(arch, NULL, NULL, NULL, NULL, NULL) == WB_OK,
+          "wb_archive_verify with every optional pointer NULL");
+    {
+        /* The listing and the report, as the ABI documents them. */
+        char *json = NULL;
+        EXPECT_CALL(WB_OK, NULL, wb_archive_list, arch, "/", &json);
+        CHECK(json && strstr(json, "\"path\":\"/\"") && strstr(json, "\"entries\":["), "listing: %s",
+              json ? json : "(null)");
+        wb_string_free(json);
+        json = NULL;
+        EXPECT_CALL(WB_NOT_FOUND, "not found", wb_archive_list, arch, "no/such/dir", &json);
+        CHECK(json == NULL, "*files_json not NULL after a failure");
+        recorder vrec;
+        rec_init(&vrec);
+        EXPECT_CALL(WB_OK, NULL, wb_archive_verify, arch, rec_cb, &vrec, NULL, &json);
+        rec_check(&vrec, "verify", PH(WB_PHASE_STARTED) | PH(WB_PHASE_EXTRACT) | PH(WB_PHASE_DONE), 1);
+        CHECK(json && strstr(json, "\"ok\":true") && strstr(json, "\"errors\":[]"), "report: %s",
+              json ? json : "(null)");
+        wb_string_free(json);
+    }
     verify_tree(dest, "extract with NULL options");
     verify_tree(src, "server after a merge restore of itself");
     list_dir(g_backups, &after);
@@ -1126,7 +1168,8 @@ static void test_archive_level(void) {
     CHECK(json_u64(summary, "source_bytes") == (long long)(strlen(HELLO) + strlen(SMALL) + DEEP_LEN),
           "archive summary source_bytes: %s", summary ? summary : "");
     wb_string_free(summary);
-    static const char *const just_a[] = {"a.tar.gz", NULL};
+    /* The archive and its index (docs/api.md section 11). */
+    static const char *const just_a[] = {"a.tar.gz", "a.tar.gz.index", NULL};
     CHECK(dir_is(out, just_a), "archive directory holds more than the archive");
 
     rec_init(&rec);

@@ -11,7 +11,7 @@ found or its ABI version is not the one this binding expects.
 from __future__ import annotations
 
 from ._native import ABI_VERSION, LIB, LIBRARY_PATH
-from .engine import Engine, archive_create, archive_dry_run, archive_extract
+from .engine import Engine, archive_create, archive_dry_run, archive_extract, archive_list, archive_verify
 from .errors import (
     BackupIOError,
     CancelledError,
@@ -33,11 +33,15 @@ from .results import (
     Details,
     DryRunReport,
     ExtractSummary,
+    FileEntry,
+    FileListing,
     HttpEvent,
     HttpResponse,
     Part,
     PendingReports,
     Skipped,
+    VerifyError,
+    VerifyReport,
 )
 
 __version__ = "0.1.0"

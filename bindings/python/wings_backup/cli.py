@@ -1,7 +1,9 @@
-"""The command line: ``python -m wings_backup create|restore|status|list|watch ...``.
+"""The command line: ``python -m wings_backup create|restore|ls|verify|status|list|watch ...``.
 
     python -m wings_backup create SRC_DIR OUT.tar.gz [--ignore FILE] [--compression-level LEVEL] [--dry-run]
     python -m wings_backup restore ARCHIVE DEST_DIR [--truncate]
+    python -m wings_backup ls ARCHIVE [DIR]
+    python -m wings_backup verify ARCHIVE
     python -m wings_backup status|watch SERVER BACKUP --url URL --token TOKEN
     python -m wings_backup list SERVER --url URL --token TOKEN
 
@@ -24,7 +26,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
-from .engine import archive_create, archive_dry_run, archive_extract
+from .engine import archive_create, archive_dry_run, archive_extract, archive_list, archive_verify
 from .node import NodeError
 from .errors import InvalidArgumentError, Status, WingsBackupError
 from .progress import CancelToken, Phase, Progress
@@ -67,7 +69,7 @@ EXIT_CODES = """exit status:
        --dry-run: a backup would skip entries
   4    not found: the source, destination, archive or --ignore file (WB_NOT_FOUND)
   5    conflict (WB_CONFLICT)
-  6    corrupt or truncated archive (WB_CORRUPT_ARCHIVE)
+  6    corrupt or truncated archive (WB_CORRUPT_ARCHIVE); verify found damage
   7    unsafe archive entry, nothing extracted (WB_UNSAFE_ENTRY)
   8    disk limit exceeded or disk full (WB_QUOTA)
   9    remote failure (WB_REMOTE)
@@ -237,6 +239,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     restore.add_argument("--threads", type=int, default=0, metavar="N", help="worker threads (0 = all cores)")
     restore.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
+    ls = sub.add_parser("ls", help="list a directory of a .tar.gz", epilog=EXIT_CODES, formatter_class=fmt,
+                        description="List the entries directly under DIR (default: the top level) of "
+                                    "ARCHIVE, from the index beside it (ARCHIVE.index); an archive "
+                                    "without one is read once and the index written beside it.")
+    ls.add_argument("archive", metavar="ARCHIVE")
+    ls.add_argument("dir", metavar="DIR", nargs="?", default="")
+    ls.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    verify = sub.add_parser("verify", help="check a .tar.gz: every gzip member, the tar structure, "
+                                           "and each entry against the index beside it",
+                            epilog=EXIT_CODES, formatter_class=fmt)
+    verify.add_argument("archive", metavar="ARCHIVE")
+    verify.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
     for name, what in (("status", "a backup's state on a running node"),
                        ("list", "a server's backups on a running node, newest first"),
                        ("watch", "follow a backup's progress on a running node until it ends")):
@@ -352,6 +368,59 @@ def _restore(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], e
     return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
+_TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "hardlink": "h", "fifo": "p"}
+
+
+def _mode_text(kind: str, mode: int) -> str:
+    bits = ""
+    for shift, special, mark in ((6, 0o4000, "s"), (3, 0o2000, "s"), (0, 0o1000, "t")):
+        r, w, x = (mode >> shift) & 4, (mode >> shift) & 2, (mode >> shift) & 1
+        xc = "x" if x else "-"
+        if mode & special:
+            xc = mark if x else mark.upper()
+        bits += ("r" if r else "-") + ("w" if w else "-") + xc
+    return _TYPE_CHAR.get(kind, "?") + bits
+
+
+def _ls(args: argparse.Namespace, out: IO[str]) -> int:
+    listing = archive_list(args.archive, args.dir)
+    if args.json:
+        out.write(json.dumps(listing.raw, indent=2) + "\n")
+        return EXIT_OK
+    width = max((len(str(e.size)) for e in listing.entries), default=1)
+    for e in listing.entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.mtime))
+        name = e.name + ("/" if e.type == "dir" else "")
+        if e.link is not None:
+            name += (" -> " if e.type == "symlink" else " link to ") + e.link
+        out.write(f"{_mode_text(e.type, e.mode)} {e.size:>{width}} {when} {name}\n")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> int:
+    try:
+        report = _interruptible(archive_verify, args.archive, progress=display)
+    finally:
+        display.finish()
+    if args.json:
+        out.write(json.dumps(report.raw, indent=2) + "\n")
+    against = "against its index" if report.indexed else "without an index (gzip and tar only)"
+    if report.ok:
+        if not args.json:
+            out.write(f"ok: {report.members} gzip members, {report.files} files, "
+                      f"{human_bytes(report.bytes)} checked {against}\n")
+        return EXIT_OK
+    err.write(f"damaged: {report.error_count} problem{'s' if report.error_count != 1 else ''} found "
+              f"in {report.members} gzip members, checked {against}\n")
+    for e in report.errors:
+        where = f"member {e.member} (byte {e.offset})" if e.member is not None else "archive"
+        what = f" {e.path}:" if e.path is not None else ""
+        err.write(f"  {where}:{what} {e.message}\n")
+    if report.error_count > len(report.errors):
+        err.write(f"  ... and {report.error_count - len(report.errors)} more\n")
+    return STATUS_EXIT[Status.CORRUPT_ARCHIVE]
+
+
 R = TypeVar("R")
 
 
@@ -413,6 +482,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "wings-backup") -> in
             return _node_command(args, sys.stdout, sys.stderr)
         if args.command == "create":
             return _create(args, display, sys.stdout, sys.stderr)
+        if args.command == "ls":
+            return _ls(args, sys.stdout)
+        if args.command == "verify":
+            return _verify(args, display, sys.stdout, sys.stderr)
         return _restore(args, display, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; nothing was left half-written\n")

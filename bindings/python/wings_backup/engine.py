@@ -16,8 +16,8 @@ from . import _native
 from ._native import LIB, LOG_FN, take_string
 from .errors import InvalidArgumentError, Status, WingsBackupError, check, error_for
 from .progress import CALLS, CancelToken, ProgressCallback, _Bridge, lend_token
-from .results import (ArchiveSummary, BackupState, Details, DryRunReport, ExtractSummary, HttpEvent, HttpResponse,
-                      PendingReports)
+from .results import (ArchiveSummary, BackupState, Details, DryRunReport, ExtractSummary, FileListing, HttpEvent,
+                      HttpResponse, PendingReports, VerifyReport)
 
 #: ``handle_http``'s ``body_error`` as the library's flags.
 _HTTP_BODY_ERRORS = {None: 0, "too_large": _native.HTTP_BODY_TOO_LARGE,
@@ -319,6 +319,29 @@ class Engine:
         with self._handle.use() as engine:
             _long_call(LIB.wb_backup_restore, [engine, *args], progress, cancel, None)
 
+    def list_files(self, server_uuid: str, backup_uuid: str, path: str = "") -> FileListing:
+        """The entries directly under directory ``path`` of a backup (``""``
+        or ``"/"``: the top level; ``world``, ``world/`` and ``/world``
+        alike), from its index (an archive without one is read once and
+        indexed). :class:`NotFoundError` for a path the archive does not hold
+        or that is not a directory; :class:`InvalidArgumentError` for
+        ``..``."""
+        return FileListing._from_json(self._text(
+            LIB.wb_backup_files, _text_arg(server_uuid, "server_uuid"),
+            _text_arg(backup_uuid, "backup_uuid"), _text_arg(path, "path")))
+
+    def verify_backup(self, server_uuid: str, backup_uuid: str,
+                      progress: Optional[ProgressCallback] = None,
+                      cancel: Optional[CancelToken] = None) -> VerifyReport:
+        """Reads the backup's local archive once and checks every gzip
+        member, the tar structure and (with an index) every entry against
+        the index. Damage is in the report (``ok`` False), not raised."""
+        args = [_text_arg(server_uuid, "server_uuid"), _text_arg(backup_uuid, "backup_uuid")]
+        with self._handle.use() as engine:
+            text = _long_call(LIB.wb_backup_verify, [engine, *args], progress, cancel,
+                              ctypes.c_void_p())
+        return VerifyReport._from_json(_parse(text))
+
     def delete_backup(self, server_uuid: str, backup_uuid: str) -> None:
         """Deletes a local archive (:class:`NotFoundError` if there is none);
         a backup of that uuid still running is cancelled first."""
@@ -515,3 +538,26 @@ def archive_extract(archive_path: PathArg, dest_dir: PathArg,
             _json_arg(options, "options")]
     return ExtractSummary._from_json(
         _parse(_long_call(LIB.wb_archive_extract, args, progress, cancel, ctypes.c_void_p())))
+
+
+def archive_list(archive_path: PathArg, path: str = "") -> FileListing:
+    """The entries directly under directory ``path`` of any ``.tar.gz``
+    file: from the index beside it (``<archive>.index``) when it matches,
+    else by reading the archive once (and writing that index when the
+    directory allows)."""
+    out = ctypes.c_void_p()
+    err = ctypes.c_void_p()
+    status = LIB.wb_archive_list(_path_arg(archive_path, "archive_path"), _text_arg(path, "path"),
+                                 ctypes.byref(out), ctypes.byref(err))
+    text = take_string(out.value)
+    check(status, err)
+    return FileListing._from_json(_parse(text))
+
+
+def archive_verify(archive_path: PathArg, progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None) -> VerifyReport:
+    """Verifies any ``.tar.gz`` file as :meth:`Engine.verify_backup` does a
+    backup, against the index beside it when there is one."""
+    args = [_path_arg(archive_path, "archive_path")]
+    return VerifyReport._from_json(
+        _parse(_long_call(LIB.wb_archive_verify, args, progress, cancel, ctypes.c_void_p())))

@@ -1,6 +1,7 @@
 """Typed results of the long calls, the same types as the Go binding's
 (``Details``, ``ArchiveSummary``, ``ExtractSummary``, ``PendingReports``,
-``BackupState``, ``DryRunReport``, ``Skipped``, ``Part``).
+``BackupState``, ``DryRunReport``, ``Skipped``, ``Part``, ``FileEntry``, ``FileListing``,
+``VerifyError``, ``VerifyReport``, ``HttpResponse``, ``HttpEvent``).
 
 Each result keeps the JSON the library returned in ``.raw`` (a dict, with
 any field this binding does not know yet), and still answers ``result["key"]``,
@@ -322,3 +323,93 @@ class HttpEvent:
     chunk: Optional[bytes]
     seq: int
     done: bool
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One entry of a directory listing (:meth:`Engine.list_files`):
+    ``type`` is ``"file"``, ``"dir"``, ``"symlink"``, ``"hardlink"`` or
+    ``"fifo"``; ``mode`` the permission bits; ``mtime`` seconds since the
+    epoch; ``link`` the target of a link, else None."""
+
+    name: str
+    type: str
+    size: int
+    mode: int
+    mtime: int
+    link: Optional[str]
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "FileEntry":
+        raw = raw if isinstance(raw, Mapping) else {}
+        link = raw.get("link")
+        return cls(_str(raw, "name"), _str(raw, "type"), _int(raw, "size"), _int(raw, "mode"),
+                   _int(raw, "mtime"), link if isinstance(link, str) else None)
+
+
+@dataclass(frozen=True)
+class FileListing(_Result):
+    """The entries directly under ``path`` (normalised: ``"/"``,
+    ``"/world"``), sorted by name."""
+
+    path: str
+    entries: List[FileEntry]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "FileListing":
+        raw = raw if isinstance(raw, dict) else {}
+        entries = raw.get("entries")
+        return cls(_str(raw, "path"),
+                   [FileEntry._from_json(e) for e in entries] if isinstance(entries, list) else [],
+                   raw=raw)
+
+
+@dataclass(frozen=True)
+class VerifyError:
+    """One problem a verify found: the gzip ``member`` it is in (from 0)
+    and where that member starts in the file (``offset``), both None for a
+    problem outside the members; ``path`` the entry it is in, when known."""
+
+    member: Optional[int]
+    offset: Optional[int]
+    path: Optional[str]
+    message: str
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "VerifyError":
+        raw = raw if isinstance(raw, Mapping) else {}
+
+        def opt_int(key: str) -> Optional[int]:
+            v = raw.get(key)
+            return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+        path = raw.get("path")
+        return cls(opt_int("member"), opt_int("offset"), path if isinstance(path, str) else None,
+                   _str(raw, "message"))
+
+
+@dataclass(frozen=True)
+class VerifyReport(_Result):
+    """The result of :meth:`Engine.verify_backup` and :func:`archive_verify`:
+    ``ok`` when nothing was found; ``errors`` lists at most 100 problems,
+    ``error_count`` counts them all; ``indexed`` whether the archive was
+    checked against its index."""
+
+    ok: bool
+    members: int
+    files: int
+    bytes: int
+    indexed: bool
+    error_count: int
+    errors: List[VerifyError]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> "VerifyReport":
+        raw = raw if isinstance(raw, dict) else {}
+        errors = raw.get("errors")
+        return cls(raw.get("ok") is True, _int(raw, "members"), _int(raw, "files"),
+                   _int(raw, "bytes"), raw.get("indexed") is True, _int(raw, "error_count"),
+                   [VerifyError._from_json(e) for e in errors] if isinstance(errors, list) else [],
+                   raw=raw)
