@@ -18,6 +18,10 @@ use crate::safe_fs;
 /// archives and their indexes both hold `.tar.gz`.
 const PART_MARK: &str = ".part-";
 
+/// The directory (in the backup directory) of the indexes of `s3` backups,
+/// whose archives are not here.
+pub const S3_INDEX_DIR: &str = ".s3-indexes";
+
 pub struct BackupStore {
     dir: PathBuf,
 }
@@ -75,8 +79,7 @@ impl BackupStore {
 
     /// Path of the index of backup `uuid`'s archive (see `crate::index`):
     /// beside a local archive; for a backup whose archive is not here (an
-    /// `s3` backup), a hidden file, so the directory holds no archive-like
-    /// name for it.
+    /// `s3` backup), in the `.s3-indexes` directory.
     pub fn index_path(&self, uuid: &str) -> PathBuf {
         if self.exists(uuid) {
             self.local_index_path(uuid)
@@ -90,10 +93,15 @@ impl BackupStore {
         crate::index::path_for(&self.archive_path(uuid))
     }
 
-    /// `.<uuid>.s3.tar.gz.index`: the index of an `s3` backup.
+    /// `.s3-indexes/<uuid>.tar.gz.index`: the index of an `s3` backup.
     pub fn s3_index_path(&self, uuid: &str) -> PathBuf {
-        self.dir
-            .join(format!(".{uuid}.s3.tar.gz{}", crate::index::SUFFIX))
+        crate::index::path_for(&self.dir.join(S3_INDEX_DIR).join(format!("{uuid}.tar.gz")))
+    }
+
+    /// The directory of the indexes of `s3` backups, as a store (created,
+    /// mode 0700, if missing).
+    pub fn s3_index_store(&self) -> Result<BackupStore> {
+        BackupStore::open(&self.dir.join(S3_INDEX_DIR))
     }
 
     /// Starts a new archive for backup `uuid` under a temporary name.
@@ -174,6 +182,10 @@ impl BackupStore {
             return 0;
         };
         let mut removed = 0;
+        let s3_indexes = self.dir.join(S3_INDEX_DIR);
+        if s3_indexes.is_dir() && !self.dir.ends_with(S3_INDEX_DIR) {
+            removed += BackupStore { dir: s3_indexes }.remove_stale_temps();
+        }
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();

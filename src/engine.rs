@@ -248,8 +248,13 @@ impl Engine {
         let mut options = self.write_options(self.config.compression_level);
         options.known_total = Some(measure.bytes);
         let name = format!("{}.tar.gz", request.uuid);
+        // An s3 backup's index stays here, apart from the local archives.
+        let index_store = match request.adapter {
+            Adapter::Wings => None,
+            Adapter::S3 => self.store.s3_index_store().ok(),
+        };
         let (summary, index) = write_with_index(
-            &self.store,
+            index_store.as_ref().unwrap_or(&self.store),
             &name,
             root_fd,
             &ignore,
@@ -957,9 +962,10 @@ impl PendingIndex {
     }
 }
 
-/// Writes the archive of `root` into `temp` (to become `final_name` in
-/// `store`'s directory) and its index under a temporary name beside it. A
-/// failure of the index alone leaves the archive whole, without one.
+/// Writes the archive of `root` into `temp` (to become `final_name`) and
+/// its index under a temporary name in `store`'s directory, where it is to
+/// be published. A failure of the index alone leaves the archive whole,
+/// without one.
 fn write_with_index(
     store: &BackupStore,
     final_name: &str,

@@ -397,10 +397,16 @@ fn a_backup_whose_archive_is_gone_browses_from_its_index() {
     nested_tree(&node.root());
     node.create(BACKUP, "").unwrap();
     let want = node.engine.list_files(SERVER, BACKUP, "a/b").unwrap();
+    // An s3 backup keeps its index as a hidden file of the backup directory.
     std::fs::remove_file(node.archive(BACKUP)).unwrap();
+    let s3_index = node
+        .backups()
+        .join(format!(".s3-indexes/{BACKUP}.tar.gz.index"));
+    std::fs::create_dir_all(s3_index.parent().unwrap()).unwrap();
+    std::fs::rename(index::path_for(&node.archive(BACKUP)), &s3_index).unwrap();
     assert_eq!(node.engine.list_files(SERVER, BACKUP, "a/b").unwrap(), want);
     // Neither archive nor index: the backup is unknown.
-    std::fs::remove_file(index::path_for(&node.archive(BACKUP))).unwrap();
+    std::fs::remove_file(&s3_index).unwrap();
     let e = node.engine.list_files(SERVER, BACKUP, "a/b").unwrap_err();
     assert_eq!(e.status, Status::NotFound);
     assert_eq!(

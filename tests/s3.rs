@@ -149,9 +149,10 @@ fn an_s3_backup_lands_in_the_bucket_with_the_reported_sha1_and_size() {
     assert_eq!(reports[0]["body"]["parts"], parts_json(&details));
     // The local copy is gone; no temporary file is left; the index stays
     // (hidden), for browsing and ranged restores of single files.
+    assert_eq!(backup_names(&dir.join("backups")), Vec::<String>::new());
     assert_eq!(
-        backup_names(&dir.join("backups")),
-        vec![format!(".{BACKUP}.s3.tar.gz.index")]
+        names(&dir.join("backups/.s3-indexes")),
+        vec![format!("{BACKUP}.tar.gz.index")]
     );
     // Headers of every Panel call.
     for r in state["requests"].as_array().unwrap() {

@@ -202,8 +202,8 @@ func backupDirNames(t *testing.T, dir string) []string {
 	}
 	var names []string
 	for _, e := range entries {
-		// Parked reports and the engine's catalog are not leftovers.
-		if e.Name() == ".pending" || strings.HasPrefix(e.Name(), ".wings-backup.db") {
+		// Parked reports, the engine's catalog and the s3 backups' indexes are not leftovers.
+		if e.Name() == ".pending" || e.Name() == ".s3-indexes" || strings.HasPrefix(e.Name(), ".wings-backup.db") {
 			continue
 		}
 		names = append(names, e.Name())

@@ -17,7 +17,7 @@ import requests
 from conftest import Host, Reply, assert_no_leak
 
 WAIT = 30.0  # bound for a background backup to finish
-ARCHIVE_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tar\.gz$")
+ARCHIVE_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tar\.gz(\.index)?$")
 
 MSG_NO_AUTH = "The required authorization heads were not present in the request."
 MSG_FORBIDDEN = "You are not authorized to access this endpoint."
@@ -149,6 +149,9 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
         time.sleep(0.05)
 
 
+#: The directory of the indexes of s3 backups (their archives are in the bucket).
+S3_INDEXES = ".s3-indexes"
+
 #: The engine's catalog of operations in the backup directory (the database
 #: and its companions: -wal, -shm, owner locks).
 CATALOG_NAME = ".wings-backup.db"
@@ -157,7 +160,7 @@ CATALOG_NAME = ".wings-backup.db"
 def leftovers(host: Host) -> list:
     """The backup directory's entries, but parked reports and the catalog."""
     return sorted(p.name for p in host.backups.iterdir()
-                  if p.name != ".pending" and not p.name.startswith(CATALOG_NAME))
+                  if p.name not in (".pending", S3_INDEXES) and not p.name.startswith(CATALOG_NAME))
 
 
 def temporary_files(host: Host) -> list:
