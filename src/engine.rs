@@ -3,6 +3,7 @@
 //! hold a server at a time. Typed: requests and results are Rust structs; the
 //! C boundary (`ffi::wire`) parses and renders their JSON.
 
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -15,6 +16,7 @@ use crate::catalog::{scan_archives, Catalog, UNKNOWN_SERVER};
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
+use crate::index::Index;
 use crate::log::{Logger, Sink};
 use crate::operations::{Kind, OpKind, OperationRecord, Operations, Outcome};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
@@ -25,6 +27,17 @@ use crate::request::{
 };
 use crate::restore::{self as restore_target, restore_stream, RestoreOptions, RestoreSummary};
 use crate::safe_fs;
+use crate::selection::{self, FileSource, HttpSource, Scope, SelectedArchive, Selection};
+
+/// A selective restore over the whole archive (see `Engine::run_selective`):
+/// `(link sources, control, a whole-object download already open)` to its
+/// result and the link sources it missed.
+type FullRestore<'a> = dyn Fn(
+        HashSet<Vec<u8>>,
+        &mut Control<'_>,
+        Option<crate::download::Download>,
+    ) -> (Result<RestoreSummary>, HashSet<Vec<u8>>)
+    + 'a;
 
 pub struct Engine {
     config: EngineConfig,
@@ -309,6 +322,7 @@ impl Engine {
     ) -> Result<()> {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
+        Selection::parse(&request.paths)?;
         match (&request.adapter, &request.download_url) {
             (Adapter::Wings, _) if !self.store.exists(&backup) => {
                 return Err(Error::not_found(
@@ -378,6 +392,11 @@ impl Engine {
         let _ = restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd));
         let opts = self.restore_options(request.truncate_directory);
         let threads = self.config.worker_threads();
+        let selection = Selection::parse(&request.paths)?;
+        if !selection.is_empty() {
+            drop(root_fd);
+            return self.run_selective(request, backup, root, opts, selection, ctl);
+        }
         match (&request.adapter, &request.download_url) {
             (Adapter::S3, Some(url)) => {
                 let mut download = crate::download::open(url, &self.config.restore_host_allowlist)?;
@@ -406,6 +425,156 @@ impl Engine {
         }
     }
 
+    /// A restore limited to `selection` (see `crate::selection`): with the
+    /// archive's index, only the members holding the selected entries are
+    /// read (for `s3`, through `Range` requests); without one, or when the
+    /// server ignores ranges, the whole archive is streamed and only the
+    /// selection restored. A named path the backup does not hold is a
+    /// not-found error before anything is touched.
+    fn run_selective(
+        &self,
+        request: &RestoreRequest,
+        backup: &str,
+        root: &Path,
+        opts: RestoreOptions,
+        selection: Selection,
+        ctl: &mut Control<'_>,
+    ) -> Result<RestoreSummary> {
+        let threads = self.config.worker_threads();
+        let limit = self.config.write_limit;
+        let allow = &self.config.restore_host_allowlist;
+        let url = match (&request.adapter, &request.download_url) {
+            (Adapter::S3, Some(url)) => Some(url.as_str()),
+            _ => None,
+        };
+        // The local archive (`wings`); its index only if it is this
+        // archive's (same length).
+        let local = match url {
+            None => Some(self.store.open_archive(backup)?),
+            Some(_) => None,
+        };
+        let index = match (&local, Index::load(&self.store.index_path(backup))) {
+            (Some((_, len)), Ok(Some(index))) if index.footer.archive_size == *len => Some(index),
+            (None, Ok(Some(index))) => Some(index),
+            _ => None,
+        };
+        let plan = match &index {
+            Some(index) => Some(selection::plan(index, &selection)?),
+            None => None,
+        };
+        let scoped = |sources: HashSet<Vec<u8>>| {
+            let scope = Arc::new(Scope::new(selection.clone(), sources));
+            let mut o = opts.clone();
+            o.scope = Some(scope.clone());
+            (scope, o)
+        };
+        // The whole archive, streamed, with the selection as the scope.
+        let full = |sources, ctl: &mut Control<'_>, body: Option<crate::download::Download>| {
+            let (scope, o) = scoped(sources);
+            let result = (|| match (url, body) {
+                (Some(_), Some(mut d)) => {
+                    let root_fd = self.open_root(root)?;
+                    restore_stream(
+                        &mut d.reader,
+                        d.len.unwrap_or(0),
+                        root_fd,
+                        o,
+                        threads,
+                        limit,
+                        ctl,
+                    )
+                }
+                (Some(url), None) => {
+                    let mut d = crate::download::open(url, allow)?;
+                    let root_fd = self.open_root(root)?;
+                    restore_stream(
+                        &mut d.reader,
+                        d.len.unwrap_or(0),
+                        root_fd,
+                        o,
+                        threads,
+                        limit,
+                        ctl,
+                    )
+                }
+                (None, _) => {
+                    let (mut file, len) = self.store.open_archive(backup)?;
+                    let root_fd = self.open_root(root)?;
+                    restore_stream(&mut file, len, root_fd, o, threads, limit, ctl)
+                }
+            })();
+            (result, scope.missing_sources())
+        };
+        let (result, missing) = match (&index, &plan) {
+            (Some(index), Some(plan)) => {
+                let (scope, o) = scoped(plan.link_sources.clone());
+                let result = match (url, &local) {
+                    (None, Some((file, _))) => {
+                        let file = file
+                            .try_clone()
+                            .map_err(|e| Error::io("opening the backup", e))?;
+                        let mut src = SelectedArchive::new(index, plan, FileSource(file));
+                        restore_stream(&mut src, 0, self.open_root(root)?, o, threads, limit, ctl)
+                    }
+                    (Some(url), _) => {
+                        let mut http = HttpSource::new(url, allow, index.footer.archive_size);
+                        match http.first(index, plan) {
+                            // The server ignores ranges: its answer is the
+                            // whole object, streamed instead.
+                            Err(Some(whole)) => {
+                                drop(scope);
+                                let (r, m) = full(plan.link_sources.clone(), ctl, Some(whole));
+                                return self.retry_selective(r, m, plan, &full, ctl);
+                            }
+                            Err(None) => {
+                                drop(scope);
+                                let (r, m) = full(plan.link_sources.clone(), ctl, None);
+                                return self.retry_selective(r, m, plan, &full, ctl);
+                            }
+                            Ok(()) => {
+                                let mut src = SelectedArchive::new(index, plan, http);
+                                restore_stream(
+                                    &mut src,
+                                    0,
+                                    self.open_root(root)?,
+                                    o,
+                                    threads,
+                                    limit,
+                                    ctl,
+                                )
+                            }
+                        }
+                    }
+                    (None, None) => return Err(Error::internal("no archive")),
+                };
+                (result, scope.missing_sources())
+            }
+            _ => full(Default::default(), ctl, None),
+        };
+        self.retry_selective(result, missing, &plan.unwrap_or_default(), &full, ctl)
+    }
+
+    /// A selective restore that met hard links to files outside the
+    /// selection it had not read runs once more over the whole archive with
+    /// those files as link sources.
+    fn retry_selective(
+        &self,
+        result: Result<RestoreSummary>,
+        missing: HashSet<Vec<u8>>,
+        plan: &selection::Plan,
+        full: &FullRestore<'_>,
+        ctl: &mut Control<'_>,
+    ) -> Result<RestoreSummary> {
+        match result {
+            Err(e) if !missing.is_empty() && e.status == crate::Status::CorruptArchive => {
+                let mut sources = plan.link_sources.clone();
+                sources.extend(missing);
+                full(sources, ctl, None).0
+            }
+            other => other,
+        }
+    }
+
     /// Sends the backup and restore reports parked in `.pending` (see
     /// `PanelClient`): returns (settled, still pending).
     pub fn send_pending_reports(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
@@ -420,6 +589,7 @@ impl Engine {
             truncate,
             owner: self.config.owner,
             disk_limit: self.config.disk_limit,
+            scope: None,
         }
     }
 
@@ -996,6 +1166,7 @@ pub fn archive_extract(
             truncate: opts.truncate,
             owner: opts.owner,
             disk_limit: opts.disk_limit,
+            scope: None,
         },
         opts.worker_threads(),
         opts.write_limit,

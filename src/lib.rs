@@ -28,5 +28,6 @@ pub mod restore;
 pub mod retry;
 pub mod s3;
 pub mod safe_fs;
+pub mod selection;
 
 pub use error::{Error, Result, Status};

@@ -41,6 +41,9 @@ const MOVED_ASIDE_MARKER: &CStr = c"phase-b";
 pub enum CommitMode {
     Truncate,
     Merge,
+    /// A selective restore's truncate: each named path (recorded in the
+    /// stage's `scope`) moves aside whole, then the staged tree is merged.
+    ScopedTruncate,
 }
 
 impl CommitMode {
@@ -48,6 +51,9 @@ impl CommitMode {
         match self {
             CommitMode::Truncate => b"truncate\n",
             CommitMode::Merge => b"merge\n",
+            // Not starting with `truncate`: a version that does not know
+            // it merges (and loses nothing) rather than truncating all.
+            CommitMode::ScopedTruncate => b"scoped-truncate\n",
         }
     }
 
@@ -56,6 +62,8 @@ impl CommitMode {
     pub(super) fn from_marker(content: &[u8]) -> CommitMode {
         if content.starts_with(b"truncate") {
             CommitMode::Truncate
+        } else if content.starts_with(b"scoped-truncate") {
+            CommitMode::ScopedTruncate
         } else {
             CommitMode::Merge
         }
@@ -76,7 +84,9 @@ pub enum CommitPhase {
 
 /// The phase a started commit recorded in its stage.
 pub(super) fn recorded_phase(stage: BorrowedFd<'_>, mode: CommitMode) -> CommitPhase {
-    if mode == CommitMode::Truncate && safe_fs::lstat_at(stage, MOVED_ASIDE_MARKER).is_ok() {
+    if matches!(mode, CommitMode::Truncate | CommitMode::ScopedTruncate)
+        && safe_fs::lstat_at(stage, MOVED_ASIDE_MARKER).is_ok()
+    {
         CommitPhase::MovedAside
     } else {
         CommitPhase::Started
@@ -299,12 +309,15 @@ pub(super) struct ListedDirs<'a> {
 /// Puts the staged tree in place. `resume` continues a commit a crash
 /// interrupted (some entries may already have moved); `explicit` is the
 /// directories the archive listed (merging).
+// (The commit's inputs, all needed by one of its modes or by `recover`.)
+#[allow(clippy::too_many_arguments)]
 pub(super) fn commit(
     root: &Beneath,
     stage: BorrowedFd<'_>,
     tree: &Beneath,
     mode: CommitMode,
     resume: bool,
+    named: &[Vec<u8>],
     explicit: Option<&ListedDirs<'_>>,
     journal: &mut Journal,
 ) -> Result<()> {
@@ -312,7 +325,108 @@ pub(super) fn commit(
     match mode {
         CommitMode::Truncate => commit_truncate(root, stage, tree, resume, journal),
         CommitMode::Merge => commit_merge(root, stage, tree, explicit, journal),
+        CommitMode::ScopedTruncate => {
+            commit_scoped_truncate(root, stage, tree, named, resume, explicit, journal)
+        }
     }
+}
+
+/// The stage's record of a selective restore's named paths.
+const SCOPE_RECORD: &CStr = c"scope";
+
+/// Records the named paths of a selective truncating restore in the stage
+/// (NUL-separated), before its commit starts.
+pub(super) fn record_scope(stage: BorrowedFd<'_>, named: &[Vec<u8>]) -> Result<()> {
+    write_marker(stage, SCOPE_RECORD, &named.join(&0u8))
+}
+
+/// The named paths `record_scope` recorded (for `recover`).
+pub(super) fn recorded_scope(stage: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>> {
+    let err = |e: Errno| Error::os("reading a stale restore's scope", e);
+    let fd = rfs::openat(
+        stage,
+        SCOPE_RECORD,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let st = rfs::fstat(&fd).map_err(err)?;
+    if safe_fs::file_type(&st) != FileType::RegularFile || st.st_size > 16 << 20 {
+        return Err(Error::corrupt(
+            "a stale restore's scope record is not a file",
+        ));
+    }
+    let mut content = vec![0u8; st.st_size as usize];
+    let mut at = 0;
+    while at < content.len() {
+        match rustix::io::read(&fd, &mut content[at..]) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    content.truncate(at);
+    let mut named = Vec::new();
+    for p in content.split(|b| *b == 0) {
+        // Only what a request could name: relative, without `..`.
+        match super::paths::normalize(p) {
+            Ok(n) if !n.is_empty() && n == p => named.push(n),
+            _ => return Err(Error::corrupt("a stale restore's scope record is damaged")),
+        }
+    }
+    Ok(named)
+}
+
+/// A selective truncate: each named path of the server moves aside whole
+/// (into `displaced/`, journaled), then the staged tree (holding only the
+/// selection and the directories above it) is merged in. A named path's
+/// place is then free, so its staged version moves in as a whole.
+fn commit_scoped_truncate(
+    root: &Beneath,
+    stage: BorrowedFd<'_>,
+    tree: &Beneath,
+    named: &[Vec<u8>],
+    resume: bool,
+    explicit: Option<&ListedDirs<'_>>,
+    journal: &mut Journal,
+) -> Result<()> {
+    let displaced = stage_dir(stage, c"displaced")?;
+    let moved_aside =
+        resume && recorded_phase(stage, CommitMode::ScopedTruncate) == CommitPhase::MovedAside;
+    if !moved_aside {
+        let err = |e: Errno| Error::os("moving the server's files aside", e);
+        for path in named {
+            let (dir, last) = split_last(path);
+            // A parent that is missing, not a directory or a symlink holds
+            // nothing of the named path (the merge then deals with it).
+            let parent = match root.open_dir(dir) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            let name = cstring(last)?;
+            match safe_fs::lstat_at(parent.as_fd(), name.as_c_str()) {
+                Ok(_) => {}
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(err(e)),
+            }
+            journal.touch(parent.as_fd(), dir)?;
+            let aside = journal.aside_name()?;
+            match rename_noreplace(parent.as_fd(), &name, displaced.as_fd(), &aside) {
+                Ok(()) => journal.moves.push(Move::Displaced {
+                    dir: dir.to_vec(),
+                    name,
+                    aside,
+                }),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        fault(CommitPhase::MovedAside)?;
+        write_marker(stage, MOVED_ASIDE_MARKER, b"")?;
+    }
+    commit_merge(root, stage, tree, explicit, journal)
 }
 
 /// Writes a small marker file durably (written, synced, renamed into place).

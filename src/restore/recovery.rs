@@ -55,17 +55,23 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
                 let mut buf = [0u8; 16];
                 let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
                 let mode = CommitMode::from_marker(&buf[..n]);
-                match safe_fs::open_dir(stage.as_fd(), c"tree") {
-                    Ok(tree) => journal::commit(
+                let named = match mode {
+                    CommitMode::ScopedTruncate => journal::recorded_scope(stage.as_fd()),
+                    _ => Ok(Vec::new()),
+                };
+                match (named, safe_fs::open_dir(stage.as_fd(), c"tree")) {
+                    (Err(e), _) => Err(e),
+                    (Ok(named), Ok(tree)) => journal::commit(
                         &live,
                         stage.as_fd(),
                         &Beneath::new(tree),
                         mode,
                         true,
+                        &named,
                         None,
                         &mut Journal::default(),
                     ),
-                    Err(e) => Err(Error::os("reading a stale restore", e)),
+                    (_, Err(e)) => Err(Error::os("reading a stale restore", e)),
                 }
             }
             None => Ok(()),

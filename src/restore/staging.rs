@@ -66,6 +66,8 @@ struct State {
     dirs: DirList,
     summary: RestoreSummary,
     root_mtime: Option<i64>,
+    /// Files staged only as hard link sources (selective restore).
+    link_sources: Vec<Vec<u8>>,
 }
 
 pub(super) fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> std::result::Result<(), Errno> {
@@ -122,6 +124,7 @@ impl RestoreTarget {
                 dirs: DirList::default(),
                 summary: RestoreSummary::default(),
                 root_mtime: None,
+                link_sources: Vec::new(),
             },
             done: false,
         })
@@ -184,6 +187,71 @@ impl RestoreTarget {
         }
     }
 
+    /// Stages a file outside a selective restore's scope that hard links in
+    /// it point to; it is dropped before the commit (see `crate::selection`).
+    pub fn apply_link_source(&mut self, entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
+        self.apply(entry, data)?;
+        let state = &mut self.state;
+        state.summary.entries -= 1;
+        state.summary.files = state.summary.files.saturating_sub(1);
+        if let Ok(path) = normalize(entry.path) {
+            state.link_sources.push(path);
+        }
+        Ok(())
+    }
+
+    /// Before a selective restore's commit: every named path was in the
+    /// archive, every link had its source, and the link sources (and the
+    /// directories made only for them) leave the staging tree.
+    fn finish_scope(&mut self) -> Result<()> {
+        let Some(scope) = self.state.opts.scope.clone() else {
+            return Ok(());
+        };
+        let not_seen = scope.not_seen();
+        if !not_seen.is_empty() {
+            return Err(crate::selection::not_in_backup(&not_seen));
+        }
+        if !scope.missing_sources().is_empty() {
+            return Err(Error::corrupt(
+                "a hard link in the selection points to a file the restore did not read",
+            ));
+        }
+        let tree = self.tree.fd();
+        let selection = &scope.selection;
+        let needed = |dir: &[u8]| {
+            selection
+                .paths()
+                .iter()
+                .any(|p| p.starts_with(dir) && p.get(dir.len()) == Some(&b'/'))
+        };
+        for path in std::mem::take(&mut self.state.link_sources) {
+            let (dir, last) = split_last(&path);
+            if let Ok(parent) = self.tree.open_dir(dir) {
+                let name = cstring(last)?;
+                match rfs::unlinkat(&parent, name.as_c_str(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(entry_error(&path, e)),
+                }
+            }
+            // Directories made only for it go too (one that holds anything
+            // else is not empty and stays).
+            let mut dir = dir;
+            while !dir.is_empty() && !selection.covers(dir) && !needed(dir) {
+                let (up, last) = split_last(dir);
+                let Ok(parent) = self.tree.open_dir(up) else {
+                    break;
+                };
+                let name = cstring(last)?;
+                if rfs::unlinkat(&parent, name.as_c_str(), AtFlags::REMOVEDIR).is_err() {
+                    break;
+                }
+                dir = up;
+            }
+        }
+        let _ = tree;
+        Ok(())
+    }
+
     /// Applies the explicit directories' modes and times, deepest first (a
     /// read-only directory is made so after its children); for a directory
     /// listed twice the later entry wins.
@@ -213,13 +281,21 @@ impl RestoreTarget {
     /// is undone), unless undoing failed too, which the error says.
     pub fn commit(mut self) -> Result<RestoreSummary> {
         self.finish_dirs()?;
+        self.finish_scope()?;
         checks::plan(&self.root, &self.tree, &self.state.opts)?;
         let _ = rfs::syncfs(&self.stage);
-        let mode = if self.state.opts.truncate {
-            CommitMode::Truncate
-        } else {
-            CommitMode::Merge
+        let named: Vec<Vec<u8>> = match &self.state.opts.scope {
+            Some(scope) => scope.selection.paths().to_vec(),
+            None => Vec::new(),
         };
+        let mode = match (self.state.opts.truncate, named.is_empty()) {
+            (true, true) => CommitMode::Truncate,
+            (true, false) => CommitMode::ScopedTruncate,
+            (false, _) => CommitMode::Merge,
+        };
+        if mode == CommitMode::ScopedTruncate {
+            journal::record_scope(self.stage.as_fd(), &named)?;
+        }
         journal::start(self.stage.as_fd(), mode)?;
         // From here on the stage may hold the server's files (in `old/` or
         // `displaced/`): whatever happens, it is not deleted unless they
@@ -238,6 +314,7 @@ impl RestoreTarget {
             &self.tree,
             mode,
             false,
+            &named,
             Some(&explicit),
             &mut moves,
         );
