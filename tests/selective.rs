@@ -620,3 +620,235 @@ fn a_selection_on_s3_is_refused_like_a_local_one() {
     let err = s.engine.check_restore(SERVER, BACKUP, &r).unwrap_err();
     assert_eq!(err.status, Status::InvalidArgument);
 }
+
+// --- s3: the members through HTTP Range requests on the download URL ---
+
+#[path = "support/panel_stub.rs"]
+mod panel_stub;
+
+/// A proxy in front of moto that counts the bytes it serves and records
+/// the `Range` header of each request; with `ignore_ranges` it drops that
+/// header, so moto answers 200 with the whole object (a server that does
+/// not honour ranges). One request per connection.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    served: Arc<AtomicU64>,
+    ranges: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn proxy(upstream: String, ignore_ranges: bool) -> Proxy {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let p = Proxy {
+        addr: listener.local_addr().unwrap(),
+        served: Arc::new(AtomicU64::new(0)),
+        ranges: Default::default(),
+        stop: Default::default(),
+    };
+    let (served, ranges, stop) = (p.served.clone(), p.ranges.clone(), p.stop.clone());
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut conns = 0;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && conns < 10_000 {
+            let (mut client, _) = match listener.accept() {
+                Ok(c) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            conns += 1;
+            let (served, ranges, upstream) = (served.clone(), ranges.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                client.set_nonblocking(false).unwrap();
+                client
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 64 << 10 {
+                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut out = String::new();
+                let mut range = None;
+                for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("range:") {
+                        range = Some(line[6..].trim().to_string());
+                        if ignore_ranges {
+                            continue;
+                        }
+                    }
+                    if lower.starts_with("connection:") {
+                        continue;
+                    }
+                    out.push_str(line);
+                    out.push_str("\r\n");
+                }
+                out.push_str("Connection: close\r\n\r\n");
+                ranges.lock().unwrap().push(range);
+                let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                up.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                up.write_all(out.as_bytes()).unwrap();
+                let mut buf = vec![0u8; 64 << 10];
+                for _ in 0..1_000_000 {
+                    let n = up.read(&mut buf).unwrap_or(0);
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    served.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    p
+}
+
+/// An s3 backup: the archive (of `big_scene`, made locally, then uploaded)
+/// in the bucket, its index alone in the backup directory.
+fn s3_scene(stub: &panel_stub::Stub, dir: &TempDir) -> (Engine, PathBuf, Vec<u8>, String, u64) {
+    let engine = engine_in(dir, CompressionLevel::None);
+    let root = dir.join("data").join(SERVER);
+    build_game_tree(&root);
+    for i in 0..4u64 {
+        write_file(
+            &root.join(format!("big/blob-{i}.bin")),
+            &noise(64 << 20, 200 + i),
+            0o644,
+            1_600_000_000,
+        );
+    }
+    let target = noise(1 << 20, 9);
+    write_file(&root.join(TARGET), &target, 0o640, 1_650_000_000);
+    engine
+        .create_backup(SERVER, &create_request(BACKUP, ""), &mut Control::none())
+        .unwrap();
+    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
+    let bytes = std::fs::read(&archive).unwrap();
+    std::fs::remove_file(&archive).unwrap();
+    let key = format!("sel/{BACKUP}.tar.gz");
+    stub.put(&key, &bytes);
+    let url = stub.get(&format!("/_test/presign?key={key}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(engine);
+    // Allowed to download from 127.0.0.1 (the proxy).
+    let engine = Engine::new(EngineConfig {
+        data_directory: dir.join("data"),
+        backup_directory: dir.join("backups"),
+        restore_host_allowlist: vec![wings_backup::config::AllowEntry::parse("127.0.0.1").unwrap()],
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    (engine, root, target, url, bytes.len() as u64)
+}
+
+/// `url` with its authority replaced by the proxy's.
+fn through(url: &str, proxy: &Proxy) -> (String, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let slash = rest.find('/').unwrap();
+    (
+        format!("http://{}{}", proxy.addr, &rest[slash..]),
+        rest[..slash].to_string(),
+    )
+}
+
+fn s3_request(url: &str, paths: &[&str], truncate: bool) -> RestoreRequest {
+    RestoreRequest {
+        adapter: Adapter::S3,
+        download_url: Some(url.to_string()),
+        ..request(paths, truncate)
+    }
+}
+
+#[test]
+fn s3_one_file_through_range_requests_and_the_fallback_when_ranges_are_ignored() {
+    let stub = panel_stub::Stub::start();
+    let dir = scratch("sel-s3");
+    let (engine, root, target, url, archive_len) = s3_scene(&stub, &dir);
+    let upstream = url.strip_prefix("http://").unwrap();
+    let upstream = upstream[..upstream.find('/').unwrap()].to_string();
+
+    for truncate in [false, true] {
+        let ranged = proxy(upstream.clone(), false);
+        let (proxied, _) = through(&url, &ranged);
+        write_file(&root.join(TARGET), b"damaged", 0o600, 1_700_000_000);
+        let before = files(&root);
+        let start = Instant::now();
+        let summary = engine
+            .restore_backup(
+                SERVER,
+                BACKUP,
+                &s3_request(&proxied, &[TARGET], truncate),
+                &mut Control::none(),
+            )
+            .unwrap();
+        let took = start.elapsed();
+        assert_eq!(summary.files, 1);
+        assert_eq!(std::fs::read(root.join(TARGET)).unwrap(), target);
+        assert_eq!(outside(files(&root), TARGET), outside(before, TARGET));
+        let served = ranged.served.load(Ordering::Relaxed);
+        let ranges = ranged.ranges.lock().unwrap().clone();
+        eprintln!("s3 (truncate={truncate}): {served} of {archive_len} bytes served in {took:?}, ranges {ranges:?}");
+        assert!(
+            served * 100 < archive_len,
+            "served {served} of {archive_len}"
+        );
+        assert!(
+            !ranges.is_empty() && ranges.iter().all(|r| r.is_some()),
+            "{ranges:?}"
+        );
+    }
+
+    // A server that ignores ranges (200, the whole object): the object is
+    // streamed and the selection restored all the same.
+    let whole = proxy(upstream.clone(), true);
+    let (proxied, _) = through(&url, &whole);
+    write_file(&root.join(TARGET), b"damaged", 0o600, 1_700_000_000);
+    let before = files(&root);
+    engine
+        .restore_backup(
+            SERVER,
+            BACKUP,
+            &s3_request(&proxied, &[TARGET], true),
+            &mut Control::none(),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(root.join(TARGET)).unwrap(), target);
+    assert_eq!(outside(files(&root), TARGET), outside(before, TARGET));
+    let served = whole.served.load(Ordering::Relaxed);
+    assert!(
+        served >= archive_len,
+        "the whole object: {served} of {archive_len}"
+    );
+
+    // A path the backup does not hold: 404 from the local index, nothing
+    // downloaded.
+    let counted = proxy(upstream, false);
+    let (proxied, _) = through(&url, &counted);
+    let before = files(&root);
+    let err = engine
+        .restore_backup(
+            SERVER,
+            BACKUP,
+            &s3_request(&proxied, &["nope"], true),
+            &mut Control::none(),
+        )
+        .unwrap_err();
+    assert_eq!(err.status, Status::NotFound);
+    assert_eq!(files(&root), before);
+    assert_eq!(counted.served.load(Ordering::Relaxed), 0);
+}
