@@ -821,6 +821,123 @@ mod tests {
         failed_commit_keeps_old_files(true, CommitPhase::MovedAside);
     }
 
+    /// A target limited to `world` and `zz.txt` (truncating), with new ones
+    /// staged.
+    fn scoped_world(server: &Scratch) -> RestoreTarget {
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        let selection =
+            crate::selection::Selection::parse(&["world".to_string(), "zz.txt".to_string()])
+                .unwrap();
+        let opts = RestoreOptions {
+            truncate: true,
+            scope: Some(std::sync::Arc::new(crate::selection::Scope::new(
+                selection,
+                Default::default(),
+            ))),
+            ..Default::default()
+        };
+        let mut target = RestoreTarget::begin(root, opts).unwrap();
+        let scope = target.state.opts.scope.clone().unwrap();
+        let entries: [(&[u8], EntryKind<'_>, &[u8]); 4] = [
+            (b"world", EntryKind::Dir, b""),
+            (b"world/level.dat", EntryKind::File, b"new level"),
+            (b"world/extra.dat", EntryKind::File, b"new extra"),
+            (b"zz.txt", EntryKind::File, b"new zz"),
+        ];
+        for (path, kind, data) in entries {
+            assert_eq!(
+                scope.admit(path, None, matches!(kind, EntryKind::File)),
+                crate::selection::Admit::Yes
+            );
+            let mode = if matches!(kind, EntryKind::Dir) {
+                0o755
+            } else {
+                0o644
+            };
+            let entry = Entry {
+                path,
+                kind,
+                mode,
+                mtime: 0,
+            };
+            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
+        }
+        target
+    }
+
+    #[test]
+    fn a_scoped_truncate_replaces_only_its_paths_and_is_undone_at_any_phase() {
+        for phase in [
+            CommitPhase::Started,
+            CommitPhase::MovedAside,
+            CommitPhase::MovingIn,
+        ] {
+            let server = old_server();
+            std::fs::write(server.0.join("world/stale.dat"), b"stale").unwrap();
+            let before = listing(&server.0);
+            let target = scoped_world(&server);
+            FAULT.with(|f| f.set(Some(phase)));
+            let result = target.commit();
+            FAULT.with(|f| f.set(None));
+            assert!(result.is_err(), "{phase:?}");
+            assert_eq!(listing(&server.0), before, "a fault at {phase:?}");
+            let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+            assert_eq!(recover(root.as_fd()).unwrap(), 0);
+            assert_eq!(listing(&server.0), before);
+        }
+        // Committed: `world` is the staged one (its stale file gone), the
+        // rest as it was.
+        let server = old_server();
+        std::fs::write(server.0.join("world/stale.dat"), b"stale").unwrap();
+        let mut want: Vec<_> = listing(&server.0)
+            .into_iter()
+            .filter(|(p, _, _)| !p.starts_with("world/") && p != "zz.txt")
+            .collect();
+        scoped_world(&server).commit().unwrap();
+        want.push(("world/extra.dat".into(), 0o100644, b"new extra".to_vec()));
+        want.push(("world/level.dat".into(), 0o100644, b"new level".to_vec()));
+        want.push(("zz.txt".into(), 0o100644, b"new zz".to_vec()));
+        want.sort();
+        let mut got = listing(&server.0);
+        for item in got.iter_mut().chain(want.iter_mut()) {
+            if item.0 == "world" {
+                item.1 = 0; // the directory's mode is the archive's
+            }
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_scoped_truncate_interrupted_after_its_start_is_finished_by_recover() {
+        let server = old_server();
+        std::fs::write(server.0.join("world/stale.dat"), b"stale").unwrap();
+        let mut target = scoped_world(&server);
+        // As a crash right after the commit started: markers written,
+        // nothing moved, the stage left.
+        target.finish_dirs().unwrap();
+        journal::record_scope(
+            target.stage.as_fd(),
+            &[b"world".to_vec(), b"zz.txt".to_vec()],
+        )
+        .unwrap();
+        journal::start(target.stage.as_fd(), CommitMode::ScopedTruncate).unwrap();
+        target.done = true;
+        drop(target);
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 1);
+        assert_eq!(
+            std::fs::read(server.0.join("world/level.dat")).unwrap(),
+            b"new level"
+        );
+        assert!(!server.0.join("world/stale.dat").exists());
+        assert_eq!(
+            std::fs::read(server.0.join("server.properties")).unwrap(),
+            b"old props"
+        );
+        assert_eq!(std::fs::read(server.0.join("zz.txt")).unwrap(), b"new zz");
+        assert!(server.0.join("world").is_dir());
+    }
+
     #[test]
     fn a_commit_failing_while_moving_in_puts_everything_back() {
         failed_commit_keeps_old_files(true, CommitPhase::MovingIn);
