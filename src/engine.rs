@@ -29,16 +29,6 @@ use crate::restore::{self as restore_target, restore_stream, RestoreOptions, Res
 use crate::safe_fs;
 use crate::selection::{self, FileSource, HttpSource, Scope, SelectedArchive, Selection};
 
-/// A selective restore over the whole archive (see `Engine::run_selective`):
-/// `(link sources, control, a whole-object download already open)` to its
-/// result and the link sources it missed.
-type FullRestore<'a> = dyn Fn(
-        HashSet<Vec<u8>>,
-        &mut Control<'_>,
-        Option<crate::download::Download>,
-    ) -> (Result<RestoreSummary>, HashSet<Vec<u8>>)
-    + 'a;
-
 pub struct Engine {
     config: EngineConfig,
     store: BackupStore,
@@ -425,12 +415,7 @@ impl Engine {
         }
     }
 
-    /// A restore limited to `selection` (see `crate::selection`): with the
-    /// archive's index, only the members holding the selected entries are
-    /// read (for `s3`, through `Range` requests); without one, or when the
-    /// server ignores ranges, the whole archive is streamed and only the
-    /// selection restored. A named path the backup does not hold is a
-    /// not-found error before anything is touched.
+    /// A restore limited to `selection` (see `selective_restore`).
     fn run_selective(
         &self,
         request: &RestoreRequest,
@@ -440,139 +425,23 @@ impl Engine {
         selection: Selection,
         ctl: &mut Control<'_>,
     ) -> Result<RestoreSummary> {
-        let threads = self.config.worker_threads();
-        let limit = self.config.write_limit;
-        let allow = &self.config.restore_host_allowlist;
-        let url = match (&request.adapter, &request.download_url) {
-            (Adapter::S3, Some(url)) => Some(url.as_str()),
-            _ => None,
+        let source = match (&request.adapter, &request.download_url) {
+            (Adapter::S3, Some(url)) => SelectiveSource::Remote {
+                url,
+                allow: &self.config.restore_host_allowlist,
+            },
+            _ => SelectiveSource::Local(self.store.archive_path(backup)),
         };
-        // The local archive (`wings`); its index only if it is this
-        // archive's (same length).
-        let local = match url {
-            None => Some(self.store.open_archive(backup)?),
-            Some(_) => None,
-        };
-        let index = match (&local, Index::load(&self.store.index_path(backup))) {
-            (Some((_, len)), Ok(Some(index))) if index.footer.archive_size == *len => Some(index),
-            (None, Ok(Some(index))) => Some(index),
-            _ => None,
-        };
-        let plan = match &index {
-            Some(index) => Some(selection::plan(index, &selection)?),
-            None => None,
-        };
-        let scoped = |sources: HashSet<Vec<u8>>| {
-            let scope = Arc::new(Scope::new(selection.clone(), sources));
-            let mut o = opts.clone();
-            o.scope = Some(scope.clone());
-            (scope, o)
-        };
-        // The whole archive, streamed, with the selection as the scope.
-        let full = |sources, ctl: &mut Control<'_>, body: Option<crate::download::Download>| {
-            let (scope, o) = scoped(sources);
-            let result = (|| match (url, body) {
-                (Some(_), Some(mut d)) => {
-                    let root_fd = self.open_root(root)?;
-                    restore_stream(
-                        &mut d.reader,
-                        d.len.unwrap_or(0),
-                        root_fd,
-                        o,
-                        threads,
-                        limit,
-                        ctl,
-                    )
-                }
-                (Some(url), None) => {
-                    let mut d = crate::download::open(url, allow)?;
-                    let root_fd = self.open_root(root)?;
-                    restore_stream(
-                        &mut d.reader,
-                        d.len.unwrap_or(0),
-                        root_fd,
-                        o,
-                        threads,
-                        limit,
-                        ctl,
-                    )
-                }
-                (None, _) => {
-                    let (mut file, len) = self.store.open_archive(backup)?;
-                    let root_fd = self.open_root(root)?;
-                    restore_stream(&mut file, len, root_fd, o, threads, limit, ctl)
-                }
-            })();
-            (result, scope.missing_sources())
-        };
-        let (result, missing) = match (&index, &plan) {
-            (Some(index), Some(plan)) => {
-                let (scope, o) = scoped(plan.link_sources.clone());
-                let result = match (url, &local) {
-                    (None, Some((file, _))) => {
-                        let file = file
-                            .try_clone()
-                            .map_err(|e| Error::io("opening the backup", e))?;
-                        let mut src = SelectedArchive::new(index, plan, FileSource(file));
-                        restore_stream(&mut src, 0, self.open_root(root)?, o, threads, limit, ctl)
-                    }
-                    (Some(url), _) => {
-                        let mut http = HttpSource::new(url, allow, index.footer.archive_size);
-                        match http.first(index, plan) {
-                            // The server ignores ranges: its answer is the
-                            // whole object, streamed instead.
-                            Err(Some(whole)) => {
-                                drop(scope);
-                                let (r, m) = full(plan.link_sources.clone(), ctl, Some(whole));
-                                return self.retry_selective(r, m, plan, &full, ctl);
-                            }
-                            Err(None) => {
-                                drop(scope);
-                                let (r, m) = full(plan.link_sources.clone(), ctl, None);
-                                return self.retry_selective(r, m, plan, &full, ctl);
-                            }
-                            Ok(()) => {
-                                let mut src = SelectedArchive::new(index, plan, http);
-                                restore_stream(
-                                    &mut src,
-                                    0,
-                                    self.open_root(root)?,
-                                    o,
-                                    threads,
-                                    limit,
-                                    ctl,
-                                )
-                            }
-                        }
-                    }
-                    (None, None) => return Err(Error::internal("no archive")),
-                };
-                (result, scope.missing_sources())
-            }
-            _ => full(Default::default(), ctl, None),
-        };
-        self.retry_selective(result, missing, &plan.unwrap_or_default(), &full, ctl)
-    }
-
-    /// A selective restore that met hard links to files outside the
-    /// selection it had not read runs once more over the whole archive with
-    /// those files as link sources.
-    fn retry_selective(
-        &self,
-        result: Result<RestoreSummary>,
-        missing: HashSet<Vec<u8>>,
-        plan: &selection::Plan,
-        full: &FullRestore<'_>,
-        ctl: &mut Control<'_>,
-    ) -> Result<RestoreSummary> {
-        match result {
-            Err(e) if !missing.is_empty() && e.status == crate::Status::CorruptArchive => {
-                let mut sources = plan.link_sources.clone();
-                sources.extend(missing);
-                full(sources, ctl, None).0
-            }
-            other => other,
-        }
+        selective_restore(
+            &source,
+            &self.store.index_path(backup),
+            &|| self.open_root(root),
+            opts,
+            &selection,
+            self.config.worker_threads(),
+            self.config.write_limit,
+            ctl,
+        )
     }
 
     /// Sends the backup and restore reports parked in `.pending` (see
@@ -966,6 +835,9 @@ pub struct ArchiveOptions {
     pub disk_limit: u64,
     /// Extract: chown everything extracted to this owner.
     pub owner: Option<Owner>,
+    /// Extract: only these entries (a directory with everything under
+    /// it); empty = all. See `crate::selection`.
+    pub paths: Vec<String>,
 }
 
 impl Default for ArchiveOptions {
@@ -978,6 +850,7 @@ impl Default for ArchiveOptions {
             truncate: false,
             disk_limit: 0,
             owner: None,
+            paths: Vec::new(),
         }
     }
 }
@@ -1140,6 +1013,136 @@ pub fn archive_create(
     Ok(summary)
 }
 
+/// Where a selective restore reads the archive.
+enum SelectiveSource<'a> {
+    /// A local archive file.
+    Local(PathBuf),
+    /// An object behind a download URL (`s3`).
+    Remote {
+        url: &'a str,
+        allow: &'a [crate::config::AllowEntry],
+    },
+}
+
+/// A restore limited to `selection` (see `crate::selection`). With the
+/// archive's index (at `index_path`; for a local archive only if it has the
+/// archive's length), only the members holding the selected entries are
+/// read: from the file, or through `Range` requests. Without one, or when
+/// the server ignores ranges, the whole archive is streamed and only the
+/// selection restored. A named path the backup does not hold is a
+/// not-found error before anything is touched (from the index before
+/// anything is read). A hard link in the selection to a file outside it
+/// that the first pass did not read makes one more pass over the whole
+/// archive with that file as a link source.
+#[allow(clippy::too_many_arguments)]
+fn selective_restore(
+    source: &SelectiveSource<'_>,
+    index_path: &Path,
+    open_root: &dyn Fn() -> Result<OwnedFd>,
+    opts: RestoreOptions,
+    selection: &Selection,
+    threads: usize,
+    limit: u64,
+    ctl: &mut Control<'_>,
+) -> Result<RestoreSummary> {
+    let open_local = |path: &Path| -> Result<(std::fs::File, u64)> {
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::not_found("The requested backup was not found on this server.")
+            }
+            _ => Error::io("opening the backup", e),
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("opening the backup", e))?
+            .len();
+        Ok((file, len))
+    };
+    let local = match source {
+        SelectiveSource::Local(path) => Some(open_local(path)?),
+        SelectiveSource::Remote { .. } => None,
+    };
+    let index = match (&local, Index::load(index_path)) {
+        (Some((_, len)), Ok(Some(index))) if index.footer.archive_size == *len => Some(index),
+        (None, Ok(Some(index))) => Some(index),
+        _ => None,
+    };
+    let plan = match &index {
+        Some(index) => Some(selection::plan(index, selection)?),
+        None => None,
+    };
+    let scoped = |sources: HashSet<Vec<u8>>| {
+        let scope = Arc::new(Scope::new(selection.clone(), sources));
+        let mut o = opts.clone();
+        o.scope = Some(scope.clone());
+        (scope, o)
+    };
+    // The whole archive, streamed, with the selection as the scope (`body`:
+    // a whole-object answer already open).
+    let full = |sources: HashSet<Vec<u8>>,
+                ctl: &mut Control<'_>,
+                body: Option<crate::download::Download>| {
+        let (scope, o) = scoped(sources);
+        let result = (|| match (source, body) {
+            (SelectiveSource::Remote { url, allow }, body) => {
+                let mut d = match body {
+                    Some(d) => d,
+                    None => crate::download::open(url, allow)?,
+                };
+                let len = d.len.unwrap_or(0);
+                restore_stream(&mut d.reader, len, open_root()?, o, threads, limit, ctl)
+            }
+            (SelectiveSource::Local(path), _) => {
+                let (mut file, len) = open_local(path)?;
+                restore_stream(&mut file, len, open_root()?, o, threads, limit, ctl)
+            }
+        })();
+        (result, scope.missing_sources())
+    };
+    let sources = plan
+        .as_ref()
+        .map(|p| p.link_sources.clone())
+        .unwrap_or_default();
+    let (result, missing) = match (&index, &plan) {
+        (Some(index), Some(plan)) => match (source, &local) {
+            (SelectiveSource::Local(_), Some((file, _))) => {
+                let file = file
+                    .try_clone()
+                    .map_err(|e| Error::io("opening the backup", e))?;
+                let (scope, o) = scoped(sources.clone());
+                let mut src = SelectedArchive::new(index, plan, FileSource(file));
+                let result = restore_stream(&mut src, 0, open_root()?, o, threads, limit, ctl);
+                (result, scope.missing_sources())
+            }
+            (SelectiveSource::Remote { url, allow }, _) => {
+                let mut http = HttpSource::new(url, allow, index.footer.archive_size);
+                match http.first(index, plan) {
+                    // The server ignores ranges: its answer is the whole
+                    // object, streamed instead.
+                    Err(whole) => full(sources.clone(), ctl, whole),
+                    Ok(()) => {
+                        let (scope, o) = scoped(sources.clone());
+                        let mut src = SelectedArchive::new(index, plan, http);
+                        let result =
+                            restore_stream(&mut src, 0, open_root()?, o, threads, limit, ctl);
+                        (result, scope.missing_sources())
+                    }
+                }
+            }
+            (SelectiveSource::Local(_), None) => return Err(Error::internal("no archive")),
+        },
+        _ => full(sources.clone(), ctl, None),
+    };
+    match result {
+        Err(e) if !missing.is_empty() && e.status == crate::Status::CorruptArchive => {
+            let mut all = sources;
+            all.extend(missing);
+            full(all, ctl, None).0
+        }
+        other => other,
+    }
+}
+
 /// Extracts a `.tar.gz` file into a directory with the same safety rules as
 /// a backup restore.
 pub fn archive_extract(
@@ -1157,21 +1160,37 @@ pub fn archive_extract(
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let selection = Selection::parse(&opts.paths)?;
+    let restore_opts = RestoreOptions {
+        truncate: opts.truncate,
+        owner: opts.owner,
+        disk_limit: opts.disk_limit,
+        scope: None,
+    };
     ctl.report(Progress::at(Phase::Started))?;
-    let summary = restore_stream(
-        &mut file,
-        len,
-        root,
-        RestoreOptions {
-            truncate: opts.truncate,
-            owner: opts.owner,
-            disk_limit: opts.disk_limit,
-            scope: None,
-        },
-        opts.worker_threads(),
-        opts.write_limit,
-        ctl,
-    )?;
+    let summary = if selection.is_empty() {
+        restore_stream(
+            &mut file,
+            len,
+            root,
+            restore_opts,
+            opts.worker_threads(),
+            opts.write_limit,
+            ctl,
+        )?
+    } else {
+        drop(root);
+        selective_restore(
+            &SelectiveSource::Local(archive.to_path_buf()),
+            &crate::index::path_for(archive),
+            &|| existing_dir(dest, "the destination"),
+            restore_opts,
+            &selection,
+            opts.worker_threads(),
+            opts.write_limit,
+            ctl,
+        )?
+    };
     ctl.report_final(Progress::done(summary.bytes, summary.entries));
     Ok(summary)
 }

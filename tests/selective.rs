@@ -852,3 +852,48 @@ fn s3_one_file_through_range_requests_and_the_fallback_when_ranges_are_ignored()
     assert_eq!(files(&root), before);
     assert_eq!(counted.served.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn archive_extract_takes_paths_too() {
+    use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
+    let dir = TempDir::new("sel-extract");
+    let src = dir.join("src");
+    build_game_tree(&src);
+    write_file(
+        &src.join("world/region/r.0.0.mca"),
+        &noise(3 << 20, 4),
+        0o640,
+        1_600_000_000,
+    );
+    let archive = dir.join("a.tar.gz");
+    archive_create(
+        &src,
+        &archive,
+        &ArchiveOptions::default(),
+        &mut Control::none(),
+    )
+    .unwrap();
+    let dest = dir.join("dest");
+    write_file(&dest.join("world/mine.txt"), b"mine", 0o644, 1_700_000_000);
+    write_file(&dest.join("keep.txt"), b"keep", 0o644, 1_700_000_000);
+    let before = files(&dest);
+    let opts = ArchiveOptions {
+        paths: vec!["world/region".into()],
+        truncate: true,
+        ..ArchiveOptions::default()
+    };
+    let summary = archive_extract(&archive, &dest, &opts, &mut Control::none()).unwrap();
+    assert_eq!(summary.files, 1);
+    let after = files(&dest);
+    assert_eq!(
+        inside(&after, "world/region"),
+        inside(&files(&src), "world/region")
+    );
+    assert_eq!(outside(after, "world/region"), before);
+    let missing = ArchiveOptions {
+        paths: vec!["nope".into()],
+        ..ArchiveOptions::default()
+    };
+    let err = archive_extract(&archive, &dest, &missing, &mut Control::none()).unwrap_err();
+    assert_eq!(err.status, Status::NotFound);
+}
