@@ -22,7 +22,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::archive::gzip::{decode_member, encode_member, parse_member_header};
+use crate::archive::gzip::{decode_member, encode_member, parse_member_header, MAX_MEMBER};
 use crate::config::{AllowEntry, CompressionLevel};
 use crate::download::{open_range, Download, Ranged};
 use crate::error::{quote, Error, Result};
@@ -489,6 +489,13 @@ impl<S: MemberSource> SelectedArchive<S> {
         }
         let i = self.next_member;
         let m = self.members[i];
+        // The index is checked against each member, not trusted for sizes:
+        // no member of ours is larger than this.
+        if m.compressed > MAX_MEMBER as u64 || m.uncompressed > MAX_MEMBER as u64 {
+            return Err(Error::corrupt(format!(
+                "member {i} of the backup is larger than any member this engine writes"
+            )));
+        }
         let reader = self
             .reader
             .as_mut()
