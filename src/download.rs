@@ -319,6 +319,73 @@ fn redirect_target(current: &Uri, location: &str) -> Result<String> {
 /// and a gzip Content-Type, or an invalid-argument error with Wings'
 /// messages.
 pub fn open(url: &str, allow: &[AllowEntry]) -> Result<Download> {
+    let response = fetch(url, allow, None)?;
+    whole(response)
+}
+
+/// What a request for a range of the object got.
+pub enum Ranged {
+    /// `206 Partial Content` with exactly the bytes asked for.
+    Partial(Box<dyn Read + Send>),
+    /// `200 OK` with the whole object: the server ignores ranges.
+    Whole(Download),
+}
+
+/// Asks for bytes `[start, start + len)` of the object at `url` (with the
+/// same checks as `open`). A 206 answer must name exactly that range in
+/// its `Content-Range`; a 200 answer is the whole object, for the caller
+/// to stream instead. `total` is the object's expected length.
+pub fn open_range(
+    url: &str,
+    allow: &[AllowEntry],
+    start: u64,
+    len: u64,
+    total: u64,
+) -> Result<Ranged> {
+    if len == 0 {
+        return Err(Error::internal("an empty range"));
+    }
+    let end = start + len - 1;
+    let response = fetch(url, allow, Some((start, end)))?;
+    if response.status().as_u16() == 200 {
+        return whole(response).map(Ranged::Whole);
+    }
+    if response.status().as_u16() != 206 {
+        return whole(response).map(Ranged::Whole);
+    }
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+    };
+    let range = header("content-range").unwrap_or_default();
+    let expected = format!("bytes {start}-{end}/{total}");
+    if range != expected {
+        return Err(Error::remote(format!(
+            "the backup link answered a request for bytes {start}-{end} with the range {range:?}"
+        )));
+    }
+    if let Some(n) = header("content-length").and_then(|v| v.parse::<u64>().ok()) {
+        if n != len {
+            return Err(Error::remote(format!(
+                "the backup link answered a request for {len} bytes with {n}"
+            )));
+        }
+    }
+    let reader = response.into_body().into_reader();
+    Ok(Ranged::Partial(Box::new(
+        Detached::spawn(BodyReader(reader))?.take(len),
+    )))
+}
+
+/// The response to a GET of `url` (with a `Range` header when `range` is
+/// given, inclusive), redirects followed and each checked.
+fn fetch(
+    url: &str,
+    allow: &[AllowEntry],
+    range: Option<(u64, u64)>,
+) -> Result<ureq::http::Response<ureq::Body>> {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -338,7 +405,11 @@ pub fn open(url: &str, allow: &[AllowEntry]) -> Result<Download> {
     let mut current = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         let target = parse(&current)?;
-        let response = agent.get(&current).call().map_err(|e| match e {
+        let mut request = agent.get(&current);
+        if let Some((a, b)) = range {
+            request = request.header("Range", format!("bytes={a}-{b}"));
+        }
+        let response = request.call().map_err(|e| match e {
             ureq::Error::Other(inner) => match inner.downcast::<Refused>() {
                 Ok(refused) => refused.0,
                 Err(other) => Error::remote(format!("downloading the backup: {other}")),
@@ -355,47 +426,53 @@ pub fn open(url: &str, allow: &[AllowEntry]) -> Result<Download> {
             current = redirect_target(&target.uri, location)?;
             continue;
         }
-        if status.as_u16() != 200 {
-            return Err(Error::invalid(
-                format!(
-                    "The provided backup link returned an invalid response status: {} {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                )
-                .trim_end()
-                .to_string(),
-            ));
-        }
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if media != "application/gzip" && media != "application/x-gzip" {
-            return Err(Error::invalid(format!(
-                "The provided backup link is not a supported content type. \"{content_type}\" is not application/x-gzip."
-            )));
-        }
-        let len = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let reader = response.into_body().into_reader();
-        return Ok(Download {
-            reader: Box::new(Detached::spawn(BodyReader(reader))?),
-            len,
-        });
+        return Ok(response);
     }
     Err(Error::invalid(
         "The provided backup link redirects too many times.",
     ))
+}
+
+/// The checks of a whole-object answer: status 200 and a gzip type.
+fn whole(response: ureq::http::Response<ureq::Body>) -> Result<Download> {
+    let status = response.status();
+    if status.as_u16() != 200 {
+        return Err(Error::invalid(
+            format!(
+                "The provided backup link returned an invalid response status: {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string(),
+        ));
+    }
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/gzip" && media != "application/x-gzip" {
+        return Err(Error::invalid(format!(
+            "The provided backup link is not a supported content type. \"{content_type}\" is not application/x-gzip."
+        )));
+    }
+    let len = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let reader = response.into_body().into_reader();
+    Ok(Download {
+        reader: Box::new(Detached::spawn(BodyReader(reader))?),
+        len,
+    })
 }
 
 #[cfg(test)]

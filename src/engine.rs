@@ -3,6 +3,7 @@
 //! hold a server at a time. Typed: requests and results are Rust structs; the
 //! C boundary (`ffi::wire`) parses and renders their JSON.
 
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -15,6 +16,7 @@ use crate::catalog::{scan_archives, Catalog, UNKNOWN_SERVER};
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
+use crate::index::Index;
 use crate::log::{Logger, Sink};
 use crate::operations::{Kind, OpKind, OperationRecord, Operations, Outcome};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
@@ -28,6 +30,7 @@ use crate::safe_fs;
 use crate::space::{self, DryRunReport, TreeMeasure};
 
 mod browse;
+use crate::selection::{self, FileSource, HttpSource, Scope, SelectedArchive, Selection};
 pub use browse::{archive_list, archive_verify, MSG_NO_LOCAL_INDEX};
 
 pub struct Engine {
@@ -399,6 +402,7 @@ impl Engine {
     ) -> Result<()> {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
+        Selection::parse(&request.paths)?;
         match (&request.adapter, &request.download_url) {
             (Adapter::Wings, _) if !self.store.exists(&backup) => {
                 return Err(Error::not_found(
@@ -468,6 +472,11 @@ impl Engine {
         let _ = restore_target::recover(std::os::fd::AsFd::as_fd(&root_fd));
         let opts = self.restore_options(request.truncate_directory);
         let threads = self.config.worker_threads();
+        let selection = Selection::parse(&request.paths)?;
+        if !selection.is_empty() {
+            drop(root_fd);
+            return self.run_selective(request, backup, root, opts, selection, ctl);
+        }
         let recorded = self.recorded_create(backup, request.adapter);
         match (&request.adapter, &request.download_url) {
             (Adapter::S3, Some(url)) => {
@@ -505,6 +514,35 @@ impl Engine {
         }
     }
 
+    /// A restore limited to `selection` (see `selective_restore`).
+    fn run_selective(
+        &self,
+        request: &RestoreRequest,
+        backup: &str,
+        root: &Path,
+        opts: RestoreOptions,
+        selection: Selection,
+        ctl: &mut Control<'_>,
+    ) -> Result<RestoreSummary> {
+        let source = match (&request.adapter, &request.download_url) {
+            (Adapter::S3, Some(url)) => SelectiveSource::Remote {
+                url,
+                allow: &self.config.restore_host_allowlist,
+            },
+            _ => SelectiveSource::Local(self.store.archive_path(backup)),
+        };
+        selective_restore(
+            &source,
+            &self.store.index_path(backup),
+            &|| self.open_root(root),
+            opts,
+            &selection,
+            self.config.worker_threads(),
+            self.config.write_limit,
+            ctl,
+        )
+    }
+
     /// Sends the backup and restore reports parked in `.pending` (see
     /// `PanelClient`): returns (settled, still pending).
     pub fn send_pending_reports(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
@@ -535,6 +573,7 @@ impl Engine {
             truncate,
             owner: self.config.owner,
             disk_limit: self.config.disk_limit,
+            scope: None,
         }
     }
 
@@ -914,6 +953,9 @@ pub struct ArchiveOptions {
     pub disk_limit: u64,
     /// Extract: chown everything extracted to this owner.
     pub owner: Option<Owner>,
+    /// Extract: only these entries (a directory with everything under
+    /// it); empty = all. See `crate::selection`.
+    pub paths: Vec<String>,
 }
 
 impl Default for ArchiveOptions {
@@ -926,6 +968,7 @@ impl Default for ArchiveOptions {
             truncate: false,
             disk_limit: 0,
             owner: None,
+            paths: Vec::new(),
         }
     }
 }
@@ -1114,6 +1157,136 @@ pub fn archive_dry_run(
     Ok(DryRunReport::from_measure(measure, None))
 }
 
+/// Where a selective restore reads the archive.
+enum SelectiveSource<'a> {
+    /// A local archive file.
+    Local(PathBuf),
+    /// An object behind a download URL (`s3`).
+    Remote {
+        url: &'a str,
+        allow: &'a [crate::config::AllowEntry],
+    },
+}
+
+/// A restore limited to `selection` (see `crate::selection`). With the
+/// archive's index (at `index_path`; for a local archive only if it has the
+/// archive's length), only the members holding the selected entries are
+/// read: from the file, or through `Range` requests. Without one, or when
+/// the server ignores ranges, the whole archive is streamed and only the
+/// selection restored. A named path the backup does not hold is a
+/// not-found error before anything is touched (from the index before
+/// anything is read). A hard link in the selection to a file outside it
+/// that the first pass did not read makes one more pass over the whole
+/// archive with that file as a link source.
+#[allow(clippy::too_many_arguments)]
+fn selective_restore(
+    source: &SelectiveSource<'_>,
+    index_path: &Path,
+    open_root: &dyn Fn() -> Result<OwnedFd>,
+    opts: RestoreOptions,
+    selection: &Selection,
+    threads: usize,
+    limit: u64,
+    ctl: &mut Control<'_>,
+) -> Result<RestoreSummary> {
+    let open_local = |path: &Path| -> Result<(std::fs::File, u64)> {
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::not_found("The requested backup was not found on this server.")
+            }
+            _ => Error::io("opening the backup", e),
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("opening the backup", e))?
+            .len();
+        Ok((file, len))
+    };
+    let local = match source {
+        SelectiveSource::Local(path) => Some(open_local(path)?),
+        SelectiveSource::Remote { .. } => None,
+    };
+    let index = match (&local, Index::load(index_path)) {
+        (Some((_, len)), Ok(Some(index))) if index.footer.archive_size == *len => Some(index),
+        (None, Ok(Some(index))) => Some(index),
+        _ => None,
+    };
+    let plan = match &index {
+        Some(index) => Some(selection::plan(index, selection)?),
+        None => None,
+    };
+    let scoped = |sources: HashSet<Vec<u8>>| {
+        let scope = Arc::new(Scope::new(selection.clone(), sources));
+        let mut o = opts.clone();
+        o.scope = Some(scope.clone());
+        (scope, o)
+    };
+    // The whole archive, streamed, with the selection as the scope (`body`:
+    // a whole-object answer already open).
+    let full = |sources: HashSet<Vec<u8>>,
+                ctl: &mut Control<'_>,
+                body: Option<crate::download::Download>| {
+        let (scope, o) = scoped(sources);
+        let result = (|| match (source, body) {
+            (SelectiveSource::Remote { url, allow }, body) => {
+                let mut d = match body {
+                    Some(d) => d,
+                    None => crate::download::open(url, allow)?,
+                };
+                let len = d.len.unwrap_or(0);
+                restore_stream(&mut d.reader, len, open_root()?, o, threads, limit, ctl)
+            }
+            (SelectiveSource::Local(path), _) => {
+                let (mut file, len) = open_local(path)?;
+                restore_stream(&mut file, len, open_root()?, o, threads, limit, ctl)
+            }
+        })();
+        (result, scope.missing_sources())
+    };
+    let sources = plan
+        .as_ref()
+        .map(|p| p.link_sources.clone())
+        .unwrap_or_default();
+    let (result, missing) = match (&index, &plan) {
+        (Some(index), Some(plan)) => match (source, &local) {
+            (SelectiveSource::Local(_), Some((file, _))) => {
+                let file = file
+                    .try_clone()
+                    .map_err(|e| Error::io("opening the backup", e))?;
+                let (scope, o) = scoped(sources.clone());
+                let mut src = SelectedArchive::new(index, plan, FileSource(file));
+                let result = restore_stream(&mut src, 0, open_root()?, o, threads, limit, ctl);
+                (result, scope.missing_sources())
+            }
+            (SelectiveSource::Remote { url, allow }, _) => {
+                let mut http = HttpSource::new(url, allow, index.footer.archive_size);
+                match http.first(index, plan) {
+                    // The server ignores ranges: its answer is the whole
+                    // object, streamed instead.
+                    Err(whole) => full(sources.clone(), ctl, whole),
+                    Ok(()) => {
+                        let (scope, o) = scoped(sources.clone());
+                        let mut src = SelectedArchive::new(index, plan, http);
+                        let result =
+                            restore_stream(&mut src, 0, open_root()?, o, threads, limit, ctl);
+                        (result, scope.missing_sources())
+                    }
+                }
+            }
+            (SelectiveSource::Local(_), None) => return Err(Error::internal("no archive")),
+        },
+        _ => full(sources.clone(), ctl, None),
+    };
+    match result {
+        Err(e) if !missing.is_empty() && e.status == crate::Status::CorruptArchive => {
+            let mut all = sources;
+            all.extend(missing);
+            full(all, ctl, None).0
+        }
+        other => other,
+    }
+}
+
 /// Extracts a `.tar.gz` file into a directory with the same safety rules as
 /// a backup restore.
 pub fn archive_extract(
@@ -1131,20 +1304,37 @@ pub fn archive_extract(
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let selection = Selection::parse(&opts.paths)?;
+    let restore_opts = RestoreOptions {
+        truncate: opts.truncate,
+        owner: opts.owner,
+        disk_limit: opts.disk_limit,
+        scope: None,
+    };
     ctl.report(Progress::at(Phase::Started))?;
-    let summary = restore_stream(
-        &mut file,
-        len,
-        root,
-        RestoreOptions {
-            truncate: opts.truncate,
-            owner: opts.owner,
-            disk_limit: opts.disk_limit,
-        },
-        opts.worker_threads(),
-        opts.write_limit,
-        ctl,
-    )?;
+    let summary = if selection.is_empty() {
+        restore_stream(
+            &mut file,
+            len,
+            root,
+            restore_opts,
+            opts.worker_threads(),
+            opts.write_limit,
+            ctl,
+        )?
+    } else {
+        drop(root);
+        selective_restore(
+            &SelectiveSource::Local(archive.to_path_buf()),
+            &crate::index::path_for(archive),
+            &|| existing_dir(dest, "the destination"),
+            restore_opts,
+            &selection,
+            opts.worker_threads(),
+            opts.write_limit,
+            ctl,
+        )?
+    };
     ctl.report_final(Progress::done(summary.bytes, summary.entries));
     Ok(summary)
 }

@@ -29,6 +29,7 @@ pub mod restore;
 pub mod retry;
 pub mod s3;
 pub mod safe_fs;
+pub mod selection;
 pub mod space;
 
 pub use error::{Error, Result, Status};

@@ -56,6 +56,10 @@ pub struct RestoreRequest {
     pub truncate_directory: bool,
     /// Present (and non-empty) when the adapter is `s3`.
     pub download_url: Option<String>,
+    /// The entries to restore (a directory with everything under it),
+    /// relative to the server directory; empty restores the whole archive.
+    /// Checked by `crate::selection::Selection::parse`.
+    pub paths: Vec<String>,
 }
 
 /// The error of a restore request with the `s3` adapter and no URL.
@@ -130,6 +134,8 @@ struct RestoreBody {
     truncate_directory: Field<bool>,
     #[serde(default)]
     download_url: Field<String>,
+    #[serde(default)]
+    paths: Field<Vec<String>>,
 }
 
 impl TryFrom<CreateBody> for CreateRequest {
@@ -183,10 +189,21 @@ impl TryFrom<RestoreBody> for RestoreRequest {
             if adapter == Adapter::S3 && download_url.is_none() {
                 return Err(download_url_required());
             }
+            let paths = match body.paths {
+                Field::Absent | Field::Null => Vec::new(),
+                Field::Given(p) => p,
+                Field::Wrong => {
+                    return Err(Error::invalid(
+                        "the field `paths` must be an array of strings",
+                    ))
+                }
+            };
+            crate::selection::Selection::parse(&paths)?;
             Ok(RestoreRequest {
                 adapter,
                 truncate_directory,
                 download_url,
+                paths,
             })
         };
         checked().map_err(|e| e.message)

@@ -287,6 +287,11 @@ impl<'a> Dir<'a> {
         rfs::unlinkat(self.fd, single(name)?, AtFlags::empty())
     }
 
+    /// Removes the empty directory `name`.
+    pub fn rmdir(self, name: &CStr) -> Result<(), Errno> {
+        rfs::unlinkat(self.fd, single(name)?, AtFlags::REMOVEDIR)
+    }
+
     /// Renames `name` to `to/to_name`, replacing what is there.
     pub fn rename(self, name: &CStr, to: Dir<'_>, to_name: &CStr) -> Result<(), Errno> {
         rfs::renameat(self.fd, single(name)?, to.fd, single(to_name)?)

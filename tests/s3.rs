@@ -71,6 +71,7 @@ fn s3_restore(url: &str, truncate: bool) -> RestoreRequest {
         adapter: Adapter::S3,
         truncate_directory: truncate,
         download_url: Some(url.to_string()),
+        paths: Vec::new(),
     }
 }
 

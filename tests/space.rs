@@ -528,6 +528,7 @@ fn an_s3_restore_this_node_backed_up_is_checked_before_it_touches_anything() {
         adapter: wings_backup::request::Adapter::S3,
         truncate_directory: true,
         download_url: Some(url),
+        paths: Vec::new(),
     };
     let err = engine
         .restore_backup(SERVER, BACKUP, &restore, &mut Control::none())

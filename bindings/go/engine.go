@@ -289,9 +289,10 @@ func (e *Engine) CheckRestore(serverUUID, backupUUID string, requestJSON []byte)
 }
 
 // RestoreBackup restores backup backupUUID into server serverUUID as the
-// request {"adapter","truncate_directory","download_url"} says. It blocks
-// until done; if it fails or is cancelled, the server's files are as they
-// were before the call.
+// request {"adapter","truncate_directory","download_url","paths"} says
+// (RestoreRequest builds one; with Paths, only those entries are restored).
+// It blocks until done; if it fails or is cancelled, the server's files are
+// as they were before the call.
 func (e *Engine) RestoreBackup(ctx context.Context, serverUUID, backupUUID string, requestJSON []byte, progress func(Progress) bool) error {
 	return e.with(func(ptr *C.wb_engine) error {
 		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"request_json", string(requestJSON)})

@@ -225,6 +225,7 @@ impl Scratch {
             truncate,
             owner: None,
             disk_limit: DISK_LIMIT,
+            scope: None,
         };
         let result = restore_stream(
             &mut source,

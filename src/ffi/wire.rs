@@ -79,6 +79,7 @@ pub fn archive_options(text: Option<&str>) -> Result<ArchiveOptions> {
         truncate: own.truncate,
         disk_limit: shared.disk_limit,
         owner: shared.owner,
+        paths: own.paths,
     })
 }
 
@@ -98,6 +99,9 @@ struct OwnOptions {
     ignore: String,
     #[serde(default, deserialize_with = "config::boolean")]
     truncate: bool,
+    /// Extract only these entries (checked by the call).
+    #[serde(default)]
+    paths: Vec<String>,
 }
 
 /// The options checked as the engine configuration's keys of the same name.

@@ -57,12 +57,21 @@ pub(super) fn plan(root: &Beneath, tree: &Beneath, opts: &RestoreOptions) -> Res
         },
         &mut |_, _, _, _| Ok(()),
     )?;
-    if opts.disk_limit > 0 && !opts.truncate {
+    let scoped = opts.scope.as_ref().map(|s| s.selection.paths());
+    if opts.disk_limit > 0 && (!opts.truncate || scoped.is_some()) {
         // What the server holds, less what the merge replaces, plus what
         // is staged (not the bytes written: an archive may write one
-        // file several times).
+        // file several times). A selective truncate replaces its named
+        // paths whole instead.
+        if let (true, Some(named)) = (opts.truncate, scoped) {
+            replaced = 0;
+            for path in named {
+                replaced += path_usage(root, path)?;
+            }
+        }
         let usage = tree_usage(root.dir())?;
         let staged = tree_usage(tree.dir())?;
+
         let after = usage.saturating_sub(replaced) + staged;
         if after > opts.disk_limit {
             return Err(quota_error(opts.disk_limit));
@@ -76,6 +85,27 @@ pub(super) fn quota_error(limit: u64) -> Error {
         crate::Status::Quota,
         format!("the restore would exceed the server's disk limit of {limit} bytes"),
     )
+}
+
+/// Bytes in regular files at or under the server's `path` (no symlink
+/// followed; 0 if there is nothing).
+fn path_usage(root: &Beneath, path: &[u8]) -> Result<u64> {
+    let (dir, last) = super::paths::split_last(path);
+    let Ok(parent) = root.open_dir(dir) else {
+        return Ok(0);
+    };
+    let parent = Dir::of(parent.as_fd());
+    let name = super::paths::cstring(last)?;
+    match parent.lstat(name.as_c_str()) {
+        Ok(st) if safe_fs::file_type(&st) == FileType::RegularFile => Ok(st.st_size as u64),
+        Ok(st) if safe_fs::file_type(&st) == FileType::Directory => {
+            match parent.open_dir(name.as_c_str()) {
+                Ok(fd) => tree_usage(Dir::of(fd.as_fd())),
+                Err(_) => Ok(0),
+            }
+        }
+        _ => Ok(0),
+    }
 }
 
 fn first_child(dir: Dir<'_>, name: &CStr) -> Option<Vec<u8>> {

@@ -38,6 +38,9 @@ const MOVED_ASIDE_MARKER: &CStr = c"phase-b";
 pub enum CommitMode {
     Truncate,
     Merge,
+    /// A selective restore's truncate: each named path (recorded in the
+    /// stage's `scope`) moves aside whole, then the staged tree is merged.
+    ScopedTruncate,
 }
 
 impl CommitMode {
@@ -45,6 +48,9 @@ impl CommitMode {
         match self {
             CommitMode::Truncate => b"truncate\n",
             CommitMode::Merge => b"merge\n",
+            // Not starting with `truncate`: a version that does not know
+            // it merges (and loses nothing) rather than truncating all.
+            CommitMode::ScopedTruncate => b"scoped-truncate\n",
         }
     }
 
@@ -53,6 +59,8 @@ impl CommitMode {
     pub(super) fn from_marker(content: &[u8]) -> CommitMode {
         if content.starts_with(b"truncate") {
             CommitMode::Truncate
+        } else if content.starts_with(b"scoped-truncate") {
+            CommitMode::ScopedTruncate
         } else {
             CommitMode::Merge
         }
@@ -73,7 +81,9 @@ pub enum CommitPhase {
 
 /// The phase a started commit recorded in its stage.
 pub(super) fn recorded_phase(stage: Dir<'_>, mode: CommitMode) -> CommitPhase {
-    if mode == CommitMode::Truncate && stage.lstat(MOVED_ASIDE_MARKER).is_ok() {
+    if matches!(mode, CommitMode::Truncate | CommitMode::ScopedTruncate)
+        && stage.lstat(MOVED_ASIDE_MARKER).is_ok()
+    {
         CommitPhase::MovedAside
     } else {
         CommitPhase::Started
@@ -298,12 +308,15 @@ pub(super) struct ListedDirs<'a> {
 /// Puts the staged tree in place. `resume` continues a commit a crash
 /// interrupted (some entries may already have moved); `explicit` is the
 /// directories the archive listed (merging).
+// (The commit's inputs, all needed by one of its modes or by `recover`.)
+#[allow(clippy::too_many_arguments)]
 pub(super) fn commit(
     root: &Beneath,
     stage: Dir<'_>,
     tree: &Beneath,
     mode: CommitMode,
     resume: bool,
+    named: &[Vec<u8>],
     explicit: Option<&ListedDirs<'_>>,
     journal: &mut Journal,
 ) -> Result<()> {
@@ -311,7 +324,102 @@ pub(super) fn commit(
     match mode {
         CommitMode::Truncate => commit_truncate(root, stage, tree, resume, journal),
         CommitMode::Merge => commit_merge(root, stage, tree, explicit, journal),
+        CommitMode::ScopedTruncate => {
+            commit_scoped_truncate(root, stage, tree, named, resume, explicit, journal)
+        }
     }
+}
+
+/// The stage's record of a selective restore's named paths.
+const SCOPE_RECORD: &CStr = c"scope";
+
+/// Records the named paths of a selective truncating restore in the stage
+/// (NUL-separated), before its commit starts.
+pub(super) fn record_scope(stage: Dir<'_>, named: &[Vec<u8>]) -> Result<()> {
+    write_marker(stage, SCOPE_RECORD, &named.join(&0u8))
+}
+
+/// The named paths `record_scope` recorded (for `recover`).
+pub(super) fn recorded_scope(stage: Dir<'_>) -> Result<Vec<Vec<u8>>> {
+    let err = |e: Errno| Error::os("reading a stale restore's scope", e);
+    let damaged = || Error::corrupt("a stale restore's scope record is damaged");
+    let Some(file) = stage.open_regular(SCOPE_RECORD, false) else {
+        return Err(damaged());
+    };
+    let mut content = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => content.extend_from_slice(&buf[..n]),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(err(e)),
+        }
+        if content.len() > 16 << 20 {
+            return Err(damaged());
+        }
+    }
+    let mut named = Vec::new();
+    for p in content.split(|b| *b == 0) {
+        // Only what a request could name: relative, without `..`.
+        match super::paths::normalize(p) {
+            Ok(n) if !n.is_empty() && n == p => named.push(n),
+            _ => return Err(damaged()),
+        }
+    }
+    Ok(named)
+}
+
+/// A selective truncate: each named path of the server moves aside whole
+/// (into `displaced/`, journaled), then the staged tree (holding only the
+/// selection and the directories above it) is merged in. A named path's
+/// place is then free, so its staged version moves in as a whole.
+fn commit_scoped_truncate(
+    root: &Beneath,
+    stage: Dir<'_>,
+    tree: &Beneath,
+    named: &[Vec<u8>],
+    resume: bool,
+    explicit: Option<&ListedDirs<'_>>,
+    journal: &mut Journal,
+) -> Result<()> {
+    let displaced = stage_dir(stage, c"displaced")?;
+    let moved_aside =
+        resume && recorded_phase(stage, CommitMode::ScopedTruncate) == CommitPhase::MovedAside;
+    if !moved_aside {
+        let err = |e: Errno| Error::os("moving the server's files aside", e);
+        for path in named {
+            let (dir, last) = split_last(path);
+            // A parent that is missing, not a directory or a symlink holds
+            // nothing of the named path (the merge then deals with it).
+            let parent = match root.open_dir(dir) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            let parent = Dir::of(parent.as_fd());
+            let name = cstring(last)?;
+            match parent.lstat(name.as_c_str()) {
+                Ok(_) => {}
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(err(e)),
+            }
+            journal.touch(parent, dir)?;
+            let aside = journal.aside_name()?;
+            match rename_noreplace(parent, &name, Dir::of(displaced.as_fd()), &aside) {
+                Ok(()) => journal.moves.push(Move::Displaced {
+                    dir: dir.to_vec(),
+                    name,
+                    aside,
+                }),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        fault(CommitPhase::MovedAside)?;
+        write_marker(stage, MOVED_ASIDE_MARKER, b"")?;
+    }
+    commit_merge(root, stage, tree, explicit, journal)
 }
 
 /// Writes a small marker file durably (written, synced, renamed into place).

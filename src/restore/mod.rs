@@ -21,11 +21,13 @@
 use std::cell::RefCell;
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use crate::archive::reader::{with_tar_stream, EntryKind as TarKind, TarReader};
 use crate::error::Result;
 use crate::progress::{snapshot, Control, Counters, Phase, Shared};
 use crate::rate_limit::{LimitedReader, RateLimit};
+use crate::selection::{Admit, Scope};
 
 mod checks;
 pub mod journal;
@@ -48,6 +50,9 @@ pub struct RestoreOptions {
     pub owner: Option<Owner>,
     /// Bytes the server's files may take afterwards; 0 = no limit.
     pub disk_limit: u64,
+    /// Restore only these paths (see `crate::selection`); with `truncate`,
+    /// each named path is replaced whole and nothing else is touched.
+    pub scope: Option<Arc<Scope>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -101,6 +106,7 @@ pub fn restore_stream(
     let counters = Counters::default();
     counters.set_total(source_len);
     let shared = Shared::default();
+    let scope = opts.scope.clone();
     let mut target = RestoreTarget::begin(root, opts)?;
     ctl.tick(Phase::Extract, &counters)?;
     // The stream waits for data on this thread and ticks through the same
@@ -117,6 +123,20 @@ pub fn restore_stream(
             let mut reader = TarReader::new(stream);
             while let Some(entry) = reader.next_entry()? {
                 ctl.borrow_mut().tick(Phase::Extract, &counters)?;
+                let admit = match &scope {
+                    Some(scope) => {
+                        let link = match &entry.kind {
+                            TarKind::HardLink(t) => Some(&t[..]),
+                            _ => None,
+                        };
+                        scope.admit(&entry.path, link, matches!(entry.kind, TarKind::File))
+                    }
+                    None => Admit::Yes,
+                };
+                if admit == Admit::No {
+                    // Its data is skipped by the next `next_entry`.
+                    continue;
+                }
                 let kind = match &entry.kind {
                     TarKind::File => EntryKind::File,
                     TarKind::Dir => EntryKind::Dir,
@@ -135,7 +155,11 @@ pub fn restore_stream(
                     ctl: &ctl,
                     counters: &counters,
                 };
-                target.apply(&e, &mut data)?;
+                if admit == Admit::Source {
+                    target.apply_link_source(&e, &mut data)?;
+                } else {
+                    target.apply(&e, &mut data)?;
+                }
                 counters.add_entries(1);
             }
             reader.finish()

@@ -53,17 +53,23 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
                 let mut buf = [0u8; 16];
                 let n = file.read(&mut buf).unwrap_or(0);
                 let mode = CommitMode::from_marker(&buf[..n]);
-                match stage.open_dir(c"tree") {
-                    Ok(tree) => journal::commit(
+                let named = match mode {
+                    CommitMode::ScopedTruncate => journal::recorded_scope(stage),
+                    _ => Ok(Vec::new()),
+                };
+                match (named, stage.open_dir(c"tree")) {
+                    (Err(e), _) => Err(e),
+                    (Ok(named), Ok(tree)) => journal::commit(
                         &live,
                         stage,
                         &Beneath::new(tree),
                         mode,
                         true,
+                        &named,
                         None,
                         &mut Journal::default(),
                     ),
-                    Err(e) => Err(Error::os("reading a stale restore", e)),
+                    (_, Err(e)) => Err(Error::os("reading a stale restore", e)),
                 }
             }
             None => Ok(()),

@@ -63,6 +63,8 @@ struct State {
     dirs: DirList,
     summary: RestoreSummary,
     root_mtime: Option<i64>,
+    /// Files staged only as hard link sources (selective restore).
+    link_sources: Vec<Vec<u8>>,
 }
 
 fn chown(dir: Dir<'_>, owner: Option<Owner>) -> std::result::Result<(), Errno> {
@@ -109,6 +111,7 @@ impl RestoreTarget {
                 dirs: DirList::default(),
                 summary: RestoreSummary::default(),
                 root_mtime: None,
+                link_sources: Vec::new(),
             },
             done: false,
         })
@@ -173,6 +176,69 @@ impl RestoreTarget {
         }
     }
 
+    /// Stages a file outside a selective restore's scope that hard links in
+    /// it point to; it is dropped before the commit (see `crate::selection`).
+    pub fn apply_link_source(&mut self, entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
+        self.apply(entry, data)?;
+        let state = &mut self.state;
+        state.summary.entries -= 1;
+        state.summary.files = state.summary.files.saturating_sub(1);
+        if let Ok(path) = normalize(entry.path) {
+            state.link_sources.push(path);
+        }
+        Ok(())
+    }
+
+    /// Before a selective restore's commit: every named path was in the
+    /// archive, every link had its source, and the link sources (and the
+    /// directories made only for them) leave the staging tree.
+    fn finish_scope(&mut self) -> Result<()> {
+        let Some(scope) = self.state.opts.scope.clone() else {
+            return Ok(());
+        };
+        let not_seen = scope.not_seen();
+        if !not_seen.is_empty() {
+            return Err(crate::selection::not_in_backup(&not_seen));
+        }
+        if !scope.missing_sources().is_empty() {
+            return Err(Error::corrupt(
+                "a hard link in the selection points to a file the restore did not read",
+            ));
+        }
+        let selection = &scope.selection;
+        let needed = |dir: &[u8]| {
+            selection
+                .paths()
+                .iter()
+                .any(|p| p.starts_with(dir) && p.get(dir.len()) == Some(&b'/'))
+        };
+        for path in std::mem::take(&mut self.state.link_sources) {
+            let (dir, last) = split_last(&path);
+            if let Ok(parent) = self.tree.open_dir(dir) {
+                let name = cstring(last)?;
+                match Dir::of(parent.as_fd()).unlink(name.as_c_str()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(entry_error(&path, e)),
+                }
+            }
+            // Directories made only for it go too (one that holds anything
+            // else is not empty and stays).
+            let mut dir = dir;
+            while !dir.is_empty() && !selection.covers(dir) && !needed(dir) {
+                let (up, last) = split_last(dir);
+                let Ok(parent) = self.tree.open_dir(up) else {
+                    break;
+                };
+                let name = cstring(last)?;
+                if Dir::of(parent.as_fd()).rmdir(name.as_c_str()).is_err() {
+                    break;
+                }
+                dir = up;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the explicit directories' modes and times, deepest first (a
     /// read-only directory is made so after its children); for a directory
     /// listed twice the later entry wins.
@@ -205,14 +271,22 @@ impl RestoreTarget {
     /// is undone), unless undoing failed too, which the error says.
     pub fn commit(mut self) -> Result<RestoreSummary> {
         self.finish_dirs()?;
+        self.finish_scope()?;
         checks::plan(&self.root, &self.tree, &self.state.opts)?;
         let stage = Dir::of(self.stage.as_fd());
         let _ = stage.sync_filesystem();
-        let mode = if self.state.opts.truncate {
-            CommitMode::Truncate
-        } else {
-            CommitMode::Merge
+        let named: Vec<Vec<u8>> = match &self.state.opts.scope {
+            Some(scope) => scope.selection.paths().to_vec(),
+            None => Vec::new(),
         };
+        let mode = match (self.state.opts.truncate, named.is_empty()) {
+            (true, true) => CommitMode::Truncate,
+            (true, false) => CommitMode::ScopedTruncate,
+            (false, _) => CommitMode::Merge,
+        };
+        if mode == CommitMode::ScopedTruncate {
+            journal::record_scope(stage, &named)?;
+        }
         journal::start(stage, mode)?;
         // From here on the stage may hold the server's files (in `old/` or
         // `displaced/`): whatever happens, it is not deleted unless they
@@ -231,6 +305,7 @@ impl RestoreTarget {
             &self.tree,
             mode,
             false,
+            &named,
             Some(&explicit),
             &mut moves,
         );
@@ -705,6 +780,123 @@ mod tests {
     #[test]
     fn a_commit_failing_before_moving_in_puts_everything_back() {
         failed_commit_keeps_old_files(true, CommitPhase::MovedAside);
+    }
+
+    /// A target limited to `world` and `zz.txt` (truncating), with new ones
+    /// staged.
+    fn scoped_world(server: &Scratch) -> RestoreTarget {
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        let selection =
+            crate::selection::Selection::parse(&["world".to_string(), "zz.txt".to_string()])
+                .unwrap();
+        let opts = RestoreOptions {
+            truncate: true,
+            scope: Some(std::sync::Arc::new(crate::selection::Scope::new(
+                selection,
+                Default::default(),
+            ))),
+            ..Default::default()
+        };
+        let mut target = RestoreTarget::begin(root, opts).unwrap();
+        let scope = target.state.opts.scope.clone().unwrap();
+        let entries: [(&[u8], EntryKind<'_>, &[u8]); 4] = [
+            (b"world", EntryKind::Dir, b""),
+            (b"world/level.dat", EntryKind::File, b"new level"),
+            (b"world/extra.dat", EntryKind::File, b"new extra"),
+            (b"zz.txt", EntryKind::File, b"new zz"),
+        ];
+        for (path, kind, data) in entries {
+            assert_eq!(
+                scope.admit(path, None, matches!(kind, EntryKind::File)),
+                crate::selection::Admit::Yes
+            );
+            let mode = if matches!(kind, EntryKind::Dir) {
+                0o755
+            } else {
+                0o644
+            };
+            let entry = Entry {
+                path,
+                kind,
+                mode,
+                mtime: 0,
+            };
+            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
+        }
+        target
+    }
+
+    #[test]
+    fn a_scoped_truncate_replaces_only_its_paths_and_is_undone_at_any_phase() {
+        for phase in [
+            CommitPhase::Started,
+            CommitPhase::MovedAside,
+            CommitPhase::MovingIn,
+        ] {
+            let server = old_server();
+            std::fs::write(server.0.join("world/stale.dat"), b"stale").unwrap();
+            let before = listing(&server.0);
+            let target = scoped_world(&server);
+            FAULT.with(|f| f.set(Some(phase)));
+            let result = target.commit();
+            FAULT.with(|f| f.set(None));
+            assert!(result.is_err(), "{phase:?}");
+            assert_eq!(listing(&server.0), before, "a fault at {phase:?}");
+            let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+            assert_eq!(recover(root.as_fd()).unwrap(), 0);
+            assert_eq!(listing(&server.0), before);
+        }
+        // Committed: `world` is the staged one (its stale file gone), the
+        // rest as it was.
+        let server = old_server();
+        std::fs::write(server.0.join("world/stale.dat"), b"stale").unwrap();
+        let mut want: Vec<_> = listing(&server.0)
+            .into_iter()
+            .filter(|(p, _, _)| !p.starts_with("world/") && p != "zz.txt")
+            .collect();
+        scoped_world(&server).commit().unwrap();
+        want.push(("world/extra.dat".into(), 0o100644, b"new extra".to_vec()));
+        want.push(("world/level.dat".into(), 0o100644, b"new level".to_vec()));
+        want.push(("zz.txt".into(), 0o100644, b"new zz".to_vec()));
+        want.sort();
+        let mut got = listing(&server.0);
+        for item in got.iter_mut().chain(want.iter_mut()) {
+            if item.0 == "world" {
+                item.1 = 0; // the directory's mode is the archive's
+            }
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_scoped_truncate_interrupted_after_its_start_is_finished_by_recover() {
+        let server = old_server();
+        std::fs::write(server.0.join("world/stale.dat"), b"stale").unwrap();
+        let mut target = scoped_world(&server);
+        // As a crash right after the commit started: markers written,
+        // nothing moved, the stage left.
+        target.finish_dirs().unwrap();
+        journal::record_scope(
+            Dir::of(target.stage.as_fd()),
+            &[b"world".to_vec(), b"zz.txt".to_vec()],
+        )
+        .unwrap();
+        journal::start(Dir::of(target.stage.as_fd()), CommitMode::ScopedTruncate).unwrap();
+        target.done = true;
+        drop(target);
+        let root = safe_fs::open_trusted_dir(&server.0).unwrap();
+        assert_eq!(recover(root.as_fd()).unwrap(), 1);
+        assert_eq!(
+            std::fs::read(server.0.join("world/level.dat")).unwrap(),
+            b"new level"
+        );
+        assert!(!server.0.join("world/stale.dat").exists());
+        assert_eq!(
+            std::fs::read(server.0.join("server.properties")).unwrap(),
+            b"old props"
+        );
+        assert_eq!(std::fs::read(server.0.join("zz.txt")).unwrap(), b"new zz");
+        assert!(server.0.join("world").is_dir());
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub fn local_restore(truncate: bool) -> RestoreRequest {
         adapter: Adapter::Wings,
         truncate_directory: truncate,
         download_url: None,
+        paths: Vec::new(),
     }
 }
 

@@ -1,7 +1,7 @@
 """The command line: ``python -m wings_backup create|restore|ls|verify|status|list|watch ...``.
 
     python -m wings_backup create SRC_DIR OUT.tar.gz [--ignore FILE] [--compression-level LEVEL] [--dry-run]
-    python -m wings_backup restore ARCHIVE DEST_DIR [--truncate]
+    python -m wings_backup restore ARCHIVE DEST_DIR [--truncate] [--path P ...]
     python -m wings_backup ls ARCHIVE [DIR]
     python -m wings_backup verify ARCHIVE
     python -m wings_backup status|watch SERVER BACKUP --url URL --token TOKEN
@@ -233,7 +233,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     restore.add_argument("archive", metavar="ARCHIVE")
     restore.add_argument("dest_dir", metavar="DEST_DIR")
     restore.add_argument("--truncate", action="store_true",
-                         help="replace DEST_DIR's contents instead of merging into them")
+                         help="replace DEST_DIR's contents instead of merging into them "
+                              "(with --path: each named path, whole, and nothing else)")
+    restore.add_argument("--path", action="append", dest="paths", metavar="P",
+                         help="restore only this entry of the archive (a directory with everything "
+                              "under it); repeatable. With the archive's index beside it, only that "
+                              "part of the archive is read")
     restore.add_argument("--disk-limit", type=int, default=0, metavar="BYTES",
                          help="fail if the restored files would take more (0 = none)")
     restore.add_argument("--threads", type=int, default=0, metavar="N", help="worker threads (0 = all cores)")
@@ -339,7 +344,9 @@ def _dry_run(args: argparse.Namespace, options: Dict[str, Any], out: IO[str], er
 
 
 def _restore(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], err: IO[str]) -> int:
-    options = {"truncate": args.truncate, "disk_limit": args.disk_limit, "threads": args.threads}
+    options: Dict[str, Any] = {"truncate": args.truncate, "disk_limit": args.disk_limit, "threads": args.threads}
+    if args.paths:
+        options["paths"] = args.paths
     try:
         summary = _interruptible(archive_extract, args.archive, args.dest_dir, options, progress=display)
     finally:
@@ -352,10 +359,16 @@ def _restore(args: argparse.Namespace, display: ProgressDisplay, out: IO[str], e
         archive_size = os.stat(args.archive).st_size
     except OSError:
         archive_size = 0
-    ratio = f" ({summary.bytes / archive_size:.1f}x the archive)" if archive_size else ""
-    display.summary(f"{summary.files} files, {summary.entries} entries, {human_bytes(summary.bytes)} "
-                    f"written{ratio}, archive {human_bytes(archive_size)} read at "
-                    f"{human_bytes(archive_size / elapsed)}/s")
+    if args.paths:
+        # Only part of the archive was read: no ratio or read rate to give.
+        display.summary(f"{summary.files} files, {summary.entries} entries, {human_bytes(summary.bytes)} "
+                        f"written from {len(args.paths)} selected path{'s' if len(args.paths) > 1 else ''} "
+                        f"of a {human_bytes(archive_size)} archive")
+    else:
+        ratio = f" ({summary.bytes / archive_size:.1f}x the archive)" if archive_size else ""
+        display.summary(f"{summary.files} files, {summary.entries} entries, {human_bytes(summary.bytes)} "
+                        f"written{ratio}, archive {human_bytes(archive_size)} read at "
+                        f"{human_bytes(archive_size / elapsed)}/s")
     if args.json:
         out.write(json.dumps(summary.raw, indent=2) + "\n")
     else:

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._handle import NativeHandle
 from . import _native
@@ -32,6 +32,29 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _with_paths(value: Optional[JsonArg], paths: Optional[Sequence[str]], what: str) -> Optional[JsonArg]:
+    """``value`` (a JSON object in any accepted form) with its ``paths`` set
+    to ``paths``; unchanged when ``paths`` is None."""
+    if paths is None:
+        return value
+    if isinstance(paths, (str, bytes)):
+        raise InvalidArgumentError(Status.INVALID_ARGUMENT, "paths must be a list of paths, not one string")
+    if value is None:
+        obj: Dict[str, Any] = {}
+    elif isinstance(value, Mapping):
+        obj = dict(value)
+    else:
+        try:
+            loaded = json.loads(bytes(value) if isinstance(value, (bytearray, memoryview)) else value)
+        except ValueError:
+            loaded = None
+        if not isinstance(loaded, dict):
+            raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"{what} must be a JSON object to take paths")
+        obj = loaded
+    obj["paths"] = [os.fspath(p) if isinstance(p, os.PathLike) else p for p in paths]
+    return obj
 
 
 def _c_string(data: bytes, what: str) -> bytes:
@@ -291,12 +314,14 @@ class Engine:
         check(status, err)
         return DryRunReport._from_json(_parse(text))
 
-    def check_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg) -> None:
-        """Validates a restore request without starting it."""
+    def check_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg,
+                      paths: Optional[Sequence[str]] = None) -> None:
+        """Validates a restore request without starting it (``paths`` as
+        :meth:`restore_backup` takes it)."""
         args = [
             _text_arg(server_uuid, "server_uuid"),
             _text_arg(backup_uuid, "backup_uuid"),
-            _json_arg(request, "request"),
+            _json_arg(_with_paths(request, paths, "request"), "request"),
         ]
         err = ctypes.c_void_p()
         with self._handle.use() as engine:
@@ -305,16 +330,22 @@ class Engine:
 
     def restore_backup(self, server_uuid: str, backup_uuid: str, request: JsonArg,
                        progress: Optional[ProgressCallback] = None,
-                       cancel: Optional[CancelToken] = None) -> None:
+                       cancel: Optional[CancelToken] = None,
+                       paths: Optional[Sequence[str]] = None) -> None:
         """Restores a backup into a server (``request``:
-        ``{"adapter","truncate_directory","download_url"}``); blocks until
-        the files are in place. On failure the server's files are as they
-        were. With a Panel, the result is reported in the background by the
-        engine's reporter thread (retried, else parked in ``.pending``)."""
+        ``{"adapter","truncate_directory","download_url","paths"}``); blocks
+        until the files are in place. On failure the server's files are as
+        they were. ``paths`` (the request's ``paths``, which it replaces)
+        limits the restore to those entries of the backup, a directory with
+        everything under it; with ``truncate_directory`` each is replaced
+        whole and nothing else changes. A path the backup does not hold
+        raises :class:`NotFoundError` before anything changes. With a Panel,
+        the result is reported in the background by the engine's reporter
+        thread (retried, else parked in ``.pending``)."""
         args = [
             _text_arg(server_uuid, "server_uuid"),
             _text_arg(backup_uuid, "backup_uuid"),
-            _json_arg(request, "request"),
+            _json_arg(_with_paths(request, paths, "request"), "request"),
         ]
         with self._handle.use() as engine:
             _long_call(LIB.wb_backup_restore, [engine, *args], progress, cancel, None)
@@ -377,12 +408,14 @@ class Engine:
         self._simple(LIB.wb_backup_start, _text_arg(server_uuid, "server_uuid"),
                      _json_arg(request, "request"))
 
-    def start_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg) -> None:
+    def start_restore(self, server_uuid: str, backup_uuid: str, request: JsonArg,
+                      paths: Optional[Sequence[str]] = None) -> None:
         """Starts a restore like :meth:`restore_backup`, on a thread of the
         library's, as :meth:`start_backup` does; its outcome is the ended
         state :meth:`wait_backup` returns (:meth:`state_error`)."""
         self._simple(LIB.wb_restore_start, _text_arg(server_uuid, "server_uuid"),
-                     _text_arg(backup_uuid, "backup_uuid"), _json_arg(request, "request"))
+                     _text_arg(backup_uuid, "backup_uuid"),
+                     _json_arg(_with_paths(request, paths, "request"), "request"))
 
     def backup_status(self, server_uuid: str, backup_uuid: str) -> BackupState:
         """The state of a backup (:class:`BackupState`); :class:`NotFoundError`
@@ -528,14 +561,18 @@ def archive_dry_run(src_dir: PathArg, archive_path: Optional[PathArg] = None,
 def archive_extract(archive_path: PathArg, dest_dir: PathArg,
                     options: Optional[JsonArg] = None,
                     progress: Optional[ProgressCallback] = None,
-                    cancel: Optional[CancelToken] = None) -> ExtractSummary:
+                    cancel: Optional[CancelToken] = None,
+                    paths: Optional[Sequence[str]] = None) -> ExtractSummary:
     """Extracts a ``.tar.gz`` into an existing directory with the restore
     safety rules (nothing escapes ``dest_dir``; on failure it is unchanged).
     ``options``: ``truncate``, ``threads``, ``disk_limit``, ``owner``,
-    ``write_limit``. Returns :class:`ExtractSummary`: ``entries``, ``files``,
+    ``write_limit``, ``paths``. ``paths`` (the option, which it replaces)
+    extracts only those entries, a directory with everything under it;
+    with the archive's index beside it only their part of the archive is
+    read. Returns :class:`ExtractSummary`: ``entries``, ``files``,
     ``directories``, ``symlinks``, ``hard_links``, ``bytes``, ``skipped``."""
     args = [_path_arg(archive_path, "archive_path"), _path_arg(dest_dir, "dest_dir"),
-            _json_arg(options, "options")]
+            _json_arg(_with_paths(options, paths, "options"), "options")]
     return ExtractSummary._from_json(
         _parse(_long_call(LIB.wb_archive_extract, args, progress, cancel, ctypes.c_void_p())))
 
