@@ -738,6 +738,14 @@ fn s3_scene(stub: &panel_stub::Stub, dir: &TempDir) -> (Engine, PathBuf, Vec<u8>
     let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
     let bytes = std::fs::read(&archive).unwrap();
     std::fs::remove_file(&archive).unwrap();
+    // Where an s3 backup keeps its index (its archive is only in the bucket).
+    let s3_indexes = dir.join("backups").join(".s3-indexes");
+    std::fs::create_dir_all(&s3_indexes).unwrap();
+    std::fs::rename(
+        wings_backup::index::path_for(&archive),
+        s3_indexes.join(format!("{BACKUP}.tar.gz.index")),
+    )
+    .unwrap();
     let key = format!("sel/{BACKUP}.tar.gz");
     stub.put(&key, &bytes);
     let url = stub.get(&format!("/_test/presign?key={key}"))["url"]
