@@ -3,7 +3,9 @@
 //! a child process (wall time, CPU time and peak RSS from wait4).
 //!
 //!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress]
-//!     archive extract ARCHIVE DEST_DIR      (truncate; DEST_DIR must exist)
+//!     archive extract ARCHIVE DEST_DIR [--path P]...
+//!                                           (truncate; DEST_DIR must exist;
+//!                                           --path: only that entry)
 //!
 //! Threads default to the machine's cores, as in the engine. `--progress`
 //! passes a progress callback (which makes the library total the tree's size
@@ -20,7 +22,7 @@ use wings_backup::progress::{Control, Progress};
 
 const USAGE: &str =
     "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress]\n       \
-                     archive extract ARCHIVE DEST_DIR";
+                     archive extract ARCHIVE DEST_DIR [--path P]...";
 
 fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
     let (op, rest) = match args {
@@ -57,10 +59,19 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
             }
             summary.map(|s| Some(wire::archive_summary(&s)))
         }
-        ("extract", [archive, dest]) => {
+        ("extract", [archive, dest, flags @ ..]) => {
+            let mut paths = Vec::new();
+            let mut flags = flags.iter();
+            while let Some(flag) = flags.next() {
+                match (flag.as_str(), flags.next()) {
+                    ("--path", Some(p)) => paths.push(p.clone()),
+                    _ => return Ok(None),
+                }
+            }
             let opts = ArchiveOptions {
                 compression_level: CompressionLevel::None,
                 truncate: true,
+                paths,
                 ..ArchiveOptions::default()
             };
             archive_extract(

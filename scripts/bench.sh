@@ -148,6 +148,10 @@ prepare_corpus() { # name -> sets SRC
 	read -r CORPUS_FILES CORPUS_BYTES < <(find "$SRC" -type f -printf '%s\n' |
 		awk '{n++; s+=$1} END {printf "%d %.0f\n", n, s}')
 	CORPUS_DIRS=$(find "$SRC" -type d | wc -l)
+	# The file a single-file restore takes back: the last, in name order, of
+	# those between 512 KiB and 4 MiB (so it lies deep in the archive).
+	ONE_PATH=$(find "$SRC" -type f -size +512k -size -4M -printf '%P\n' | LC_ALL=C sort | tail -1)
+	[[ -n $ONE_PATH ]] || die "corpus $name has no file of 512 KiB to 4 MiB for the single-file restore"
 }
 
 drop_corpus() {
@@ -272,6 +276,24 @@ step() {
 		((rep == 1)) && check_restored "$dest" "$tool"
 		rm -rf "$dest"
 		;;
+	restore_one)
+		# One file (ONE_PATH, picked per corpus) into an empty directory:
+		# ours and GNU tar extract only it, wings-replica (which cannot)
+		# restores its whole archive.
+		rm -rf "$dest"
+		mkdir "$dest"
+		case $tool in
+		ours) measure "$corpus" "$op" "$tool" "$rep" "" -- \
+			"$OURS" extract "$(kept ours)" "$dest" --path "$ONE_PATH" ;;
+		gnu-tar-gz) measure "$corpus" "$op" "$tool" "$rep" "" -- \
+			tar -xzf "$(kept gnu-tar-gz)" -C "$dest" "./$ONE_PATH" ;;
+		wings-replica) measure "$corpus" "$op" "$tool" "$rep" "" -- \
+			"$REPLICA" restore "$(kept wings-replica)" "$dest" ;;
+		*) die "no $op for $tool" ;;
+		esac
+		cmp -s "$dest/$ONE_PATH" "$SRC/$ONE_PATH" || die "$tool did not restore $ONE_PATH"
+		rm -rf "$dest"
+		;;
 	*) die "unknown step $3" ;;
 	esac
 }
@@ -282,6 +304,7 @@ INTERLEAVED=(
 	create_best_speed:gnu-tar-gz create_best_speed:ours-progress create_best_speed:ours-pure
 	create_none:ours create_none:gnu-tar create_none:walk-pipe create_none:walk-null
 	restore:ours restore:wings-replica restore:gnu-tar-gz restore:ours-wr restore:ours-pure
+	restore_one:ours restore_one:gnu-tar-gz restore_one:wings-replica
 )
 # Corpus b4, once: tool by tool, so that at most one kept archive and one
 # restored tree exist at a time beside the (4x) corpus.
