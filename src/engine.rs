@@ -186,7 +186,7 @@ impl Engine {
         let outcome = ctl
             .report(Progress::at(Phase::Started))
             .and_then(|_| ticket.wait_for_slot(ctl))
-            .and_then(|_| self.run_backup(&request, &root, ctl));
+            .and_then(|_| self.run_backup(server, &request, &root, ctl));
         // The server and the slot are free again while the Panel is told.
         ticket.release_server();
         let report = match &outcome {
@@ -219,6 +219,7 @@ impl Engine {
     /// Writes the archive (and uploads it, for `s3`).
     fn run_backup(
         &self,
+        server: &str,
         request: &CreateRequest,
         root: &Path,
         ctl: &mut Control<'_>,
@@ -227,15 +228,12 @@ impl Engine {
         let ignore = ignore_rules(&request.ignore, &root_fd);
         let mut temp = self.store.create_temp(&request.uuid)?;
         let name = format!("{}.tar.gz", request.uuid);
-        let (summary, index) = write_with_index(
-            &self.store,
-            &name,
-            root_fd,
-            &ignore,
-            &mut temp,
-            &self.write_options(self.config.compression_level),
-            ctl,
-        )?;
+        let mut opts = self.write_options(self.config.compression_level);
+        if request.adapter == Adapter::Wings && request.reuse && self.config.backup_reuse {
+            opts.reuse_from = self.previous_archive(server, &request.uuid);
+        }
+        let (summary, index) =
+            write_with_index(&self.store, &name, root_fd, &ignore, &mut temp, &opts, ctl)?;
         ctl.check()?;
         let archive_path = self.store.archive_path(&request.uuid);
         let parts = match request.adapter {
@@ -283,6 +281,26 @@ impl Engine {
         })
     }
 
+    /// The newest succeeded local backup of `server` (other than `uuid`)
+    /// whose archive and index are both there: what a new backup of the
+    /// server may reuse. Whether the index matches the archive and the new
+    /// backup's settings is checked when it is opened.
+    fn previous_archive(&self, server: &str, uuid: &str) -> Option<std::path::PathBuf> {
+        let catalog = self.ops.tracker().catalog()?;
+        catalog
+            .list(server)
+            .into_iter()
+            .filter(|r| {
+                r.kind == OpKind::Create
+                    && r.state == crate::catalog::OpState::Succeeded
+                    && r.adapter == Adapter::Wings.name()
+                    && !r.archive_missing
+                    && r.uuid != uuid
+            })
+            .map(|r| self.store.archive_path(&r.uuid))
+            .find(|p| p.is_file() && crate::index::path_for(p).is_file())
+    }
+
     /// Puts the index of backup `uuid`'s archive in place. The index goes
     /// before the archive: an index without its archive is never used, an
     /// archive without its index only works more slowly.
@@ -302,6 +320,7 @@ impl Engine {
             threads: self.config.worker_threads(),
             write_limit: self.config.write_limit,
             exclude: Vec::new(),
+            reuse_from: None,
         }
     }
 
@@ -801,6 +820,9 @@ pub struct ArchiveOptions {
     pub disk_limit: u64,
     /// Extract: chown everything extracted to this owner.
     pub owner: Option<Owner>,
+    /// Create: an earlier archive of the same directory (with its index)
+    /// whose unchanged members are copied rather than compressed again.
+    pub reuse_from: Option<PathBuf>,
 }
 
 impl Default for ArchiveOptions {
@@ -813,6 +835,7 @@ impl Default for ArchiveOptions {
             truncate: false,
             disk_limit: 0,
             owner: None,
+            reuse_from: None,
         }
     }
 }
@@ -959,6 +982,7 @@ pub fn archive_create(
             threads: opts.worker_threads(),
             write_limit: opts.write_limit,
             exclude,
+            reuse_from: opts.reuse_from.clone(),
         },
         ctl,
     )?;

@@ -43,6 +43,10 @@ pub struct CreateRequest {
     /// engine checks and canonicalizes it again).
     pub uuid: String,
     pub ignore: String,
+    /// Whether unchanged members of the server's previous local archive may
+    /// be copied (`"reuse": false` forces every file to be read; default
+    /// true).
+    pub reuse: bool,
 }
 
 /// The body of `POST /api/servers/:uuid/backup/:id/restore`.
@@ -115,6 +119,8 @@ struct CreateBody {
     /// type is checked here.
     #[serde(default)]
     wait: Field<bool>,
+    #[serde(default)]
+    reuse: Field<bool>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +143,13 @@ impl TryFrom<CreateBody> for CreateRequest {
                 adapter: Adapter::parse(&body.adapter.required("adapter")?)?,
                 uuid: backup_uuid(&body.uuid.required("uuid")?)?,
                 ignore: body.ignore.required("ignore")?,
+                reuse: match body.reuse {
+                    Field::Absent | Field::Null => true,
+                    Field::Given(b) => b,
+                    Field::Wrong => {
+                        return Err(Error::invalid("the field `reuse` must be a boolean"))
+                    }
+                },
             };
             if matches!(body.wait, Field::Wrong) {
                 return Err(Error::invalid("the field `wait` must be a boolean"));

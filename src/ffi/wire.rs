@@ -76,6 +76,7 @@ pub fn archive_options(text: Option<&str>) -> Result<ArchiveOptions> {
         truncate: own.truncate,
         disk_limit: shared.disk_limit,
         owner: shared.owner,
+        reuse_from: None,
     })
 }
 
@@ -168,6 +169,8 @@ pub fn backup_details(details: &BackupDetails) -> String {
         #[serde(skip_serializing_if = "Option::is_none")]
         panel_report: Option<String>,
         parts: Option<Vec<Part<'a>>>,
+        reused_bytes: u64,
+        reused_members: u64,
         size: u64,
         skipped: Vec<SkippedJson>,
         successful: bool,
@@ -191,6 +194,8 @@ pub fn backup_details(details: &BackupDetails) -> String {
                 })
                 .collect()
         }),
+        reused_bytes: details.archive.reused_bytes,
+        reused_members: details.archive.reused_members,
         size: report.size,
         skipped: skipped_json(&details.archive.skipped),
         successful: report.successful,
@@ -207,6 +212,8 @@ pub fn archive_summary(summary: &ArchiveSummary) -> String {
         checksum_type: &'static str,
         entries: u64,
         files: u64,
+        reused_bytes: u64,
+        reused_members: u64,
         size: u64,
         skipped: Vec<SkippedJson>,
         skipped_count: u64,
@@ -219,6 +226,8 @@ pub fn archive_summary(summary: &ArchiveSummary) -> String {
         checksum_type: "sha1",
         entries: summary.entries,
         files: summary.files,
+        reused_bytes: summary.reused_bytes,
+        reused_members: summary.reused_members,
         size: summary.size,
         skipped: skipped_json(&summary.skipped),
         skipped_count: summary.skipped_count,

@@ -106,6 +106,7 @@ pub fn create_request(uuid: &str, ignore: &str) -> CreateRequest {
         adapter: Adapter::Wings,
         uuid: uuid.to_string(),
         ignore: ignore.to_string(),
+        reuse: true,
     }
 }
 
