@@ -230,6 +230,7 @@ pub fn write_archive_indexed(
             reused_tx,
             spare_members,
             tentative: None,
+            deferred: Vec::new(),
         };
         let produced = producer.run(ctl);
         if let Err(e) = &produced {
@@ -373,7 +374,24 @@ struct Producer<'a> {
     spare_members: &'a Mutex<Vec<Vec<u8>>>,
     /// The old member the current block may turn out to repeat.
     tentative: Option<Tentative>,
+    /// Files of the current block not read yet: while it may repeat an old
+    /// member, their bytes are read only if it turns out not to.
+    deferred: Vec<Deferred>,
 }
+
+/// A small file whose place in the block is kept but whose bytes are not
+/// read yet.
+struct Deferred {
+    path: Vec<u8>,
+    fd: OwnedFd,
+    before: safe_fs::Stat,
+    /// Where its data starts in the block, and its length.
+    at: usize,
+    size: usize,
+}
+
+/// Files deferred at once in one block (each holds an open descriptor).
+const MAX_DEFERRED: usize = 128;
 
 /// An old one-member run that the block being filled may repeat: it does if
 /// the block ends up holding exactly the run's entries.
@@ -468,7 +486,16 @@ impl Producer<'_> {
                     }
                     None => {
                         self.put(&header_buf, ctl)?;
-                        self.copy_file(&item.meta, fd, before, 0, ctl)?
+                        let may_defer = !large
+                            && self.deferred.len() < MAX_DEFERRED
+                            && self.block.len as u64 + data <= BLOCK_SIZE as u64
+                            && self.tentative.as_ref().is_some_and(|t| t.ok);
+                        if may_defer {
+                            self.defer_file(&item.meta, fd, before);
+                            false
+                        } else {
+                            self.copy_file(&item.meta, fd, before, 0, ctl)?
+                        }
                     }
                 };
                 if changed {
@@ -534,6 +561,59 @@ impl Producer<'_> {
                 }
             }
         }
+    }
+
+    /// Keeps room in the block for a small file's data and padding (which
+    /// fit: a small entry never crosses a block), to be read by
+    /// `read_deferred` unless the block repeats an old member.
+    fn defer_file(&mut self, meta: &EntryMeta, fd: OwnedFd, before: safe_fs::Stat) {
+        let size = meta.size as usize;
+        self.deferred.push(Deferred {
+            path: meta.path.clone(),
+            fd,
+            before,
+            at: self.block.len,
+            size,
+        });
+        self.block.len += size + header::padding(meta.size);
+    }
+
+    /// Reads the deferred files into their places (a file that shrank is
+    /// padded with zeros, one that grew is cut, as `copy_file` does).
+    fn read_deferred(&mut self) -> Result<()> {
+        for d in std::mem::take(&mut self.deferred) {
+            let end = d.at + d.size;
+            let mut pos = d.at;
+            let mut changed = false;
+            while pos < end {
+                match rustix::io::read(&d.fd, &mut self.block.buf[pos..end]) {
+                    Ok(0) => {
+                        changed = true;
+                        break;
+                    }
+                    Ok(n) => pos += n,
+                    Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                    Err(e) => return Err(Error::os(format!("reading {}", quote(&d.path)), e)),
+                }
+            }
+            self.counters.add_bytes((pos - d.at) as u64);
+            let pad_end = end + header::padding(d.size as u64);
+            self.block.buf[pos..pad_end].fill(0);
+            if !changed {
+                if let Ok(after) = rustix::fs::fstat(d.fd.as_fd()) {
+                    changed = after.st_size != d.before.st_size
+                        || after.st_mtime != d.before.st_mtime
+                        || after.st_mtime_nsec != d.before.st_mtime_nsec;
+                }
+            }
+            if changed {
+                self.summary.changed_count += 1;
+                if self.summary.changed.len() < MAX_LISTED {
+                    self.summary.changed.push(d.path);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Ends the current member, if it holds anything.
@@ -639,6 +719,13 @@ impl Producer<'_> {
             }
             _ => None,
         };
+        if reused.is_some() {
+            // The old member holds their bytes.
+            let bytes: usize = self.deferred.drain(..).map(|d| d.size).sum();
+            self.counters.add_bytes(bytes as u64);
+        } else {
+            self.read_deferred()?;
+        }
         let next = if need_next {
             self.take_buffer(ctl)?
         } else {
