@@ -190,6 +190,8 @@ pub struct EngineSettings {
     pub compression_level: String,
     pub write_limit: u64,
     pub disk_limit: u64,
+    /// Absent: the engine's default (true).
+    #[serde(skip_serializing_if = "is_true")]
     pub backup_reuse: bool,
     /// Absent: the engine's default.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -439,6 +441,10 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         sources,
         warnings,
     })
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn parse_owner(text: &str) -> Result<Option<OwnerSettings>> {

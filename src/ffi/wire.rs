@@ -544,7 +544,7 @@ mod tests {
         };
         assert_eq!(
             backup_details(&details),
-            r#"{"changed":["a�"],"checksum":"abc","checksum_type":"sha1","files":2,"panel_report":"pending: later","parts":[{"etag":"\"e1\"","part_number":1}],"size":7,"skipped":[{"path":"s","reason":"why"}],"successful":true}"#
+            r#"{"changed":["a�"],"checksum":"abc","checksum_type":"sha1","files":2,"panel_report":"pending: later","parts":[{"etag":"\"e1\"","part_number":1}],"reused_bytes":0,"reused_members":0,"size":7,"skipped":[{"path":"s","reason":"why"}],"successful":true}"#
         );
         let no_panel = BackupDetails {
             panel_report: None,
