@@ -19,6 +19,8 @@ OPS = [
     ("create_best_speed", "create best_speed"),
     ("create_none", "create none"),
     ("restore", "restore (truncate, empty dir)"),
+    ("second_unchanged", "second backup, unchanged tree"),
+    ("second_changed", "second backup, 2% of files changed"),
 ]
 # (op, tool) -> label, in table order.
 LABELS = {
@@ -37,12 +39,18 @@ LABELS = {
     ("restore", "gnu-tar-gz"): "`tar -xzf` (its own archive)",
     ("restore", "ours-wr"): "ours, on wings-replica's archive",
     ("restore", "ours-pure"): "ours, pure-Rust build (its own archive)",
+    ("second_unchanged", "ours"): "**ours**, reusing the first backup",
+    ("second_unchanged", "wings-replica"): "wings-replica",
+    ("second_changed", "ours"): "**ours**, reusing the first backup",
+    ("second_changed", "wings-replica"): "wings-replica",
+    ("second_changed", "ours-fresh"): "ours, without reuse",
 }
 SHORT = {
     "ours": "ours", "wings-replica": "wings-replica", "pigz": "tar|pigz -1",
     "gnu-tar-gz": "tar -z", "gnu-tar": "tar -cf", "walk-pipe": "walk|cat",
     "walk-null": "walk>/dev/null", "ours-wr": "ours on wr archive",
     "ours-progress": "ours + progress", "ours-pure": "ours pure-Rust",
+    "ours-fresh": "ours, no reuse",
 }
 CORPUS_NAMES = {
     "a": "(a) Rust sysroot",
@@ -205,6 +213,12 @@ def goals(stats, tool="ours"):
     ratio_goal("(b) create none not slower than wings-replica's create (it has no "
                "uncompressed mode)", "b", cn, cb, "wings-replica", 1.0)
     ratio_goal("(b) restore not slower than wings-replica", "b", r, r, "wings-replica", 1.0)
+    su, sc = "second_unchanged", "second_changed"
+    for c in ("a", "b"):
+        ratio_goal(f"({c}) second backup of an unchanged tree vs wings-replica", c, su, su,
+                   "wings-replica", 6.0)
+        ratio_goal(f"({c}) second backup after changing 2% of the files vs wings-replica", c,
+                   sc, sc, "wings-replica", 4.0)
     return out
 
 
@@ -224,7 +238,7 @@ def chart(meta, stats, path):
             med = [s["wall"] for s in ss]
             err = [[s["wall"] - s["wall_min"] for s in ss], [s["wall_max"] - s["wall"] for s in ss]]
             colors = ["tab:orange" if t == "ours" else
-                      "navajowhite" if t in ("ours-wr", "ours-progress", "ours-pure") else
+                      "navajowhite" if t in ("ours-wr", "ours-progress", "ours-pure", "ours-fresh") else
                       "tab:blue" if t == "wings-replica" else "tab:gray" for t in tools]
             y = range(len(tools))
             ax.barh(y, med, xerr=err if meta["corpora"][c]["reps"] > 1 else None,
