@@ -63,7 +63,7 @@ pub fn cut_after(len: usize, path: &[u8], large: bool) -> bool {
     len > 0
         && (large
             || len >= SOFT_MAX
-            || (len >= MIN_GROUP && xxhash_rust::xxh3::xxh3_64(path) % CUT_EVERY == 0))
+            || (len >= MIN_GROUP && xxhash_rust::xxh3::xxh3_64(path).is_multiple_of(CUT_EVERY)))
 }
 
 /// The order of the walk (depth-first, names sorted bytewise): paths
