@@ -87,7 +87,7 @@ fn every_flag() {
         "panel-url": "http://panel", "panel-token-id": "id", "panel-token": "pt",
         "compression-level": "none", "write-limit": 5, "disk-limit": 1000,
         "owner": "1000:1001", "restore-host-allowlist": "minio.local, 10.0.0.0/8,,",
-        "async-restore": true, "max-running-backups": 2, "backup-reuse": false,
+        "async-restore": true, "max-running-backups": 2, "no-backup-reuse": true,
         "read-header-timeout": 0.5, "read-timeout": 90}));
     assert_eq!(r.host.listen, "127.0.0.1:9");
     assert!(r.host.async_restore);
