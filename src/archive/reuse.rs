@@ -187,7 +187,8 @@ impl Previous {
         loop {
             let e = self.cur.take()?;
             let m = self.members.get(e.member as usize)?;
-            if m.tar_offset + e.offset as u64 != start + cum {
+            // The index is untrusted: sizes that could overflow end the run.
+            if e.size > 1 << 60 || m.tar_offset.checked_add(e.offset as u64)? != start + cum {
                 return None;
             }
             cum += e.tar_len();

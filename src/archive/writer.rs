@@ -692,7 +692,7 @@ impl Producer<'_> {
                     self.put(header_buf, ctl)?;
                     return self.copy_file(meta, fd, before, 0, ctl);
                 }
-                let from = (k * BLOCK_SIZE - header_buf.len()) as u64;
+                let from = (k * BLOCK_SIZE).saturating_sub(header_buf.len()) as u64;
                 return self.copy_file(meta, fd, before, from, ctl);
             };
             let seq = self.block.seq;
