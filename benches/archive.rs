@@ -2,14 +2,15 @@
 //! that scripts/bench.sh measures it the way it measures every other tool: as
 //! a child process (wall time, CPU time and peak RSS from wait4).
 //!
-//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress]
+//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress] [--reuse OLD]
 //!     archive extract ARCHIVE DEST_DIR [--path P]...
 //!                                           (truncate; DEST_DIR must exist;
 //!                                           --path: only that entry)
 //!
 //! Threads default to the machine's cores, as in the engine. `--progress`
 //! passes a progress callback (which makes the library total the tree's size
-//! too, for percentages). Prints the library's summary JSON. Run without
+//! too, for percentages); `--reuse OLD` copies the unchanged members of the
+//! earlier archive OLD (which has its index beside it). Prints the library's summary JSON. Run without
 //! arguments (as `cargo bench` does) it only prints this usage.
 
 use std::path::Path;
@@ -21,7 +22,7 @@ use wings_backup::ffi::wire;
 use wings_backup::progress::{Control, Progress};
 
 const USAGE: &str =
-    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress]\n       \
+    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress] [--reuse OLD]\n       \
                      archive extract ARCHIVE DEST_DIR [--path P]...";
 
 fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
@@ -31,16 +32,24 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
     };
     match (op, rest) {
         ("create", [level, source, archive, flags @ ..]) => {
-            let progress = match flags {
-                [] => false,
-                [flag] if flag == "--progress" => true,
-                _ => return Ok(None),
-            };
+            let (mut progress, mut reuse_from) = (false, None);
+            let mut flags = flags.iter();
+            while let Some(flag) = flags.next() {
+                match flag.as_str() {
+                    "--progress" => progress = true,
+                    "--reuse" => match flags.next() {
+                        Some(old) => reuse_from = Some(std::path::PathBuf::from(old)),
+                        None => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                }
+            }
             let compression_level = CompressionLevel::parse(level).ok_or_else(|| {
                 wings_backup::Error::invalid(format!("unknown compression level {level:?}"))
             })?;
             let opts = ArchiveOptions {
                 compression_level,
+                reuse_from,
                 ..ArchiveOptions::default()
             };
             let reports = std::cell::Cell::new(0u64);

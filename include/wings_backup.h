@@ -270,7 +270,8 @@ extern "C" {
  * `options_json` may be NULL or `{"ignore","compression_level","threads",
  * "write_limit"}`. On success `*summary_json` (if not NULL) holds
  * `checksum`, `checksum_type`, `size`, `entries`, `files`, `source_bytes`,
- * `changed`, `changed_count`, `skipped`, `skipped_count`; free it with
+ * `changed`, `changed_count`, `skipped`, `skipped_count`, `reused_members`,
+ * `reused_bytes`; free it with
  * `wb_string_free`.
  */
 int32_t wb_archive_create(const char *source_dir,
@@ -357,11 +358,12 @@ int32_t wb_backup_create_check(const struct wb_engine *engine,
 
 /**
  * Creates a backup of server `server_uuid` from `request_json`
- * (`{"adapter","uuid","ignore"}`). Blocks until the archive is written (and,
+ * (`{"adapter","uuid","ignore"}`, optionally `"reuse": false`). Blocks until the archive is written (and,
  * for `s3`, uploaded) and, with a Panel configured, reported. On success
  * `*details_json` (if `details_json` is not NULL) is the Panel status body
  * `{"checksum","checksum_type","size","successful","parts"}` plus `files`,
- * `changed` (files that changed while read) and `skipped`; free it with
+ * `changed` (files that changed while read), `skipped`, `reused_members`
+ * and `reused_bytes` (what was copied from the previous local archive); free it with
  * `wb_string_free`. `progress`, `userdata` and `cancel` may be NULL.
  *
  * Before any file is read, the tree is measured (a walk that reads no

@@ -4,6 +4,11 @@
 # Measures, in one run and interleaved (repetition 1 of every operation and
 # tool, then repetition 2, ...), three operations on two corpora:
 #   create best_speed, create none, restore (truncate, into an empty directory)
+#   and second backups (best_speed) reusing the first one's archive: of the
+#   unchanged tree, and of a copy changed by scripts/bench_change.py (2% of
+#   the files appended to, deleted or joined by new ones, one directory
+#   renamed), against wings-replica's backup of the same tree and ours
+#   without reuse (whose tar stream must be the reusing backup's)
 # by these tools, each run as a child process and measured the same way:
 #   ours            benches/archive.rs: one library call per process, without
 #                   a progress callback (wings-replica reports no progress)
@@ -21,6 +26,7 @@
 #   walk-null       tar -cf - . > /dev/null: GNU tar notices /dev/null and
 #                   reads no file contents at all (shown, not a floor)
 #   ours-wr         ours restoring wings-replica's single-member archive
+#   ours-fresh      ours without reuse (second_changed only)
 # Corpora (on tmpfs, so the disk is not measured):
 #   a    the Rust sysroot (`rustc --print sysroot`), copied to BENCH_DIR
 #   b    scripts/bench_corpus.py: a deterministic game-server tree
@@ -223,7 +229,7 @@ step() {
 	mkdir -p "$WORK/out"
 	case $op in
 	drop) # the kept archive's last reader has run
-		rm -f "$(kept "$tool")"
+		rm -f "$(kept "$tool")" "$(kept "$tool").index"
 		return
 		;;
 	create_best_speed)
@@ -238,12 +244,43 @@ step() {
 		gnu-tar-gz) measure "$corpus" "$op" "$tool" "$rep" "$out" -- tar -czf "$out" -C "$SRC" . ;;
 		*) die "no $op for $tool" ;;
 		esac
-		# The first archive of ours, ours-pure, wings-replica and GNU tar is kept for the restores.
+		# The first archive of ours, ours-pure, wings-replica and GNU tar is kept for the restores
+		# (ours with its index, for the second backups).
 		if [[ $tool != pigz && $tool != ours-progress && ! -e $(kept "$tool") ]]; then
 			mv "$out" "$(kept "$tool")"
+			[[ -e $out.index ]] && mv "$out.index" "$(kept "$tool").index"
 		else
 			rm -f "$out"
 		fi
+		rm -f "$out.index"
+		;;
+	second_unchanged) # the tree as the kept archive saw it
+		case $tool in
+		ours) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
+			"$OURS" create best_speed "$SRC" "$out" --reuse "$(kept ours)" ;;
+		wings-replica) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$REPLICA" create "$SRC" "$out" ;;
+		*) die "no $op for $tool" ;;
+		esac
+		rm -f "$out" "$out.index"
+		;;
+	second_changed) # $CHANGED, after $CHANGED_BASE was made of it
+		case $tool in
+		ours) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
+			"$OURS" create best_speed "$CHANGED" "$out" --reuse "$CHANGED_BASE" ;;
+		ours-fresh) measure "$corpus" "$op" "$tool" "$rep" "$out" -- \
+			"$OURS" create best_speed "$CHANGED" "$out" ;;
+		wings-replica) measure "$corpus" "$op" "$tool" "$rep" "$out" -- "$REPLICA" create "$CHANGED" "$out" ;;
+		*) die "no $op for $tool" ;;
+		esac
+		# The reusing backup's tar stream must be the fresh one's.
+		if [[ $tool == ours || $tool == ours-fresh ]]; then
+			gzip -dc "$out" | sha1sum >"$WORK/$tool.tar.sha1"
+			if [[ -f $WORK/ours.tar.sha1 && -f $WORK/ours-fresh.tar.sha1 ]]; then
+				cmp -s "$WORK/ours.tar.sha1" "$WORK/ours-fresh.tar.sha1" ||
+					die "the reusing backup's tar stream differs from a fresh one's (corpus $corpus)"
+			fi
+		fi
+		rm -f "$out" "$out.index"
 		;;
 	create_none)
 		case $tool in
@@ -305,6 +342,8 @@ INTERLEAVED=(
 	create_none:ours create_none:gnu-tar create_none:walk-pipe create_none:walk-null
 	restore:ours restore:wings-replica restore:gnu-tar-gz restore:ours-wr restore:ours-pure
 	restore_one:ours restore_one:gnu-tar-gz restore_one:wings-replica
+	second_unchanged:ours second_unchanged:wings-replica
+	second_changed:ours second_changed:wings-replica second_changed:ours-fresh
 )
 # Corpus b4, once: tool by tool, so that at most one kept archive and one
 # restored tree exist at a time beside the (4x) corpus.
@@ -326,13 +365,26 @@ run_corpus() { # name reps order steps...
 	KEEP_DIR=$WORK/keep
 	rm -rf "$KEEP_DIR" "$WORK/out" "$WORK/dest"
 	mkdir -p "$KEEP_DIR"
+	[[ $order == interleaved ]] && prepare_changed "$name"
 	for ((rep = 1; rep <= reps; rep++)); do
 		for s in "$@"; do
 			step "$name" "$rep" "$s"
 		done
 	done
-	rm -rf "$KEEP_DIR" "$WORK/out" "$WORK/dest"
+	rm -rf "$KEEP_DIR" "$WORK/out" "$WORK/dest" "${CHANGED:-}" "${CHANGED_BASE:-}" "${CHANGED_BASE:-}.index"
+	rm -f "$WORK/ours.tar.sha1" "$WORK/ours-fresh.tar.sha1"
 	drop_corpus "$name"
+}
+
+# A copy of the corpus, its first backup by ours (untimed) and then the
+# changes: what second_changed backs up again.
+prepare_changed() { # name -> sets CHANGED, CHANGED_BASE
+	CHANGED=$WORK/$1-changed
+	CHANGED_BASE=$WORK/$1-changed-base.tar.gz
+	rm -rf "$CHANGED" "$CHANGED_BASE" "$CHANGED_BASE.index"
+	cp -a "$SRC" "$CHANGED"
+	"$OURS" create best_speed "$CHANGED" "$CHANGED_BASE" >/dev/null
+	log "corpus $1, changed copy: $(python3 "$ROOT/scripts/bench_change.py" "$CHANGED" --fraction 0.02)"
 }
 
 # --- the run --------------------------------------------------------------------
@@ -357,7 +409,7 @@ machine_meta() {
 
 # On any exit, a failed one too, leave no gigabytes behind on tmpfs.
 cleanup() {
-	rm -rf "${WORK:?}/keep" "$WORK/out" "$WORK/dest"
+	rm -rf "${WORK:?}/keep" "$WORK/out" "$WORK/dest" "$WORK"/*-changed "$WORK"/*-changed-base.tar.gz*
 	rm -f "$WORK/time.out" "$WORK/step.out" "$WORK/step.err"
 	if [[ $KEEP != 1 ]]; then
 		for c in a b b4; do drop_corpus "$c"; done

@@ -20,6 +20,8 @@ OPS = [
     ("create_none", "create none"),
     ("restore", "restore (truncate, empty dir)"),
     ("restore_one", "restore one file (1-4 MB, deep in the archive)"),
+    ("second_unchanged", "second backup, unchanged tree"),
+    ("second_changed", "second backup, 2% of files changed"),
 ]
 # (op, tool) -> label, in table order.
 LABELS = {
@@ -41,12 +43,18 @@ LABELS = {
     ("restore_one", "ours"): "**ours** (`--path`, through the index)",
     ("restore_one", "gnu-tar-gz"): "`tar -xzf ARCHIVE PATH` (its own archive)",
     ("restore_one", "wings-replica"): "wings-replica (restores the whole archive)",
+    ("second_unchanged", "ours"): "**ours**, reusing the first backup",
+    ("second_unchanged", "wings-replica"): "wings-replica",
+    ("second_changed", "ours"): "**ours**, reusing the first backup",
+    ("second_changed", "wings-replica"): "wings-replica",
+    ("second_changed", "ours-fresh"): "ours, without reuse",
 }
 SHORT = {
     "ours": "ours", "wings-replica": "wings-replica", "pigz": "tar|pigz -1",
     "gnu-tar-gz": "tar -z", "gnu-tar": "tar -cf", "walk-pipe": "walk|cat",
     "walk-null": "walk>/dev/null", "ours-wr": "ours on wr archive",
     "ours-progress": "ours + progress", "ours-pure": "ours pure-Rust",
+    "ours-fresh": "ours, no reuse",
 }
 CORPUS_NAMES = {
     "a": "(a) Rust sysroot",
@@ -213,6 +221,12 @@ def goals(stats, tool="ours"):
     ratio_goal("(a) restore of one file vs `tar -xzf ARCHIVE PATH`", "a", one, one, "gnu-tar-gz", 10)
     ratio_goal("(a) restore of one file vs wings-replica (which restores the whole archive)", "a", one,
                one, "wings-replica", 10)
+    su, sc = "second_unchanged", "second_changed"
+    for c in ("a", "b"):
+        ratio_goal(f"({c}) second backup of an unchanged tree vs wings-replica", c, su, su,
+                   "wings-replica", 6.0)
+        ratio_goal(f"({c}) second backup after changing 2% of the files vs wings-replica", c,
+                   sc, sc, "wings-replica", 4.0)
     return out
 
 
@@ -235,7 +249,7 @@ def chart(meta, stats, path):
             med = [s["wall"] for s in ss]
             err = [[s["wall"] - s["wall_min"] for s in ss], [s["wall_max"] - s["wall"] for s in ss]]
             colors = ["tab:orange" if t == "ours" else
-                      "navajowhite" if t in ("ours-wr", "ours-progress", "ours-pure") else
+                      "navajowhite" if t in ("ours-wr", "ours-progress", "ours-pure", "ours-fresh") else
                       "tab:blue" if t == "wings-replica" else "tab:gray" for t in tools]
             y = range(len(tools))
             ax.barh(y, med, xerr=err if meta["corpora"][c]["reps"] > 1 else None,

@@ -190,6 +190,9 @@ pub struct EngineConfig {
     /// Backups that run at once; more wait, accepted, for a free slot.
     #[serde(deserialize_with = "max_running_backups")]
     pub max_running_backups: usize,
+    /// Whether a local backup may copy the unchanged members of the
+    /// server's previous local archive (false: every backup reads every file).
+    pub backup_reuse: bool,
 }
 
 impl Default for EngineConfig {
@@ -206,6 +209,7 @@ impl Default for EngineConfig {
             panel: None,
             upload_concurrency: 4,
             max_running_backups: 4,
+            backup_reuse: true,
         }
     }
 }

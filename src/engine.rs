@@ -251,6 +251,9 @@ impl Engine {
         let mut options = self.write_options(self.config.compression_level);
         options.known_total = Some(measure.bytes);
         let name = format!("{}.tar.gz", request.uuid);
+        if request.adapter == Adapter::Wings && request.reuse && self.config.backup_reuse {
+            options.reuse_from = self.previous_archive(server, &request.uuid);
+        }
         // An s3 backup's index stays here, apart from the local archives.
         let index_store = match request.adapter {
             Adapter::Wings => None,
@@ -312,6 +315,26 @@ impl Engine {
         })
     }
 
+    /// The newest succeeded local backup of `server` (other than `uuid`)
+    /// whose archive and index are both there: what a new backup of the
+    /// server may reuse. Whether the index matches the archive and the new
+    /// backup's settings is checked when it is opened.
+    fn previous_archive(&self, server: &str, uuid: &str) -> Option<std::path::PathBuf> {
+        let catalog = self.ops.tracker().catalog()?;
+        catalog
+            .list(server)
+            .into_iter()
+            .filter(|r| {
+                r.kind == OpKind::Create
+                    && r.state == crate::catalog::OpState::Succeeded
+                    && r.adapter == Adapter::Wings.name()
+                    && !r.archive_missing
+                    && r.uuid != uuid
+            })
+            .map(|r| self.store.archive_path(&r.uuid))
+            .find(|p| p.is_file() && crate::index::path_for(p).is_file())
+    }
+
     /// Puts the index of backup `uuid`'s archive in place. The index goes
     /// before the archive: an index without its archive is never used, an
     /// archive without its index only works more slowly.
@@ -332,6 +355,7 @@ impl Engine {
             write_limit: self.config.write_limit,
             exclude: Vec::new(),
             known_total: None,
+            reuse_from: None,
         }
     }
 
@@ -956,6 +980,9 @@ pub struct ArchiveOptions {
     /// Extract: only these entries (a directory with everything under
     /// it); empty = all. See `crate::selection`.
     pub paths: Vec<String>,
+    /// Create: an earlier archive of the same directory (with its index)
+    /// whose unchanged members are copied rather than compressed again.
+    pub reuse_from: Option<PathBuf>,
 }
 
 impl Default for ArchiveOptions {
@@ -969,6 +996,7 @@ impl Default for ArchiveOptions {
             disk_limit: 0,
             owner: None,
             paths: Vec::new(),
+            reuse_from: None,
         }
     }
 }
@@ -1117,6 +1145,7 @@ pub fn archive_create(
             write_limit: opts.write_limit,
             exclude,
             known_total: None,
+            reuse_from: opts.reuse_from.clone(),
         },
         ctl,
     )?;

@@ -84,6 +84,9 @@ pub static SETTINGS: &[Setting] = &[
              env None, config ["system.backups.compression_level"], secret false),
     setting!("write-limit", Uint, "0", "MiB", "archive write (and restore read) limit in MiB/s, 0 = unlimited",
              env None, config ["system.backups.write_limit"], secret false),
+    setting!("no-backup-reuse", Bool, "false", "",
+             "make every local backup read every file, copying nothing from the server's previous local archive",
+             env None, config [], secret false),
     setting!("disk-limit", Uint, "0", "BYTES", "bytes a server's files may take after a restore, 0 = no limit",
              env None, config [], secret false),
     setting!("max-running-backups", Uint, "4", "N",
@@ -187,6 +190,9 @@ pub struct EngineSettings {
     pub compression_level: String,
     pub write_limit: u64,
     pub disk_limit: u64,
+    /// Absent: the engine's default (true).
+    #[serde(skip_serializing_if = "is_true")]
+    pub backup_reuse: bool,
     /// Absent: the engine's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_running_backups: Option<u64>,
@@ -413,6 +419,7 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         compression_level: text("compression-level"),
         write_limit: get("write-limit").uint(),
         disk_limit: get("disk-limit").uint(),
+        backup_reuse: get("no-backup-reuse") != Val::Bool(true),
         max_running_backups: max_running,
         owner,
         restore_host_allowlist: allowlist,
@@ -434,6 +441,10 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         sources,
         warnings,
     })
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn parse_owner(text: &str) -> Result<Option<OwnerSettings>> {
@@ -472,6 +483,7 @@ fn settings_line(
         ("compression_level", e.compression_level.clone()),
         ("write_limit_mib", e.write_limit.to_string()),
         ("disk_limit_bytes", e.disk_limit.to_string()),
+        ("backup_reuse", e.backup_reuse.to_string()),
         (
             "max_running_backups",
             e.max_running_backups.unwrap_or(4).to_string(),

@@ -262,7 +262,9 @@ enum Record {
 
 /// Writes an index, entries first.
 pub struct IndexWriter<W: Write> {
-    out: GzEncoder<BufWriter<W>>,
+    /// Records are small: they are gathered before the compressor sees
+    /// them (one deflate call per record costs more than the deflating).
+    out: BufWriter<GzEncoder<BufWriter<W>>>,
     scratch: Vec<u8>,
     entries: u64,
 }
@@ -274,9 +276,12 @@ fn failed(e: std::io::Error) -> Error {
 impl<W: Write> IndexWriter<W> {
     pub fn new(out: W, header: &IndexHeader) -> Result<IndexWriter<W>> {
         let mut w = IndexWriter {
-            out: GzEncoder::new(
-                BufWriter::with_capacity(64 << 10, out),
-                flate2::Compression::fast(),
+            out: BufWriter::with_capacity(
+                64 << 10,
+                GzEncoder::new(
+                    BufWriter::with_capacity(64 << 10, out),
+                    flate2::Compression::fast(),
+                ),
             ),
             scratch: Vec::with_capacity(256),
             entries: 0,
@@ -311,7 +316,8 @@ impl<W: Write> IndexWriter<W> {
         footer.entries = self.entries;
         footer.members = members.len() as u64;
         self.record(&Record::End(footer))?;
-        let buf = self.out.finish().map_err(failed)?;
+        let gz = self.out.into_inner().map_err(|e| failed(e.into_error()))?;
+        let buf = gz.finish().map_err(failed)?;
         buf.into_inner().map_err(|e| failed(e.into_error()))
     }
 }
@@ -319,7 +325,8 @@ impl<W: Write> IndexWriter<W> {
 /// Reads an index as a stream: header, then entries one at a time, then
 /// the members and the footer.
 pub struct IndexReader<R: Read> {
-    input: MultiGzDecoder<BufReader<R>>,
+    /// Inflated in large pieces, read record by record from the buffer.
+    input: BufReader<MultiGzDecoder<BufReader<R>>>,
     header: IndexHeader,
     /// A record read past the entries (the first member or the end).
     peeked: Option<Record>,
@@ -344,7 +351,10 @@ impl IndexReader<File> {
 impl<R: Read> IndexReader<R> {
     pub fn new(input: R) -> Result<IndexReader<R>> {
         let mut r = IndexReader {
-            input: MultiGzDecoder::new(BufReader::with_capacity(64 << 10, input)),
+            input: BufReader::with_capacity(
+                64 << 10,
+                MultiGzDecoder::new(BufReader::with_capacity(64 << 10, input)),
+            ),
             header: IndexHeader::new("", 0, 0),
             peeked: None,
             buf: Vec::with_capacity(256),

@@ -46,6 +46,10 @@ pub struct CreateRequest {
     /// Answer what the backup would hold instead of making it
     /// (`Engine::dry_run_backup`); false when absent.
     pub dry_run: bool,
+    /// Whether unchanged members of the server's previous local archive may
+    /// be copied (`"reuse": false` forces every file to be read; default
+    /// true).
+    pub reuse: bool,
 }
 
 /// The body of `POST /api/servers/:uuid/backup/:id/restore`.
@@ -124,6 +128,7 @@ struct CreateBody {
     wait: Field<bool>,
     #[serde(default)]
     dry_run: Field<bool>,
+    reuse: Field<bool>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +159,13 @@ impl TryFrom<CreateBody> for CreateRequest {
                     // Never taken for false: a real backup would start.
                     Field::Wrong => {
                         return Err(Error::invalid("the field `dry_run` must be a boolean"))
+                    }
+                },
+                reuse: match body.reuse {
+                    Field::Absent | Field::Null => true,
+                    Field::Given(b) => b,
+                    Field::Wrong => {
+                        return Err(Error::invalid("the field `reuse` must be a boolean"))
                     }
                 },
             };

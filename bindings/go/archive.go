@@ -50,6 +50,9 @@ type ArchiveSummary struct {
 	ChangedCount int64     `json:"changed_count"`
 	Skipped      []Skipped `json:"skipped"`
 	SkippedCount int64     `json:"skipped_count"`
+	// ReusedMembers and ReusedBytes: members copied from an earlier archive.
+	ReusedMembers int64 `json:"reused_members"`
+	ReusedBytes   int64 `json:"reused_bytes"`
 
 	Raw json.RawMessage `json:"-"`
 }

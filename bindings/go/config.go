@@ -31,6 +31,10 @@ type Config struct {
 	// default, 4); more are accepted and wait, inside CreateBackup, for a
 	// slot.
 	MaxRunningBackups int `json:"max_running_backups,omitempty"`
+	// BackupReuse, if set to false, makes every local backup read every
+	// file instead of copying what did not change from the server's
+	// previous local archive (nil: the library's default, true).
+	BackupReuse *bool `json:"backup_reuse,omitempty"`
 	// Panel, if set, is told the result of every backup and restore.
 	Panel *PanelConfig `json:"panel,omitempty"`
 }

@@ -163,6 +163,10 @@ type Details struct {
 	Changed []string `json:"changed"`
 	// Skipped lists entries left out (sockets, devices, vanished files).
 	Skipped []Skipped `json:"skipped"`
+	// ReusedMembers and ReusedBytes are the gzip members, and their bytes,
+	// copied unchanged from the server's previous local archive.
+	ReusedMembers int64 `json:"reused_members"`
+	ReusedBytes   int64 `json:"reused_bytes"`
 	// PanelReport says what became of the report to the Panel, when one is
 	// configured: "sent", "rejected: ..." or "pending: ..." (parked on disk
 	// and sent again by SendPendingReports).

@@ -20,7 +20,8 @@ use std::time::Duration;
 use sha1::{Digest, Sha1};
 
 use crate::archive::gzip::{self, BLOCK_SIZE};
-use crate::archive::header::{self, EntryMeta};
+use crate::archive::header::{self, EntryMeta, Kind};
+use crate::archive::reuse::{self, Previous, Run};
 use crate::archive::walk::{Skipped, TreeWalker, WalkItem, MAX_LISTED};
 use crate::config::CompressionLevel;
 use crate::error::{quote, Error, Result};
@@ -43,6 +44,10 @@ pub struct WriteOptions {
     /// backup measured them (the space check): the progress total, so that
     /// no second stat-only pass is made.
     pub known_total: Option<u64>,
+    /// A previous archive of the same tree (with its index beside it) whose
+    /// unchanged members are copied instead of compressed again; see
+    /// `crate::archive::reuse`.
+    pub reuse_from: Option<std::path::PathBuf>,
 }
 
 /// The identities a create must leave out of its own archive: the
@@ -79,6 +84,9 @@ pub struct ArchiveSummary {
     pub changed_count: u64,
     pub skipped: Vec<Skipped>,
     pub skipped_count: u64,
+    /// Members copied from the previous archive, and their bytes.
+    pub reused_members: u64,
+    pub reused_bytes: u64,
 }
 
 /// A block of the tar stream on its way to a compressor.
@@ -171,6 +179,10 @@ pub fn write_archive_indexed(
     let job_rx = Mutex::new(job_rx);
     let (member_tx, member_rx) = mpsc::sync_channel::<Member>(pool_size);
     let spare_members: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let previous = opts.reuse_from.as_deref().and_then(|archive| {
+        let expected = index::IndexHeader::new(opts.level.name(), ignore.digest(), BLOCK_SIZE);
+        Previous::open(archive, &expected)
+    });
 
     std::thread::scope(|s| {
         let shared = &shared;
@@ -194,6 +206,7 @@ pub fn write_archive_indexed(
             let level = opts.level;
             s.spawn(move || compress_worker(level, job_rx, member_tx, spare_members, shared));
         }
+        let reused_tx = previous.as_ref().map(|_| member_tx.clone());
         drop(member_tx);
         let (finished_tx, finished_rx) = mpsc::channel::<()>();
         let pools = Pools {
@@ -220,6 +233,11 @@ pub fn write_archive_indexed(
             counters,
             summary: ArchiveSummary::default(),
             index: index.map(Ok),
+            previous,
+            reused_tx,
+            spare_members,
+            tentative: None,
+            deferred: Vec::new(),
         };
         let produced = producer.run(ctl);
         if let Err(e) = &produced {
@@ -229,6 +247,7 @@ pub fn write_archive_indexed(
         // a write limit can make that take a while, so keep reporting (and
         // let a cancel stop the writer) meanwhile.
         producer.job_tx = None;
+        producer.reused_tx = None;
         while let Err(RecvTimeoutError::Timeout) =
             finished_rx.recv_timeout(Duration::from_millis(100))
         {
@@ -355,6 +374,41 @@ struct Producer<'a> {
     summary: ArchiveSummary,
     /// The index being written, or why it stopped (the archive goes on).
     index: Option<Result<IndexWriter<std::fs::File>>>,
+    /// The archive whose members may be reused, and where its index is.
+    previous: Option<Previous>,
+    /// Where reused members go (straight to the writer, in sequence).
+    reused_tx: Option<SyncSender<Member>>,
+    spare_members: &'a Mutex<Vec<Vec<u8>>>,
+    /// The old member the current block may turn out to repeat.
+    tentative: Option<Tentative>,
+    /// Files of the current block not read yet: while it may repeat an old
+    /// member, their bytes are read only if it turns out not to.
+    deferred: Vec<Deferred>,
+}
+
+/// A small file whose place in the block is kept but whose bytes are not
+/// read yet.
+struct Deferred {
+    path: Vec<u8>,
+    fd: OwnedFd,
+    before: safe_fs::Stat,
+    /// Where its data starts in the block, and its length.
+    at: usize,
+    size: usize,
+}
+
+/// Files deferred at once in one block (each holds an open descriptor).
+const MAX_DEFERRED: usize = 128;
+
+/// An old one-member run that the block being filled may repeat: it does if
+/// the block ends up holding exactly the run's entries.
+struct Tentative {
+    run: Run,
+    /// Entries of the block so far.
+    next: usize,
+    /// Whether each of them was the run's entry at its place and was read
+    /// without changing.
+    ok: bool,
 }
 
 impl Producer<'_> {
@@ -397,15 +451,76 @@ impl Producer<'_> {
             }
             header_buf.clear();
             header::encode(&item.meta, &mut header_buf);
-            self.index_entry(&item, header_buf.len());
-            self.put(&header_buf, ctl)?;
+            let is_file = item.meta.kind == Kind::File;
+            let large = reuse::is_large(is_file, item.meta.size);
+            let data = if is_file {
+                item.meta.size + header::padding(item.meta.size) as u64
+            } else {
+                0
+            };
+            if reuse::cut_before(self.block.len, header_buf.len() as u64 + data, large) {
+                self.cut(ctl)?;
+            }
+            let mut entry = index::Entry::from_meta(&item.meta, Some(item.stat));
+            entry.header_len = header_buf.len() as u32;
+            let mut large_run = None;
+            if self.block.len == 0 {
+                if let Some(run) = self.previous.as_mut().and_then(|p| p.run_at(&entry.path)) {
+                    if large {
+                        large_run = Some(run).filter(|r| large_run_fits(r, &entry));
+                    } else if run.members.len() == 1 {
+                        self.tentative = Some(Tentative {
+                            run,
+                            next: 0,
+                            ok: true,
+                        });
+                    }
+                }
+            }
+            if let Some(t) = &mut self.tentative {
+                t.ok = t.ok
+                    && t.run
+                        .entries
+                        .get(t.next)
+                        .is_some_and(|old| reuse::same_entry(&entry, old));
+                t.next += 1;
+            }
+            self.index_entry(entry);
             if let Some((fd, before)) = item.file {
-                self.copy_file(&item.meta, fd, before, ctl)?;
+                let changed = match large_run {
+                    Some(run) => {
+                        self.reuse_large(&item.meta, &run, &header_buf, fd, before, ctl)?
+                    }
+                    None => {
+                        self.put(&header_buf, ctl)?;
+                        let may_defer = !large
+                            && self.deferred.len() < MAX_DEFERRED
+                            && self.block.len as u64 + data <= BLOCK_SIZE as u64
+                            && self.tentative.as_ref().is_some_and(|t| t.ok);
+                        if may_defer {
+                            self.defer_file(&item.meta, fd, before);
+                            false
+                        } else {
+                            self.copy_file(&item.meta, fd, before, 0, ctl)?
+                        }
+                    }
+                };
+                if changed {
+                    if let Some(t) = &mut self.tentative {
+                        t.ok = false;
+                    }
+                }
                 self.summary.files += 1;
+            } else {
+                self.put(&header_buf, ctl)?;
             }
             self.summary.entries += 1;
             self.counters.add_entries(1);
+            if reuse::cut_after(self.block.len, &item.meta.path, large) {
+                self.cut(ctl)?;
+            }
         }
+        self.cut(ctl)?;
         header_buf.clear();
         header::end_of_archive(&mut header_buf);
         self.put(&header_buf, ctl)?;
@@ -416,9 +531,8 @@ impl Producer<'_> {
         Ok(std::mem::take(&mut self.summary))
     }
 
-    /// Records `item`, whose headers take `header_len` bytes and are put
-    /// next, in the index.
-    fn index_entry(&mut self, item: &WalkItem, header_len: usize) {
+    /// Records `entry` (its headers are put next) in the index.
+    fn index_entry(&mut self, mut entry: index::Entry) {
         let Some(Ok(writer)) = &mut self.index else {
             return;
         };
@@ -428,10 +542,8 @@ impl Producer<'_> {
         } else {
             (self.block.seq, self.block.len)
         };
-        let mut entry = index::Entry::from_meta(&item.meta, Some(item.stat));
         entry.member = member as u32;
         entry.offset = offset as u32;
-        entry.header_len = header_len as u32;
         if let Err(e) = writer.entry(&entry) {
             self.index = Some(Err(e));
         }
@@ -458,8 +570,169 @@ impl Producer<'_> {
         }
     }
 
-    /// Sends the current block to the compressors and starts a new one.
+    /// Keeps room in the block for a small file's data and padding (which
+    /// fit: a small entry never crosses a block), to be read by
+    /// `read_deferred` unless the block repeats an old member.
+    fn defer_file(&mut self, meta: &EntryMeta, fd: OwnedFd, before: safe_fs::Stat) {
+        let size = meta.size as usize;
+        self.deferred.push(Deferred {
+            path: meta.path.clone(),
+            fd,
+            before,
+            at: self.block.len,
+            size,
+        });
+        self.block.len += size + header::padding(meta.size);
+    }
+
+    /// Reads the deferred files into their places (a file that shrank is
+    /// padded with zeros, one that grew is cut, as `copy_file` does).
+    fn read_deferred(&mut self) -> Result<()> {
+        for d in std::mem::take(&mut self.deferred) {
+            let end = d.at + d.size;
+            let mut pos = d.at;
+            let mut changed = false;
+            while pos < end {
+                match rustix::io::read(&d.fd, &mut self.block.buf[pos..end]) {
+                    Ok(0) => {
+                        changed = true;
+                        break;
+                    }
+                    Ok(n) => pos += n,
+                    Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                    Err(e) => return Err(Error::os(format!("reading {}", quote(&d.path)), e)),
+                }
+            }
+            self.counters.add_bytes((pos - d.at) as u64);
+            let pad_end = end + header::padding(d.size as u64);
+            self.block.buf[pos..pad_end].fill(0);
+            if !changed {
+                if let Ok(after) = rustix::fs::fstat(d.fd.as_fd()) {
+                    changed = after.st_size != d.before.st_size
+                        || after.st_mtime != d.before.st_mtime
+                        || after.st_mtime_nsec != d.before.st_mtime_nsec;
+                }
+            }
+            if changed {
+                self.summary.changed_count += 1;
+                if self.summary.changed.len() < MAX_LISTED {
+                    self.summary.changed.push(d.path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the current member, if it holds anything.
+    fn cut(&mut self, ctl: &mut Control<'_>) -> Result<()> {
+        if self.block.len > 0 {
+            self.ship(ctl, true)?;
+        }
+        Ok(())
+    }
+
+    /// The old member `m`, read and checked, in a spare member buffer;
+    /// `None` if it cannot be used as it is.
+    fn read_old(&mut self, m: &index::Member) -> Option<(Vec<u8>, usize)> {
+        let previous = self.previous.as_ref()?;
+        let mut buf = self
+            .spare_members
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default();
+        if previous.read_member(m, &mut buf) {
+            return Some((buf, m.compressed as usize));
+        }
+        if let Ok(mut spare) = self.spare_members.lock() {
+            spare.push(buf);
+        }
+        None
+    }
+
+    /// Hands a reused member, in sequence, to the writer; `block` returns
+    /// to the pool once it is written, which bounds memory as for others.
+    fn send_reused(
+        &mut self,
+        seq: u64,
+        raw_len: usize,
+        member: (Vec<u8>, usize),
+        block: Vec<u8>,
+    ) -> Result<()> {
+        let (buf, len) = member;
+        self.summary.reused_members += 1;
+        self.summary.reused_bytes += len as u64;
+        let sent = self.reused_tx.as_ref().map(|tx| {
+            tx.send(Member {
+                seq,
+                raw_len,
+                buf,
+                len,
+                block,
+            })
+        });
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self
+                .shared
+                .take_error()
+                .unwrap_or_else(|| Error::internal("the archive writer stopped"))),
+        }
+    }
+
+    /// Copies the old members of a large file's run in place of reading it;
+    /// from the first that cannot be used, reads the rest of the file from
+    /// `fd`. Returns whether the file changed while it was read.
+    fn reuse_large(
+        &mut self,
+        meta: &EntryMeta,
+        run: &Run,
+        header_buf: &[u8],
+        fd: OwnedFd,
+        before: safe_fs::Stat,
+        ctl: &mut Control<'_>,
+    ) -> Result<bool> {
+        for (k, m) in run.members.iter().enumerate() {
+            let Some(old) = self.read_old(m) else {
+                // Member k starts k blocks past the entry's header.
+                if k == 0 {
+                    self.put(header_buf, ctl)?;
+                    return self.copy_file(meta, fd, before, 0, ctl);
+                }
+                let from = (k * BLOCK_SIZE).saturating_sub(header_buf.len()) as u64;
+                return self.copy_file(meta, fd, before, from, ctl);
+            };
+            let seq = self.block.seq;
+            let block = std::mem::take(&mut self.block.buf);
+            self.send_reused(seq, m.uncompressed as usize, old, block)?;
+            self.block.seq += 1;
+            self.block.buf = self.take_buffer(ctl)?;
+            ctl.tick(Phase::Archive, self.counters)?;
+        }
+        self.counters.add_bytes(meta.size);
+        Ok(false)
+    }
+
+    /// Sends the current block to the compressors (or, when it repeats an
+    /// old member, that member to the writer) and starts a new one.
     fn ship(&mut self, ctl: &mut Control<'_>, need_next: bool) -> Result<()> {
+        let reused = match self.tentative.take() {
+            Some(t)
+                if t.ok
+                    && t.next == t.run.entries.len()
+                    && t.run.members[0].uncompressed == self.block.len as u64 =>
+            {
+                self.read_old(&t.run.members[0])
+            }
+            _ => None,
+        };
+        if reused.is_some() {
+            // The old member holds their bytes.
+            let bytes: usize = self.deferred.drain(..).map(|d| d.size).sum();
+            self.counters.add_bytes(bytes as u64);
+        } else {
+            self.read_deferred()?;
+        }
         let next = if need_next {
             self.take_buffer(ctl)?
         } else {
@@ -474,6 +747,9 @@ impl Producer<'_> {
                 len: 0,
             },
         );
+        if let Some(old) = reused {
+            return self.send_reused(block.seq, block.len, old, block.buf);
+        }
         let sent = self.job_tx.as_ref().map(|tx| tx.send(block));
         match sent {
             Some(Ok(())) => Ok(()),
@@ -510,18 +786,27 @@ impl Producer<'_> {
         Ok(())
     }
 
-    /// Copies exactly `meta.size` bytes of an open file into the stream: a
-    /// file that shrank is padded with zeros, one that grew is cut, and both
-    /// are noted as changed.
+    /// Copies exactly `meta.size` bytes of an open file (from byte `start`
+    /// on) into the stream: a file that shrank is padded with zeros, one
+    /// that grew is cut, and both are noted as changed (and `true` returned).
     fn copy_file(
         &mut self,
         meta: &EntryMeta,
         fd: OwnedFd,
         before: safe_fs::Stat,
+        start: u64,
         ctl: &mut Control<'_>,
-    ) -> Result<()> {
-        let mut remaining = meta.size;
+    ) -> Result<bool> {
+        let mut remaining = meta.size.saturating_sub(start);
         let mut changed = false;
+        if start > 0 {
+            self.counters.add_bytes(start);
+            if rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(start)).is_err() {
+                changed = true;
+                self.put_zeros(remaining, ctl)?;
+                remaining = 0;
+            }
+        }
         let mut since_tick = 0u64;
         while remaining > 0 {
             if self.block.len == BLOCK_SIZE {
@@ -564,8 +849,22 @@ impl Producer<'_> {
                 self.summary.changed.push(meta.path.clone());
             }
         }
-        Ok(())
+        Ok(changed)
     }
+}
+
+/// Whether an old large file's run has the members this layout makes of
+/// `entry`: full blocks counted from its header, then the rest.
+fn large_run_fits(run: &Run, entry: &index::Entry) -> bool {
+    let [old] = run.entries.as_slice() else {
+        return false;
+    };
+    let total = old.tar_len();
+    reuse::same_entry(entry, old)
+        && run.members.len() as u64 == total.div_ceil(BLOCK_SIZE as u64)
+        && run.members.iter().enumerate().all(|(k, m)| {
+            m.uncompressed == (total - k as u64 * BLOCK_SIZE as u64).min(BLOCK_SIZE as u64)
+        })
 }
 
 fn compress_worker(

@@ -18,7 +18,8 @@ use crate::engine::{
 /// `options_json` may be NULL or `{"ignore","compression_level","threads",
 /// "write_limit"}`. On success `*summary_json` (if not NULL) holds
 /// `checksum`, `checksum_type`, `size`, `entries`, `files`, `source_bytes`,
-/// `changed`, `changed_count`, `skipped`, `skipped_count`; free it with
+/// `changed`, `changed_count`, `skipped`, `skipped_count`, `reused_members`,
+/// `reused_bytes`; free it with
 /// `wb_string_free`.
 #[no_mangle]
 pub unsafe extern "C" fn wb_archive_create(

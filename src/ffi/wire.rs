@@ -80,6 +80,7 @@ pub fn archive_options(text: Option<&str>) -> Result<ArchiveOptions> {
         disk_limit: shared.disk_limit,
         owner: shared.owner,
         paths: own.paths,
+        reuse_from: None,
     })
 }
 
@@ -175,6 +176,8 @@ pub fn backup_details(details: &BackupDetails) -> String {
         #[serde(skip_serializing_if = "Option::is_none")]
         panel_report: Option<String>,
         parts: Option<Vec<Part<'a>>>,
+        reused_bytes: u64,
+        reused_members: u64,
         size: u64,
         skipped: Vec<SkippedJson>,
         successful: bool,
@@ -198,6 +201,8 @@ pub fn backup_details(details: &BackupDetails) -> String {
                 })
                 .collect()
         }),
+        reused_bytes: details.archive.reused_bytes,
+        reused_members: details.archive.reused_members,
         size: report.size,
         skipped: skipped_json(&details.archive.skipped),
         successful: report.successful,
@@ -239,6 +244,8 @@ pub fn archive_summary(summary: &ArchiveSummary) -> String {
         checksum_type: &'static str,
         entries: u64,
         files: u64,
+        reused_bytes: u64,
+        reused_members: u64,
         size: u64,
         skipped: Vec<SkippedJson>,
         skipped_count: u64,
@@ -251,6 +258,8 @@ pub fn archive_summary(summary: &ArchiveSummary) -> String {
         checksum_type: "sha1",
         entries: summary.entries,
         files: summary.files,
+        reused_bytes: summary.reused_bytes,
+        reused_members: summary.reused_members,
         size: summary.size,
         skipped: skipped_json(&summary.skipped),
         skipped_count: summary.skipped_count,
@@ -726,7 +735,7 @@ mod tests {
         };
         assert_eq!(
             backup_details(&details),
-            r#"{"changed":["a�"],"checksum":"abc","checksum_type":"sha1","files":2,"panel_report":"pending: later","parts":[{"etag":"\"e1\"","part_number":1}],"size":7,"skipped":[{"path":"s","reason":"why"}],"successful":true}"#
+            r#"{"changed":["a�"],"checksum":"abc","checksum_type":"sha1","files":2,"panel_report":"pending: later","parts":[{"etag":"\"e1\"","part_number":1}],"reused_bytes":0,"reused_members":0,"size":7,"skipped":[{"path":"s","reason":"why"}],"successful":true}"#
         );
         let no_panel = BackupDetails {
             panel_report: None,

@@ -87,14 +87,14 @@ fn every_flag() {
         "panel-url": "http://panel", "panel-token-id": "id", "panel-token": "pt",
         "compression-level": "none", "write-limit": 5, "disk-limit": 1000,
         "owner": "1000:1001", "restore-host-allowlist": "minio.local, 10.0.0.0/8,,",
-        "async-restore": true, "max-running-backups": 2,
+        "async-restore": true, "max-running-backups": 2, "no-backup-reuse": true,
         "read-header-timeout": 0.5, "read-timeout": 90}));
     assert_eq!(r.host.listen, "127.0.0.1:9");
     assert!(r.host.async_restore);
     assert_eq!(
         engine_json(&r),
         json!({"data_directory": "/d", "backup_directory": "/b", "compression_level": "none",
-               "write_limit": 5, "disk_limit": 1000, "max_running_backups": 2,
+               "write_limit": 5, "disk_limit": 1000, "max_running_backups": 2, "backup_reuse": false,
                "owner": {"uid": 1000, "gid": 1001},
                "restore_host_allowlist": ["minio.local", "10.0.0.0/8"],
                "panel": {"url": "http://panel", "token_id": "id", "token": "pt"}})
@@ -102,6 +102,7 @@ fn every_flag() {
     assert_eq!(field(&r, "read_header_timeout"), "500ms");
     assert_eq!(field(&r, "read_timeout"), "1m30s");
     assert_eq!(field(&r, "async_restore"), "true");
+    assert_eq!(field(&r, "backup_reuse"), "false");
     assert_eq!(
         field(&r, "restore_host_allowlist"),
         "minio.local,10.0.0.0/8"

@@ -107,6 +107,7 @@ pub fn create_request(uuid: &str, ignore: &str) -> CreateRequest {
         uuid: uuid.to_string(),
         ignore: ignore.to_string(),
         dry_run: false,
+        reuse: true,
     }
 }
 

@@ -188,7 +188,7 @@ def test_version(host_kind: str) -> None:
 HOST_FLAGS = {"--listen", "--token", "--data-dir", "--backup-dir", "--panel-url", "--panel-token-id",
               "--panel-token", "--compression-level", "--write-limit", "--disk-limit", "--owner",
               "--restore-host-allowlist", "--async-restore", "--config", "--read-header-timeout",
-              "--read-timeout", "--version", "--max-running-backups"}
+              "--read-timeout", "--version", "--max-running-backups", "--no-backup-reuse"}
 
 
 def test_help_lists_the_flags_with_double_dashes(host_kind: str) -> None:

@@ -199,3 +199,22 @@ def test_send_pending_reports_without_a_panel(engine: wb.Engine) -> None:
     assert engine.send_pending_reports() == wb.PendingReports(sent=0, pending=0, raw={})
     with wb.CancelToken() as token:
         assert engine.send_pending_reports(cancel=token)["sent"] == 0
+
+
+def test_a_second_backup_reuses_the_first(node: Node, engine: wb.Engine) -> None:
+    """The second backup of an unchanged server copies the first one's
+    members (``reused_members``, ``reused_bytes``); ``"reuse": false`` reads
+    everything again, and both hold the same tar stream."""
+    import gzip
+
+    files = {"plugins/p.jar": os.urandom(600_000), "a.txt": "alpha", "world/level.dat": b"\x02" * 9000}
+    server = node.server(files)
+    first, second, third = new_uuid(), new_uuid(), new_uuid()
+    d1 = engine.create_backup(server, create_request(first))
+    assert (d1.reused_members, d1.reused_bytes) == (0, 0)
+    d2 = engine.create_backup(server, create_request(second))
+    assert d2.reused_members >= 2 and 0 < d2.reused_bytes <= d2.size
+    d3 = engine.create_backup(server, dict(create_request(third), reuse=False))
+    assert (d3.reused_members, d3.reused_bytes) == (0, 0)
+    tars = [gzip.decompress(node.archive(b).read_bytes()) for b in (first, second, third)]
+    assert tars[0] == tars[1] == tars[2]

@@ -184,7 +184,7 @@ class Engine:
     the keys of docs/api.md section 12: ``data_directory``, ``backup_directory``,
     ``compression_level``, ``write_limit``, ``threads``, ``owner``,
     ``disk_limit``, ``restore_host_allowlist``, ``upload_concurrency``,
-    ``max_running_backups``, ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
+    ``max_running_backups``, ``backup_reuse``, ``panel``. Unknown keys raise :class:`InvalidArgumentError`.
 
     The engine's log messages (every retry of a Panel call at WARNING as it
     happens, reports parked for later, ...) go to ``logger``: by default the

@@ -103,6 +103,10 @@ class Details(_Result):
     changed: List[str]
     #: Entries left out (sockets, devices, unreadable files).
     skipped: List[Skipped]
+    #: Gzip members, and their bytes, copied unchanged from the server's
+    #: previous local archive.
+    reused_members: int
+    reused_bytes: int
     #: What became of the report to the Panel, when one is configured:
     #: ``"sent"``, ``"rejected: ..."`` or ``"pending: ..."``; else "".
     panel_report: str
@@ -121,6 +125,8 @@ class Details(_Result):
             files=_int(raw, "files"),
             changed=_strings(raw, "changed"),
             skipped=_skipped(raw),
+            reused_members=_int(raw, "reused_members"),
+            reused_bytes=_int(raw, "reused_bytes"),
             panel_report=_str(raw, "panel_report"),
             raw=raw,
         )
@@ -141,6 +147,9 @@ class ArchiveSummary(_Result):
     changed_count: int
     skipped: List[Skipped]
     skipped_count: int
+    #: Members copied from an earlier archive, and their bytes.
+    reused_members: int
+    reused_bytes: int
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -157,6 +166,8 @@ class ArchiveSummary(_Result):
             changed_count=_int(raw, "changed_count"),
             skipped=_skipped(raw),
             skipped_count=_int(raw, "skipped_count"),
+            reused_members=_int(raw, "reused_members"),
+            reused_bytes=_int(raw, "reused_bytes"),
             raw=raw,
         )
 

@@ -1,0 +1,262 @@
+//! Stable member boundaries, and the reuse of a previous archive's members.
+//!
+//! # Layout
+//! Where the writer cuts the tar stream into gzip members depends only on
+//! the entries, so that two backups of a mostly unchanged tree cut it at the
+//! same places:
+//! - a *large* file (at least [`LARGE`] bytes of data) starts a new member
+//!   at its first header block, is cut every [`BLOCK_SIZE`] tar bytes counted
+//!   from that header, and the member after its last byte is a new one;
+//! - smaller entries are grouped: a group ends after an entry once it holds
+//!   [`MIN_GROUP`] bytes and the entry's path hash is a multiple of
+//!   [`CUT_EVERY`], or once it holds [`SOFT_MAX`] bytes, and before an entry
+//!   that would take it past [`BLOCK_SIZE`];
+//! - the two end-of-archive blocks are a member of their own.
+//!
+//! The tar stream is the same as with any other cutting; only where the
+//! members begin differs.
+//!
+//! # Reuse
+//! A backup given the previous archive of the same server and its index
+//! (same index version, compression level and ignore rules) copies an old
+//! member run verbatim when the walk's next entries are exactly the entries
+//! the run holds (path, type, size, mode, owner, mtime, link target and
+//! stat key), the run starts at its first entry and ends where this layout
+//! cuts. Every copied member is checked against the old index's checksum
+//! (and its gzip framing) before it is written; a mismatch or a short read
+//! makes the writer read and compress those entries from the tree instead.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::archive::gzip::{self, BLOCK_SIZE};
+use crate::index::{self, Entry, IndexHeader, IndexReader, Member};
+
+/// Files with at least this much data start members of their own.
+pub const LARGE: u64 = 256 << 10;
+/// A group of small entries ends, at the earliest, once it holds this much.
+pub const MIN_GROUP: usize = 512 << 10;
+/// ... after an entry whose path hash is a multiple of this ...
+pub const CUT_EVERY: u64 = 8;
+/// ... and at the latest once it holds this much.
+pub const SOFT_MAX: usize = 768 << 10;
+/// The most entries a run of one member may hold (1 MiB of 512-byte
+/// entries), beyond which an index is not believed.
+const MAX_RUN_ENTRIES: usize = BLOCK_SIZE / 512 + 1;
+
+/// Whether an entry with `size` bytes of file data is large.
+pub fn is_large(is_file: bool, size: u64) -> bool {
+    is_file && size >= LARGE
+}
+
+/// Whether a new member starts before an entry of `tar_len` bytes when the
+/// current one holds `len`.
+pub fn cut_before(len: usize, tar_len: u64, large: bool) -> bool {
+    len > 0 && (large || len as u64 + tar_len > BLOCK_SIZE as u64)
+}
+
+/// Whether a new member starts after the entry at `path` when the current
+/// one then holds `len`.
+pub fn cut_after(len: usize, path: &[u8], large: bool) -> bool {
+    len > 0
+        && (large
+            || len >= SOFT_MAX
+            || (len >= MIN_GROUP && xxhash_rust::xxh3::xxh3_64(path).is_multiple_of(CUT_EVERY)))
+}
+
+/// The order of the walk (depth-first, names sorted bytewise): paths
+/// compared component by component, a directory before what it holds.
+pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.iter().map(|&c| key(c)).cmp(b.iter().map(|&c| key(c)))
+}
+
+/// Whether `new` (as the writer would index it) is the same entry as `old`:
+/// every field that makes its tar bytes, and the stat key that vouches for
+/// its data.
+pub fn same_entry(new: &Entry, old: &Entry) -> bool {
+    old.stat.is_some()
+        && new.stat == old.stat
+        && new.path == old.path
+        && new.kind == old.kind
+        && new.size == old.size
+        && new.mode == old.mode
+        && new.uid == old.uid
+        && new.gid == old.gid
+        && new.mtime == old.mtime
+        && new.link == old.link
+        && new.header_len == old.header_len
+}
+
+/// Old members that hold exactly a run of consecutive old entries, the
+/// first at the start of the first member.
+pub struct Run {
+    pub entries: Vec<Entry>,
+    pub members: Vec<Member>,
+}
+
+/// The previous archive, open, and its index read as a stream alongside
+/// the walk.
+pub struct Previous {
+    archive: File,
+    members: Vec<Member>,
+    entries: IndexReader<File>,
+    /// The next old entry not yet passed.
+    cur: Option<Entry>,
+}
+
+impl Previous {
+    /// Opens the archive at `archive` and its index if the index belongs to
+    /// it and was made as `expected` says (version, level, ignore rules,
+    /// block size); `None` otherwise.
+    pub fn open(archive: &Path, expected: &IndexHeader) -> Option<Previous> {
+        let file = File::open(archive).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let index_path = index::path_for(archive);
+        let first = IndexReader::open(&index_path).ok()??;
+        let h = first.header().clone();
+        if h.version != expected.version
+            || h.level != expected.level
+            || h.ignore_digest != expected.ignore_digest
+            || h.block_size != expected.block_size
+        {
+            return None;
+        }
+        let (members, footer) = first.finish().ok()?;
+        // The members must tile the archive file exactly.
+        let (mut offset, mut tar) = (0u64, 0u64);
+        for m in &members {
+            if m.offset != offset
+                || m.tar_offset != tar
+                || m.uncompressed > BLOCK_SIZE as u64
+                || m.compressed > gzip::max_member_len(BLOCK_SIZE) as u64
+            {
+                return None;
+            }
+            offset += m.compressed;
+            tar += m.uncompressed;
+        }
+        if offset != meta.len() || footer.archive_size != meta.len() || tar != footer.tar_size {
+            return None;
+        }
+        let mut entries = IndexReader::open(&index_path).ok()??;
+        if *entries.header() != h {
+            return None;
+        }
+        let cur = entries.next_entry().ok()?;
+        Some(Previous {
+            archive: file,
+            members,
+            entries,
+            cur,
+        })
+    }
+
+    fn advance(&mut self) {
+        // An unreadable index ends the reuse, never the backup.
+        self.cur = self.entries.next_entry().ok().flatten();
+    }
+
+    /// The old run that starts with the entry at `path`, if there is one
+    /// (entries before it in walk order are passed for good).
+    pub fn run_at(&mut self, path: &[u8]) -> Option<Run> {
+        while let Some(cur) = &self.cur {
+            match walk_order(&cur.path, path) {
+                Ordering::Less => self.advance(),
+                Ordering::Greater => return None,
+                Ordering::Equal => break,
+            }
+        }
+        let first = self.cur.as_ref()?;
+        if first.offset != 0 || first.member as usize >= self.members.len() {
+            return None;
+        }
+        let start_member = first.member as usize;
+        let start = self.members[start_member].tar_offset;
+        let mut run = Run {
+            entries: Vec::new(),
+            members: Vec::new(),
+        };
+        let (mut cum, mut covered) = (0u64, 0u64);
+        let mut next_member = start_member;
+        loop {
+            let e = self.cur.take()?;
+            let m = self.members.get(e.member as usize)?;
+            // The index is untrusted: sizes that could overflow end the run.
+            if e.size > 1 << 60 || m.tar_offset.checked_add(e.offset as u64)? != start + cum {
+                return None;
+            }
+            cum += e.tar_len();
+            run.entries.push(e);
+            self.advance();
+            while covered < cum {
+                let m = self.members.get(next_member)?;
+                covered += m.uncompressed;
+                run.members.push(*m);
+                next_member += 1;
+            }
+            if covered == cum {
+                return Some(run);
+            }
+            if run.entries.len() > MAX_RUN_ENTRIES {
+                return None;
+            }
+        }
+    }
+
+    /// Reads old member `m` into `buf` (its first `m.compressed` bytes) and
+    /// checks it: checksum, gzip framing and the lengths it declares.
+    pub fn read_member(&self, m: &Member, buf: &mut Vec<u8>) -> bool {
+        let len = m.compressed as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        if self
+            .archive
+            .read_exact_at(&mut buf[..len], m.offset)
+            .is_err()
+        {
+            return false;
+        }
+        let bytes = &buf[..len];
+        if index::member_checksum(bytes) != m.checksum || len < gzip::HEADER_LEN + 8 {
+            return false;
+        }
+        let le = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        bytes[..4] == [0x1f, 0x8b, 8, 4]
+            && bytes[12..14] == *b"WB"
+            && le(16) as u64 == m.compressed
+            && le(20) as u64 == m.uncompressed
+            && le(len - 4) as u64 == m.uncompressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_order_puts_a_directory_before_its_neighbours() {
+        assert_eq!(walk_order(b"a/b", b"a.txt"), Ordering::Less);
+        assert_eq!(walk_order(b"a", b"a/b"), Ordering::Less);
+        assert_eq!(walk_order(b"a/b", b"a/b"), Ordering::Equal);
+        assert_eq!(walk_order(b"b", b"a/z"), Ordering::Greater);
+    }
+
+    #[test]
+    fn cuts_depend_on_the_entry_and_the_fill() {
+        assert!(!cut_before(0, 10 << 20, true));
+        assert!(cut_before(1, 10 << 20, true));
+        assert!(cut_before(BLOCK_SIZE - 100, 512, false));
+        assert!(!cut_before(1000, 512, false));
+        assert!(cut_after(SOFT_MAX, b"x", false));
+        assert!(!cut_after(MIN_GROUP - 1, b"x", false));
+    }
+}

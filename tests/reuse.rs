@@ -1,0 +1,423 @@
+//! Backups that reuse the unchanged members of the server's previous local
+//! archive: after each kind of change, a reusing backup's tar stream is the
+//! one a backup from scratch makes (`gzip -dc | sha1sum`, with real gzip),
+//! reuse really happened, and every doubt (a flipped byte, a missing or
+//! stale index, another compression level) falls back to reading the tree.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use wings_backup::config::{CompressionLevel, EngineConfig};
+use wings_backup::engine::{BackupDetails, Engine};
+use wings_backup::index::{self, Index};
+use wings_backup::progress::Control;
+use wings_backup::request::CreateRequest;
+
+const U1: &str = "11111111-1111-4111-8111-111111111111";
+const U2: &str = "22222222-2222-4222-8222-222222222222";
+const U3: &str = "33333333-3333-4333-8333-333333333333";
+
+/// Text-like bytes (compressible, different per seed).
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let words: Vec<&[u8]> = vec![
+        b"block ",
+        b"stone ",
+        b"player ",
+        b"chunk ",
+        b"level=3 ",
+        b"true\n",
+        b"{\"id\":",
+        b"42}, ",
+    ];
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 16);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(words[(x % words.len() as u64) as usize]);
+    }
+    v.truncate(len);
+    v
+}
+
+/// About 8 MiB of small files in 16 directories, two large files, a symlink
+/// and a hard link.
+fn build_tree(root: &Path) {
+    for d in 0..16u64 {
+        for f in 0..40u64 {
+            let path = root.join(format!("d{d:02}/f{f:02}.txt"));
+            write_file(
+                &path,
+                &text(9000 + (f as usize * 37), d * 100 + f),
+                0o644,
+                1_600_000_000,
+            );
+        }
+    }
+    write_file(
+        &root.join("big/a.bin"),
+        &noise((3 << 20) + 777, 1),
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &root.join("big/b.bin"),
+        &text(700 << 10, 2),
+        0o644,
+        1_600_000_000,
+    );
+    std::os::unix::fs::symlink("d00/f00.txt", root.join("link")).unwrap();
+    std::fs::hard_link(root.join("d05/f01.txt"), root.join("d05/hl")).unwrap();
+}
+
+/// SHA-1 of the archive's tar stream, inflated by real gzip.
+fn tar_sha1(archive: &Path) -> String {
+    let out = Command::new("bash")
+        .args(["-c", "set -o pipefail; gzip -dc \"$1\" | sha1sum", "-"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gzip -dc failed on {archive:?}");
+    String::from_utf8(out.stdout).unwrap()[..40].to_string()
+}
+
+fn backup(engine: &Engine, uuid: &str, reuse: bool) -> BackupDetails {
+    let request = CreateRequest {
+        reuse,
+        ..create_request(uuid, "")
+    };
+    engine
+        .create_backup(SERVER, &request, &mut Control::none())
+        .unwrap()
+}
+
+/// Backup 1, `change`, backup 2 (reusing) and 3 (`reuse: false`): the tar
+/// streams of 2 and 3 are equal; returns backup 2's details.
+fn after_change(node: &Node, change: impl FnOnce(&Path)) -> BackupDetails {
+    let first = backup(&node.engine, U1, true);
+    assert_eq!(first.archive.reused_members, 0);
+    change(&node.root());
+    let second = backup(&node.engine, U2, true);
+    let third = backup(&node.engine, U3, false);
+    assert_eq!(third.archive.reused_members, 0);
+    assert_eq!(third.archive.reused_bytes, 0);
+    assert_eq!(
+        tar_sha1(&node.archive(U2)),
+        tar_sha1(&node.archive(U3)),
+        "the reusing backup's tar stream differs from a fresh one's"
+    );
+    assert!(second.archive.reused_bytes <= second.archive.size);
+    second
+}
+
+fn check_change(change: impl FnOnce(&Path)) {
+    let node = Node::new();
+    build_tree(&node.root());
+    let second = after_change(&node, change);
+    // Most groups hold no changed file.
+    assert!(
+        second.archive.reused_members >= 4,
+        "only {} members reused",
+        second.archive.reused_members
+    );
+}
+
+#[test]
+fn unchanged_tree_reuses_every_member_and_makes_the_same_archive() {
+    let node = Node::new();
+    build_tree(&node.root());
+    let first = backup(&node.engine, U1, true);
+    let second = backup(&node.engine, U2, true);
+    let index = Index::load(&index::path_for(&node.archive(U1)))
+        .unwrap()
+        .unwrap();
+    // Every member but the end-of-archive one.
+    assert_eq!(
+        second.archive.reused_members,
+        index.members.len() as u64 - 1
+    );
+    // The copied members are the old archive's bytes (the end-of-archive
+    // member is compressed again, and ISA-L may encode it differently).
+    let eoa = index.members.last().unwrap().offset as usize;
+    let (old, new) = (
+        std::fs::read(node.archive(U1)).unwrap(),
+        std::fs::read(node.archive(U2)).unwrap(),
+    );
+    assert_eq!(old[..eoa], new[..eoa]);
+    assert_eq!(second.archive.reused_bytes, eoa as u64);
+    assert_eq!(tar_sha1(&node.archive(U1)), tar_sha1(&node.archive(U2)));
+    assert_eq!(first.archive.reused_members, 0);
+}
+
+#[test]
+fn edit_in_place_with_a_new_mtime() {
+    check_change(|root| {
+        let p = root.join("d03/f05.txt");
+        let len = std::fs::metadata(&p).unwrap().len() as usize;
+        write_file(&p, &text(len, 999), 0o644, 1_700_000_000);
+        // A large file too: same size, new bytes, new mtime.
+        write_file(
+            &root.join("big/a.bin"),
+            &noise((3 << 20) + 777, 77),
+            0o644,
+            1_700_000_000,
+        );
+    });
+}
+
+#[test]
+fn same_size_and_a_forged_mtime_is_seen_by_its_ctime() {
+    check_change(|root| {
+        let p = root.join("d02/f07.txt");
+        let len = std::fs::metadata(&p).unwrap().len() as usize;
+        // The old mtime put back: only the change time tells.
+        write_file(&p, &text(len, 4242), 0o644, 1_600_000_000);
+    });
+}
+
+#[test]
+fn append() {
+    check_change(|root| {
+        for p in ["d04/f00.txt", "big/b.bin"] {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join(p))
+                .unwrap();
+            std::io::Write::write_all(&mut f, b"appended line\n").unwrap();
+        }
+    });
+}
+
+#[test]
+fn truncate() {
+    check_change(|root| {
+        for (p, len) in [("d06/f10.txt", 100), ("big/a.bin", 1 << 20)] {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(root.join(p))
+                .unwrap();
+            f.set_len(len).unwrap();
+        }
+    });
+}
+
+#[test]
+fn rename_a_file_and_a_directory() {
+    check_change(|root| {
+        std::fs::rename(root.join("d07/f03.txt"), root.join("d07/zz.txt")).unwrap();
+        std::fs::rename(root.join("d08"), root.join("e08")).unwrap();
+    });
+}
+
+#[test]
+fn delete() {
+    check_change(|root| {
+        std::fs::remove_file(root.join("d09/f01.txt")).unwrap();
+        std::fs::remove_file(root.join("big/b.bin")).unwrap();
+    });
+}
+
+#[test]
+fn new_files() {
+    check_change(|root| {
+        write_file(&root.join("d10/new.txt"), b"new", 0o644, 1_700_000_000);
+        write_file(
+            &root.join("a_first/new.bin"),
+            &noise(400 << 10, 9),
+            0o644,
+            1_700_000_000,
+        );
+    });
+}
+
+#[test]
+fn chmod() {
+    check_change(|root| {
+        std::fs::set_permissions(
+            root.join("d11/f02.txt"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    });
+}
+
+#[test]
+fn a_file_replaced_by_a_directory() {
+    check_change(|root| {
+        std::fs::remove_file(root.join("d12/f04.txt")).unwrap();
+        write_file(
+            &root.join("d12/f04.txt/inside.txt"),
+            b"in",
+            0o644,
+            1_600_000_000,
+        );
+    });
+}
+
+#[test]
+fn hard_links() {
+    check_change(|root| {
+        // The first path of a linked inode goes: the link becomes the file.
+        std::fs::remove_file(root.join("d05/f01.txt")).unwrap();
+        std::fs::hard_link(root.join("d13/f00.txt"), root.join("d13/zz_link")).unwrap();
+    });
+}
+
+#[test]
+fn a_symlink_retargeted() {
+    check_change(|root| {
+        std::fs::remove_file(root.join("link")).unwrap();
+        std::os::unix::fs::symlink("d00/f01.txt", root.join("link")).unwrap();
+    });
+}
+
+/// Flips one byte of `path` at `at`.
+fn flip(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_in_the_previous_archive_falls_back_for_its_member() {
+    let node = Node::new();
+    build_tree(&node.root());
+    backup(&node.engine, U1, true);
+    let old = node.archive(U1);
+    let index = Index::load(&index::path_for(&old)).unwrap().unwrap();
+    // One byte in the second member of the large file (the rest of it is
+    // then read from the tree) and one in a group of small files.
+    let big = index
+        .entries
+        .iter()
+        .find(|e| e.path == b"big/a.bin")
+        .unwrap();
+    let big_members = index
+        .members_for(index.tar_offset(big), index.tar_offset(big) + big.tar_len())
+        .len();
+    assert!(big_members >= 3);
+    let big_second = index.members[big.member as usize + 1];
+    let total = index.members.len();
+    let small = index.members[total - 2];
+    assert!(small.uncompressed < 1 << 20);
+    flip(&old, big_second.offset + big_second.compressed / 2);
+    flip(&old, small.offset + small.compressed / 2);
+    let second = backup(&node.engine, U2, true);
+    let third = backup(&node.engine, U3, false);
+    assert_eq!(tar_sha1(&node.archive(U2)), tar_sha1(&node.archive(U3)));
+    // All but the damaged small group, the large file's members from the
+    // damaged one on (read from the tree) and the end.
+    assert_eq!(
+        second.archive.reused_members,
+        (total - 1 - 1 - (big_members - 1)) as u64
+    );
+    assert_eq!(third.archive.reused_members, 0);
+}
+
+#[test]
+fn no_index_or_a_stale_one_means_no_reuse() {
+    // Missing index.
+    let node = Node::new();
+    build_tree(&node.root());
+    backup(&node.engine, U1, true);
+    std::fs::remove_file(index::path_for(&node.archive(U1))).unwrap();
+    let second = backup(&node.engine, U2, true);
+    assert_eq!(second.archive.reused_members, 0);
+    assert_eq!(tar_sha1(&node.archive(U2)), tar_sha1(&node.archive(U1)));
+
+    // Stale index: the archive replaced by another one.
+    let node = Node::new();
+    build_tree(&node.root());
+    backup(&node.engine, U1, true);
+    let other = node.dir.join("other.tar.gz");
+    wings_backup::engine::archive_create(
+        &node.root().join("d00"),
+        &other,
+        &Default::default(),
+        &mut Control::none(),
+    )
+    .unwrap();
+    std::fs::copy(&other, node.archive(U1)).unwrap();
+    let second = backup(&node.engine, U2, true);
+    let third = backup(&node.engine, U3, false);
+    assert_eq!(second.archive.reused_members, 0);
+    assert_eq!(third.archive.reused_members, 0);
+    assert_eq!(tar_sha1(&node.archive(U2)), tar_sha1(&node.archive(U3)));
+}
+
+#[test]
+fn another_compression_level_means_no_reuse() {
+    let Node { dir, engine } = Node::with(|c| c.compression_level = CompressionLevel::None);
+    build_tree(&dir.join("data").join(SERVER));
+    backup(&engine, U1, true);
+    drop(engine);
+    let engine = Engine::new(EngineConfig {
+        data_directory: dir.join("data"),
+        backup_directory: dir.join("backups"),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let second = backup(&engine, U2, true);
+    assert_eq!(second.archive.reused_members, 0);
+    let archive = |u: &str| dir.join("backups").join(format!("{u}.tar.gz"));
+    assert_eq!(tar_sha1(&archive(U2)), tar_sha1(&archive(U1)));
+    // Compressed this time: smaller than the stored archive.
+    assert!(second.archive.size < std::fs::metadata(archive(U1)).unwrap().len());
+}
+
+#[test]
+fn the_setting_turns_reuse_off() {
+    let node = Node::with(|c| c.backup_reuse = false);
+    build_tree(&node.root());
+    backup(&node.engine, U1, true);
+    let second = backup(&node.engine, U2, true);
+    assert_eq!(second.archive.reused_members, 0);
+}
+
+#[test]
+fn the_new_archive_needs_nothing_of_the_old_one() {
+    let node = Node::new();
+    build_tree(&node.root());
+    let before = snapshot(&node.root());
+    backup(&node.engine, U1, true);
+    let second = backup(&node.engine, U2, true);
+    assert!(second.archive.reused_members > 0);
+    node.engine.delete_backup(SERVER, U1).unwrap();
+    assert!(!node.archive(U1).exists());
+    empty_dir(&node.root());
+    node.restore(U2, true).unwrap();
+    assert_eq!(snapshot(&node.root()), before);
+    // GNU tar reads it too.
+    let out = Command::new("tar")
+        .arg("-tzf")
+        .arg(node.archive(U2))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn the_reuse_field_is_a_boolean_that_defaults_to_true() {
+    use wings_backup::ffi::wire::create_request as parse;
+    let body = |extra: &str| format!(r#"{{"adapter":"wings","uuid":"{U1}","ignore":""{extra}}}"#);
+    assert!(parse(&body("")).unwrap().reuse);
+    assert!(parse(&body(r#","reuse":null"#)).unwrap().reuse);
+    assert!(!parse(&body(r#","reuse":false"#)).unwrap().reuse);
+    let err = parse(&body(r#","reuse":"no""#)).unwrap_err();
+    assert!(
+        err.message.contains("`reuse` must be a boolean"),
+        "{}",
+        err.message
+    );
+}
