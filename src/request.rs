@@ -128,6 +128,7 @@ struct CreateBody {
     wait: Field<bool>,
     #[serde(default)]
     dry_run: Field<bool>,
+    #[serde(default)]
     reuse: Field<bool>,
 }
 
