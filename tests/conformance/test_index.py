@@ -7,6 +7,7 @@ archive and on one with a flipped byte, and POST .../backup with
 from __future__ import annotations
 
 import calendar
+import gzip
 import os
 import stat
 import subprocess
@@ -227,6 +228,39 @@ def test_browse_refuses_missing_paths_files_and_dot_dot(host: Host) -> None:
     res = host.request("POST", url)
     assert_error(host, res, 405)
     assert res.headers["Allow"] == "GET"
+
+
+def test_browse_of_an_archive_without_index_reads_it_and_indexes_it(host: Host) -> None:
+    """Another tool's archive (GNU tar's, one gzip member, `./` names) in
+    the backup directory: verify passes without an index, browse matches
+    tar and writes the index beside the archive, which verify then uses;
+    archives that cannot be read are 422 to browse, `ok: false` to verify,
+    and get no index."""
+    server = host.server(index_tree)
+    backup = new_id()
+    archive = host.archive(backup)
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(host.root(server)), "."], check=True, timeout=60)
+    index = Path(f"{archive}.index")
+    files, size = regular_files(host.root(server))
+    first = verify(host, server, backup)
+    assert (first["ok"], first["indexed"], first["files"], first["bytes"]) == (True, False, files, size), first
+    assert not index.exists()
+    oracle = tar_listing(archive)
+    assert {"world", "world/region/deep/er/est", ODD_DIR} <= set(oracle)
+    for directory, children in oracle.items():
+        got = listing(host, server, backup, "?path=" + quote(directory, safe=""))
+        assert as_tar(got["entries"]) == children, directory
+    assert index.is_file()
+    again = verify(host, server, backup)
+    assert (again["ok"], again["indexed"], again["files"]) == (True, True, files), again
+
+    for junk in (os.urandom(5000), gzip.compress(b"not a tar archive " * 100)):
+        broken = new_id()
+        host.archive(broken).write_bytes(junk)
+        assert_error(host, host.request("GET", f"/api/servers/{server}/backup/{broken}/files"), 422)
+        report = verify(host, server, broken)
+        assert report["ok"] is False and report["error_count"] >= 1 and report["errors"][0]["message"], report
+        assert not Path(f"{host.archive(broken)}.index").exists()
 
 
 # --------------------------------------------------------------------------- verify
