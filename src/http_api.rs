@@ -395,8 +395,11 @@ fn delete_all(call: &Call<'_>) -> Result<HttpResponse> {
 
 /// The value of `key` in a query string (`a=1&b=x%2Fy`), percent- and
 /// `+`-decoded; the last one wins. A value that is not UTF-8 once decoded
-/// is an invalid argument.
+/// is an invalid argument. A `#` ends the query: a fragment some HTTP
+/// servers leave on a request target (Go's) is not part of it, as it is
+/// not for those that strip it (Python's).
 fn query_param(query: &str, key: &str) -> Result<Option<String>> {
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
     let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -889,6 +892,19 @@ mod tests {
             Body::Read(b"[]"),
         );
         assert_eq!(r.status, 400);
+    }
+
+    #[test]
+    fn query_values_are_decoded_and_end_at_a_fragment() {
+        let get = |q: &str| query_param(q, "path").unwrap();
+        assert_eq!(get(""), None);
+        assert_eq!(get("path"), Some(String::new()));
+        assert_eq!(get("path=a+b%20c%2Fd"), Some("a b c/d".into()));
+        assert_eq!(get("path=x&other=1&path=%C3%A9"), Some("é".into()));
+        assert_eq!(get("path=world#frag"), Some("world".into()));
+        assert_eq!(get("other=1#path=world"), None);
+        assert_eq!(get("path=%23x"), Some("#x".into()));
+        assert!(query_param("path=%ff", "path").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ Allow, and no response carries a node path or a stack trace.
 
 Bounded and deterministic: a fixed seed, a few examples per operation, one
 worker. tests/conformance/schemathesis_hooks.py points valid server uuids at
-real servers and replaces every generated download_url with one the host
+real servers (and, for browse and verify, at real backups) and replaces every generated download_url with one the host
 refuses before connecting (a fuzzer must not make the host fetch anything).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, PanelStub, started
-from helpers import demo_tree
+from helpers import backup_now, demo_tree
 
 OPENAPI = REPO / "docs" / "openapi.yaml"
 HOOKS = Path(__file__).resolve().parent / "schemathesis_hooks.py"
@@ -42,6 +42,8 @@ def test_the_document_is_openapi_3(tmp_path: Path) -> None:
                    ("/api/servers/{uuid}/backup/{id}", "get"),
                    ("/api/servers/{uuid}/backup/{id}/events", "get"),
                    ("/api/servers/{uuid}/backup/{id}/cancel", "post"),
+                   ("/api/servers/{uuid}/backup/{id}/files", "get"),
+                   ("/api/servers/{uuid}/backup/{id}/verify", "post"),
                    ("/api/servers/{uuid}/backups", "get"),
                    ("/api/servers/{uuid}/backups", "delete"),
                    ("/api/servers/{uuid}/deleteAllBackups", "delete")}
@@ -64,8 +66,16 @@ def test_schemathesis_finds_nothing(kind: str, tmp_path: Path, panel: PanelStub)
     host = next(gen)
     try:
         servers = [host.server(demo_tree) for _ in range(6)]
+        # Backups that browse and verify are pointed at (of servers of
+        # their own, which no generated request deletes).
+        archived = []
+        for _ in range(2):
+            server = host.server(demo_tree)
+            backup = backup_now(host, server)
+            archived.append(f"{server}/{backup}")
         leaks = [str(host.base), os.path.realpath(host.base), str(REPO), "Traceback", "goroutine", "panic"]
         env = dict(os.environ, SCHEMATHESIS_HOOKS=str(HOOKS), WB_ST_SERVERS=",".join(servers),
+                   WB_ST_BACKUPS=",".join(archived),
                    WB_ST_LEAKS=json.dumps(leaks), NO_COLOR="1")
         cmd = [sys.executable, "-m", "schemathesis.cli", "run", str(OPENAPI), "--url", host.url,
                "--header", f"Authorization: Bearer {host.token}",
