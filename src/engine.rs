@@ -1152,10 +1152,17 @@ pub fn archive_create(
     ctl.check()?;
     // An index that cannot be written leaves none (a stale one would not
     // match the new archive, and is never used).
-    if index.publish(&index_path).is_err() {
+    let indexed = index.publish(&index_path).is_ok();
+    if let Err(e) = temp.publish_replacing(archive) {
+        // No archive there: no index of it either.
+        if indexed {
+            let _ = std::fs::remove_file(&index_path);
+        }
+        return Err(e);
+    }
+    if !indexed {
         let _ = std::fs::remove_file(&index_path);
     }
-    temp.publish_replacing(archive)?;
     ctl.report_final(
         Progress::done(summary.source_bytes, summary.entries).with_archive_bytes(summary.size),
     );
