@@ -795,40 +795,50 @@ impl Engine {
         call: impl FnOnce(&Engine, &mut Control<'_>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         let (tx, rx) = mpsc::channel::<Result<()>>();
-        let engine = Arc::clone(self);
-        let thread = std::thread::Builder::new()
-            .name("wb-operation".into())
-            .spawn(move || {
-                let accepted = tx.clone();
-                let mut on_progress = move |p: &Progress| {
-                    if p.phase == Phase::Started {
-                        let _ = accepted.send(Ok(()));
-                    }
-                    true
-                };
-                let mut ctl = Control::new(None, Some(&mut on_progress));
-                if let Err(e) = call(&engine, &mut ctl) {
-                    // Ignored once accepted: the receiver has gone.
-                    let _ = tx.send(Err(e));
+        self.spawn("wb-operation", move |engine| {
+            let accepted = tx.clone();
+            let mut on_progress = move |p: &Progress| {
+                if p.phase == Phase::Started {
+                    let _ = accepted.send(Ok(()));
                 }
-            })
-            .map_err(|e| Error::io("starting a thread", e))?;
-        {
-            let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-            let (ended, running): (Vec<_>, Vec<_>) =
-                threads.drain(..).partition(|t| t.is_finished());
-            *threads = running;
-            threads.push(thread);
-            for t in ended {
-                let _ = t.join();
+                true
+            };
+            let mut ctl = Control::new(None, Some(&mut on_progress));
+            if let Err(e) = call(engine, &mut ctl) {
+                // Ignored once accepted: the receiver has gone.
+                let _ = tx.send(Err(e));
             }
-        }
+        })?;
         rx.recv()
             .unwrap_or_else(|_| Err(Error::internal("the operation ended without a result")))
     }
 
+    /// Runs `f` on a thread of the engine's that `wait_idle` (and so
+    /// `wb_engine_free`) waits for, as it waits for the calls.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        f: impl FnOnce(&Arc<Engine>) + Send + 'static,
+    ) -> Result<()> {
+        let engine = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || f(&engine))
+            .map_err(|e| Error::io("starting a thread", e))?;
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let (ended, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+        *threads = running;
+        threads.push(thread);
+        drop(threads);
+        for t in ended {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
     /// Waits up to `timeout` for every call started with `start_backup` or
-    /// `start_restore` to end; true if they all have.
+    /// `start_restore` to end, and for the log line of its end when an HTTP
+    /// request started it; true if they all have.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         loop {

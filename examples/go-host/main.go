@@ -67,11 +67,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	signals, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
-	opsCtx, cancelOps := context.WithCancel(context.Background())
-	defer cancelOps()
-	ops := newOperations(opsCtx, engine, log)
+	bgCtx, cancelBackground := context.WithCancel(context.Background())
+	defer cancelBackground()
 	srv := &http.Server{
-		Handler: newServer(engine, ops, log, opts.Host.Token, opts.Host.AsyncRestore),
+		Handler: newServer(engine, log, opts.Host.Token, opts.Host.AsyncRestore),
 		// A client that sends its request byte by byte is dropped once
 		// these pass. ReadTimeout also ends the wait for a body; handlers
 		// never tie their work to the request's context, so a synchronous
@@ -87,17 +86,20 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if opts.engine.Panel != nil {
+	background := make(chan struct{})
+	go func() {
+		defer close(background)
+		if opts.engine.Panel == nil {
+			return
+		}
 		// Reports a crash or a Panel outage left parked are sent again.
-		ops.background(func(ctx context.Context) {
-			sent, err := engine.SendPendingReports(ctx)
-			if err != nil {
-				log.Warn("sending parked Panel reports", "error", err)
-			} else if sent.Sent+sent.Pending > 0 {
-				log.Info("parked Panel reports", "sent", sent.Sent, "still_pending", sent.Pending)
-			}
-		})
-	}
+		sent, err := engine.SendPendingReports(bgCtx)
+		if err != nil {
+			log.Warn("sending parked Panel reports", "error", err)
+		} else if sent.Sent+sent.Pending > 0 {
+			log.Info("parked Panel reports", "sent", sent.Sent, "still_pending", sent.Pending)
+		}
+	}()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "library", wingsbackup.Version(),
@@ -106,7 +108,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	select {
 	case err := <-served:
 		log.Error("serving stopped", "error", err)
-		ops.shutdown(cancelOps, shutdownGrace)
+		stopWork(engine, cancelBackground, background, shutdownGrace)
 		return 1
 	case <-signals.Done():
 	}
@@ -119,7 +121,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer cancelDeadline()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(deadline) }()
-	if ops.shutdown(cancelOps, shutdownGrace) {
+	if stopWork(engine, cancelBackground, background, shutdownGrace) {
 		// Close waits for calls still running, so only once they are over.
 		engine.Close()
 	} else {
@@ -130,4 +132,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// stopWork has the library cancel every call (and refuse new ones), stops
+// the background work, and waits up to timeout for all of it to end (the
+// library's wait includes the lines it logs when operations end).
+func stopWork(engine *wingsbackup.Engine, cancel context.CancelFunc, background <-chan struct{}, timeout time.Duration) bool {
+	engine.CancelAll()
+	cancel()
+	began := time.Now()
+	if !engine.WaitIdle(timeout) {
+		return false
+	}
+	select {
+	case <-background:
+		return true
+	case <-time.After(max(timeout-time.Since(began), 0)):
+		return false
+	}
 }
