@@ -29,7 +29,9 @@ pub extern "C" fn wb_host_settings() -> *const c_char {
 /// Resolves a host's settings: each from its flag if set, else its
 /// environment variable, else the Wings config.yml named by `config`, else
 /// its default. `flags_json`: an object of the flags the user set, by name
-/// (strings, non-negative integers, booleans, durations as seconds);
+/// (strings, non-negative integers, booleans, durations as seconds; or,
+/// for any of them, the text given on the command line, read as Go's flag
+/// package reads it: `0x10`, `1_000`, `t`, `false`, `1m30s`);
 /// `env_json`: an object of environment variables (NULL or `null` = none). On success
 /// `*resolved_json` (free with `wb_string_free`) is an object:
 /// `engine` (the configuration for `wb_engine_new`), `host` (`listen`,

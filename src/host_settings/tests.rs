@@ -423,6 +423,73 @@ fn redacted_urls() {
 }
 
 #[test]
+fn flags_as_written_are_read_as_go_reads_them() {
+    // strconv.ParseUint with base 0, as Go's flag.Uint64.
+    for (text, value) in [
+        ("010", 8),
+        ("0x10", 16),
+        ("0b101", 5),
+        ("1_000", 1000),
+        ("0", 0),
+    ] {
+        assert_eq!(parse_go_uint(text), Some(value), "{text}");
+        let r = resolved(json!({"token": "t", "write-limit": text}));
+        assert_eq!(engine_json(&r)["write_limit"], value, "{text}");
+    }
+    let too_big = (1u128 << 64).to_string();
+    for text in [
+        "+5", " 5", "08", &too_big, "-1", "", "1__0", "_1", "1_", "0x",
+    ] {
+        assert_eq!(parse_go_uint(text), None, "{text}");
+    }
+    for (flag, text) in [("write-limit", "-1"), ("disk-limit", "-5")] {
+        let e = error(json!({"token": "t", flag: text}), &[]);
+        assert!(
+            e.contains(&format!("--{flag}")) && e.contains("non-negative"),
+            "{e}"
+        );
+    }
+    // strconv.ParseBool.
+    for (text, value) in [
+        ("true", true),
+        ("t", true),
+        ("1", true),
+        ("false", false),
+        ("F", false),
+    ] {
+        let r = resolved(json!({"token": "t", "async-restore": text}));
+        assert_eq!(r.host.async_restore, value, "{text}");
+    }
+    let e = error(json!({"token": "t", "async-restore": "maybe"}), &[]);
+    assert!(
+        e.contains("--async-restore") && e.contains("true or false"),
+        "{e}"
+    );
+    // Durations as Go's flag.Duration, and positive.
+    for (text, secs) in [
+        ("15s", 15.0),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("1.5s", 1.5),
+        ("2m0.5s", 120.5),
+    ] {
+        let r = resolved(json!({"token": "t", "read-header-timeout": text, "read-timeout": text}));
+        assert_eq!(
+            (r.host.read_header_timeout_s, r.host.read_timeout_s),
+            (secs, secs),
+            "{text}"
+        );
+    }
+    for text in [
+        "", "0", "0s", "-1s", "fast", "15 s", "s", "1d", "15sx", "30",
+    ] {
+        let e = error(json!({"token": "t", "read-timeout": text}), &[]);
+        assert!(e.starts_with("--read-timeout"), "{text}: {e}");
+    }
+}
+
+#[test]
 fn durations() {
     for (text, secs) in [
         ("15s", 15.0),

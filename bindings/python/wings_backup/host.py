@@ -31,7 +31,9 @@ def _call(fn: Any, a: str, b: str) -> Any:
 
 def resolve_host_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Resolves the settings from the flags the user set (by flag name:
-    str, int, bool, or seconds for a duration) and the environment. Returns
+    str, int, bool, or seconds for a duration; or the text given on the
+    command line, which the library reads as Go's flag package does: "0x10",
+    "t", "1m30s") and the environment. Returns
     ``engine`` (the Engine configuration), ``host`` (listen, token,
     async_restore, read_header_timeout_s, read_timeout_s, config),
     ``settings`` (the start-up log line's [name, value] pairs, no secret),

@@ -1,8 +1,7 @@
 """The WSGI application: authentication, the request-size limit, one call
 to the library (Engine.handle_http: routes, statuses, messages and bodies
-are the library's), the answer, the events of a stream, and logs of the
-operations it started. The engine runs the long calls on threads of its
-own, and the node's policy is the engine's."""
+are the library's; it runs the long calls on threads of its own and logs
+their ends), the answer, and the events of a stream."""
 
 from __future__ import annotations
 
@@ -34,15 +33,6 @@ MSG_HEADERS_TOO_LARGE = "The request headers are too large."
 Headers = List[Tuple[str, str]]
 
 
-def logfmt(value: Any) -> str:
-    """A log value as Go's log/slog text handler writes it: quoted when
-    empty or holding spaces, quotes, '=' or unprintable characters."""
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text
-
-
 def status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -60,20 +50,16 @@ class Host:
         self.engine = engine
         self.token = token.encode("utf-8")
         self.async_restore = async_restore
-        self.threads: List[threading.Thread] = []
-        self.threads_lock = threading.Lock()
+        self.background: Optional[threading.Thread] = None
         self.background_token = wb.CancelToken()  # for sending parked reports
 
     def app(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        began = time.monotonic()
         status, headers, body = self.authenticate(environ) or (0, [], b"")
         stream: Optional[Dict[str, Any]] = None
         if not status:
             try:
                 resp = self.handle(environ)
                 status, headers, body, stream = resp.status, [tuple(h) for h in resp.headers], resp.body, resp.stream
-                if resp.started:
-                    self._watch(resp.started, began)
             except wb.WingsBackupError as e:
                 status, headers, body = json_error(e.http_status, e.message)
             except Exception:
@@ -120,23 +106,15 @@ class Host:
 
     # -- background work ------------------------------------------------------
 
-    def _watch(self, started: Dict[str, str], began: float) -> None:
-        """Logs the end of a call the engine has accepted, as the library words it."""
+    def start_sending_parked_reports(self) -> None:
+        """Sends again, in the background, the Panel reports a crash or an
+        outage left parked."""
+        self.background = threading.Thread(target=self.send_pending_reports, daemon=True, name="reports")
+        self.background.start()
 
-        def watch() -> None:
-            end = None
-            while end is None:
-                end = self.engine.http_operation_end(started, timeout=30)
-            fields = " ".join(f"{k}={logfmt(v)}" for k, v in end["fields"])
-            log.log(end["level"], "%s %s duration=%.3fs", end["message"], fields, time.monotonic() - began)
-
-        self._spawn(watch)
-
-    def _spawn(self, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=target, daemon=True, name=target.__name__)
-        with self.threads_lock:
-            self.threads = [x for x in self.threads if x.is_alive()] + [t]
-        t.start()
+    def busy(self) -> bool:
+        """True while a call of the engine's or the background work runs."""
+        return bool(self.background and self.background.is_alive()) or not self.engine.wait_idle(0)
 
     def send_pending_reports(self) -> None:
         try:
@@ -156,11 +134,9 @@ class Host:
         self.engine.cancel_all()
         if not self.engine.wait_idle(max(0.0, deadline - time.monotonic())):
             return False
-        with self.threads_lock:
-            threads = list(self.threads)
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in threads)
+        if self.background:
+            self.background.join(max(0.0, deadline - time.monotonic()))
+        return not self.busy()
 
 
 class RequestLog:
