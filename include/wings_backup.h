@@ -675,6 +675,18 @@ int32_t wb_engine_send_pending_reports(const struct wb_engine *engine,
                                        struct wb_error **err);
 
 /**
+ * Starts sending again, on a thread of the engine's, the reports
+ * `wb_engine_send_pending_reports` would send, and logs through the
+ * engine's log (`wb_engine_set_logger`) how many went and how many are
+ * still parked: "parked Panel reports sent=N still_pending=M".
+ * `wb_engine_cancel_all` stops it; `wb_engine_wait_idle` and
+ * `wb_engine_free` wait for it. Without a Panel it does nothing. A host
+ * calls it once, when it starts, after setting the logger.
+ */
+int32_t wb_engine_resend_parked_reports(const struct wb_engine *engine,
+                                        struct wb_error **err);
+
+/**
  * Cancels every backup and restore of this engine in progress (queued,
  * running, or still telling the Panel, whose report is then parked for the
  * next start) and refuses new ones from now on with `WB_CANCELLED` ("The

@@ -44,6 +44,8 @@ pub struct Engine {
     ops: Operations,
     /// Threads of the calls started with `start_backup` / `start_restore`.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Stops the engine's background work (`cancel_all`).
+    background: CancelToken,
 }
 
 impl Engine {
@@ -82,6 +84,7 @@ impl Engine {
             store,
             panel,
             threads: Mutex::new(Vec::new()),
+            background: CancelToken::new(),
             reporter,
             log,
         };
@@ -552,6 +555,25 @@ impl Engine {
         }
     }
 
+    /// Sends again, on a thread of the engine's, the reports a crash or a
+    /// Panel outage left parked (`send_pending_reports`), and logs how many
+    /// went and how many are still parked (when there were any);
+    /// `cancel_all` stops it and `wait_idle` waits for it. Without a Panel
+    /// it does nothing. A host calls it once at start.
+    pub fn resend_parked_reports(self: &Arc<Self>) -> Result<()> {
+        if self.panel.is_none() {
+            return Ok(());
+        }
+        self.spawn("wb-parked-reports", |engine| {
+            let (sent, pending) = engine.send_pending_reports(Some(&engine.background));
+            if sent + pending > 0 {
+                engine.log.info(&format!(
+                    "parked Panel reports sent={sent} still_pending={pending}"
+                ));
+            }
+        })
+    }
+
     /// (archive size, bytes of file data) of the successful create of
     /// `backup` with `adapter` this node recorded, if any (an archive the
     /// catalog only found on disk has no bytes of file data recorded).
@@ -583,6 +605,7 @@ impl Engine {
     /// (it waits for an attempt in flight, at most one Panel call's 15 s).
     pub fn cancel_all(&self) {
         self.ops.cancel_all();
+        self.background.trigger();
         if let Some(reporter) = &self.reporter {
             reporter.stop();
         }

@@ -67,8 +67,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	signals, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
-	bgCtx, cancelBackground := context.WithCancel(context.Background())
-	defer cancelBackground()
 	srv := &http.Server{
 		Handler: newServer(engine, log, opts.Host.Token, opts.Host.AsyncRestore),
 		// A client that sends its request byte by byte is dropped once
@@ -86,20 +84,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	background := make(chan struct{})
-	go func() {
-		defer close(background)
-		if opts.engine.Panel == nil {
-			return
-		}
-		// Reports a crash or a Panel outage left parked are sent again.
-		sent, err := engine.SendPendingReports(bgCtx)
-		if err != nil {
-			log.Warn("sending parked Panel reports", "error", err)
-		} else if sent.Sent+sent.Pending > 0 {
-			log.Info("parked Panel reports", "sent", sent.Sent, "still_pending", sent.Pending)
-		}
-	}()
+	// Reports a crash or a Panel outage left parked are sent again (the
+	// library logs what it sent).
+	if err := engine.ResendParkedReports(); err != nil {
+		log.Warn("sending parked Panel reports", "error", err)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "library", wingsbackup.Version(),
@@ -108,7 +97,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	select {
 	case err := <-served:
 		log.Error("serving stopped", "error", err)
-		stopWork(engine, cancelBackground, background, shutdownGrace)
+		stopWork(engine, shutdownGrace)
 		return 1
 	case <-signals.Done():
 	}
@@ -121,7 +110,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer cancelDeadline()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(deadline) }()
-	if stopWork(engine, cancelBackground, background, shutdownGrace) {
+	if stopWork(engine, shutdownGrace) {
 		// Close waits for calls still running, so only once they are over.
 		engine.Close()
 	} else {
@@ -134,20 +123,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
-// stopWork has the library cancel every call (and refuse new ones), stops
-// the background work, and waits up to timeout for all of it to end (the
-// library's wait includes the lines it logs when operations end).
-func stopWork(engine *wingsbackup.Engine, cancel context.CancelFunc, background <-chan struct{}, timeout time.Duration) bool {
+// stopWork has the library cancel every call and its background work (and
+// refuse new calls), and waits up to timeout for them to end (and for the
+// lines it logs when operations end).
+func stopWork(engine *wingsbackup.Engine, timeout time.Duration) bool {
 	engine.CancelAll()
-	cancel()
-	began := time.Now()
-	if !engine.WaitIdle(timeout) {
-		return false
-	}
-	select {
-	case <-background:
-		return true
-	case <-time.After(max(timeout-time.Since(began), 0)):
-		return false
-	}
+	return engine.WaitIdle(timeout)
 }

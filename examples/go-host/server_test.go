@@ -49,12 +49,7 @@ func newTestHost(t *testing.T, cfg wingsbackup.Config, slots int, async bool) *t
 	return h
 }
 
-// shutdown is the host's, with no background work.
-func (h *testHost) shutdown(timeout time.Duration) bool {
-	none := make(chan struct{})
-	close(none)
-	return stopWork(h.engine, func() {}, none, timeout)
-}
+func (h *testHost) shutdown(timeout time.Duration) bool { return stopWork(h.engine, timeout) }
 
 func newUUID() string {
 	var b [16]byte

@@ -55,14 +55,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     log.info("engine started library=%s deflate=%s", wb.library_version(), wb.deflate_backend())
     host = Host(engine, token, settings.async_restore)
-    if "panel" in engine_config:
-        host.start_sending_parked_reports()
+    # Reports a crash or a Panel outage left parked are sent again (the
+    # library logs what it sent).
+    engine.resend_parked_reports()
     try:
         serve(host, listen, settings.read_header_timeout_s, settings.read_timeout_s)
     except OSError as e:
         log.error("cannot listen on %s: %s", listen, e)
         return 1
-    if host.busy():
+    if not engine.wait_idle(0):
         logging.shutdown()
         os._exit(0)  # a call is still running in a daemon thread: do not wait
     engine.close()

@@ -50,8 +50,6 @@ class Host:
         self.engine = engine
         self.token = token.encode("utf-8")
         self.async_restore = async_restore
-        self.background: Optional[threading.Thread] = None
-        self.background_token = wb.CancelToken()  # for sending parked reports
 
     def app(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         status, headers, body = self.authenticate(environ) or (0, [], b"")
@@ -104,39 +102,14 @@ class Host:
                     return
                 stream["seq"] = event.seq
 
-    # -- background work ------------------------------------------------------
-
-    def start_sending_parked_reports(self) -> None:
-        """Sends again, in the background, the Panel reports a crash or an
-        outage left parked."""
-        self.background = threading.Thread(target=self.send_pending_reports, daemon=True, name="reports")
-        self.background.start()
-
-    def busy(self) -> bool:
-        """True while a call of the engine's or the background work runs."""
-        return bool(self.background and self.background.is_alive()) or not self.engine.wait_idle(0)
-
-    def send_pending_reports(self) -> None:
-        try:
-            summary = self.engine.send_pending_reports(cancel=self.background_token)
-            if summary.get("sent") or summary.get("pending"):
-                log.info("pending Panel reports sent=%s still_pending=%s",
-                         summary.get("sent"), summary.get("pending"))
-        except wb.WingsBackupError as e:
-            log.warning("sending pending Panel reports: %s", e.message)
-
     # -- shutdown -------------------------------------------------------------
 
     def shut_down(self, deadline: float) -> bool:
-        """Has the engine cancel every call (and refuse new ones), and waits
-        for the threads running them until `deadline`; True if they all ended."""
-        self.background_token.cancel()
+        """Has the engine cancel every call and its background work (and
+        refuse new calls), and waits for them until `deadline` (and for the
+        lines it logs when operations end); True if they all ended."""
         self.engine.cancel_all()
-        if not self.engine.wait_idle(max(0.0, deadline - time.monotonic())):
-            return False
-        if self.background:
-            self.background.join(max(0.0, deadline - time.monotonic()))
-        return not self.busy()
+        return self.engine.wait_idle(max(0.0, deadline - time.monotonic()))
 
 
 class RequestLog:
