@@ -779,7 +779,9 @@ const char *wb_host_settings(void);
  * `from_env`, `from_config`), `sources` (flag name to `"flag"`, `"env"`,
  * `"config"` or `"default"`) and `warnings` (`{"message", "key"?}`: each
  * config.yml key no setting uses, by dotted path, and `api.ssl` being
- * ignored). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
+ * ignored), and `log` (`{"level": "INFO"|"WARN", "line"}`: the warnings
+ * and the settings line as text, values quoted as Go's log/slog writes
+ * them, for a host that logs text). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
  * for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
  * YAML: line N: ...`).
  */
@@ -794,7 +796,8 @@ int32_t wb_host_settings_resolve(const char *flags_json,
  * writable. Errors are `WB_IO` naming the flag and path
  * (`--backup-dir PATH: not writable: ...`). On success `*created_json`
  * (free with `wb_string_free`; may be NULL) is a JSON array of the
- * directories created: `{"flag", "path", "mode"}`.
+ * directories created: `{"flag", "path", "mode", "line"}` (`line`: the
+ * log line, `created directory flag=... path=... mode=0700`).
  */
 int32_t wb_host_prepare_directories(const char *data_dir,
                                     const char *backup_dir,

@@ -244,6 +244,17 @@ pub struct Resolved {
     /// Where each setting came from, by flag name.
     pub sources: BTreeMap<&'static str, Source>,
     pub warnings: Vec<Warning>,
+    /// The start-up lines as text, for a host that logs text: each warning
+    /// (with its key and the --config path), then the settings line.
+    pub log: Vec<LogLine>,
+}
+
+/// A log line to write as it is.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct LogLine {
+    /// "INFO" or "WARN".
+    pub level: &'static str,
+    pub line: String,
 }
 
 /// [`resolve`] over JSON: `flags_json` is an object of the flags the user
@@ -445,12 +456,28 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         config: config_path,
     };
     let settings = settings_line(&engine, &host, &sources);
+    let mut log: Vec<LogLine> = warnings
+        .iter()
+        .map(|w| {
+            let key = w.key.as_deref().map(|k| ("key", k));
+            let fields = key.into_iter().chain([("config", host.config.as_str())]);
+            LogLine {
+                level: "WARN",
+                line: crate::log::line(&w.message, fields),
+            }
+        })
+        .collect();
+    log.push(LogLine {
+        level: "INFO",
+        line: crate::log::line("settings", settings.iter().map(|(k, v)| (k, v))),
+    });
     Ok(Resolved {
         engine,
         host,
         settings,
         sources,
         warnings,
+        log,
     })
 }
 
@@ -837,6 +864,8 @@ pub struct CreatedDirectory {
     pub path: String,
     /// Octal, as "0755".
     pub mode: String,
+    /// The log line, for a host that logs text.
+    pub line: String,
 }
 
 /// Creates the data and backup directories if they are missing (as Wings
@@ -861,10 +890,13 @@ pub fn prepare_directories(data_dir: &str, backup_dir: &str) -> Result<Vec<Creat
                     .map_err(|e| fail(format!("cannot create it: {}", reason(&e))))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| fail(reason(&e)))?;
+                let mode = format!("{mode:04o}");
+                let fields = [("flag", flag), ("path", path), ("mode", &mode)];
                 created.push(CreatedDirectory {
+                    line: crate::log::line("created directory", fields),
                     flag: flag.into(),
                     path: path.into(),
-                    mode: format!("{mode:04o}"),
+                    mode,
                 });
             }
             Err(e) => return Err(fail(reason(&e))),

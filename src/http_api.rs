@@ -597,18 +597,7 @@ impl OperationEnd {
     /// quoted (as JSON) when it is empty or holds a space, `"`, `=` or a
     /// character that is not printable, as Go's log/slog text writes values.
     pub fn line(&self) -> String {
-        let mut line = self.message.clone();
-        for (key, value) in &self.fields {
-            let plain = !value.is_empty()
-                && !value
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
-            line += &match plain {
-                true => format!(" {key}={value}"),
-                false => format!(" {key}={}", serde_json::Value::from(value.as_str())),
-            };
-        }
-        line
+        crate::log::line(&self.message, self.fields.iter().map(|(k, v)| (*k, v)))
     }
 }
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time  # noqa: F401  (the tests use host_main.time)
 from pathlib import Path
 from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from wings_host import wb  # noqa: E402  (puts the checkout's binding on the path)
-from wings_host.app import MSG_NOT_ALLOWED, MSG_UNEXPECTED, Host  # noqa: E402,F401
-from wings_host.options import (ConfigError, StartError, build_settings, log_startup, parse_args,  # noqa: E402,F401
+from wings_host.app import MSG_UNEXPECTED, Host  # noqa: E402,F401
+from wings_host.options import (ConfigError, StartError, log_startup, parse_args,  # noqa: E402,F401
                                 prepare_directories, resolve_settings)
 from wings_host.serve import serve, waitress_listen  # noqa: E402,F401
 

@@ -396,6 +396,28 @@ fn the_settings_line_holds_no_secret() {
     assert_eq!(field(&r, "from_config"), "panel-token-id,panel-url,token");
     assert_eq!(field(&r, "from_flag"), "config,panel-token");
     assert_eq!(r.warnings[0].key.as_deref(), Some("debug"));
+    // The same as text lines, for a host that logs text.
+    let text = serde_json::to_string(&r.log).unwrap();
+    for secret in ["file-secret", "panel-secret", "pw"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert_eq!(
+        r.log[0],
+        LogLine {
+            level: "WARN",
+            line: format!("ignored --config key key=debug config={cfg}")
+        }
+    );
+    let last = r.log.last().unwrap();
+    assert_eq!(last.level, "INFO");
+    for want in [
+        "settings listen=127.0.0.1:8080 ",
+        " panel_url=https://REDACTED@panel/ ",
+        " from_config=panel-token-id,panel-url,token",
+        " from_flag=config,panel-token ",
+    ] {
+        assert!(last.line.contains(want), "{want}: {}", last.line);
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -571,12 +593,14 @@ fn prepare_directories_names_the_path() {
             CreatedDirectory {
                 flag: "--data-dir".into(),
                 path: format!("{d}/a/v"),
-                mode: "0755".into()
+                mode: "0755".into(),
+                line: format!("created directory flag=--data-dir path={d}/a/v mode=0755"),
             },
             CreatedDirectory {
                 flag: "--backup-dir".into(),
                 path: format!("{d}/a/b"),
-                mode: "0700".into()
+                mode: "0700".into(),
+                line: format!("created directory flag=--backup-dir path={d}/a/b mode=0700"),
             },
         ]
     );

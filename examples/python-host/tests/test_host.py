@@ -12,6 +12,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -31,7 +32,9 @@ TOKEN = "test-token"
 
 
 def settings(argv: List[str]) -> Any:
-    return host_main.build_settings(host_main.parse_args(argv))
+    """(listen address, node token, engine configuration)."""
+    s = host_main.resolve_settings(host_main.parse_args(argv))
+    return s.listen, s.token, s.engine
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,7 +215,7 @@ class Node:
 def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(tmp_path)
     yield n
-    assert n.host.shut_down(host_main.time.monotonic() + 30)
+    assert n.host.shut_down(time.monotonic() + 30)
     n.engine.close()
 
 
@@ -241,7 +244,7 @@ def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.Monk
 
 
 def test_shutdown_refuses_new_work(node: Node) -> None:
-    node.host.shut_down(host_main.time.monotonic() + 5)
+    node.host.shut_down(time.monotonic() + 5)
     r = node.create(node.server(), str(uuid.uuid4()))
     assert r.status_code == 503 and r.json == {"error": "The node is shutting down."}
 
@@ -249,7 +252,7 @@ def test_shutdown_refuses_new_work(node: Node) -> None:
 def test_405_names_the_allowed_method(node: Node) -> None:
     r = node.client.get(f"/api/servers/{node.server()}/backup", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
-    assert r.json == {"error": host_main.MSG_NOT_ALLOWED}
+    assert r.json == {"error": "The requested method is not allowed on this endpoint."}
 
 
 def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None:
@@ -296,10 +299,10 @@ def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None
         for _ in range(200):
             if (backups / f"{backup}.tar.gz").exists() and server_free():
                 break
-            host_main.time.sleep(0.05)
+            time.sleep(0.05)
         assert server_free(), "the server was not given back at the report phase"
         assert not engine.wait_idle(0), "the reporting backup's call has ended"
-        assert host.shut_down(host_main.time.monotonic() + 20), "shutdown did not end the reporting backup"
+        assert host.shut_down(time.monotonic() + 20), "shutdown did not end the reporting backup"
         parked = list((backups / ".pending").glob("*.json"))
         assert [p.name for p in parked] == [f"{backup}.json"]
         assert json.loads(parked[0].read_text())["body"]["successful"] is True

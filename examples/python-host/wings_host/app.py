@@ -24,20 +24,12 @@ SHUTDOWN_WAIT_S = 30.0
 
 MSG_NO_AUTH = "The required authorization heads were not present in the request."
 MSG_FORBIDDEN = "You are not authorized to access this endpoint."
-MSG_NOT_ALLOWED = "The requested method is not allowed on this endpoint."
 MSG_TOO_LARGE = "The request body is larger than the 1 MiB allowed."
 MSG_UNEXPECTED = "An unexpected error was encountered while processing this request."
 MSG_BAD_REQUEST = "The request could not be parsed."
 MSG_HEADERS_TOO_LARGE = "The request headers are too large."
 
 Headers = List[Tuple[str, str]]
-
-
-def status_line(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
 
 
 def json_error(status: int, message: str, headers: Optional[Headers] = None) -> Tuple[int, Headers, bytes]:
@@ -65,7 +57,7 @@ class Host:
                 status, headers, body = json_error(500, MSG_UNEXPECTED)
         if not stream and status != 204:
             headers.append(("Content-Length", str(len(body))))
-        start_response(status_line(status), headers)
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return self.events(body, stream) if stream else [body]
 
     def authenticate(self, environ: Dict[str, Any]) -> Optional[Tuple[int, Headers, bytes]]:
@@ -101,8 +93,6 @@ class Host:
                 if event.done:
                     return
                 stream["seq"] = event.seq
-
-    # -- shutdown -------------------------------------------------------------
 
     def shut_down(self, deadline: float) -> bool:
         """Has the engine cancel every call and its background work (and

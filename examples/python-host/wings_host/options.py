@@ -8,7 +8,6 @@ lines (the warnings about --config, the settings, the directories made)."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -72,40 +71,22 @@ def resolve_settings(args: argparse.Namespace) -> SimpleNamespace:
     """What the flags, WINGS_TOKEN and --config add up to (the library's
     resolution): ``engine`` (the engine configuration), the host's own
     settings (listen, token, async_restore, read_header_timeout_s,
-    read_timeout_s, config), ``settings`` (the start-up line's fields) and
-    ``warnings`` about --config."""
+    read_timeout_s, config) and ``log`` (the start-up lines)."""
     flags = {s["flag"]: getattr(args, s["flag"].replace("-", "_")) for s in TABLE}
     env = {s["env"]: os.environ[s["env"]] for s in TABLE if s["env"] and os.environ.get(s["env"])}
     try:
         r = resolve_host_settings({k: v for k, v in flags.items() if v is not None}, env)
     except wb.InvalidArgumentError as e:
         raise ConfigError(e.message) from None
-    return SimpleNamespace(**r["host"], engine=r["engine"], settings=r["settings"], warnings=r["warnings"])
-
-
-def build_settings(args: argparse.Namespace) -> Any:
-    """(listen address, node token, engine configuration)."""
-    s = resolve_settings(args)
-    return s.listen, s.token, s.engine
-
-
-def logfmt(value: Any) -> str:
-    """A log value as Go's log/slog text handler writes it: quoted when
-    empty or holding spaces, quotes, '=' or unprintable characters."""
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    return SimpleNamespace(**r["host"], engine=r["engine"], log=r["log"])
 
 
 def log_startup(s: SimpleNamespace) -> None:
     """Logs, once at start, what --config holds that the host does not use,
-    and the settings in effect with where each came from (the library leaves
-    the tokens out and redacts the Panel URL)."""
-    for w in s.warnings:
-        key = f" key={logfmt(w['key'])}" if "key" in w else ""
-        log.warning("%s%s config=%s", w["message"], key, logfmt(s.config))
-    log.info("settings %s", " ".join(f"{k}={logfmt(v)}" for k, v in s.settings))
+    and the settings in effect with where each came from, as the library
+    words them (it leaves the tokens out and redacts the Panel URL)."""
+    for entry in s.log:
+        log.log(logging.getLevelName(entry["level"]), "%s", entry["line"])
 
 
 def prepare_directories(engine_config: Any) -> None:
@@ -116,4 +97,4 @@ def prepare_directories(engine_config: Any) -> None:
     except wb.WingsBackupError as e:
         raise StartError(e.message) from None
     for d in created:
-        log.info("created directory flag=%s path=%s mode=%s", d["flag"], logfmt(d["path"]), d["mode"])
+        log.info("%s", d["line"])
