@@ -64,7 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     if not engine.wait_idle(0):
         logging.shutdown()
-        os._exit(0)  # a call is still running in a daemon thread: do not wait
+        os._exit(0)  # a call of the engine's is still running: exit without waiting for it
     engine.close()
     log.info("stopped")
     return 0
