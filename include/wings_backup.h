@@ -677,6 +677,18 @@ int32_t wb_engine_send_pending_reports(const struct wb_engine *engine,
                                        struct wb_error **err);
 
 /**
+ * Starts sending again, on a thread of the engine's, the reports
+ * `wb_engine_send_pending_reports` would send, and logs through the
+ * engine's log (`wb_engine_set_logger`) how many went and how many are
+ * still parked: "parked Panel reports sent=N still_pending=M".
+ * `wb_engine_cancel_all` stops it; `wb_engine_wait_idle` and
+ * `wb_engine_free` wait for it. Without a Panel it does nothing. A host
+ * calls it once, when it starts, after setting the logger.
+ */
+int32_t wb_engine_resend_parked_reports(const struct wb_engine *engine,
+                                        struct wb_error **err);
+
+/**
  * Cancels every backup and restore of this engine in progress (queued,
  * running, or still telling the Panel, whose report is then parked for the
  * next start) and refuses new ones from now on with `WB_CANCELLED` ("The
@@ -757,7 +769,9 @@ const char *wb_host_settings(void);
  * Resolves a host's settings: each from its flag if set, else its
  * environment variable, else the Wings config.yml named by `config`, else
  * its default. `flags_json`: an object of the flags the user set, by name
- * (strings, non-negative integers, booleans, durations as seconds);
+ * (strings, non-negative integers, booleans, durations as seconds; or,
+ * for any of them, the text given on the command line, read as Go's flag
+ * package reads it: `0x10`, `1_000`, `t`, `false`, `1m30s`);
  * `env_json`: an object of environment variables (NULL or `null` = none). On success
  * `*resolved_json` (free with `wb_string_free`) is an object:
  * `engine` (the configuration for `wb_engine_new`), `host` (`listen`,
@@ -767,7 +781,9 @@ const char *wb_host_settings(void);
  * `from_env`, `from_config`), `sources` (flag name to `"flag"`, `"env"`,
  * `"config"` or `"default"`) and `warnings` (`{"message", "key"?}`: each
  * config.yml key no setting uses, by dotted path, and `api.ssl` being
- * ignored). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
+ * ignored), and `log` (`{"level": "INFO"|"WARN", "line"}`: the warnings
+ * and the settings line as text, values quoted as Go's log/slog writes
+ * them, for a host that logs text). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
  * for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
  * YAML: line N: ...`).
  */
@@ -782,7 +798,8 @@ int32_t wb_host_settings_resolve(const char *flags_json,
  * writable. Errors are `WB_IO` naming the flag and path
  * (`--backup-dir PATH: not writable: ...`). On success `*created_json`
  * (free with `wb_string_free`; may be NULL) is a JSON array of the
- * directories created: `{"flag", "path", "mode"}`.
+ * directories created: `{"flag", "path", "mode", "line"}` (`line`: the
+ * log line, `created directory flag=... path=... mode=0700`).
  */
 int32_t wb_host_prepare_directories(const char *data_dir,
                                     const char *backup_dir,
@@ -804,7 +821,10 @@ int32_t wb_host_prepare_directories(const char *data_dir,
  * "stream": null | {"server", "backup", "seq"}}`: send `status`, `headers`
  * and `body` as they are (no header other than these, plus what the HTTP
  * server adds itself). `started` names a create or restore the request
- * started (a host may log its end). `stream` means an event stream goes
+ * started; the engine logs its end (`wb_engine_set_logger`, at
+ * `WB_LOG_INFO`, `WB_LOG_WARN` if it failed: "backup finished server=...
+ * backup=... bytes=... outcome=ok duration=1.234s"), and
+ * `wb_engine_wait_idle` waits for that line as for the operation. `stream` means an event stream goes
  * on after `body`: call `wb_http_next_event` until an event is `done`,
  * writing and flushing each `chunk`. Errors of the request itself are
  * answers (status >= 400), not statuses of this call; the call fails only
@@ -842,7 +862,8 @@ int32_t wb_http_next_event(const struct wb_engine *engine,
  * end. `*end_json` is `{"ended": false}` while it runs, else `{"ended":
  * true, "level": WB_LOG_INFO|WB_LOG_WARN, "message": "backup finished",
  * "fields": [["server", ...], ["backup", ...], ["bytes", ...], ...,
- * ["outcome", "ok"|"WB_..."], ["error", ...]]}`, for the host's log.
+ * ["outcome", "ok"|"WB_..."], ["error", ...]]}`: the fields of the line
+ * the engine logs itself when the operation ends.
  */
 int32_t wb_http_operation_end(const struct wb_engine *engine,
                               const char *kind,

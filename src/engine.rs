@@ -44,6 +44,8 @@ pub struct Engine {
     ops: Operations,
     /// Threads of the calls started with `start_backup` / `start_restore`.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Stops the engine's background work (`cancel_all`).
+    background: CancelToken,
 }
 
 impl Engine {
@@ -82,6 +84,7 @@ impl Engine {
             store,
             panel,
             threads: Mutex::new(Vec::new()),
+            background: CancelToken::new(),
             reporter,
             log,
         };
@@ -576,6 +579,25 @@ impl Engine {
         }
     }
 
+    /// Sends again, on a thread of the engine's, the reports a crash or a
+    /// Panel outage left parked (`send_pending_reports`), and logs how many
+    /// went and how many are still parked (when there were any);
+    /// `cancel_all` stops it and `wait_idle` waits for it. Without a Panel
+    /// it does nothing. A host calls it once at start.
+    pub fn resend_parked_reports(self: &Arc<Self>) -> Result<()> {
+        if self.panel.is_none() {
+            return Ok(());
+        }
+        self.spawn("wb-parked-reports", |engine| {
+            let (sent, pending) = engine.send_pending_reports(Some(&engine.background));
+            if sent + pending > 0 {
+                engine.log.info(&format!(
+                    "parked Panel reports sent={sent} still_pending={pending}"
+                ));
+            }
+        })
+    }
+
     /// (archive size, bytes of file data) of the successful create of
     /// `backup` with `adapter` this node recorded, if any (an archive the
     /// catalog only found on disk has no bytes of file data recorded).
@@ -607,6 +629,7 @@ impl Engine {
     /// (it waits for an attempt in flight, at most one Panel call's 15 s).
     pub fn cancel_all(&self) {
         self.ops.cancel_all();
+        self.background.trigger();
         if let Some(reporter) = &self.reporter {
             reporter.stop();
         }
@@ -819,40 +842,50 @@ impl Engine {
         call: impl FnOnce(&Engine, &mut Control<'_>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         let (tx, rx) = mpsc::channel::<Result<()>>();
-        let engine = Arc::clone(self);
-        let thread = std::thread::Builder::new()
-            .name("wb-operation".into())
-            .spawn(move || {
-                let accepted = tx.clone();
-                let mut on_progress = move |p: &Progress| {
-                    if p.phase == Phase::Started {
-                        let _ = accepted.send(Ok(()));
-                    }
-                    true
-                };
-                let mut ctl = Control::new(None, Some(&mut on_progress));
-                if let Err(e) = call(&engine, &mut ctl) {
-                    // Ignored once accepted: the receiver has gone.
-                    let _ = tx.send(Err(e));
+        self.spawn("wb-operation", move |engine| {
+            let accepted = tx.clone();
+            let mut on_progress = move |p: &Progress| {
+                if p.phase == Phase::Started {
+                    let _ = accepted.send(Ok(()));
                 }
-            })
-            .map_err(|e| Error::io("starting a thread", e))?;
-        {
-            let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-            let (ended, running): (Vec<_>, Vec<_>) =
-                threads.drain(..).partition(|t| t.is_finished());
-            *threads = running;
-            threads.push(thread);
-            for t in ended {
-                let _ = t.join();
+                true
+            };
+            let mut ctl = Control::new(None, Some(&mut on_progress));
+            if let Err(e) = call(engine, &mut ctl) {
+                // Ignored once accepted: the receiver has gone.
+                let _ = tx.send(Err(e));
             }
-        }
+        })?;
         rx.recv()
             .unwrap_or_else(|_| Err(Error::internal("the operation ended without a result")))
     }
 
+    /// Runs `f` on a thread of the engine's that `wait_idle` (and so
+    /// `wb_engine_free`) waits for, as it waits for the calls.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        f: impl FnOnce(&Arc<Engine>) + Send + 'static,
+    ) -> Result<()> {
+        let engine = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || f(&engine))
+            .map_err(|e| Error::io("starting a thread", e))?;
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let (ended, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+        *threads = running;
+        threads.push(thread);
+        drop(threads);
+        for t in ended {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
     /// Waits up to `timeout` for every call started with `start_backup` or
-    /// `start_restore` to end; true if they all have.
+    /// `start_restore` to end, and for the log line of its end when an HTTP
+    /// request started it; true if they all have.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         loop {

@@ -250,10 +250,23 @@ pub struct Resolved {
     /// Where each setting came from, by flag name.
     pub sources: BTreeMap<&'static str, Source>,
     pub warnings: Vec<Warning>,
+    /// The start-up lines as text, for a host that logs text: each warning
+    /// (with its key and the --config path), then the settings line.
+    pub log: Vec<LogLine>,
+}
+
+/// A log line to write as it is.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct LogLine {
+    /// "INFO" or "WARN".
+    pub level: &'static str,
+    pub line: String,
 }
 
 /// [`resolve`] over JSON: `flags_json` is an object of the flags the user
-/// set (strings, non-negative integers, booleans, durations in seconds),
+/// set (strings, non-negative integers, booleans, durations in seconds; or,
+/// for any of them, the text given on the command line, read as Go's flag
+/// package reads it),
 /// `env_json` an object of environment variables (NULL or `null` = none).
 pub fn resolve_json(flags_json: &str, env_json: Option<&str>) -> Result<String> {
     let object = |what: &str, text: &str| -> Result<Map<String, Value>> {
@@ -288,6 +301,22 @@ pub fn resolve_json(flags_json: &str, env_json: Option<&str>) -> Result<String> 
 
 fn flag_value(s: &Setting, value: &Value) -> Result<Val> {
     let bad = |want: &str| Error::invalid(format!("--{}: want {want}, not {value}", s.flag));
+    if let (Some(text), false) = (value.as_str(), s.kind == Kind::String) {
+        // The flag as written on the command line, read as Go's flag
+        // package reads it.
+        return match s.kind {
+            Kind::Uint => parse_go_uint(text).map(Val::Uint),
+            Kind::Bool => parse_go_bool(text).map(Val::Bool),
+            _ => parse_duration(text).map(Val::Secs),
+        }
+        .ok_or_else(|| {
+            bad(match s.kind {
+                Kind::Uint => "a non-negative integer",
+                Kind::Bool => "true or false",
+                _ => "a duration such as 15s, 500ms or 2m",
+            })
+        });
+    }
     Ok(match s.kind {
         Kind::String => Val::Str(value.as_str().ok_or_else(|| bad("a string"))?.to_string()),
         Kind::Uint => Val::Uint(
@@ -434,12 +463,28 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         config: config_path,
     };
     let settings = settings_line(&engine, &host, &sources);
+    let mut log: Vec<LogLine> = warnings
+        .iter()
+        .map(|w| {
+            let key = w.key.as_deref().map(|k| ("key", k));
+            let fields = key.into_iter().chain([("config", host.config.as_str())]);
+            LogLine {
+                level: "WARN",
+                line: crate::log::line(&w.message, fields),
+            }
+        })
+        .collect();
+    log.push(LogLine {
+        level: "INFO",
+        line: crate::log::line("settings", settings.iter().map(|(k, v)| (k, v))),
+    });
     Ok(Resolved {
         engine,
         host,
         settings,
         sources,
         warnings,
+        log,
     })
 }
 
@@ -605,6 +650,44 @@ pub fn parse_duration(text: &str) -> Option<f64> {
         rest = &rest[len..];
     }
     Some(total)
+}
+
+/// An unsigned integer as Go's flag.Uint64 takes it (strconv.ParseUint with
+/// base 0): decimal, `0x` hex, `0o` or leading-`0` octal, `0b` binary,
+/// underscores between digits; no sign or space, at most 2^64 - 1.
+pub fn parse_go_uint(text: &str) -> Option<u64> {
+    let prefix = text.get(..2).map(str::to_ascii_lowercase);
+    let (radix, digits) = match prefix.as_deref() {
+        Some("0x") => (16, &text[2..]),
+        Some("0o") => (8, &text[2..]),
+        Some("0b") => (2, &text[2..]),
+        _ if text.len() > 1 && text.starts_with('0') => (8, &text[1..]),
+        _ => (10, text),
+    };
+    // After a prefix, one underscore may come first ("0x_1f").
+    let digits = match radix {
+        10 => digits,
+        _ => digits.strip_prefix('_').unwrap_or(digits),
+    };
+    let well_formed = digits
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__");
+    match well_formed && !digits.is_empty() {
+        true => u64::from_str_radix(&digits.replace('_', ""), radix).ok(),
+        false => None,
+    }
+}
+
+/// A boolean as Go's flag package takes it (strconv.ParseBool).
+pub fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// What a Wings config.yml gives the hosts.
@@ -793,6 +876,8 @@ pub struct CreatedDirectory {
     pub path: String,
     /// Octal, as "0755".
     pub mode: String,
+    /// The log line, for a host that logs text.
+    pub line: String,
 }
 
 /// Creates the data and backup directories if they are missing (as Wings
@@ -817,10 +902,13 @@ pub fn prepare_directories(data_dir: &str, backup_dir: &str) -> Result<Vec<Creat
                     .map_err(|e| fail(format!("cannot create it: {}", reason(&e))))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| fail(reason(&e)))?;
+                let mode = format!("{mode:04o}");
+                let fields = [("flag", flag), ("path", path), ("mode", &mode)];
                 created.push(CreatedDirectory {
+                    line: crate::log::line("created directory", fields),
                     flag: flag.into(),
                     path: path.into(),
-                    mode: format!("{mode:04o}"),
+                    mode,
                 });
             }
             Err(e) => return Err(fail(reason(&e))),

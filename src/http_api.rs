@@ -3,7 +3,9 @@
 //! bodies, calling the engine, and the status, headers and body of each
 //! answer, byte for byte. A host keeps its HTTP server, authentication, the
 //! request-size limit (it tells the dispatcher how reading the body went),
-//! its request log, and the loop that writes an event stream.
+//! its request log, and the loop that writes an event stream. The end of
+//! each create or restore a request started is logged here, through the
+//! engine's log.
 //!
 //! Adding a route is one line in [`ROUTES`] and a handler function.
 
@@ -52,7 +54,7 @@ pub struct HttpRequest<'a> {
     pub async_restore: bool,
 }
 
-/// A create or restore the engine accepted (the host logs its end).
+/// A create or restore the engine accepted (the engine logs its end).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Started {
     pub kind: &'static str,
@@ -210,6 +212,7 @@ fn matches<'p>(route: &Route, segments: &[&'p str]) -> Option<&'p str> {
 /// a server that is not a UUID naming a directory (Wings' ServerExists),
 /// else the route's answer.
 pub fn handle(engine: &Arc<Engine>, req: &HttpRequest<'_>) -> HttpResponse {
+    let began = Instant::now();
     let not_found = || HttpResponse::error(404, MSG_NO_RESOURCE);
     let Some(rest) = req.path.strip_prefix("/api/servers/") else {
         return not_found();
@@ -242,7 +245,36 @@ pub fn handle(engine: &Arc<Engine>, req: &HttpRequest<'_>) -> HttpResponse {
         server,
         id,
     };
-    (route.handler)(&call).unwrap_or_else(|e| HttpResponse::from_error(&e))
+    let resp = (route.handler)(&call).unwrap_or_else(|e| HttpResponse::from_error(&e));
+    if let Some(started) = resp.started.clone() {
+        log_end(engine, started, began);
+    }
+    resp
+}
+
+/// Logs the end of an operation a request (begun at `began`) started, once
+/// it has ended, through the engine's log: [`OperationEnd::line`] and the
+/// time since the request began. The engine waits for this line as it waits
+/// for the operation (`wait_idle`).
+fn log_end(engine: &Arc<Engine>, started: Started, began: Instant) {
+    let what = format!(
+        "{} server={} backup={}",
+        started.kind, started.server, started.backup
+    );
+    let spawned = engine.spawn("wb-operation-log", move |engine| loop {
+        if let Some(end) = operation_end(engine, &started, Duration::from_secs(60)) {
+            let took = began.elapsed().as_secs_f64();
+            let line = format!("{} duration={took:.3}s", end.line());
+            engine.logger().log(end.level, &line);
+            return;
+        }
+    });
+    if let Err(e) = spawned {
+        let error = serde_json::Value::from(e.message);
+        engine.logger().warn(&format!(
+            "started, its end will not be logged: {what} error={error}"
+        ));
+    }
 }
 
 /// The body as text, or the answer to a body the host could not read
@@ -561,6 +593,15 @@ pub fn operation_end(
         message: format!("{} finished", started.kind),
         fields,
     })
+}
+
+impl OperationEnd {
+    /// The log line: the message, then each field as `key=value`, the value
+    /// quoted (as JSON) when it is empty or holds a space, `"`, `=` or a
+    /// character that is not printable, as Go's log/slog text writes values.
+    pub fn line(&self) -> String {
+        crate::log::line(&self.message, self.fields.iter().map(|(k, v)| (*k, v)))
+    }
 }
 
 /// JSON with `<`, `>`, `&`, U+2028 and U+2029 escaped, as Go's encoder
@@ -905,6 +946,64 @@ mod tests {
         assert_eq!(get("other=1#path=world"), None);
         assert_eq!(get("path=%23x"), Some("#x".into()));
         assert!(query_param("path=%ff", "path").is_err());
+    }
+
+    #[test]
+    fn the_engine_logs_the_end_of_what_a_request_started() {
+        let n = node();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink_seen = Arc::clone(&seen);
+        n.engine.set_logger(Some(Box::new(move |level, m| {
+            sink_seen.lock().unwrap().push((level, m.to_string()))
+        })));
+        let backup = "0b5c7f3e-1a2b-4c3d-8e4f-5a6b7c8d9e02";
+        let body = format!(r#"{{"adapter":"wings","uuid":"{backup}","ignore":""}}"#);
+        let r = call(
+            &n,
+            "POST",
+            &format!("/api/servers/{SERVER}/backup"),
+            Body::Read(body.as_bytes()),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        // wait_idle waits for the line too.
+        assert!(n.engine.wait_idle(Duration::from_secs(30)));
+        let seen = seen.lock().unwrap();
+        let ends: Vec<_> = seen
+            .iter()
+            .filter(|(_, m)| m.starts_with("backup finished "))
+            .collect();
+        assert_eq!(ends.len(), 1, "{seen:?}");
+        let (level, line) = ends[0];
+        assert_eq!(*level, Level::Info);
+        let want = format!("backup finished server={SERVER} backup={backup} bytes=");
+        assert!(line.starts_with(&want), "{line}");
+        assert!(
+            line.contains(" sha1=") && line.contains(" outcome=ok duration="),
+            "{line}"
+        );
+        assert!(line.ends_with('s'), "{line}");
+    }
+
+    #[test]
+    fn an_operation_end_line_quotes_values_as_slog_does() {
+        let end = OperationEnd {
+            level: Level::Warn,
+            message: "restore finished".into(),
+            fields: vec![
+                ("server", SERVER.into()),
+                ("outcome", "WB_NOT_FOUND".into()),
+                ("error", "no \"such\" backup".into()),
+                ("panel_report", String::new()),
+                ("x", "a=b".into()),
+            ],
+        };
+        assert_eq!(
+            end.line(),
+            format!(
+                "restore finished server={SERVER} outcome=WB_NOT_FOUND \
+                 error=\"no \\\"such\\\" backup\" panel_report=\"\" x=\"a=b\""
+            )
+        );
     }
 
     #[test]

@@ -52,6 +52,28 @@ impl Logger {
     }
 }
 
+/// A log line as text: `message key=value ...`, each value quoted (as a
+/// JSON string) when it is empty or holds a space, `"`, `=` or a control
+/// character, as Go's log/slog text handler writes values.
+pub fn line<K: AsRef<str>, V: AsRef<str>>(
+    message: &str,
+    fields: impl IntoIterator<Item = (K, V)>,
+) -> String {
+    let mut line = message.to_string();
+    for (key, value) in fields {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let plain = !value.is_empty()
+            && !value
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
+        line += &match plain {
+            true => format!(" {key}={value}"),
+            false => format!(" {key}={}", serde_json::Value::from(value)),
+        };
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

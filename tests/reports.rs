@@ -262,3 +262,50 @@ fn shutting_down_parks_a_report_still_being_retried_at_once() {
     assert_eq!(parked["backup"], BACKUP);
     assert_eq!(parked["body"]["successful"], true);
 }
+
+#[test]
+fn an_engine_resends_parked_reports_on_its_own_thread_and_logs_it() {
+    let dir = node_with_backup("report-resend");
+    let port = closed_port();
+    let backup_file = parked(&dir, &format!("{BACKUP2}.json"));
+    {
+        // A backup whose report the Panel does not take is parked.
+        let first = engine(&dir, Some((port, 1)));
+        let details = first
+            .create_backup(SERVER, &create_request(BACKUP2, ""), &mut Control::none())
+            .unwrap();
+        assert!(matches!(
+            details.panel_report,
+            Some(ReportOutcome::Pending(_))
+        ));
+    }
+    assert!(backup_file.exists());
+
+    // Still no Panel, and a long retry budget: cancel_all stops the
+    // resending at once and the report stays parked.
+    let stuck = Arc::new(engine(&dir, Some((port, 600))));
+    stuck.resend_parked_reports().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stuck.cancel_all();
+    assert!(stuck.wait_idle(Duration::from_secs(10)));
+    assert!(backup_file.exists());
+    drop(stuck);
+
+    // The Panel is back: the next engine sends it, and says so.
+    let stub = Stub::start_on(port);
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
+    let log = logging(&engine);
+    engine.resend_parked_reports().unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(30)));
+    assert!(!backup_file.exists());
+    let reports = stub.state()["reports"].as_array().unwrap().clone();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let lines = log.lock().unwrap().clone();
+    assert!(
+        lines.contains(&(
+            Level::Info,
+            "parked Panel reports sent=1 still_pending=0".into()
+        )),
+        "{lines:?}"
+    );
+}

@@ -67,10 +67,6 @@ fn try_entry_at(index: &Index, at: u64) -> Option<&Entry> {
     })
 }
 
-fn entry_at(index: &Index, at: u64) -> &Entry {
-    try_entry_at(index, at).expect("an entry")
-}
-
 fn verify_flipped(archive: &Path, original: &[u8], pos: u64, scratch: &Path) -> VerifyReport {
     let mut bytes = original.to_vec();
     bytes[pos as usize] ^= 0x5a;

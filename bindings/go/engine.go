@@ -331,6 +331,21 @@ func (e *Engine) CancelAll() {
 	})
 }
 
+// ResendParkedReports starts sending again, on a thread of the engine's,
+// the reports SendPendingReports would send, and logs through the engine's
+// logger (SetLogger) how many went and how many are still parked. CancelAll
+// stops it; WaitIdle and Close wait for it. Without a Panel it does
+// nothing. A host calls it once when it starts, after SetLogger.
+func (e *Engine) ResendParkedReports() error {
+	return e.with(func(ptr *C.wb_engine) error {
+		var cerr *C.wb_error
+		if status := C.wb_engine_resend_parked_reports(ptr, &cerr); status != C.WB_OK {
+			return takeError(status, cerr)
+		}
+		return nil
+	})
+}
+
 // PendingReports is the result of SendPendingReports.
 type PendingReports struct {
 	// Sent counts reports delivered (or settled by a final Panel answer).

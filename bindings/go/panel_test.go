@@ -122,6 +122,34 @@ func TestPanelReportsAndPending(t *testing.T) {
 	if pending, err := n.engine.SendPendingReports(context.Background()); err != nil || pending.Sent != 0 {
 		t.Errorf("second send: %+v %v", pending, err)
 	}
+
+	// A report parked again is sent by the engine's own thread, which logs it.
+	stub.failing.Store(true)
+	second := newUUID()
+	if _, err := n.engine.CreateBackup(context.Background(), server, createBody(second), nil); err != nil {
+		t.Fatal(err)
+	}
+	stub.failing.Store(false)
+	var logged lockedBuffer
+	if err := n.engine.SetLogger(slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.engine.ResendParkedReports(); err != nil {
+		t.Fatal(err)
+	}
+	if !n.engine.WaitIdle(30 * time.Second) {
+		t.Fatal("the parked reports were not sent within 30s")
+	}
+	// The one the Panel refused, and the one sent again.
+	if call, count := stub.last("/api/remote/backups/" + second); count != 2 || call.body["successful"] != true {
+		t.Errorf("%d reports of the parked backup, want 2; last %+v", count, call)
+	}
+	if _, err := os.Stat(filepath.Join(n.backups, ".pending", second+".json")); !os.IsNotExist(err) {
+		t.Errorf("the report is still parked: %v", err)
+	}
+	if text := logged.String(); !strings.Contains(text, `msg="parked Panel reports sent=1 still_pending=0"`) {
+		t.Errorf("log: %s", text)
+	}
 }
 
 // lockedBuffer is an io.Writer for a slog handler written to from the

@@ -67,11 +67,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	signals, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
-	opsCtx, cancelOps := context.WithCancel(context.Background())
-	defer cancelOps()
-	ops := newOperations(opsCtx, engine, log)
 	srv := &http.Server{
-		Handler: newServer(engine, ops, log, opts.Host.Token, opts.Host.AsyncRestore),
+		Handler: newServer(engine, log, opts.Host.Token, opts.Host.AsyncRestore),
 		// A client that sends its request byte by byte is dropped once
 		// these pass. ReadTimeout also ends the wait for a body; handlers
 		// never tie their work to the request's context, so a synchronous
@@ -87,16 +84,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if opts.engine.Panel != nil {
-		// Reports a crash or a Panel outage left parked are sent again.
-		ops.background(func(ctx context.Context) {
-			sent, err := engine.SendPendingReports(ctx)
-			if err != nil {
-				log.Warn("sending parked Panel reports", "error", err)
-			} else if sent.Sent+sent.Pending > 0 {
-				log.Info("parked Panel reports", "sent", sent.Sent, "still_pending", sent.Pending)
-			}
-		})
+	// Reports a crash or a Panel outage left parked are sent again (the
+	// library logs what it sent).
+	if err := engine.ResendParkedReports(); err != nil {
+		log.Warn("sending parked Panel reports", "error", err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -106,7 +97,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	select {
 	case err := <-served:
 		log.Error("serving stopped", "error", err)
-		ops.shutdown(cancelOps, shutdownGrace)
+		stopWork(engine, shutdownGrace)
 		return 1
 	case <-signals.Done():
 	}
@@ -119,7 +110,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer cancelDeadline()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(deadline) }()
-	if ops.shutdown(cancelOps, shutdownGrace) {
+	if stopWork(engine, shutdownGrace) {
 		// Close waits for calls still running, so only once they are over.
 		engine.Close()
 	} else {
@@ -130,4 +121,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// stopWork has the library cancel every call and its background work (and
+// refuse new calls), and waits up to timeout for them to end (and for the
+// lines it logs when operations end).
+func stopWork(engine *wingsbackup.Engine, timeout time.Duration) bool {
+	engine.CancelAll()
+	return engine.WaitIdle(timeout)
 }

@@ -32,18 +32,18 @@ const (
 
 // server checks the bearer token, reads the body within its limits, hands
 // the request to the library (Engine.HandleHTTP: routes, statuses and
-// messages are the library's), writes its answer and, for an event stream,
-// the events that follow.
+// messages are the library's; it logs the end of each backup or restore a
+// request started), writes its answer and, for an event stream, the events
+// that follow.
 type server struct {
 	engine       *wingsbackup.Engine
-	ops          *operations
 	log          *slog.Logger
 	tokenSum     [32]byte
 	asyncRestore bool
 }
 
-func newServer(engine *wingsbackup.Engine, ops *operations, log *slog.Logger, token string, asyncRestore bool) *server {
-	return &server{engine: engine, ops: ops, log: log, tokenSum: sha256.Sum256([]byte(token)), asyncRestore: asyncRestore}
+func newServer(engine *wingsbackup.Engine, log *slog.Logger, token string, asyncRestore bool) *server {
+	return &server{engine: engine, log: log, tokenSum: sha256.Sum256([]byte(token)), asyncRestore: asyncRestore}
 }
 
 // recorder remembers the status a handler wrote, for the request log.
@@ -79,9 +79,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeEngineError(rec, err)
 		return
-	}
-	if st := resp.Started; st != nil {
-		s.ops.started(*st, began)
 	}
 	for _, h := range resp.Headers {
 		rec.Header().Set(h[0], h[1])

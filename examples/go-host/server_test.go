@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -25,8 +24,7 @@ type testHost struct {
 	url     string
 	data    string
 	backups string
-	ops     *operations
-	cancel  context.CancelFunc
+	engine  *wingsbackup.Engine
 }
 
 func newTestHost(t *testing.T, cfg wingsbackup.Config, slots int, async bool) *testHost {
@@ -40,18 +38,18 @@ func newTestHost(t *testing.T, cfg wingsbackup.Config, slots int, async bool) *t
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	h.ops = newOperations(ctx, engine, log)
-	srv := httptest.NewServer(newServer(engine, h.ops, log, testToken, async))
+	h.engine = engine
+	srv := httptest.NewServer(newServer(engine, log, testToken, async))
 	h.url = srv.URL
 	t.Cleanup(func() {
-		h.ops.shutdown(cancel, 30*time.Second)
+		h.shutdown(30 * time.Second)
 		srv.Close()
 		engine.Close()
 	})
 	return h
 }
+
+func (h *testHost) shutdown(timeout time.Duration) bool { return stopWork(h.engine, timeout) }
 
 func newUUID() string {
 	var b [16]byte
@@ -133,7 +131,7 @@ func (h *testHost) waitArchive(t *testing.T, backup string) {
 	t.Helper()
 	path := filepath.Join(h.backups, backup+".tar.gz")
 	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(path); err == nil && h.ops.engine.WaitIdle(0) {
+		if _, err := os.Stat(path); err == nil && h.engine.WaitIdle(0) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -288,7 +286,7 @@ func TestShutdownCancelsWork(t *testing.T) {
 		t.Fatalf("create: %d", r.status)
 	}
 	start := time.Now()
-	if !h.ops.shutdown(h.cancel, 10*time.Second) {
+	if !h.shutdown(10 * time.Second) {
 		t.Fatal("operations did not end")
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -436,10 +434,10 @@ func TestSlowPanelDoesNotHoldTheServer(t *testing.T) {
 	if r := h.call(t, "POST", "/api/servers/"+h.server(t, false)+"/backup", createBody(first)); r.status != 409 {
 		t.Errorf("first uuid again: %d %s", r.status, r.body)
 	}
-	if h.ops.engine.WaitIdle(0) {
+	if h.engine.WaitIdle(0) {
 		t.Error("the first backup's call ended while it reports")
 	}
-	if !h.ops.shutdown(h.cancel, 20*time.Second) {
+	if !h.shutdown(20 * time.Second) {
 		t.Fatal("shutdown did not end the reporting backups")
 	}
 	if _, err := os.Stat(archive); err != nil {

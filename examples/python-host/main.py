@@ -7,7 +7,8 @@
 The library answers every request (Engine.handle_http); this host serves it
 with waitress and keeps authentication, the body limit, logging, slow
 clients and shutdown (docs/design.md, "The hosts"). Modules of wings_host/:
-options (flags), app (the WSGI application), serve (waitress), startup.
+options (flags, settings, start-up), app (the WSGI application), serve
+(waitress).
 """
 
 
@@ -16,18 +17,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time  # noqa: F401  (the tests use host_main.time)
 from pathlib import Path
 from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from wings_host import wb  # noqa: E402  (puts the checkout's binding on the path)
-from wings_host.app import MSG_NOT_ALLOWED, MSG_UNEXPECTED, Host  # noqa: E402,F401
-from wings_host.options import (ConfigError, build_settings, non_negative, parse_args,  # noqa: E402,F401
-                                parse_duration, resolve_settings)
+from wings_host.app import MSG_UNEXPECTED, Host  # noqa: E402,F401
+from wings_host.options import (ConfigError, StartError, log_startup, parse_args,  # noqa: E402,F401
+                                prepare_directories, resolve_settings)
 from wings_host.serve import serve, waitress_listen  # noqa: E402,F401
-from wings_host.startup import StartError, log_startup, prepare_directories  # noqa: E402,F401
 
 log = logging.getLogger("python-host")
 
@@ -55,16 +54,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     log.info("engine started library=%s deflate=%s", wb.library_version(), wb.deflate_backend())
     host = Host(engine, token, settings.async_restore)
-    if "panel" in engine_config:
-        host._spawn(host.send_pending_reports)
+    # Reports a crash or a Panel outage left parked are sent again (the
+    # library logs what it sent).
+    engine.resend_parked_reports()
     try:
-        serve(host, listen, settings.read_header_timeout, settings.read_timeout)
+        serve(host, listen, settings.read_header_timeout_s, settings.read_timeout_s)
     except OSError as e:
         log.error("cannot listen on %s: %s", listen, e)
         return 1
-    if any(t.is_alive() for t in host.threads) or not engine.wait_idle(0):
+    if not engine.wait_idle(0):
         logging.shutdown()
-        os._exit(0)  # a call is still running in a daemon thread: do not wait
+        os._exit(0)  # a call of the engine's is still running: exit without waiting for it
     engine.close()
     log.info("stopped")
     return 0

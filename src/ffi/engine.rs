@@ -116,6 +116,21 @@ pub unsafe extern "C" fn wb_engine_send_pending_reports(
     })
 }
 
+/// Starts sending again, on a thread of the engine's, the reports
+/// `wb_engine_send_pending_reports` would send, and logs through the
+/// engine's log (`wb_engine_set_logger`) how many went and how many are
+/// still parked: "parked Panel reports sent=N still_pending=M".
+/// `wb_engine_cancel_all` stops it; `wb_engine_wait_idle` and
+/// `wb_engine_free` wait for it. Without a Panel it does nothing. A host
+/// calls it once, when it starts, after setting the logger.
+#[no_mangle]
+pub unsafe extern "C" fn wb_engine_resend_parked_reports(
+    engine: *const wb_engine,
+    err: *mut *mut wb_error,
+) -> i32 {
+    boundary(err, || engine_arc(engine)?.resend_parked_reports())
+}
+
 /// Cancels every backup and restore of this engine in progress (queued,
 /// running, or still telling the Panel, whose report is then parked for the
 /// next start) and refuses new ones from now on with `WB_CANCELLED` ("The

@@ -29,7 +29,9 @@ pub extern "C" fn wb_host_settings() -> *const c_char {
 /// Resolves a host's settings: each from its flag if set, else its
 /// environment variable, else the Wings config.yml named by `config`, else
 /// its default. `flags_json`: an object of the flags the user set, by name
-/// (strings, non-negative integers, booleans, durations as seconds);
+/// (strings, non-negative integers, booleans, durations as seconds; or,
+/// for any of them, the text given on the command line, read as Go's flag
+/// package reads it: `0x10`, `1_000`, `t`, `false`, `1m30s`);
 /// `env_json`: an object of environment variables (NULL or `null` = none). On success
 /// `*resolved_json` (free with `wb_string_free`) is an object:
 /// `engine` (the configuration for `wb_engine_new`), `host` (`listen`,
@@ -39,7 +41,9 @@ pub extern "C" fn wb_host_settings() -> *const c_char {
 /// `from_env`, `from_config`), `sources` (flag name to `"flag"`, `"env"`,
 /// `"config"` or `"default"`) and `warnings` (`{"message", "key"?}`: each
 /// config.yml key no setting uses, by dotted path, and `api.ssl` being
-/// ignored). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
+/// ignored), and `log` (`{"level": "INFO"|"WARN", "line"}`: the warnings
+/// and the settings line as text, values quoted as Go's log/slog writes
+/// them, for a host that logs text). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
 /// for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
 /// YAML: line N: ...`).
 #[no_mangle]
@@ -63,7 +67,8 @@ pub unsafe extern "C" fn wb_host_settings_resolve(
 /// writable. Errors are `WB_IO` naming the flag and path
 /// (`--backup-dir PATH: not writable: ...`). On success `*created_json`
 /// (free with `wb_string_free`; may be NULL) is a JSON array of the
-/// directories created: `{"flag", "path", "mode"}`.
+/// directories created: `{"flag", "path", "mode", "line"}` (`line`: the
+/// log line, `created directory flag=... path=... mode=0700`).
 #[no_mangle]
 pub unsafe extern "C" fn wb_host_prepare_directories(
     data_dir: *const c_char,

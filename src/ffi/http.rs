@@ -38,7 +38,10 @@ pub const WB_HTTP_BODY_TIMED_OUT: u32 = 8;
 /// "stream": null | {"server", "backup", "seq"}}`: send `status`, `headers`
 /// and `body` as they are (no header other than these, plus what the HTTP
 /// server adds itself). `started` names a create or restore the request
-/// started (a host may log its end). `stream` means an event stream goes
+/// started; the engine logs its end (`wb_engine_set_logger`, at
+/// `WB_LOG_INFO`, `WB_LOG_WARN` if it failed: "backup finished server=...
+/// backup=... bytes=... outcome=ok duration=1.234s"), and
+/// `wb_engine_wait_idle` waits for that line as for the operation. `stream` means an event stream goes
 /// on after `body`: call `wb_http_next_event` until an event is `done`,
 /// writing and flushing each `chunk`. Errors of the request itself are
 /// answers (status >= 400), not statuses of this call; the call fails only
@@ -128,7 +131,8 @@ pub unsafe extern "C" fn wb_http_next_event(
 /// end. `*end_json` is `{"ended": false}` while it runs, else `{"ended":
 /// true, "level": WB_LOG_INFO|WB_LOG_WARN, "message": "backup finished",
 /// "fields": [["server", ...], ["backup", ...], ["bytes", ...], ...,
-/// ["outcome", "ok"|"WB_..."], ["error", ...]]}`, for the host's log.
+/// ["outcome", "ok"|"WB_..."], ["error", ...]]}`: the fields of the line
+/// the engine logs itself when the operation ends.
 #[no_mangle]
 pub unsafe extern "C" fn wb_http_operation_end(
     engine: *const wb_engine,

@@ -397,6 +397,28 @@ fn the_settings_line_holds_no_secret() {
     assert_eq!(field(&r, "from_config"), "panel-token-id,panel-url,token");
     assert_eq!(field(&r, "from_flag"), "config,panel-token");
     assert_eq!(r.warnings[0].key.as_deref(), Some("debug"));
+    // The same as text lines, for a host that logs text.
+    let text = serde_json::to_string(&r.log).unwrap();
+    for secret in ["file-secret", "panel-secret", "pw"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert_eq!(
+        r.log[0],
+        LogLine {
+            level: "WARN",
+            line: format!("ignored --config key key=debug config={cfg}")
+        }
+    );
+    let last = r.log.last().unwrap();
+    assert_eq!(last.level, "INFO");
+    for want in [
+        "settings listen=127.0.0.1:8080 ",
+        " panel_url=https://REDACTED@panel/ ",
+        " from_config=panel-token-id,panel-url,token",
+        " from_flag=config,panel-token ",
+    ] {
+        assert!(last.line.contains(want), "{want}: {}", last.line);
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -420,6 +442,73 @@ fn redacted_urls() {
         ("http://a b/", "REDACTED"),
     ] {
         assert_eq!(redact_url(url), want, "{url}");
+    }
+}
+
+#[test]
+fn flags_as_written_are_read_as_go_reads_them() {
+    // strconv.ParseUint with base 0, as Go's flag.Uint64.
+    for (text, value) in [
+        ("010", 8),
+        ("0x10", 16),
+        ("0b101", 5),
+        ("1_000", 1000),
+        ("0", 0),
+    ] {
+        assert_eq!(parse_go_uint(text), Some(value), "{text}");
+        let r = resolved(json!({"token": "t", "write-limit": text}));
+        assert_eq!(engine_json(&r)["write_limit"], value, "{text}");
+    }
+    let too_big = (1u128 << 64).to_string();
+    for text in [
+        "+5", " 5", "08", &too_big, "-1", "", "1__0", "_1", "1_", "0x",
+    ] {
+        assert_eq!(parse_go_uint(text), None, "{text}");
+    }
+    for (flag, text) in [("write-limit", "-1"), ("disk-limit", "-5")] {
+        let e = error(json!({"token": "t", flag: text}), &[]);
+        assert!(
+            e.contains(&format!("--{flag}")) && e.contains("non-negative"),
+            "{e}"
+        );
+    }
+    // strconv.ParseBool.
+    for (text, value) in [
+        ("true", true),
+        ("t", true),
+        ("1", true),
+        ("false", false),
+        ("F", false),
+    ] {
+        let r = resolved(json!({"token": "t", "async-restore": text}));
+        assert_eq!(r.host.async_restore, value, "{text}");
+    }
+    let e = error(json!({"token": "t", "async-restore": "maybe"}), &[]);
+    assert!(
+        e.contains("--async-restore") && e.contains("true or false"),
+        "{e}"
+    );
+    // Durations as Go's flag.Duration, and positive.
+    for (text, secs) in [
+        ("15s", 15.0),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("1.5s", 1.5),
+        ("2m0.5s", 120.5),
+    ] {
+        let r = resolved(json!({"token": "t", "read-header-timeout": text, "read-timeout": text}));
+        assert_eq!(
+            (r.host.read_header_timeout_s, r.host.read_timeout_s),
+            (secs, secs),
+            "{text}"
+        );
+    }
+    for text in [
+        "", "0", "0s", "-1s", "fast", "15 s", "s", "1d", "15sx", "30",
+    ] {
+        let e = error(json!({"token": "t", "read-timeout": text}), &[]);
+        assert!(e.starts_with("--read-timeout"), "{text}: {e}");
     }
 }
 
@@ -505,12 +594,14 @@ fn prepare_directories_names_the_path() {
             CreatedDirectory {
                 flag: "--data-dir".into(),
                 path: format!("{d}/a/v"),
-                mode: "0755".into()
+                mode: "0755".into(),
+                line: format!("created directory flag=--data-dir path={d}/a/v mode=0755"),
             },
             CreatedDirectory {
                 flag: "--backup-dir".into(),
                 path: format!("{d}/a/b"),
-                mode: "0700".into()
+                mode: "0700".into(),
+                line: format!("created directory flag=--backup-dir path={d}/a/b mode=0700"),
             },
         ]
     );

@@ -386,7 +386,7 @@ def test_serve_honours_port_and_its_printed_commands_work(go_host_built: None, t
         res = subprocess.run(["bash", "-c", create], cwd=REPO, capture_output=True, text=True, timeout=60)
         statuses = re.findall(r"(?m)^HTTP/1\.1 (\d{3})", res.stdout)
         deadline = time.monotonic() + RUN_TIMEOUT
-        while "msg=\"backup finished\"" not in "".join(serve.stderr) and time.monotonic() < deadline:
+        while 'msg="backup finished ' not in "".join(serve.stderr) and time.monotonic() < deadline:
             time.sleep(0.05)
         export = next(ln for ln in lines if ln.startswith("export "))
         res = subprocess.run(["bash", "-c", export + "# restore it" + rest], cwd=REPO, capture_output=True,

@@ -59,6 +59,8 @@ def test_engine_results_are_typed(node: Node, engine: wb.Engine) -> None:
     pending = engine.send_pending_reports()
     assert isinstance(pending, wb.PendingReports) and (pending.sent, pending.pending) == (0, 0)
     assert pending["sent"] == 0
+    engine.resend_parked_reports()  # no Panel: nothing to do, nothing left running
+    assert engine.wait_idle(0)
 
 
 def test_parts_and_skipped_from_json() -> None:

@@ -76,6 +76,7 @@ _PROTOTYPES = {
     "wb_engine_new": (_I32, [_STR, _OUT, _OUT]),
     "wb_engine_free": (None, [_P]),
     "wb_engine_send_pending_reports": (_I32, [_P, _P, _OUT, _OUT]),
+    "wb_engine_resend_parked_reports": (_I32, [_P, _OUT]),
     "wb_engine_cancel_all": (None, [_P]),
     "wb_engine_set_logger": (_I32, [_P, LOG_FN, _P, _OUT]),
     "wb_backup_create_check": (_I32, [_P, _STR, _STR, _OUT]),

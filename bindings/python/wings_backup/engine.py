@@ -255,6 +255,17 @@ class Engine:
         check(status, err)
         return PendingReports._from_json(_parse(text))
 
+    def resend_parked_reports(self) -> None:
+        """Starts sending again, on a thread of the engine's, the reports
+        :meth:`send_pending_reports` would send, and logs through the
+        engine's logger how many went and how many are still parked.
+        :meth:`cancel_all` stops it; :meth:`wait_idle` and :meth:`close`
+        wait for it. Without a Panel it does nothing. A host calls it once
+        when it starts."""
+        err = ctypes.c_void_p()
+        with self._handle.use() as engine:
+            check(LIB.wb_engine_resend_parked_reports(engine, ctypes.byref(err)), err)
+
     def cancel_all(self) -> None:
         """Cancels every backup and restore in progress (queued, running, or
         still telling the Panel, whose report is then parked) and makes new

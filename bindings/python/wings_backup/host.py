@@ -31,17 +31,21 @@ def _call(fn: Any, a: str, b: str) -> Any:
 
 def resolve_host_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Resolves the settings from the flags the user set (by flag name:
-    str, int, bool, or seconds for a duration) and the environment. Returns
+    str, int, bool, or seconds for a duration; or the text given on the
+    command line, which the library reads as Go's flag package does: "0x10",
+    "t", "1m30s") and the environment. Returns
     ``engine`` (the Engine configuration), ``host`` (listen, token,
     async_restore, read_header_timeout_s, read_timeout_s, config),
     ``settings`` (the start-up log line's [name, value] pairs, no secret),
-    ``sources`` and ``warnings`` ([{"message", "key"?}]). Raises
+    ``sources``, ``warnings`` ([{"message", "key"?}]) and ``log`` (the
+    warnings and the settings line as text: [{"level", "line"}]). Raises
     InvalidArgumentError naming the flag (and the path, for --config)."""
     return _call(LIB.wb_host_settings_resolve, json.dumps(dict(flags)), json.dumps(dict(env or {})))
 
 
 def prepare_host_directories(data_dir: str, backup_dir: str) -> List[Dict[str, str]]:
     """Creates the data and backup directories if missing (0755, 0700) and
-    checks them; returns those created ([{"flag", "path", "mode"}]). Raises
+    checks them; returns those created ([{"flag", "path", "mode", "line"}],
+    ``line`` the log line as text). Raises
     BackupIOError (WB_IO) naming the flag and path."""
     return _call(LIB.wb_host_prepare_directories, data_dir, backup_dir)

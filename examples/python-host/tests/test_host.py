@@ -12,6 +12,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -31,7 +32,9 @@ TOKEN = "test-token"
 
 
 def settings(argv: List[str]) -> Any:
-    return host_main.build_settings(host_main.parse_args(argv))
+    """(listen address, node token, engine configuration)."""
+    s = host_main.resolve_settings(host_main.parse_args(argv))
+    return s.listen, s.token, s.engine
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,47 +134,51 @@ def test_bad_settings(argv: List[str], message: str, monkeypatch: pytest.MonkeyP
         settings(argv)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--token", "t", "--write-limit", "-1"],
-    ["--token", "t", "--disk-limit", "-5"],
-    ["--tok", "t"],  # no abbreviations, as in Go
-    ["--token", "t", "--async-restore=maybe"],
-])
-def test_flags_go_refuses(argv: List[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_flags_go_refuses(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as e:
-        host_main.parse_args(argv)
+        host_main.parse_args(["--tok", "t"])  # no abbreviations, as in Go
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        host_main.parse_args(["--async-restore", "false"])  # as Go: an unexpected argument
+    assert e.value.code == 2
+    # The library reads the values (tested in src/host_settings): main exits 2.
+    for argv in (["--token", "t", "--write-limit", "-1"], ["--token", "t", "--disk-limit", "-5"],
+                 ["--token", "t", "--async-restore=maybe"]):
+        assert host_main.main(argv) == 2, argv
     capsys.readouterr()
 
 
 def test_integer_flags_as_go_takes_them() -> None:
     # strconv.ParseUint with base 0, as Go's flag.Uint64.
     for text, value in [("010", 8), ("0x10", 16), ("0b101", 5), ("1_000", 1000), ("0", 0)]:
-        assert host_main.parse_args(["--write-limit", text]).write_limit == value
+        assert settings(["--token", "t", "--write-limit", text])[2]["write_limit"] == value
     for text in ["+5", " 5", "08", str(1 << 64)]:
-        with pytest.raises(argparse.ArgumentTypeError):
-            host_main.non_negative(text)
+        with pytest.raises(host_main.ConfigError, match="--write-limit: want a non-negative integer"):
+            settings(["--token", "t", "--write-limit", text])
 
 
 def test_boolean_flag_values_as_go_takes_them() -> None:
-    assert host_main.parse_args(["--async-restore"]).async_restore
-    assert host_main.parse_args(["-async-restore=true"]).async_restore
-    assert not host_main.parse_args(["--async-restore=false"]).async_restore
-    assert not host_main.parse_args([]).async_restore
+    def async_restore(*argv: str) -> bool:
+        return bool(host_main.resolve_settings(host_main.parse_args(["--token", "t", *argv])).async_restore)
+
+    assert async_restore("--async-restore")
+    assert async_restore("-async-restore=true")
+    assert not async_restore("--async-restore=false")
+    assert not async_restore()
 
 
 @pytest.mark.parametrize("text,seconds", [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h30m", 5400.0),
                                           ("1.5s", 1.5), ("2m0.5s", 120.5)])
 def test_durations(text: str, seconds: float) -> None:
-    assert host_main.parse_duration(text) == pytest.approx(seconds)
-    args = host_main.parse_args(["--token", "t", "--read-header-timeout", text, "--read-timeout", text])
-    assert args.read_header_timeout == args.read_timeout == pytest.approx(seconds)
+    s = host_main.resolve_settings(host_main.parse_args(["--token", "t", "--read-header-timeout", text,
+                                                         "--read-timeout", text]))
+    assert s.read_header_timeout_s == s.read_timeout_s == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "0", "0s", "-1s", "fast", "15 s", "s", "1d", "15sx", "30"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(Exception):
-        host_main.parse_duration(text)
+    with pytest.raises(host_main.ConfigError, match="--read-timeout"):
+        settings(["--token", "t", f"--read-timeout={text}"])
 
 
 # ---------------------------------------------------------------------------- in process
@@ -208,7 +215,7 @@ class Node:
 def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(tmp_path)
     yield n
-    assert n.host.shut_down(host_main.time.monotonic() + 30)
+    assert n.host.shut_down(time.monotonic() + 30)
     n.engine.close()
 
 
@@ -237,7 +244,7 @@ def test_unexpected_errors_are_generic_json(node: Node, monkeypatch: pytest.Monk
 
 
 def test_shutdown_refuses_new_work(node: Node) -> None:
-    node.host.shut_down(host_main.time.monotonic() + 5)
+    node.host.shut_down(time.monotonic() + 5)
     r = node.create(node.server(), str(uuid.uuid4()))
     assert r.status_code == 503 and r.json == {"error": "The node is shutting down."}
 
@@ -245,7 +252,7 @@ def test_shutdown_refuses_new_work(node: Node) -> None:
 def test_405_names_the_allowed_method(node: Node) -> None:
     r = node.client.get(f"/api/servers/{node.server()}/backup", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
-    assert r.json == {"error": host_main.MSG_NOT_ALLOWED}
+    assert r.json == {"error": "The requested method is not allowed on this endpoint."}
 
 
 def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None:
@@ -292,10 +299,10 @@ def test_shutdown_parks_a_report_the_panel_has_not_taken(tmp_path: Path) -> None
         for _ in range(200):
             if (backups / f"{backup}.tar.gz").exists() and server_free():
                 break
-            host_main.time.sleep(0.05)
+            time.sleep(0.05)
         assert server_free(), "the server was not given back at the report phase"
-        assert any(t.is_alive() for t in host.threads), "the reporting backup's call has ended"
-        assert host.shut_down(host_main.time.monotonic() + 20), "shutdown did not end the reporting backup"
+        assert not engine.wait_idle(0), "the reporting backup's call has ended"
+        assert host.shut_down(time.monotonic() + 20), "shutdown did not end the reporting backup"
         parked = list((backups / ".pending").glob("*.json"))
         assert [p.name for p in parked] == [f"{backup}.json"]
         assert json.loads(parked[0].read_text())["body"]["successful"] is True

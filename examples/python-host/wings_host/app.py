@@ -1,8 +1,7 @@
 """The WSGI application: authentication, the request-size limit, one call
 to the library (Engine.handle_http: routes, statuses, messages and bodies
-are the library's), the answer, the events of a stream, and logs of the
-operations it started. The engine runs the long calls on threads of its
-own, and the node's policy is the engine's."""
+are the library's; it runs the long calls on threads of its own and logs
+their ends), the answer, and the events of a stream."""
 
 from __future__ import annotations
 
@@ -25,29 +24,12 @@ SHUTDOWN_WAIT_S = 30.0
 
 MSG_NO_AUTH = "The required authorization heads were not present in the request."
 MSG_FORBIDDEN = "You are not authorized to access this endpoint."
-MSG_NOT_ALLOWED = "The requested method is not allowed on this endpoint."
 MSG_TOO_LARGE = "The request body is larger than the 1 MiB allowed."
 MSG_UNEXPECTED = "An unexpected error was encountered while processing this request."
 MSG_BAD_REQUEST = "The request could not be parsed."
 MSG_HEADERS_TOO_LARGE = "The request headers are too large."
 
 Headers = List[Tuple[str, str]]
-
-
-def logfmt(value: Any) -> str:
-    """A log value as Go's log/slog text handler writes it: quoted when
-    empty or holding spaces, quotes, '=' or unprintable characters."""
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text
-
-
-def status_line(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
 
 
 def json_error(status: int, message: str, headers: Optional[Headers] = None) -> Tuple[int, Headers, bytes]:
@@ -60,20 +42,14 @@ class Host:
         self.engine = engine
         self.token = token.encode("utf-8")
         self.async_restore = async_restore
-        self.threads: List[threading.Thread] = []
-        self.threads_lock = threading.Lock()
-        self.background_token = wb.CancelToken()  # for sending parked reports
 
     def app(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        began = time.monotonic()
         status, headers, body = self.authenticate(environ) or (0, [], b"")
         stream: Optional[Dict[str, Any]] = None
         if not status:
             try:
                 resp = self.handle(environ)
                 status, headers, body, stream = resp.status, [tuple(h) for h in resp.headers], resp.body, resp.stream
-                if resp.started:
-                    self._watch(resp.started, began)
             except wb.WingsBackupError as e:
                 status, headers, body = json_error(e.http_status, e.message)
             except Exception:
@@ -81,7 +57,7 @@ class Host:
                 status, headers, body = json_error(500, MSG_UNEXPECTED)
         if not stream and status != 204:
             headers.append(("Content-Length", str(len(body))))
-        start_response(status_line(status), headers)
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return self.events(body, stream) if stream else [body]
 
     def authenticate(self, environ: Dict[str, Any]) -> Optional[Tuple[int, Headers, bytes]]:
@@ -118,49 +94,12 @@ class Host:
                     return
                 stream["seq"] = event.seq
 
-    # -- background work ------------------------------------------------------
-
-    def _watch(self, started: Dict[str, str], began: float) -> None:
-        """Logs the end of a call the engine has accepted, as the library words it."""
-
-        def watch() -> None:
-            end = None
-            while end is None:
-                end = self.engine.http_operation_end(started, timeout=30)
-            fields = " ".join(f"{k}={logfmt(v)}" for k, v in end["fields"])
-            log.log(end["level"], "%s %s duration=%.3fs", end["message"], fields, time.monotonic() - began)
-
-        self._spawn(watch)
-
-    def _spawn(self, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=target, daemon=True, name=target.__name__)
-        with self.threads_lock:
-            self.threads = [x for x in self.threads if x.is_alive()] + [t]
-        t.start()
-
-    def send_pending_reports(self) -> None:
-        try:
-            summary = self.engine.send_pending_reports(cancel=self.background_token)
-            if summary.get("sent") or summary.get("pending"):
-                log.info("pending Panel reports sent=%s still_pending=%s",
-                         summary.get("sent"), summary.get("pending"))
-        except wb.WingsBackupError as e:
-            log.warning("sending pending Panel reports: %s", e.message)
-
-    # -- shutdown -------------------------------------------------------------
-
     def shut_down(self, deadline: float) -> bool:
-        """Has the engine cancel every call (and refuse new ones), and waits
-        for the threads running them until `deadline`; True if they all ended."""
-        self.background_token.cancel()
+        """Has the engine cancel every call and its background work (and
+        refuse new calls), and waits for them until `deadline` (and for the
+        lines it logs when operations end); True if they all ended."""
         self.engine.cancel_all()
-        if not self.engine.wait_idle(max(0.0, deadline - time.monotonic())):
-            return False
-        with self.threads_lock:
-            threads = list(self.threads)
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in threads)
+        return self.engine.wait_idle(max(0.0, deadline - time.monotonic()))
 
 
 class RequestLog:

@@ -1,35 +1,43 @@
 """The host's settings: flags (argparse, taking Go's -name and --name alike),
 over WINGS_TOKEN, over an existing Wings config.yml given with --config. The
-library holds the table of settings and resolves them; this module builds
-the parser from the table and hands it the flags the user set."""
+library holds the table of settings, reads each flag's text as Go's flag
+package does, and resolves them; this module builds the parser from the
+table, hands the library the flags the user set, and logs the start-up
+lines (the warnings about --config, the settings, the directories made)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import re
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from types import SimpleNamespace
+from typing import Any, List, Optional
 
-from wings_backup.host import host_settings, resolve_host_settings
+from wings_backup.host import host_settings, prepare_host_directories, resolve_host_settings
 
 from . import wb
 
 TABLE = host_settings()
+log = logging.getLogger("python-host")
 
 
 class ConfigError(Exception):
     pass
 
 
+class StartError(Exception):
+    pass
+
+
 class HelpFormatter(argparse.HelpFormatter):
-    """--help lists each flag as --name, as the README documents them (the
-    -name spelling Go's flag package takes is accepted, not listed)."""
+    """--help lists each flag as --name (and a boolean without a value), as
+    the README documents them; the -name spelling is accepted, not listed."""
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         shown = [o for o in action.option_strings if o.startswith("--") or len(o) == 2]
-        if len(shown) == len(action.option_strings):
-            return super()._format_action_invocation(action)
+        if action.metavar == "":
+            return ", ".join(shown)
         return super()._format_action_invocation(argparse.Action(shown, action.dest, nargs=action.nargs,
                                                                  metavar=action.metavar))
 
@@ -46,93 +54,47 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     "Flags are written --name VALUE or --name=VALUE; -name is taken too.",
         formatter_class=HelpFormatter,
         allow_abbrev=False)  # Go's flag package takes no abbreviations either
-    types = {"uint": non_negative, "duration": parse_duration, "string": str}
+    bools = set()
     for s in TABLE:
         # Go's flag package takes -name and --name alike; so does this host.
         names = (f"--{s['flag']}", f"-{s['flag']}")
         if s["type"] == "bool":
-            p.add_argument(*names, action="store_true", default=None, help=s["usage"])
-        else:
-            p.add_argument(*names, type=types[s["type"]], metavar=s["metavar"], default=None, help=s["usage"])
+            bools.update(names)  # --name, or --name=VALUE (true, false, 1, 0, ...)
+        p.add_argument(*names, metavar=s["metavar"], help=s["usage"])
     p.add_argument("--version", "-version", action="version", version=version_line(),
                    help="print the host's name and the library's version, and exit")
-    return p.parse_args(go_bool_flags(list(sys.argv[1:] if argv is None else argv), p))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return p.parse_args([a + "=true" if a in bools else a for a in argv])
 
 
-def non_negative(text: str) -> int:
-    """An unsigned integer flag, as Go's flag.Uint64 takes it
-    (strconv.ParseUint with base 0): decimal, 0x hex, 0o or leading-0
-    octal, 0b binary; no sign, no spaces, at most 2^64 - 1."""
-    value = -1
-    if re.fullmatch(r"[0-9A-Za-z_]+", text):
-        octal = re.fullmatch(r"0([0-7_]+)", text)
-        try:
-            value = int("0o" + octal.group(1), 0) if octal else int(text, 0)
-        except ValueError:
-            value = -1
-    if not 0 <= value < 1 << 64:
-        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
-    return value
-
-
-def go_bool_flags(argv: List[str], parser: argparse.ArgumentParser) -> List[str]:
-    """Go's flag package takes a boolean flag as -async-restore=false too;
-    so does this host."""
-    out = []
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            return out + argv[i:]
-        m = re.fullmatch(r"--?async-restore=(.*)", arg)
-        if m is None:
-            out.append(arg)
-        elif m.group(1) in ("1", "t", "T", "true", "TRUE", "True"):
-            out.append("--async-restore")
-        elif m.group(1) not in ("0", "f", "F", "false", "FALSE", "False"):
-            parser.error(f"invalid boolean value {m.group(1)!r} for -async-restore")
-    return out
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from a duration written as Go's flag package takes it ("15s",
-    "500ms", "2m", "1h30m"), so that both hosts take the same flags."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (want e.g. 15s, 500ms, 2m)")
-    seconds = sum(float(n) * units[u] for n, u in parts)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"a duration must be positive, not {text!r}")
-    return seconds
-
-
-class Settings:
+def resolve_settings(args: argparse.Namespace) -> SimpleNamespace:
     """What the flags, WINGS_TOKEN and --config add up to (the library's
-    resolution): the engine configuration, the host's own settings, the
-    start-up log line's fields and the warnings about --config."""
-
-    def __init__(self, resolved: Dict[str, Any]) -> None:
-        host = resolved["host"]
-        self.engine: Dict[str, Any] = resolved["engine"]
-        self.listen: str = host["listen"]
-        self.token: str = host["token"]
-        self.async_restore: bool = host["async_restore"]
-        self.read_header_timeout: float = host["read_header_timeout_s"]
-        self.read_timeout: float = host["read_timeout_s"]
-        self.config: str = host["config"]
-        self.fields: List[List[str]] = resolved["settings"]
-        self.warnings: List[Dict[str, str]] = resolved["warnings"]
-
-
-def resolve_settings(args: argparse.Namespace) -> Settings:
+    resolution): ``engine`` (the engine configuration), the host's own
+    settings (listen, token, async_restore, read_header_timeout_s,
+    read_timeout_s, config) and ``log`` (the start-up lines)."""
     flags = {s["flag"]: getattr(args, s["flag"].replace("-", "_")) for s in TABLE}
     env = {s["env"]: os.environ[s["env"]] for s in TABLE if s["env"] and os.environ.get(s["env"])}
     try:
-        return Settings(resolve_host_settings({k: v for k, v in flags.items() if v is not None}, env))
+        r = resolve_host_settings({k: v for k, v in flags.items() if v is not None}, env)
     except wb.InvalidArgumentError as e:
         raise ConfigError(e.message) from None
+    return SimpleNamespace(**r["host"], engine=r["engine"], log=r["log"])
 
 
-def build_settings(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any]]:
-    """(listen address, node token, engine configuration)."""
-    s = resolve_settings(args)
-    return s.listen, s.token, s.engine
+def log_startup(s: SimpleNamespace) -> None:
+    """Logs, once at start, what --config holds that the host does not use,
+    and the settings in effect with where each came from, as the library
+    words them (it leaves the tokens out and redacts the Panel URL)."""
+    for entry in s.log:
+        log.log(logging.getLevelName(entry["level"]), "%s", entry["line"])
+
+
+def prepare_directories(engine_config: Any) -> None:
+    """Creates the data and backup directories if they are missing and
+    checks them (the library's errors name the flag and path)."""
+    try:
+        created = prepare_host_directories(engine_config["data_directory"], engine_config["backup_directory"])
+    except wb.WingsBackupError as e:
+        raise StartError(e.message) from None
+    for d in created:
+        log.info("%s", d["line"])
