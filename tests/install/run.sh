@@ -60,7 +60,7 @@ run_daemon() { # NAME BINARY
     "$2" "$data" "$work/node/backups" "$server" "$3" "$work/restore-$1" >"$work/$1.out" ||
         { cat "$work/$1.out" >&2; fail "$1 program"; }
     grep -qx "version $version" "$work/$1.out" || fail "$1: version line"
-    tar -tzf "$work/node/backups/$3.tar.gz" | grep -qx 'server.properties' || fail "$1: tar cannot list the archive"
+    tar -tzf "$work/node/backups/$3.tar.gz" | grep -x 'server.properties' >/dev/null || fail "$1: tar cannot list the archive"
     check_restored "$work/restore-$1"
 }
 
