@@ -35,13 +35,13 @@ use crate::archive::gzip::{self, BLOCK_SIZE};
 use crate::index::{self, Entry, IndexHeader, IndexReader, Member};
 
 /// Files with at least this much data start members of their own.
-pub const LARGE: u64 = 256 << 10;
+pub const LARGE: u64 = 1 << 20;
 /// A group of small entries ends, at the earliest, once it holds this much.
-pub const MIN_GROUP: usize = 512 << 10;
+pub const MIN_GROUP: usize = 768 << 10;
 /// ... after an entry whose path hash is a multiple of this ...
 pub const CUT_EVERY: u64 = 8;
 /// ... and at the latest once it holds this much.
-pub const SOFT_MAX: usize = 768 << 10;
+pub const SOFT_MAX: usize = 1 << 20;
 /// The most entries a run of one member may hold (1 MiB of 512-byte
 /// entries), beyond which an index is not believed.
 const MAX_RUN_ENTRIES: usize = BLOCK_SIZE / 512 + 1;
