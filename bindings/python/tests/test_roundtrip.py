@@ -207,7 +207,8 @@ def test_a_second_backup_reuses_the_first(node: Node, engine: wb.Engine) -> None
     everything again, and both hold the same tar stream."""
     import gzip
 
-    files = {"plugins/p.jar": os.urandom(600_000), "a.txt": "alpha", "world/level.dat": b"\x02" * 9000}
+    # A file of 1 MiB or more is cut into members of its own (two here).
+    files = {"plugins/p.jar": os.urandom(1_500_000), "a.txt": "alpha", "world/level.dat": b"\x02" * 9000}
     server = node.server(files)
     first, second, third = new_uuid(), new_uuid(), new_uuid()
     d1 = engine.create_backup(server, create_request(first))
