@@ -70,21 +70,12 @@ func (r *VerifyReport) setRaw(raw []byte) { r.Raw = raw }
 // a directory; ErrInvalidArgument for "..".
 func (e *Engine) ListFiles(serverUUID, backupUUID, dir string) (FileListing, error) {
 	var listing FileListing
-	err := e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"dir", dir})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var out *C.char
-		var cerr *C.wb_error
-		status := C.wb_backup_files(ptr, args[0], args[1], args[2], &out, &cerr)
-		raw := takeString(out)
-		if status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return decodeResult("file listing", raw, &listing)
-	})
+	raw, err := e.callJSON(func(ptr *C.wb_engine, args []*C.char, out **C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_files(ptr, args[0], args[1], args[2], out, cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID}, arg{"dir", dir})
+	if err == nil {
+		err = decodeResult("file listing", raw, &listing)
+	}
 	return listing, err
 }
 

@@ -122,6 +122,29 @@ func (e *Engine) call(f func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error
 	})
 }
 
+// callJSON runs f, a library call that answers a status and a JSON text,
+// on the engine with args as C strings; it returns the text, or the error
+// a status other than WB_OK becomes.
+func (e *Engine) callJSON(f func(ptr *C.wb_engine, args []*C.char, out **C.char, cerr **C.wb_error) C.int32_t, args ...arg) ([]byte, error) {
+	var raw []byte
+	err := e.with(func(ptr *C.wb_engine) error {
+		cargs, free, err := cStrings(args...)
+		if err != nil {
+			return err
+		}
+		defer free()
+		var out *C.char
+		var cerr *C.wb_error
+		status := f(ptr, cargs, &out, &cerr)
+		raw = takeString(out)
+		if status != C.WB_OK {
+			return takeError(status, cerr)
+		}
+		return nil
+	})
+	return raw, err
+}
+
 // with runs f with the engine pointer, or fails with ErrClosed.
 func (e *Engine) with(f func(ptr *C.wb_engine) error) error {
 	e.mu.Lock()

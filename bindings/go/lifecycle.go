@@ -86,21 +86,12 @@ func (e *Engine) StartRestore(serverUUID, backupUUID string, requestJSON []byte)
 // local archive of it.
 func (e *Engine) BackupStatus(serverUUID, backupUUID string) (BackupState, error) {
 	var state BackupState
-	err := e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var out *C.char
-		var cerr *C.wb_error
-		status := C.wb_backup_status(ptr, args[0], args[1], &out, &cerr)
-		raw := takeString(out)
-		if status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		return decodeResult("backup state", raw, &state)
-	})
+	raw, err := e.callJSON(func(ptr *C.wb_engine, args []*C.char, out **C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_status(ptr, args[0], args[1], out, cerr)
+	}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
+	if err == nil {
+		err = decodeResult("backup state", raw, &state)
+	}
 	return state, err
 }
 
@@ -119,21 +110,12 @@ func (e *Engine) WaitBackup(ctx context.Context, serverUUID, backupUUID string, 
 			slice = max(time.Until(d), 0)
 		}
 		var state BackupState
-		err := e.with(func(ptr *C.wb_engine) error {
-			args, free, err := cStrings(arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
-			if err != nil {
-				return err
-			}
-			defer free()
-			var out *C.char
-			var cerr *C.wb_error
-			status := C.wb_backup_wait(ptr, args[0], args[1], C.uint64_t(afterSeq), C.uint32_t(slice.Milliseconds()), &out, &cerr)
-			raw := takeString(out)
-			if status != C.WB_OK {
-				return takeError(status, cerr)
-			}
-			return decodeResult("backup state", raw, &state)
-		})
+		raw, err := e.callJSON(func(ptr *C.wb_engine, args []*C.char, out **C.char, cerr **C.wb_error) C.int32_t {
+			return C.wb_backup_wait(ptr, args[0], args[1], C.uint64_t(afterSeq), C.uint32_t(slice.Milliseconds()), out, cerr)
+		}, arg{"server_uuid", serverUUID}, arg{"backup_uuid", backupUUID})
+		if err == nil {
+			err = decodeResult("backup state", raw, &state)
+		}
 		if err != nil {
 			return state, err
 		}
@@ -150,33 +132,23 @@ func (e *Engine) WaitBackup(ctx context.Context, serverUUID, backupUUID string, 
 // (operations in flight, and finished ones whose archives are there),
 // newest first.
 func (e *Engine) ListBackups(serverUUID string) ([]BackupState, error) {
-	var list []BackupState
-	err := e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID})
-		if err != nil {
-			return err
+	raw, err := e.callJSON(func(ptr *C.wb_engine, args []*C.char, out **C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backup_list(ptr, args[0], out, cerr)
+	}, arg{"server_uuid", serverUUID})
+	if err != nil {
+		return nil, err
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, &Error{Status: StatusInternal, Message: "the library returned an unreadable list: " + err.Error()}
+	}
+	list := make([]BackupState, len(items))
+	for i, item := range items {
+		if err := decodeResult("backup state", item, &list[i]); err != nil {
+			return nil, err
 		}
-		defer free()
-		var out *C.char
-		var cerr *C.wb_error
-		status := C.wb_backup_list(ptr, args[0], &out, &cerr)
-		raw := takeString(out)
-		if status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		var items []json.RawMessage
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return &Error{Status: StatusInternal, Message: "the library returned an unreadable list: " + err.Error()}
-		}
-		list = make([]BackupState, len(items))
-		for i, item := range items {
-			if err := decodeResult("backup state", item, &list[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return list, err
+	}
+	return list, nil
 }
 
 // CancelBackup cancels the queued or running create or restore of backup
@@ -194,25 +166,16 @@ func (e *Engine) DeleteAllBackups(serverUUID string) (int, error) {
 	var result struct {
 		Deleted int `json:"deleted"`
 	}
-	err := e.with(func(ptr *C.wb_engine) error {
-		args, free, err := cStrings(arg{"server_uuid", serverUUID})
-		if err != nil {
-			return err
-		}
-		defer free()
-		var out *C.char
-		var cerr *C.wb_error
-		status := C.wb_backups_delete_all(ptr, args[0], &out, &cerr)
-		raw := takeString(out)
-		if status != C.WB_OK {
-			return takeError(status, cerr)
-		}
-		if err := json.Unmarshal(raw, &result); err != nil {
-			return &Error{Status: StatusInternal, Message: "the library returned an unreadable count: " + err.Error()}
-		}
-		return nil
-	})
-	return result.Deleted, err
+	raw, err := e.callJSON(func(ptr *C.wb_engine, args []*C.char, out **C.char, cerr **C.wb_error) C.int32_t {
+		return C.wb_backups_delete_all(ptr, args[0], out, cerr)
+	}, arg{"server_uuid", serverUUID})
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(raw, &result); err != nil {
+		return 0, &Error{Status: StatusInternal, Message: "the library returned an unreadable count: " + err.Error()}
+	}
+	return result.Deleted, nil
 }
 
 // WaitIdle waits up to timeout for every call begun with StartBackup or
