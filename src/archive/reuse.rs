@@ -97,10 +97,13 @@ pub struct Run {
     pub members: Vec<Member>,
 }
 
-/// The previous archive, open, and its index read as a stream alongside
-/// the walk.
+/// The previous archive, open for reading its members (from any thread).
+pub struct OldArchive {
+    file: File,
+}
+
+/// The previous archive's index, read as a stream alongside the walk.
 pub struct Previous {
-    archive: File,
     members: Vec<Member>,
     entries: IndexReader<File>,
     /// The next old entry not yet passed.
@@ -111,7 +114,7 @@ impl Previous {
     /// Opens the archive at `archive` and its index if the index belongs to
     /// it and was made as `expected` says (version, level, ignore rules,
     /// block size); `None` otherwise.
-    pub fn open(archive: &Path, expected: &IndexHeader) -> Option<Previous> {
+    pub fn open(archive: &Path, expected: &IndexHeader) -> Option<(OldArchive, Previous)> {
         let file = File::open(archive).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
@@ -149,12 +152,14 @@ impl Previous {
             return None;
         }
         let cur = entries.next_entry().ok()?;
-        Some(Previous {
-            archive: file,
-            members,
-            entries,
-            cur,
-        })
+        Some((
+            OldArchive { file },
+            Previous {
+                members,
+                entries,
+                cur,
+            },
+        ))
     }
 
     fn advance(&mut self) {
@@ -208,7 +213,9 @@ impl Previous {
             }
         }
     }
+}
 
+impl OldArchive {
     /// Reads old member `m` into `buf` (its first `m.compressed` bytes) and
     /// checks it: checksum, gzip framing and the lengths it declares.
     pub fn read_member(&self, m: &Member, buf: &mut Vec<u8>) -> bool {
@@ -216,11 +223,7 @@ impl Previous {
         if buf.len() < len {
             buf.resize(len, 0);
         }
-        if self
-            .archive
-            .read_exact_at(&mut buf[..len], m.offset)
-            .is_err()
-        {
+        if self.file.read_exact_at(&mut buf[..len], m.offset).is_err() {
             return false;
         }
         let bytes = &buf[..len];

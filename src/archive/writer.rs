@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,12 +22,12 @@ use sha1::{Digest, Sha1};
 
 use crate::archive::gzip::{self, BLOCK_SIZE};
 use crate::archive::header::{self, EntryMeta, Kind};
-use crate::archive::reuse::{self, Previous, Run};
+use crate::archive::reuse::{self, OldArchive, Previous, Run};
 use crate::archive::walk::{Skipped, TreeWalker, WalkItem, MAX_LISTED};
 use crate::config::CompressionLevel;
 use crate::error::{quote, Error, Result};
 use crate::ignore::IgnoreRules;
-use crate::index::{self, IndexWriter};
+use crate::index::{self, IndexWriter, StatKey};
 use crate::progress::{Control, Counters, Phase, Shared};
 use crate::rate_limit::RateLimit;
 use crate::safe_fs::{self, DirStack, Listing};
@@ -94,6 +95,24 @@ struct Block {
     seq: u64,
     buf: Vec<u8>,
     len: usize,
+    /// File bytes of the block not read yet: the worker reads them into
+    /// their places unless it copies `old` instead.
+    deferred: Vec<Deferred>,
+    /// The old member this block repeats if its files did not change: the
+    /// worker copies it, checked, in place of compressing the block.
+    old: Option<index::Member>,
+}
+
+impl Block {
+    fn new(seq: u64, buf: Vec<u8>) -> Block {
+        Block {
+            seq,
+            buf,
+            len: 0,
+            deferred: Vec::new(),
+            old: None,
+        }
+    }
 }
 
 /// A compressed block on its way to the writer.
@@ -167,6 +186,13 @@ pub fn write_archive_indexed(
     } else {
         None
     };
+    let root_dup = match opts.reuse_from {
+        Some(_) => Some(
+            safe_fs::open_dir(root.as_fd(), c".")
+                .map_err(|e| Error::os("opening the server directory", e))?,
+        ),
+        None => None,
+    };
     let mut walker = TreeWalker::new(root, ignore)?;
     walker.stop_when(&shared);
     walker.exclude(&opts.exclude);
@@ -179,15 +205,36 @@ pub fn write_archive_indexed(
     let job_rx = Mutex::new(job_rx);
     let (member_tx, member_rx) = mpsc::sync_channel::<Member>(pool_size);
     let spare_members: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-    let previous = opts.reuse_from.as_deref().and_then(|archive| {
+    let (old_archive, previous) = match opts.reuse_from.as_deref().and_then(|archive| {
         let expected = index::IndexHeader::new(opts.level.name(), ignore.digest(), BLOCK_SIZE);
         Previous::open(archive, &expected)
-    });
+    }) {
+        Some((archive, previous)) => (Some(archive), Some(previous)),
+        None => (None, None),
+    };
+    // A reusing backup's walk only stats files: a file whose bytes turn out
+    // to be needed is opened by its path, beneath the root, when it is read.
+    let beneath = match previous {
+        Some(_) => root_dup.map(safe_fs::Beneath::new),
+        None => None,
+    };
+    if beneath.is_some() {
+        walker.stat_only();
+    }
+    let reading = Reading {
+        beneath: beneath.as_ref(),
+        old: old_archive.as_ref(),
+        counters: &counters,
+        changed: Mutex::new(Changed::default()),
+        open_fds: AtomicUsize::new(0),
+        reused: [AtomicU64::new(0), AtomicU64::new(0)],
+    };
 
     std::thread::scope(|s| {
         let shared = &shared;
         let counters = &counters;
         let spare_members = &spare_members;
+        let reading = &reading;
         let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(WALK_BATCHES);
         s.spawn(move || walk_ahead(walker, walked_tx, shared));
         if let Some(scan_root) = scan_root {
@@ -204,9 +251,10 @@ pub fn write_archive_indexed(
             let job_rx = &job_rx;
             let member_tx = member_tx.clone();
             let level = opts.level;
-            s.spawn(move || compress_worker(level, job_rx, member_tx, spare_members, shared));
+            s.spawn(move || {
+                compress_worker(level, job_rx, member_tx, spare_members, shared, reading)
+            });
         }
-        let reused_tx = previous.as_ref().map(|_| member_tx.clone());
         drop(member_tx);
         let (finished_tx, finished_rx) = mpsc::channel::<()>();
         let pools = Pools {
@@ -219,14 +267,11 @@ pub fn write_archive_indexed(
             written
         });
 
+        let lazy = previous.is_some();
         let mut producer = Producer {
             walked: walked_rx,
             pending: Vec::new(),
-            block: Block {
-                seq: 0,
-                buf: Vec::new(),
-                len: 0,
-            },
+            block: Block::new(0, Vec::new()),
             job_tx: Some(job_tx),
             free_rx,
             shared,
@@ -234,10 +279,9 @@ pub fn write_archive_indexed(
             summary: ArchiveSummary::default(),
             index: index.map(Ok),
             previous,
-            reused_tx,
-            spare_members,
+            lazy,
+            reading,
             tentative: None,
-            deferred: Vec::new(),
         };
         let produced = producer.run(ctl);
         if let Err(e) = &produced {
@@ -247,7 +291,6 @@ pub fn write_archive_indexed(
         // a write limit can make that take a while, so keep reporting (and
         // let a cancel stop the writer) meanwhile.
         producer.job_tx = None;
-        producer.reused_tx = None;
         while let Err(RecvTimeoutError::Timeout) =
             finished_rx.recv_timeout(Duration::from_millis(100))
         {
@@ -285,6 +328,12 @@ pub fn write_archive_indexed(
         };
         summary.sha1 = sha1;
         summary.size = size;
+        if let Ok(changed) = reading.changed.lock() {
+            summary.changed = changed.paths.clone();
+            summary.changed_count = changed.count;
+        }
+        summary.reused_members = reading.reused[0].load(Ordering::Relaxed);
+        summary.reused_bytes = reading.reused[1].load(Ordering::Relaxed);
         summary.source_bytes = counters
             .bytes_done
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -374,31 +423,73 @@ struct Producer<'a> {
     summary: ArchiveSummary,
     /// The index being written, or why it stopped (the archive goes on).
     index: Option<Result<IndexWriter<std::fs::File>>>,
-    /// The archive whose members may be reused, and where its index is.
+    /// The previous archive's index, when its members may be reused.
     previous: Option<Previous>,
-    /// Where reused members go (straight to the writer, in sequence).
-    reused_tx: Option<SyncSender<Member>>,
-    spare_members: &'a Mutex<Vec<Vec<u8>>>,
+    /// Whether the walk only stats files (a reusing backup): the bytes of
+    /// small files are then read by the workers, and only if needed.
+    lazy: bool,
+    reading: &'a Reading<'a>,
     /// The old member the current block may turn out to repeat.
     tentative: Option<Tentative>,
-    /// Files of the current block not read yet: while it may repeat an old
-    /// member, their bytes are read only if it turns out not to.
-    deferred: Vec<Deferred>,
 }
 
-/// A small file whose place in the block is kept but whose bytes are not
-/// read yet.
+/// What the workers share to fill blocks: how to open and read files the
+/// walk did not open, the previous archive, and what they found.
+struct Reading<'a> {
+    /// The server directory, for files opened by path (a reusing backup).
+    beneath: Option<&'a safe_fs::Beneath>,
+    /// The previous archive, whose members a block may repeat.
+    old: Option<&'a OldArchive>,
+    counters: &'a Counters,
+    changed: Mutex<Changed>,
+    /// Deferred files holding an open handle, across all blocks in flight.
+    open_fds: AtomicUsize,
+    /// Members copied from the previous archive, and their bytes.
+    reused: [AtomicU64; 2],
+}
+
+/// Files that changed while they were read: the first `MAX_LISTED` paths,
+/// and how many.
+#[derive(Default)]
+struct Changed {
+    paths: Vec<Vec<u8>>,
+    count: u64,
+    /// Large files read in pieces, each noted once.
+    pieces: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Changed {
+    fn note(&mut self, path: &[u8], piece: bool) {
+        if piece && !self.pieces.insert(path.to_vec()) {
+            return;
+        }
+        self.count += 1;
+        if self.paths.len() < MAX_LISTED {
+            self.paths.push(path.to_vec());
+        }
+    }
+}
+
+/// File bytes whose place in a block is kept but which are not read yet:
+/// `size` bytes from byte `offset` of the file at `at` in the block, then
+/// `zeros` bytes of padding.
 struct Deferred {
     path: Vec<u8>,
-    fd: OwnedFd,
-    before: safe_fs::Stat,
-    /// Where its data starts in the block, and its length.
+    /// The file, when it was opened already; otherwise it is opened by path.
+    fd: Option<OwnedFd>,
+    /// What it was when walked: a file that differs once read has changed.
+    before: StatKey,
     at: usize,
+    offset: u64,
     size: usize,
+    zeros: usize,
+    /// Part of a large file (read in several pieces).
+    piece: bool,
 }
 
-/// Files deferred at once in one block (each holds an open descriptor).
-const MAX_DEFERRED: usize = 128;
+/// Deferred files holding an open handle at once (in all blocks in
+/// flight); beyond it, files are read as they come.
+const MAX_OPEN_DEFERRED: usize = 128;
 
 /// An old one-member run that the block being filled may repeat: it does if
 /// the block ends up holding exactly the run's entries.
@@ -409,6 +500,93 @@ struct Tentative {
     /// Whether each of them was the run's entry at its place and was read
     /// without changing.
     ok: bool,
+}
+
+/// Whether the file read through `fd` (from `before`'s walk) changed: its
+/// size or modification time differ, or it is another file.
+fn differs(fd: &OwnedFd, before: &StatKey) -> bool {
+    match rustix::fs::fstat(fd.as_fd()) {
+        Ok(after) => {
+            let after = StatKey::of(&after);
+            after.size != before.size
+                || after.mtime_ns != before.mtime_ns
+                || (after.dev, after.ino) != (before.dev, before.ino)
+        }
+        Err(_) => false,
+    }
+}
+
+impl Reading<'_> {
+    /// Reads a block's deferred file bytes into their places (a file that
+    /// shrank is padded with zeros, one that grew is cut, and both are
+    /// noted as changed).
+    fn fill(&self, block: &mut Block) -> Result<()> {
+        for mut d in std::mem::take(&mut block.deferred) {
+            let opened = d.fd.is_some();
+            let fd = match d.fd.take() {
+                Some(fd) => {
+                    self.open_fds.fetch_sub(1, Ordering::Relaxed);
+                    Some(fd)
+                }
+                // Gone or unreadable since the walk: its place stays zeros.
+                None => self.beneath.and_then(|b| b.open_file(&d.path).ok()),
+            };
+            let place = &mut block.buf[d.at..d.at + d.size + d.zeros];
+            let (read, changed) = match fd {
+                Some(fd) => read_at(&fd, &d, &mut place[..d.size], opened)?,
+                None => (0, true),
+            };
+            place[read..].fill(0);
+            self.counters.add_bytes(read as u64);
+            if changed {
+                if let Ok(mut log) = self.changed.lock() {
+                    log.note(&d.path, d.piece);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The handles of deferred files not read after all are closed.
+    fn skip(&self, block: &mut Block) -> u64 {
+        let mut bytes = 0;
+        for d in block.deferred.drain(..) {
+            if d.fd.is_some() {
+                self.open_fds.fetch_sub(1, Ordering::Relaxed);
+            }
+            bytes += d.size as u64;
+        }
+        bytes
+    }
+}
+
+/// Reads `d.size` bytes of `fd` from `d.offset` into `buf`; returns how
+/// many were read and whether the file changed. A file opened by path
+/// (`opened` false) must still be a regular file.
+fn read_at(fd: &OwnedFd, d: &Deferred, buf: &mut [u8], opened: bool) -> Result<(usize, bool)> {
+    if !opened {
+        match rustix::fs::fstat(fd.as_fd()) {
+            Ok(st) if safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile => {}
+            _ => return Ok((0, true)),
+        }
+    }
+    let mut pos = 0;
+    while pos < buf.len() {
+        match rustix::io::pread(fd, &mut buf[pos..], d.offset + pos as u64) {
+            Ok(0) => return Ok((pos, true)),
+            Ok(n) => pos += n,
+            Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+            Err(e) => return Err(Error::os(format!("reading {}", quote(&d.path)), e)),
+        }
+    }
+    Ok((pos, differs(fd, &d.before)))
+}
+
+/// What became of a file the walk only stat'ed and that must be read now.
+enum Opened {
+    File(OwnedFd),
+    /// Vanished, or cannot be opened: left out (the reason is recorded).
+    Skip,
 }
 
 impl Producer<'_> {
@@ -425,8 +603,9 @@ impl Producer<'_> {
                     self.pending = items;
                 }
                 Ok(Walked::End(skipped, count)) => {
-                    self.summary.skipped = skipped;
-                    self.summary.skipped_count = count;
+                    self.summary.skipped.extend(skipped);
+                    self.summary.skipped.truncate(MAX_LISTED);
+                    self.summary.skipped_count += count;
                     return Ok(None);
                 }
                 Ok(Walked::Failed(e)) => return Err(e),
@@ -437,6 +616,35 @@ impl Producer<'_> {
                         .take_error()
                         .unwrap_or_else(|| Error::internal("the tree walk stopped")))
                 }
+            }
+        }
+    }
+
+    /// Opens a file the walk only stat'ed, as the walk would have: one that
+    /// vanished is left out, one that cannot be opened is left out and
+    /// listed as skipped.
+    fn open_walked(&mut self, path: &[u8]) -> Opened {
+        let Some(beneath) = self.reading.beneath else {
+            return Opened::Skip;
+        };
+        match beneath.open_file(path) {
+            // Anything but a regular file now was replaced since the walk.
+            Ok(fd) => match rustix::fs::fstat(fd.as_fd()) {
+                Ok(st) if safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile => {
+                    Opened::File(fd)
+                }
+                _ => Opened::Skip,
+            },
+            Err(rustix::io::Errno::NOENT) => Opened::Skip,
+            Err(e) => {
+                self.summary.skipped_count += 1;
+                if self.summary.skipped.len() < MAX_LISTED {
+                    self.summary.skipped.push(Skipped {
+                        path: path.to_vec(),
+                        reason: format!("cannot read: {}", std::io::Error::from(e)),
+                    });
+                }
+                Opened::Skip
             }
         }
     }
@@ -485,23 +693,49 @@ impl Producer<'_> {
                         .is_some_and(|old| reuse::same_entry(&entry, old));
                 t.next += 1;
             }
+            // A file the walk only stat'ed: unless its bytes may come from
+            // the previous archive, it is opened now, so that one that
+            // cannot be read is left out as any backup leaves it out.
+            let mut file = item.file.map(|(fd, st)| (Some(fd), StatKey::of(&st)));
+            if is_file && file.is_none() {
+                let may_reuse = if large {
+                    large_run.is_some()
+                } else {
+                    self.tentative.as_ref().is_some_and(|t| t.ok)
+                };
+                if may_reuse {
+                    file = Some((None, item.stat));
+                } else {
+                    match self.open_walked(&item.meta.path) {
+                        Opened::File(fd) => file = Some((Some(fd), item.stat)),
+                        Opened::Skip => {
+                            if let Some(t) = &mut self.tentative {
+                                t.ok = false;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
             self.index_entry(entry);
-            if let Some((fd, before)) = item.file {
+            if let Some((fd, before)) = file {
                 let changed = match large_run {
                     Some(run) => {
-                        self.reuse_large(&item.meta, &run, &header_buf, fd, before, ctl)?
+                        self.reuse_large(&item.meta, &run, &header_buf, before, ctl)?;
+                        false
                     }
                     None => {
                         self.put(&header_buf, ctl)?;
-                        let may_defer = !large
-                            && self.deferred.len() < MAX_DEFERRED
-                            && self.block.len as u64 + data <= BLOCK_SIZE as u64
-                            && self.tentative.as_ref().is_some_and(|t| t.ok);
+                        let may_defer = self.lazy
+                            && !large
+                            && (fd.is_none()
+                                || self.reading.open_fds.load(Ordering::Relaxed)
+                                    < MAX_OPEN_DEFERRED);
                         if may_defer {
                             self.defer_file(&item.meta, fd, before);
                             false
                         } else {
-                            self.copy_file(&item.meta, fd, before, 0, ctl)?
+                            self.copy_file(&item.meta, fd, before, ctl)?
                         }
                     }
                 };
@@ -525,7 +759,7 @@ impl Producer<'_> {
         header::end_of_archive(&mut header_buf);
         self.put(&header_buf, ctl)?;
         if self.block.len > 0 {
-            self.ship(ctl, false)?;
+            self.ship(ctl, false, None)?;
         }
         ctl.tick(Phase::Archive, self.counters)?;
         Ok(std::mem::take(&mut self.summary))
@@ -571,185 +805,105 @@ impl Producer<'_> {
     }
 
     /// Keeps room in the block for a small file's data and padding (which
-    /// fit: a small entry never crosses a block), to be read by
-    /// `read_deferred` unless the block repeats an old member.
-    fn defer_file(&mut self, meta: &EntryMeta, fd: OwnedFd, before: safe_fs::Stat) {
+    /// fit: a small entry never crosses a block), to be read by a worker
+    /// unless the block repeats an old member.
+    fn defer_file(&mut self, meta: &EntryMeta, fd: Option<OwnedFd>, before: StatKey) {
+        if fd.is_some() {
+            self.reading.open_fds.fetch_add(1, Ordering::Relaxed);
+        }
         let size = meta.size as usize;
-        self.deferred.push(Deferred {
+        let zeros = header::padding(meta.size);
+        self.block.deferred.push(Deferred {
             path: meta.path.clone(),
             fd,
             before,
             at: self.block.len,
+            offset: 0,
             size,
+            zeros,
+            piece: false,
         });
-        self.block.len += size + header::padding(meta.size);
-    }
-
-    /// Reads the deferred files into their places (a file that shrank is
-    /// padded with zeros, one that grew is cut, as `copy_file` does).
-    fn read_deferred(&mut self) -> Result<()> {
-        for d in std::mem::take(&mut self.deferred) {
-            let end = d.at + d.size;
-            let mut pos = d.at;
-            let mut changed = false;
-            while pos < end {
-                match rustix::io::read(&d.fd, &mut self.block.buf[pos..end]) {
-                    Ok(0) => {
-                        changed = true;
-                        break;
-                    }
-                    Ok(n) => pos += n,
-                    Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                    Err(e) => return Err(Error::os(format!("reading {}", quote(&d.path)), e)),
-                }
-            }
-            self.counters.add_bytes((pos - d.at) as u64);
-            let pad_end = end + header::padding(d.size as u64);
-            self.block.buf[pos..pad_end].fill(0);
-            if !changed {
-                if let Ok(after) = rustix::fs::fstat(d.fd.as_fd()) {
-                    changed = after.st_size != d.before.st_size
-                        || after.st_mtime != d.before.st_mtime
-                        || after.st_mtime_nsec != d.before.st_mtime_nsec;
-                }
-            }
-            if changed {
-                self.summary.changed_count += 1;
-                if self.summary.changed.len() < MAX_LISTED {
-                    self.summary.changed.push(d.path);
-                }
-            }
-        }
-        Ok(())
+        self.block.len += size + zeros;
     }
 
     /// Ends the current member, if it holds anything.
     fn cut(&mut self, ctl: &mut Control<'_>) -> Result<()> {
         if self.block.len > 0 {
-            self.ship(ctl, true)?;
+            self.ship(ctl, true, None)?;
         }
         Ok(())
     }
 
-    /// The old member `m`, read and checked, in a spare member buffer;
-    /// `None` if it cannot be used as it is.
-    fn read_old(&mut self, m: &index::Member) -> Option<(Vec<u8>, usize)> {
-        let previous = self.previous.as_ref()?;
-        let mut buf = self
-            .spare_members
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default();
-        if previous.read_member(m, &mut buf) {
-            return Some((buf, m.compressed as usize));
-        }
-        if let Ok(mut spare) = self.spare_members.lock() {
-            spare.push(buf);
-        }
-        None
-    }
-
-    /// Hands a reused member, in sequence, to the writer; `block` returns
-    /// to the pool once it is written, which bounds memory as for others.
-    fn send_reused(
-        &mut self,
-        seq: u64,
-        raw_len: usize,
-        member: (Vec<u8>, usize),
-        block: Vec<u8>,
-    ) -> Result<()> {
-        let (buf, len) = member;
-        self.summary.reused_members += 1;
-        self.summary.reused_bytes += len as u64;
-        let sent = self.reused_tx.as_ref().map(|tx| {
-            tx.send(Member {
-                seq,
-                raw_len,
-                buf,
-                len,
-                block,
-            })
-        });
-        match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self
-                .shared
-                .take_error()
-                .unwrap_or_else(|| Error::internal("the archive writer stopped"))),
-        }
-    }
-
-    /// Copies the old members of a large file's run in place of reading it;
-    /// from the first that cannot be used, reads the rest of the file from
-    /// `fd`. Returns whether the file changed while it was read.
+    /// Ships each old member of a large file's run as a block that repeats
+    /// it: the block holds the file's header (in the first) and keeps the
+    /// places of its bytes, which a worker reads (from the file, by path)
+    /// only if the old member cannot be used.
     fn reuse_large(
         &mut self,
         meta: &EntryMeta,
         run: &Run,
-        header_buf: &[u8],
-        fd: OwnedFd,
-        before: safe_fs::Stat,
+        header: &[u8],
+        before: StatKey,
         ctl: &mut Control<'_>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
+        let h = header.len() as u64;
+        let data_end = h + meta.size;
         for (k, m) in run.members.iter().enumerate() {
-            let Some(old) = self.read_old(m) else {
-                // Member k starts k blocks past the entry's header.
-                if k == 0 {
-                    self.put(header_buf, ctl)?;
-                    return self.copy_file(meta, fd, before, 0, ctl);
-                }
-                let from = (k * BLOCK_SIZE).saturating_sub(header_buf.len()) as u64;
-                return self.copy_file(meta, fd, before, from, ctl);
-            };
-            let seq = self.block.seq;
-            let block = std::mem::take(&mut self.block.buf);
-            self.send_reused(seq, m.uncompressed as usize, old, block)?;
-            self.block.seq += 1;
-            self.block.buf = self.take_buffer(ctl)?;
+            // Tar bytes [start, end) of the entry: headers, data, padding.
+            let start = k as u64 * BLOCK_SIZE as u64;
+            let end = start + m.uncompressed;
+            if start < h {
+                let upto = h.min(end);
+                self.block.buf[..(upto - start) as usize]
+                    .copy_from_slice(&header[start as usize..upto as usize]);
+            }
+            let from = start.max(h);
+            let size = end.min(data_end).saturating_sub(from);
+            self.block.deferred.push(Deferred {
+                path: meta.path.clone(),
+                fd: None,
+                before,
+                at: (from - start) as usize,
+                offset: from - h,
+                size: size as usize,
+                zeros: (end - from - size) as usize,
+                piece: true,
+            });
+            self.block.len = m.uncompressed as usize;
+            self.tentative = None;
+            self.ship(ctl, true, Some(*m))?;
             ctl.tick(Phase::Archive, self.counters)?;
         }
-        self.counters.add_bytes(meta.size);
-        Ok(false)
+        Ok(())
     }
 
-    /// Sends the current block to the compressors (or, when it repeats an
-    /// old member, that member to the writer) and starts a new one.
-    fn ship(&mut self, ctl: &mut Control<'_>, need_next: bool) -> Result<()> {
-        let reused = match self.tentative.take() {
+    /// Sends the current block to the compressors and starts a new one. The
+    /// block carries the old member it repeats, if it does: `old`, or the
+    /// tentative run's member when the block holds exactly its entries.
+    fn ship(
+        &mut self,
+        ctl: &mut Control<'_>,
+        need_next: bool,
+        old: Option<index::Member>,
+    ) -> Result<()> {
+        let old = old.or(match self.tentative.take() {
             Some(t)
                 if t.ok
                     && t.next == t.run.entries.len()
                     && t.run.members[0].uncompressed == self.block.len as u64 =>
             {
-                self.read_old(&t.run.members[0])
+                Some(t.run.members[0])
             }
             _ => None,
-        };
-        if reused.is_some() {
-            // The old member holds their bytes.
-            let bytes: usize = self.deferred.drain(..).map(|d| d.size).sum();
-            self.counters.add_bytes(bytes as u64);
-        } else {
-            self.read_deferred()?;
-        }
+        });
         let next = if need_next {
             self.take_buffer(ctl)?
         } else {
             Vec::new()
         };
         let seq = self.block.seq;
-        let block = std::mem::replace(
-            &mut self.block,
-            Block {
-                seq: seq + 1,
-                buf: next,
-                len: 0,
-            },
-        );
-        if let Some(old) = reused {
-            return self.send_reused(block.seq, block.len, old, block.buf);
-        }
+        let mut block = std::mem::replace(&mut self.block, Block::new(seq + 1, next));
+        block.old = old;
         let sent = self.job_tx.as_ref().map(|tx| tx.send(block));
         match sent {
             Some(Ok(())) => Ok(()),
@@ -763,7 +917,7 @@ impl Producer<'_> {
     fn put(&mut self, mut bytes: &[u8], ctl: &mut Control<'_>) -> Result<()> {
         while !bytes.is_empty() {
             if self.block.len == BLOCK_SIZE {
-                self.ship(ctl, true)?;
+                self.ship(ctl, true, None)?;
             }
             let n = bytes.len().min(BLOCK_SIZE - self.block.len);
             self.block.buf[self.block.len..self.block.len + n].copy_from_slice(&bytes[..n]);
@@ -776,7 +930,7 @@ impl Producer<'_> {
     fn put_zeros(&mut self, mut n: u64, ctl: &mut Control<'_>) -> Result<()> {
         while n > 0 {
             if self.block.len == BLOCK_SIZE {
-                self.ship(ctl, true)?;
+                self.ship(ctl, true, None)?;
             }
             let k = (n as usize).min(BLOCK_SIZE - self.block.len);
             self.block.buf[self.block.len..self.block.len + k].fill(0);
@@ -786,35 +940,39 @@ impl Producer<'_> {
         Ok(())
     }
 
-    /// Copies exactly `meta.size` bytes of an open file (from byte `start`
-    /// on) into the stream: a file that shrank is padded with zeros, one
-    /// that grew is cut, and both are noted as changed (and `true` returned).
+    /// Copies exactly `meta.size` bytes of an open file into the stream: a
+    /// file that shrank is padded with zeros, one that grew is cut, and
+    /// both are noted as changed (and `true` returned). A file not open yet
+    /// is opened by path (and, if that fails, is all zeros and changed).
     fn copy_file(
         &mut self,
         meta: &EntryMeta,
-        fd: OwnedFd,
-        before: safe_fs::Stat,
-        start: u64,
+        fd: Option<OwnedFd>,
+        before: StatKey,
         ctl: &mut Control<'_>,
     ) -> Result<bool> {
-        let mut remaining = meta.size.saturating_sub(start);
-        let mut changed = false;
-        if start > 0 {
-            self.counters.add_bytes(start);
-            if rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(start)).is_err() {
-                changed = true;
-                self.put_zeros(remaining, ctl)?;
-                remaining = 0;
-            }
-        }
+        let opened = fd.is_some();
+        let fd = fd.or_else(|| {
+            self.reading
+                .beneath
+                .and_then(|b| b.open_file(&meta.path).ok())
+        });
+        let mut remaining = meta.size;
+        let mut changed = match &fd {
+            None => true,
+            Some(_) if opened => false,
+            Some(fd) => !matches!(rustix::fs::fstat(fd.as_fd()),
+                Ok(st) if safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile),
+        };
         let mut since_tick = 0u64;
-        while remaining > 0 {
+        while remaining > 0 && !changed {
+            let Some(fd) = &fd else { break };
             if self.block.len == BLOCK_SIZE {
-                self.ship(ctl, true)?;
+                self.ship(ctl, true, None)?;
             }
             let room = ((BLOCK_SIZE - self.block.len) as u64).min(remaining) as usize;
             let start = self.block.len;
-            let n = match rustix::io::read(&fd, &mut self.block.buf[start..start + room]) {
+            let n = match rustix::io::read(fd, &mut self.block.buf[start..start + room]) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => continue,
                 Err(e) => {
@@ -823,7 +981,6 @@ impl Producer<'_> {
             };
             if n == 0 {
                 changed = true;
-                self.put_zeros(remaining, ctl)?;
                 break;
             }
             self.block.len += n;
@@ -835,18 +992,13 @@ impl Producer<'_> {
                 ctl.tick(Phase::Archive, self.counters)?;
             }
         }
-        self.put_zeros(header::padding(meta.size) as u64, ctl)?;
-        if !changed {
-            if let Ok(after) = rustix::fs::fstat(fd.as_fd()) {
-                changed = after.st_size != before.st_size
-                    || after.st_mtime != before.st_mtime
-                    || after.st_mtime_nsec != before.st_mtime_nsec;
-            }
+        self.put_zeros(remaining + header::padding(meta.size) as u64, ctl)?;
+        if let (false, Some(fd)) = (changed, &fd) {
+            changed = differs(fd, &before);
         }
         if changed {
-            self.summary.changed_count += 1;
-            if self.summary.changed.len() < MAX_LISTED {
-                self.summary.changed.push(meta.path.clone());
+            if let Ok(mut log) = self.reading.changed.lock() {
+                log.note(&meta.path, false);
             }
         }
         Ok(changed)
@@ -873,14 +1025,16 @@ fn compress_worker(
     members: SyncSender<Member>,
     spare_members: &Mutex<Vec<Vec<u8>>>,
     shared: &Shared,
+    reading: &Reading<'_>,
 ) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(block) = job else { return };
+        let Ok(mut block) = job else { return };
         if shared.should_stop() {
+            reading.skip(&mut block);
             return;
         }
         let mut out = spare_members
@@ -888,11 +1042,31 @@ fn compress_worker(
             .ok()
             .and_then(|mut v| v.pop())
             .unwrap_or_default();
-        let len = match gzip::encode_member(level, &block.buf[..block.len], &mut out) {
-            Ok(len) => len,
-            Err(e) => {
-                shared.fail(e);
-                return;
+        // A block that repeats an old member: the member, read and checked,
+        // or (any doubt) the block's own bytes, read and compressed.
+        let copied = match (block.old.take(), reading.old) {
+            (Some(m), Some(old)) if old.read_member(&m, &mut out) => Some(m),
+            _ => None,
+        };
+        let len = match copied {
+            Some(m) => {
+                let bytes = reading.skip(&mut block);
+                reading.counters.add_bytes(bytes);
+                reading.reused[0].fetch_add(1, Ordering::Relaxed);
+                reading.reused[1].fetch_add(m.compressed, Ordering::Relaxed);
+                m.compressed as usize
+            }
+            None => {
+                let encoded = reading
+                    .fill(&mut block)
+                    .and_then(|()| gzip::encode_member(level, &block.buf[..block.len], &mut out));
+                match encoded {
+                    Ok(len) => len,
+                    Err(e) => {
+                        shared.fail(e);
+                        return;
+                    }
+                }
             }
         };
         if members
