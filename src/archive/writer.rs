@@ -17,11 +17,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sha1::{Digest, Sha1};
-
 use crate::archive::gzip::{self, BLOCK_SIZE};
 use crate::archive::header::{self, EntryMeta, Kind};
 use crate::archive::reuse::{self, Previous, Run};
+use crate::archive::sha1::{ArchiveHasher, OldPlace};
 use crate::archive::walk::{Skipped, TreeWalker, WalkItem, MAX_LISTED};
 use crate::config::CompressionLevel;
 use crate::error::{quote, Error, Result};
@@ -106,6 +105,10 @@ struct Member {
     len: usize,
     /// The block it was made from, back to the pool once this is written.
     block: Vec<u8>,
+    /// For a member copied from the previous archive: where it was there
+    /// (the hasher takes its checksum, and its SHA-1 state while the new
+    /// archive starts as the old one did).
+    old: Option<OldPlace>,
 }
 
 /// Where the hashing thread returns buffers for reuse.
@@ -669,6 +672,7 @@ impl Producer<'_> {
                 buf,
                 len,
                 block,
+                old: None,
             })
         });
         match sent {
@@ -902,6 +906,7 @@ fn compress_worker(
                 buf: out,
                 len,
                 block: block.buf,
+                old: None,
             })
             .is_err()
         {
@@ -925,17 +930,18 @@ fn write_members(
     let (hash_tx, hash_rx) = mpsc::sync_channel::<Member>(4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
-            let mut sha = Sha1::new();
+            let mut sha = ArchiveHasher::new();
             let mut placed: Vec<index::Member> = Vec::new();
             let (mut offset, mut tar_offset) = (0u64, 0u64);
             for member in hash_rx.iter() {
-                sha.update(member.bytes());
+                let hashed = sha.add(member.bytes(), member.old.as_ref());
                 placed.push(index::Member {
                     offset,
                     compressed: member.len as u64,
                     uncompressed: member.raw_len as u64,
                     tar_offset,
-                    checksum: index::member_checksum(member.bytes()),
+                    checksum: hashed.checksum,
+                    sha1_state: Some(hashed.sha1_state),
                 });
                 offset += member.len as u64;
                 tar_offset += member.raw_len as u64;
@@ -944,7 +950,7 @@ fn write_members(
                     spare.push(member.buf);
                 }
             }
-            (hex(&sha.finalize()), placed)
+            (hex(&sha.finish()), placed)
         });
         let written = write_in_order(members, out, limit, hash_tx, shared, counters);
         let (sha1, placed) = hasher
