@@ -674,7 +674,8 @@ mod tests {
         let bytes = w.finish(&[], Footer::default()).unwrap();
         let err = IndexReader::new(&bytes[..]).err().unwrap();
         assert!(
-            err.message.contains("format version 3 (this build reads 1 to 2)"),
+            err.message
+                .contains("format version 3 (this build reads 1 to 2)"),
             "{}",
             err.message
         );
@@ -718,7 +719,10 @@ mod tests {
             m.sha1_state = None;
         }
         assert_eq!(members, expected);
-        assert_eq!((footer.entries, footer.members, footer.archive_size), (2, 2, 150));
+        assert_eq!(
+            (footer.entries, footer.members, footer.archive_size),
+            (2, 2, 150)
+        );
 
         // The same index written by this code with version 1 in its header
         // and no states is byte for byte the old one: the records that were
@@ -740,7 +744,9 @@ mod tests {
         };
         let written = w.finish(&expected, footer).unwrap();
         let mut raw = Vec::new();
-        MultiGzDecoder::new(&written[..]).read_to_end(&mut raw).unwrap();
+        MultiGzDecoder::new(&written[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         assert_eq!(raw, unhex(VERSION_1_RECORDS));
     }
 
@@ -752,7 +758,11 @@ mod tests {
                 .and_then(|r| r.finish())
                 .err()
                 .unwrap();
-            assert!(err.message.contains("records out of order"), "{}", err.message);
+            assert!(
+                err.message.contains("records out of order"),
+                "{}",
+                err.message
+            );
         };
         // In a version-1 index.
         header.version = 1;

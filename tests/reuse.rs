@@ -497,13 +497,13 @@ fn an_index_of_format_version_1_is_still_reused() {
     }
     std::fs::write(&path, w.finish(&old.members, old.footer.clone()).unwrap()).unwrap();
     let reread = Index::load(&path).unwrap().unwrap();
-    assert_eq!((reread.header.version, reread.members), (1, old.members.clone()));
+    assert_eq!(
+        (reread.header.version, reread.members),
+        (1, old.members.clone())
+    );
 
     let second = backup(&node.engine, U2, true);
-    assert_eq!(
-        second.archive.reused_members,
-        old.members.len() as u64 - 1
-    );
+    assert_eq!(second.archive.reused_members, old.members.len() as u64 - 1);
     assert_eq!(second.archive.sha1, file_sha1(&node.archive(U2)));
     assert_eq!(second.archive.sha1, old.footer.archive_sha1);
     check_states(&node.archive(U2));

@@ -18,7 +18,13 @@ use ::sha1::digest::generic_array::GenericArray;
 /// SHA-1 bytes per block.
 const BLOCK: usize = 64;
 /// The state before any byte (FIPS 180-4, 5.3.1).
-const INITIAL: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+const INITIAL: [u32; 5] = [
+    0x6745_2301,
+    0xEFCD_AB89,
+    0x98BA_DCFE,
+    0x1032_5476,
+    0xC3D2_E1F0,
+];
 
 /// A streaming SHA-1 whose state can be stored and resumed.
 #[derive(Clone)]
@@ -375,7 +381,10 @@ mod tests {
         let mut places = Vec::new();
         for m in &members {
             let hashed = h.add(&old[m.clone()], None);
-            assert_eq!(hashed.checksum, crate::index::member_checksum(&old[m.clone()]));
+            assert_eq!(
+                hashed.checksum,
+                crate::index::member_checksum(&old[m.clone()])
+            );
             places.push(OldPlace {
                 offset: m.start as u64,
                 sha1_state: Some(hashed.sha1_state),
@@ -451,7 +460,10 @@ mod tests {
                 ..*place
             };
             // Its checksum is the one checked on copy.
-            assert_eq!(h.add(&old[m.clone()], Some(&place)).checksum, place.checksum);
+            assert_eq!(
+                h.add(&old[m.clone()], Some(&place)).checksum,
+                place.checksum
+            );
         }
         assert_eq!(h.skipped(), (0, 0));
         assert_eq!(h.finish(), one_shot(&old));
