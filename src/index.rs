@@ -8,12 +8,14 @@
 //! length; every member read through it is checked against the member's
 //! checksum), and any doubt falls back to reading the archive itself.
 //!
-//! Format (version 1): a gzip stream holding a sequence of records, each a
+//! Format (version 2): a gzip stream holding a sequence of records, each a
 //! little-endian `u32` length followed by that many bytes of `postcard`
 //! encoding of [`Record`]: one `Header`, the entries in archive order, the
-//! members in archive order, then one `End`. A file without its `End` record
-//! is not an index. Entries come first so the writer can stream them as the
-//! archive is made; members are known only once they are compressed.
+//! members in archive order (each followed by a `MemberSha1` record), then
+//! one `End`. A file without its `End` record is not an index. Entries come
+//! first so the writer can stream them as the archive is made; members are
+//! known only once they are compressed. Version 1 is the same without the
+//! `MemberSha1` records; it is still read.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -36,8 +38,11 @@ pub use verify::{verify_archive, VerifyError, VerifyReport};
 /// What the first record names, so that other files are never mistaken for
 /// an index.
 pub const MAGIC: &str = "wings-backup-index";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads (version 1 has no SHA-1
+/// states of members).
+pub const OLDEST_READ: u32 = 1;
 /// The name of the index of the archive at `<uuid>.tar.gz` is that name
 /// followed by this suffix.
 pub const SUFFIX: &str = ".index";
@@ -123,6 +128,13 @@ pub struct Member {
     pub tar_offset: u64,
     /// [`member_checksum`] of its compressed bytes.
     pub checksum: u64,
+    /// The archive's SHA-1 state (`crate::archive::sha1::Sha1Stream::state`)
+    /// after its first `(offset + compressed) / 64 * 64` bytes, which a
+    /// later archive starting with the same bytes resumes from. Not part of
+    /// the member's record: the `MemberSha1` record after it (format version
+    /// 2); `None` when there is none.
+    #[serde(skip)]
+    pub sha1_state: Option<[u32; 5]>,
 }
 
 /// What an entry is, as the index records it.
@@ -252,12 +264,15 @@ pub struct Footer {
     pub data_bytes: u64,
 }
 
+/// postcard encodes a variant by its place: new variants go at the end.
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
     Header(IndexHeader),
     Entry(Entry),
     Member(Member),
     End(Footer),
+    /// The `sha1_state` of the member before it (version 2).
+    MemberSha1([u32; 5]),
 }
 
 /// Writes an index, entries first.
@@ -312,6 +327,9 @@ impl<W: Write> IndexWriter<W> {
     pub fn finish(mut self, members: &[Member], mut footer: Footer) -> Result<W> {
         for m in members {
             self.record(&Record::Member(*m))?;
+            if let Some(state) = m.sha1_state {
+                self.record(&Record::MemberSha1(state))?;
+            }
         }
         footer.entries = self.entries;
         footer.members = members.len() as u64;
@@ -361,9 +379,9 @@ impl<R: Read> IndexReader<R> {
         };
         match r.read_record()? {
             Some(Record::Header(h)) if h.magic == MAGIC => {
-                if h.version != VERSION {
+                if !reads_version(h.version) {
                     return Err(corrupt(format!(
-                        "format version {} (this build reads {VERSION})",
+                        "format version {} (this build reads {OLDEST_READ} to {VERSION})",
                         h.version
                     )));
                 }
@@ -406,6 +424,7 @@ impl<R: Read> IndexReader<R> {
                 Ok(None)
             }
             Some(Record::Header(_)) => Err(corrupt("a second header")),
+            Some(Record::MemberSha1(_)) => Err(corrupt("records out of order")),
             None => Err(corrupt("it ends early")),
         }
     }
@@ -418,6 +437,12 @@ impl<R: Read> IndexReader<R> {
         loop {
             match next {
                 Some(Record::Member(m)) => members.push(m),
+                Some(Record::MemberSha1(state)) if self.header.version >= 2 => {
+                    match members.last_mut() {
+                        Some(m) if m.sha1_state.is_none() => m.sha1_state = Some(state),
+                        _ => return Err(corrupt("records out of order")),
+                    }
+                }
                 Some(Record::End(footer)) => {
                     if footer.members != members.len() as u64 {
                         return Err(corrupt("its member count does not match"));
@@ -436,6 +461,11 @@ impl<R: Read> IndexReader<R> {
             next = self.read_record()?;
         }
     }
+}
+
+/// Whether this code reads index format `version`.
+pub fn reads_version(version: u32) -> bool {
+    (OLDEST_READ..=VERSION).contains(&version)
 }
 
 /// The index beside the archive at `archive`, if there is one and it is the
@@ -565,6 +595,7 @@ mod tests {
                 uncompressed: 1536,
                 tar_offset: 0,
                 checksum: 7,
+                sha1_state: Some([1, 2, 3, 4, 0xffff_ffff]),
             },
             Member {
                 offset: 100,
@@ -572,6 +603,7 @@ mod tests {
                 uncompressed: 2048,
                 tar_offset: 1536,
                 checksum: 8,
+                sha1_state: None,
             },
         ];
         let footer = Footer {
@@ -635,11 +667,123 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_refused_by_name() {
+        assert_eq!(VERSION, 2);
         let mut header = sample().0;
         header.version = VERSION + 1;
         let w = IndexWriter::new(Vec::new(), &header).unwrap();
         let bytes = w.finish(&[], Footer::default()).unwrap();
         let err = IndexReader::new(&bytes[..]).err().unwrap();
-        assert!(err.message.contains("format version"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("format version 3 (this build reads 1 to 2)"),
+            "{}",
+            err.message
+        );
+        for version in [0, 1, 2] {
+            header.version = version;
+            let w = IndexWriter::new(Vec::new(), &header).unwrap();
+            let bytes = w.finish(&[], Footer::default()).unwrap();
+            assert_eq!(IndexReader::new(&bytes[..]).is_ok(), version > 0);
+        }
+    }
+
+    /// The records of a version-1 index as the code before version 2 wrote
+    /// them (a header, two entries, two members, the end), uncompressed.
+    const VERSION_1_RECORDS: &str = "39000000001277696e67732d6261636b75702d696e646578010a626573745f7370656564103030303030303030303030303030326180804080c49fd50c220000000107612f622e747874000aa403e807e80780c49fd50c0000800480040101020a060816000000010163000aa403e807e80780c49fd50c00010080040007000000020064800c0007080000000264328010800c080b0000000302029601026162801c14";
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_version_1_index_still_reads_without_states() {
+        let bytes = gzip(&unhex(VERSION_1_RECORDS));
+        let mut r = IndexReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.header().version, 1);
+        assert_eq!(r.header().level, "best_speed");
+        assert_eq!(r.next_entry().unwrap().unwrap().path, b"a/b.txt");
+        assert_eq!(r.next_entry().unwrap().unwrap().path, b"c");
+        assert!(r.next_entry().unwrap().is_none());
+        let (members, footer) = r.finish().unwrap();
+        let (_, _, mut expected, _) = sample();
+        for m in &mut expected {
+            m.sha1_state = None;
+        }
+        assert_eq!(members, expected);
+        assert_eq!(
+            (footer.entries, footer.members, footer.archive_size),
+            (2, 2, 150)
+        );
+
+        // The same index written by this code with version 1 in its header
+        // and no states is byte for byte the old one: the records that were
+        // there keep their encoding.
+        let mut header = sample().0;
+        header.version = 1;
+        header.created = 1_700_000_000;
+        let mut w = IndexWriter::new(Vec::new(), &header).unwrap();
+        let mut e = entry("a/b.txt", EntryKind::File, 0, 512);
+        w.entry(&e).unwrap();
+        (e.path, e.member, e.offset, e.stat) = (b"c".to_vec(), 1, 0, None);
+        w.entry(&e).unwrap();
+        let footer = Footer {
+            archive_size: 150,
+            archive_sha1: "ab".into(),
+            tar_size: 3584,
+            data_bytes: 20,
+            ..Default::default()
+        };
+        let written = w.finish(&expected, footer).unwrap();
+        let mut raw = Vec::new();
+        MultiGzDecoder::new(&written[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        assert_eq!(raw, unhex(VERSION_1_RECORDS));
+    }
+
+    #[test]
+    fn a_state_record_out_of_place_is_refused() {
+        let (mut header, _, members, footer) = sample();
+        let refused = |bytes: Vec<u8>| {
+            let err = IndexReader::new(&bytes[..])
+                .and_then(|r| r.finish())
+                .err()
+                .unwrap();
+            assert!(
+                err.message.contains("records out of order"),
+                "{}",
+                err.message
+            );
+        };
+        // In a version-1 index.
+        header.version = 1;
+        let w = IndexWriter::new(Vec::new(), &header).unwrap();
+        refused(w.finish(&members, footer.clone()).unwrap());
+        // Before the first member.
+        header.version = VERSION;
+        let mut w = IndexWriter::new(Vec::new(), &header).unwrap();
+        w.record(&Record::MemberSha1([9; 5])).unwrap();
+        refused(w.finish(&members, footer.clone()).unwrap());
+        // Twice after one member.
+        let mut w = IndexWriter::new(Vec::new(), &header).unwrap();
+        w.record(&Record::Member(members[0])).unwrap();
+        w.record(&Record::MemberSha1([9; 5])).unwrap();
+        w.record(&Record::MemberSha1([9; 5])).unwrap();
+        refused(w.finish(&members[1..], footer.clone()).unwrap());
+        // In place, it reads.
+        let w = IndexWriter::new(Vec::new(), &header).unwrap();
+        let bytes = w.finish(&members, footer).unwrap();
+        let (read, _) = IndexReader::new(&bytes[..]).unwrap().finish().unwrap();
+        assert_eq!(read, members);
+        assert_eq!(read[0].sha1_state, Some([1, 2, 3, 4, 0xffff_ffff]));
     }
 }

@@ -418,3 +418,90 @@ fn the_reuse_field_is_a_boolean_that_defaults_to_true() {
         err.message
     );
 }
+
+/// `sha1sum` of a file.
+fn file_sha1(path: &Path) -> String {
+    let out = Command::new("sha1sum").arg(path).output().unwrap();
+    assert!(out.status.success(), "sha1sum failed on {path:?}");
+    String::from_utf8(out.stdout).unwrap()[..40].to_string()
+}
+
+/// Every member of the archive's index records the SHA-1 state of the
+/// archive's bytes up to the member's last whole 64-byte block, which a
+/// later backup resumes from.
+fn check_states(archive: &Path) {
+    use wings_backup::archive::sha1::Sha1Stream;
+    let index = Index::load(&index::path_for(archive)).unwrap().unwrap();
+    assert_eq!(index.header.version, 2);
+    let bytes = std::fs::read(archive).unwrap();
+    let mut s = Sha1Stream::new();
+    for m in &index.members {
+        s.update(&bytes[m.offset as usize..(m.offset + m.compressed) as usize]);
+        assert_eq!(m.sha1_state, Some(s.state()), "member at {}", m.offset);
+    }
+}
+
+#[test]
+fn the_reported_sha1_is_the_archive_files_with_reuse() {
+    let node = Node::new();
+    build_tree(&node.root());
+    let first = backup(&node.engine, U1, true);
+    let second = backup(&node.engine, U2, true);
+    assert!(second.archive.reused_members > 0);
+    for (details, uuid) in [(&first, U1), (&second, U2)] {
+        let file = file_sha1(&node.archive(uuid));
+        assert_eq!(details.archive.sha1, file);
+        assert_eq!(details.report.checksum, file);
+        check_states(&node.archive(uuid));
+    }
+    // Unchanged: the same archive (the end-of-archive member is compressed
+    // again, to the same bytes), so the same SHA-1.
+    let (old, new) = (
+        std::fs::read(node.archive(U1)).unwrap(),
+        std::fs::read(node.archive(U2)).unwrap(),
+    );
+    assert!(old == new, "an unchanged tree gave another archive");
+    assert_eq!(first.archive.sha1, second.archive.sha1);
+
+    // One file in the middle of the tree changed: members after it move.
+    let p = node.root().join("d08/f20.txt");
+    let len = std::fs::metadata(&p).unwrap().len() as usize;
+    write_file(&p, &text(len + 3000, 4711), 0o644, 1_700_000_000);
+    let third = backup(&node.engine, U3, true);
+    assert!(third.archive.reused_members > 0);
+    let file = file_sha1(&node.archive(U3));
+    assert_eq!(third.archive.sha1, file);
+    assert_eq!(third.report.checksum, file);
+    assert_ne!(third.archive.sha1, second.archive.sha1);
+    check_states(&node.archive(U3));
+}
+
+#[test]
+fn an_index_of_format_version_1_is_still_reused() {
+    let node = Node::new();
+    build_tree(&node.root());
+    backup(&node.engine, U1, true);
+    // Rewrite the index as version 1 wrote it: no SHA-1 states.
+    let path = index::path_for(&node.archive(U1));
+    let mut old = Index::load(&path).unwrap().unwrap();
+    old.header.version = 1;
+    let mut w = index::IndexWriter::new(Vec::new(), &old.header).unwrap();
+    for e in &old.entries {
+        w.entry(e).unwrap();
+    }
+    for m in &mut old.members {
+        m.sha1_state = None;
+    }
+    std::fs::write(&path, w.finish(&old.members, old.footer.clone()).unwrap()).unwrap();
+    let reread = Index::load(&path).unwrap().unwrap();
+    assert_eq!(
+        (reread.header.version, reread.members),
+        (1, old.members.clone())
+    );
+
+    let second = backup(&node.engine, U2, true);
+    assert_eq!(second.archive.reused_members, old.members.len() as u64 - 1);
+    assert_eq!(second.archive.sha1, file_sha1(&node.archive(U2)));
+    assert_eq!(second.archive.sha1, old.footer.archive_sha1);
+    check_states(&node.archive(U2));
+}

@@ -123,7 +123,7 @@ impl Previous {
         let index_path = index::path_for(archive);
         let first = IndexReader::open(&index_path).ok()??;
         let h = first.header().clone();
-        if h.version != expected.version
+        if !index::reads_version(h.version)
             || h.level != expected.level
             || h.ignore_digest != expected.ignore_digest
             || h.block_size != expected.block_size

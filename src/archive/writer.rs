@@ -18,11 +18,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sha1::{Digest, Sha1};
-
 use crate::archive::gzip::{self, BLOCK_SIZE};
 use crate::archive::header::{self, EntryMeta, Kind};
 use crate::archive::reuse::{self, OldArchive, Previous, Run};
+use crate::archive::sha1::{ArchiveHasher, OldPlace};
 use crate::archive::walk::{Skipped, TreeWalker, WalkItem, MAX_LISTED};
 use crate::config::CompressionLevel;
 use crate::error::{quote, Error, Result};
@@ -125,6 +124,10 @@ struct Member {
     len: usize,
     /// The block it was made from, back to the pool once this is written.
     block: Vec<u8>,
+    /// For a member copied from the previous archive: where it was there
+    /// (the hasher takes its checksum, and its SHA-1 state while the new
+    /// archive starts as the old one did).
+    old: Option<OldPlace>,
 }
 
 /// Where the hashing thread returns buffers for reuse.
@@ -904,10 +907,10 @@ impl Producer<'_> {
         let seq = self.block.seq;
         let mut block = std::mem::replace(&mut self.block, Block::new(seq + 1, next));
         block.old = old;
-        let sent = self.job_tx.as_ref().map(|tx| tx.send(block));
+        let sent = self.job_tx.as_ref().is_some_and(|tx| tx.send(block).is_ok());
         match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self
+            true => Ok(()),
+            false => Err(self
                 .shared
                 .take_error()
                 .unwrap_or_else(|| Error::internal("compression workers stopped"))),
@@ -1048,6 +1051,11 @@ fn compress_worker(
             (Some(m), Some(old)) if old.read_member(&m, &mut out) => Some(m),
             _ => None,
         };
+        let place = copied.map(|m| OldPlace {
+            offset: m.offset,
+            sha1_state: m.sha1_state,
+            checksum: m.checksum,
+        });
         let len = match copied {
             Some(m) => {
                 let bytes = reading.skip(&mut block);
@@ -1076,6 +1084,7 @@ fn compress_worker(
                 buf: out,
                 len,
                 block: block.buf,
+                old: place,
             })
             .is_err()
         {
@@ -1099,17 +1108,18 @@ fn write_members(
     let (hash_tx, hash_rx) = mpsc::sync_channel::<Member>(4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
-            let mut sha = Sha1::new();
+            let mut sha = ArchiveHasher::new();
             let mut placed: Vec<index::Member> = Vec::new();
             let (mut offset, mut tar_offset) = (0u64, 0u64);
             for member in hash_rx.iter() {
-                sha.update(member.bytes());
+                let hashed = sha.add(member.bytes(), member.old.as_ref());
                 placed.push(index::Member {
                     offset,
                     compressed: member.len as u64,
                     uncompressed: member.raw_len as u64,
                     tar_offset,
-                    checksum: index::member_checksum(member.bytes()),
+                    checksum: hashed.checksum,
+                    sha1_state: Some(hashed.sha1_state),
                 });
                 offset += member.len as u64;
                 tar_offset += member.raw_len as u64;
@@ -1118,7 +1128,7 @@ fn write_members(
                     spare.push(member.buf);
                 }
             }
-            (hex(&sha.finalize()), placed)
+            (hex(&sha.finish()), placed)
         });
         let written = write_in_order(members, out, limit, hash_tx, shared, counters);
         let (sha1, placed) = hasher

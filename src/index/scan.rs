@@ -395,6 +395,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             uncompressed: 0,
             tar_offset,
             checksum: 0,
+            sha1_state: None,
         });
         let Some((len, expected_len)) = whole else {
             let Input::Raw(input) = std::mem::replace(&mut self.input, Input::Gone) else {
