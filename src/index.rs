@@ -18,11 +18,10 @@
 //! `MemberSha1` records; it is still read.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::header::{EntryMeta, Kind};
@@ -46,6 +45,8 @@ pub const OLDEST_READ: u32 = 1;
 /// The name of the index of the archive at `<uuid>.tar.gz` is that name
 /// followed by this suffix.
 pub const SUFFIX: &str = ".index";
+/// Record bytes per gzip member of an index.
+const CHUNK: usize = crate::archive::gzip::BLOCK_SIZE;
 /// The largest record a reader accepts (a path and a link target of at most
 /// 64 KiB each fit many times over).
 const MAX_RECORD: u32 = 1 << 20;
@@ -277,10 +278,12 @@ enum Record {
 
 /// Writes an index, entries first.
 pub struct IndexWriter<W: Write> {
-    /// Records are small: they are gathered before the compressor sees
-    /// them (one deflate call per record costs more than the deflating).
-    out: BufWriter<GzEncoder<BufWriter<W>>>,
-    scratch: Vec<u8>,
+    out: W,
+    /// Records are gathered and compressed 1 MiB at a time, each piece a
+    /// gzip member of its own as the archive's are (the file is one gzip
+    /// stream to any reader).
+    chunk: Vec<u8>,
+    member: Vec<u8>,
     entries: u64,
 }
 
@@ -291,14 +294,9 @@ fn failed(e: std::io::Error) -> Error {
 impl<W: Write> IndexWriter<W> {
     pub fn new(out: W, header: &IndexHeader) -> Result<IndexWriter<W>> {
         let mut w = IndexWriter {
-            out: BufWriter::with_capacity(
-                64 << 10,
-                GzEncoder::new(
-                    BufWriter::with_capacity(64 << 10, out),
-                    flate2::Compression::fast(),
-                ),
-            ),
-            scratch: Vec::with_capacity(256),
+            out,
+            chunk: Vec::with_capacity(CHUNK + (64 << 10)),
+            member: Vec::new(),
             entries: 0,
         };
         w.record(&Record::Header(header.clone()))?;
@@ -306,14 +304,29 @@ impl<W: Write> IndexWriter<W> {
     }
 
     fn record(&mut self, record: &Record) -> Result<()> {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&[0; 4]);
-        let encoded = postcard::to_extend(record, std::mem::take(&mut self.scratch))
+        let at = self.chunk.len();
+        self.chunk.extend_from_slice(&[0; 4]);
+        let encoded = postcard::to_extend(record, std::mem::take(&mut self.chunk))
             .map_err(|e| Error::internal(format!("encoding an index record: {e}")))?;
-        self.scratch = encoded;
-        let len = (self.scratch.len() - 4) as u32;
-        self.scratch[..4].copy_from_slice(&len.to_le_bytes());
-        self.out.write_all(&self.scratch).map_err(failed)
+        self.chunk = encoded;
+        let len = (self.chunk.len() - at - 4) as u32;
+        self.chunk[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        if self.chunk.len() >= CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses and writes what was gathered, in members of at most
+    /// `CHUNK` bytes.
+    fn flush_chunk(&mut self) -> Result<()> {
+        for piece in self.chunk.chunks(CHUNK) {
+            let level = crate::config::CompressionLevel::BestSpeed;
+            let len = crate::archive::gzip::encode_member(level, piece, &mut self.member)?;
+            self.out.write_all(&self.member[..len]).map_err(failed)?;
+        }
+        self.chunk.clear();
+        Ok(())
     }
 
     /// Adds the next entry (in archive order).
@@ -334,9 +347,9 @@ impl<W: Write> IndexWriter<W> {
         footer.entries = self.entries;
         footer.members = members.len() as u64;
         self.record(&Record::End(footer))?;
-        let gz = self.out.into_inner().map_err(|e| failed(e.into_error()))?;
-        let buf = gz.finish().map_err(failed)?;
-        buf.into_inner().map_err(|e| failed(e.into_error()))
+        self.flush_chunk()?;
+        self.out.flush().map_err(failed)?;
+        Ok(self.out)
     }
 }
 
@@ -557,6 +570,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::write::GzEncoder;
 
     fn entry(path: &str, kind: EntryKind, member: u32, offset: u32) -> Entry {
         Entry {

@@ -97,6 +97,18 @@ pub struct Run {
     pub members: Vec<Member>,
 }
 
+/// Where the old entries come from: the index file, or a thread reading it.
+enum Entries {
+    Reader(Box<IndexReader<File>>),
+    Ahead(
+        std::sync::mpsc::Receiver<Vec<Entry>>,
+        std::vec::IntoIter<Entry>,
+    ),
+}
+
+/// Old entries per batch from the reading thread.
+const AHEAD_BATCH: usize = 256;
+
 /// The previous archive, open for reading its members (from any thread).
 pub struct OldArchive {
     file: File,
@@ -105,7 +117,7 @@ pub struct OldArchive {
 /// The previous archive's index, read as a stream alongside the walk.
 pub struct Previous {
     members: Vec<Member>,
-    entries: IndexReader<File>,
+    entries: Entries,
     /// The next old entry not yet passed.
     cur: Option<Entry>,
 }
@@ -156,15 +168,49 @@ impl Previous {
             OldArchive { file },
             Previous {
                 members,
-                entries,
+                entries: Entries::Reader(Box::new(entries)),
                 cur,
             },
         ))
     }
 
+    /// Reads the rest of the old entries on a thread of the scope `s`
+    /// (inflating and decoding them off the thread that walks with them).
+    pub fn read_ahead<'scope>(&mut self, s: &'scope std::thread::Scope<'scope, '_>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(4);
+        let Entries::Reader(mut reader) = std::mem::replace(
+            &mut self.entries,
+            Entries::Ahead(rx, Vec::new().into_iter()),
+        ) else {
+            return;
+        };
+        s.spawn(move || loop {
+            let mut batch = Vec::with_capacity(AHEAD_BATCH);
+            while batch.len() < AHEAD_BATCH {
+                match reader.next_entry() {
+                    Ok(Some(e)) => batch.push(e),
+                    // The end, or an unreadable index: the reuse ends there.
+                    _ => {
+                        let _ = tx.send(batch);
+                        return;
+                    }
+                }
+            }
+            if tx.send(batch).is_err() {
+                return;
+            }
+        });
+    }
+
     fn advance(&mut self) {
         // An unreadable index ends the reuse, never the backup.
-        self.cur = self.entries.next_entry().ok().flatten();
+        self.cur = match &mut self.entries {
+            Entries::Reader(r) => r.next_entry().ok().flatten(),
+            Entries::Ahead(rx, batch) => batch.next().or_else(|| {
+                *batch = rx.recv().ok()?.into_iter();
+                batch.next()
+            }),
+        };
     }
 
     /// The old run that starts with the entry at `path`, if there is one

@@ -238,7 +238,13 @@ pub fn write_archive_indexed(
         let counters = &counters;
         let spare_members = &spare_members;
         let reading = &reading;
-        let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(WALK_BATCHES);
+        // A walk that only stats holds no open files: it may run further ahead.
+        let ahead = if previous.is_some() {
+            STAT_WALK_BATCHES
+        } else {
+            WALK_BATCHES
+        };
+        let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(ahead);
         s.spawn(move || walk_ahead(walker, walked_tx, shared));
         if let Some(scan_root) = scan_root {
             s.spawn(move || {
@@ -270,6 +276,21 @@ pub fn write_archive_indexed(
             written
         });
 
+        // The index is encoded and compressed on a thread of its own.
+        let (index_tx, index_thread) = match index {
+            Some(writer) => {
+                let (tx, rx) = mpsc::sync_channel::<Vec<index::Entry>>(INDEX_BATCHES);
+                (
+                    Some(tx),
+                    Some(s.spawn(move || write_index_entries(writer, rx))),
+                )
+            }
+            None => (None, None),
+        };
+        let mut previous = previous;
+        if let Some(p) = &mut previous {
+            p.read_ahead(s);
+        }
         let lazy = previous.is_some();
         let mut producer = Producer {
             walked: walked_rx,
@@ -280,7 +301,10 @@ pub fn write_archive_indexed(
             shared,
             counters,
             summary: ArchiveSummary::default(),
-            index: index.map(Ok),
+            index: index_tx.map(|tx| IndexBatches {
+                tx,
+                batch: Vec::with_capacity(INDEX_BATCH),
+            }),
             previous,
             lazy,
             reading,
@@ -290,6 +314,16 @@ pub fn write_archive_indexed(
         if let Err(e) = &produced {
             shared.fail(e.clone());
         }
+        // Ends the thread reading the old index, if it is still at it.
+        producer.previous = None;
+        if let Some(mut batches) = producer.index.take() {
+            let rest = std::mem::take(&mut batches.batch);
+            let _ = batches.tx.send(rest);
+        }
+        let index = index_thread.map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(Error::internal("archive index thread panicked")))
+        });
         // Closing the job channel lets the workers and then the writer finish;
         // a write limit can make that take a while, so keep reporting (and
         // let a cancel stop the writer) meanwhile.
@@ -310,7 +344,7 @@ pub fn write_archive_indexed(
             return Err(e);
         }
         let (sha1, size, members) = written?;
-        let index = match producer.index.take() {
+        let index = match index {
             None => IndexOutcome::NotAsked,
             Some(Err(e)) => IndexOutcome::Failed(e),
             Some(Ok(writer)) => {
@@ -369,6 +403,8 @@ const WALK_BATCH: usize = 32;
 const WALK_BATCH_BYTES: u64 = 4 << 20;
 /// Batches in flight; with `WALK_BATCH`, the bound on open files waiting.
 const WALK_BATCHES: usize = 3;
+/// Batches in flight from a walk that opens nothing (a reusing backup's).
+const STAT_WALK_BATCHES: usize = 32;
 
 /// Runs the walk on its own thread, so that listing directories and opening
 /// files overlaps reading them. The channel's bound also bounds the open
@@ -424,8 +460,9 @@ struct Producer<'a> {
     shared: &'a Shared,
     counters: &'a Counters,
     summary: ArchiveSummary,
-    /// The index being written, or why it stopped (the archive goes on).
-    index: Option<Result<IndexWriter<std::fs::File>>>,
+    /// Where the index's entries go (`None` once its thread stopped: the
+    /// archive goes on without it).
+    index: Option<IndexBatches>,
     /// The previous archive's index, when its members may be reused.
     previous: Option<Previous>,
     /// Whether the walk only stats files (a reusing backup): the bytes of
@@ -434,6 +471,34 @@ struct Producer<'a> {
     reading: &'a Reading<'a>,
     /// The old member the current block may turn out to repeat.
     tentative: Option<Tentative>,
+}
+
+/// The index's entries on their way to its thread, in batches.
+struct IndexBatches {
+    tx: SyncSender<Vec<index::Entry>>,
+    batch: Vec<index::Entry>,
+}
+
+/// Entries per batch for the index's thread, and batches in flight.
+const INDEX_BATCH: usize = 256;
+const INDEX_BATCHES: usize = 8;
+
+/// The index's thread: writes the entries it is sent, in order, and
+/// returns the writer (or why it stopped, after which it only drains).
+fn write_index_entries(
+    mut writer: IndexWriter<std::fs::File>,
+    batches: Receiver<Vec<index::Entry>>,
+) -> Result<IndexWriter<std::fs::File>> {
+    let mut failed = None;
+    for batch in batches.iter() {
+        if failed.is_none() {
+            failed = batch.iter().find_map(|e| writer.entry(e).err());
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(writer),
+    }
 }
 
 /// What the workers share to fill blocks: how to open and read files the
@@ -770,7 +835,7 @@ impl Producer<'_> {
 
     /// Records `entry` (its headers are put next) in the index.
     fn index_entry(&mut self, mut entry: index::Entry) {
-        let Some(Ok(writer)) = &mut self.index else {
+        let Some(batches) = &mut self.index else {
             return;
         };
         // A full block is shipped before the next byte goes in.
@@ -781,8 +846,12 @@ impl Producer<'_> {
         };
         entry.member = member as u32;
         entry.offset = offset as u32;
-        if let Err(e) = writer.entry(&entry) {
-            self.index = Some(Err(e));
+        batches.batch.push(entry);
+        if batches.batch.len() == INDEX_BATCH {
+            let full = std::mem::replace(&mut batches.batch, Vec::with_capacity(INDEX_BATCH));
+            if batches.tx.send(full).is_err() {
+                self.index = None;
+            }
         }
     }
 
@@ -907,7 +976,10 @@ impl Producer<'_> {
         let seq = self.block.seq;
         let mut block = std::mem::replace(&mut self.block, Block::new(seq + 1, next));
         block.old = old;
-        let sent = self.job_tx.as_ref().is_some_and(|tx| tx.send(block).is_ok());
+        let sent = self
+            .job_tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(block).is_ok());
         match sent {
             true => Ok(()),
             false => Err(self
