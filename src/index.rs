@@ -45,6 +45,8 @@ pub const OLDEST_READ: u32 = 1;
 /// The name of the index of the archive at `<uuid>.tar.gz` is that name
 /// followed by this suffix.
 pub const SUFFIX: &str = ".index";
+/// The first byte of an encoded `Record::Entry` (its variant's index).
+const ENTRY_TAG: u8 = 1;
 /// Record bytes per gzip member of an index.
 const CHUNK: usize = crate::archive::gzip::BLOCK_SIZE;
 /// The largest record a reader accepts (a path and a link target of at most
@@ -353,11 +355,96 @@ impl<W: Write> IndexWriter<W> {
     }
 }
 
+/// The bytes a gzip stream holds. Members this library made (see
+/// `gzip::parse_member_header`) are inflated whole by its own inflate
+/// (ISA-L in the default build); from the first other member on, the rest is
+/// read as any gzip stream.
+struct GzMembers<R: Read> {
+    state: GzState<R>,
+    /// Inflated bytes of the current member, and how many were read.
+    out: Vec<u8>,
+    pos: usize,
+    member: Vec<u8>,
+}
+
+enum GzState<R: Read> {
+    Ours(R),
+    Other(Box<MultiGzDecoder<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>>),
+    Done,
+}
+
+impl<R: Read> GzMembers<R> {
+    fn new(input: R) -> GzMembers<R> {
+        GzMembers {
+            state: GzState::Ours(input),
+            out: Vec::new(),
+            pos: 0,
+            member: Vec::new(),
+        }
+    }
+
+    /// Inflates the next member into `out`, or switches to reading the rest
+    /// as a plain gzip stream.
+    fn next_member(&mut self) -> std::io::Result<()> {
+        let GzState::Ours(mut input) = std::mem::replace(&mut self.state, GzState::Done) else {
+            return Ok(());
+        };
+        let mut head = [0u8; crate::archive::gzip::HEADER_LEN];
+        let mut got = 0;
+        while got < head.len() {
+            match input.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if got == 0 {
+            return Ok(());
+        }
+        let Some(header) = crate::archive::gzip::parse_member_header(&head[..got]) else {
+            let rest = std::io::Cursor::new(head[..got].to_vec()).chain(input);
+            self.state = GzState::Other(Box::new(MultiGzDecoder::new(rest)));
+            return Ok(());
+        };
+        self.member.resize(header.member_len, 0);
+        self.member[..got].copy_from_slice(&head);
+        input.read_exact(&mut self.member[got..])?;
+        crate::archive::gzip::decode_member(&self.member, header, &mut self.out)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.message))?;
+        self.pos = 0;
+        self.state = GzState::Ours(input);
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.pos < self.out.len() {
+                let n = buf.len().min(self.out.len() - self.pos);
+                buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            match &mut self.state {
+                GzState::Other(rest) => return rest.read(buf),
+                GzState::Done => return Ok(0),
+                GzState::Ours(_) => {
+                    self.out.clear();
+                    self.pos = 0;
+                    self.next_member()?;
+                }
+            }
+        }
+    }
+}
+
 /// Reads an index as a stream: header, then entries one at a time, then
 /// the members and the footer.
 pub struct IndexReader<R: Read> {
     /// Inflated in large pieces, read record by record from the buffer.
-    input: BufReader<MultiGzDecoder<BufReader<R>>>,
+    input: BufReader<GzMembers<BufReader<R>>>,
     header: IndexHeader,
     /// A record read past the entries (the first member or the end).
     peeked: Option<Record>,
@@ -384,7 +471,7 @@ impl<R: Read> IndexReader<R> {
         let mut r = IndexReader {
             input: BufReader::with_capacity(
                 64 << 10,
-                MultiGzDecoder::new(BufReader::with_capacity(64 << 10, input)),
+                GzMembers::new(BufReader::with_capacity(64 << 10, input)),
             ),
             header: IndexHeader::new("", 0, 0),
             peeked: None,
@@ -410,10 +497,18 @@ impl<R: Read> IndexReader<R> {
     }
 
     fn read_record(&mut self) -> Result<Option<Record>> {
+        if !self.read_record_bytes()? {
+            return Ok(None);
+        }
+        postcard::from_bytes(&self.buf).map(Some).map_err(corrupt)
+    }
+
+    /// Reads the next record's bytes into `buf`; `false` at the end.
+    fn read_record_bytes(&mut self) -> Result<bool> {
         let mut len = [0u8; 4];
         match self.input.read_exact(&mut len) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(corrupt(e)),
         }
         let len = u32::from_le_bytes(len);
@@ -422,7 +517,7 @@ impl<R: Read> IndexReader<R> {
         }
         self.buf.resize(len as usize, 0);
         self.input.read_exact(&mut self.buf).map_err(corrupt)?;
-        postcard::from_bytes(&self.buf).map(Some).map_err(corrupt)
+        Ok(true)
     }
 
     /// The next entry, or `None` after the last.
@@ -444,7 +539,23 @@ impl<R: Read> IndexReader<R> {
 
     /// Skips any entries left and reads the members and the footer.
     pub fn finish(mut self) -> Result<(Vec<Member>, Footer)> {
-        while self.next_entry()?.is_some() {}
+        // Entries left are passed over undecoded: postcard writes the
+        // variant's index first, and an entry's is 1.
+        while self.peeked.is_none() {
+            if !self.read_record_bytes()? {
+                return Err(corrupt("it ends early"));
+            }
+            if self.buf.first() != Some(&ENTRY_TAG) {
+                let record = postcard::from_bytes(&self.buf).map_err(corrupt)?;
+                match record {
+                    Record::Member(_) | Record::End(_) => self.peeked = Some(record),
+                    Record::Header(_) => return Err(corrupt("a second header")),
+                    Record::Entry(_) | Record::MemberSha1(_) => {
+                        return Err(corrupt("records out of order"))
+                    }
+                }
+            }
+        }
         let mut members = Vec::new();
         let mut next = self.peeked.take();
         loop {
@@ -663,6 +774,21 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_passed_over_by_their_tag() {
+        let (_, entries, members, _) = sample();
+        let encoded = postcard::to_allocvec(&Record::Entry(entries[0].clone())).unwrap();
+        assert_eq!(encoded[0], ENTRY_TAG);
+        let encoded = postcard::to_allocvec(&Record::Member(members[0])).unwrap();
+        assert_ne!(encoded[0], ENTRY_TAG);
+        // finish() without reading the entries gets the same members.
+        let bytes = write_sample();
+        let r = IndexReader::new(&bytes[..]).unwrap();
+        let (got, footer) = r.finish().unwrap();
+        assert_eq!(got, members);
+        assert_eq!(footer.entries, 3);
+    }
+
+    #[test]
     fn a_cut_or_foreign_file_is_refused() {
         let bytes = write_sample();
         // Cut anywhere in the compressed stream: never accepted.
@@ -672,6 +798,16 @@ mod tests {
                 r.finish()
             });
             assert!(r.is_err(), "cut at {cut} accepted");
+        }
+        // A byte changed anywhere in the compressed stream: never accepted.
+        for at in [30, bytes.len() / 2, bytes.len() - 6] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            let r = IndexReader::new(&bad[..]).and_then(|mut r| {
+                while r.next_entry()?.is_some() {}
+                r.finish()
+            });
+            assert!(r.is_err(), "a flipped byte at {at} accepted");
         }
         // A gzip file that is not an index.
         let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
