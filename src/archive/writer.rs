@@ -1326,3 +1326,103 @@ fn scan_total(
     }
     Some(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A block of 1 KiB (filled with 0xAA) whose first 512 bytes wait for
+    /// the 8 bytes of `path` and their padding.
+    fn block_for(path: &[u8], before: StatKey) -> Block {
+        let mut block = Block::new(0, vec![0xAA; 1024]);
+        block.len = 1024;
+        block.deferred.push(Deferred {
+            path: path.to_vec(),
+            fd: None,
+            before,
+            at: 0,
+            offset: 0,
+            size: 8,
+            zeros: 504,
+            piece: false,
+        });
+        block
+    }
+
+    fn key(path: &std::path::Path) -> StatKey {
+        StatKey::of(&rustix::fs::lstat(path).unwrap())
+    }
+
+    #[test]
+    fn a_file_read_by_path_is_read_beneath_the_root_only() {
+        let base = std::env::temp_dir().join(format!("wb-lazy-{}", safe_fs::nonce()));
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        std::fs::write(base.join("outside/f"), b"secret!!").unwrap();
+        std::fs::write(root.join("d/f"), b"original").unwrap();
+        std::fs::write(root.join("same"), b"unchangd").unwrap();
+        std::fs::write(root.join("fifo-later"), b"12345678").unwrap();
+        let (walked, same, fifo) = (
+            key(&root.join("d/f")),
+            key(&root.join("same")),
+            key(&root.join("fifo-later")),
+        );
+        let beneath = safe_fs::Beneath::new(safe_fs::open_trusted_dir(&root).unwrap());
+        let counters = Counters::default();
+        let reading = Reading {
+            beneath: Some(&beneath),
+            old: None,
+            counters: &counters,
+            changed: Mutex::default(),
+            open_fds: AtomicUsize::new(0),
+            reused: [AtomicU64::new(0), AtomicU64::new(0)],
+        };
+
+        // Unchanged since the walk: read, not noted.
+        let mut block = block_for(b"same", same);
+        reading.fill(&mut block).unwrap();
+        assert_eq!(&block.buf[..8], b"unchangd");
+        assert!(block.buf[8..512].iter().all(|&b| b == 0));
+        assert!(block.buf[512..].iter().all(|&b| b == 0xAA));
+
+        // After the walk, the directory became a link to outside the root:
+        // nothing outside is read; the place is zeros and the file changed.
+        std::fs::rename(root.join("d"), root.join("d-old")).unwrap();
+        symlink("../outside", root.join("d")).unwrap();
+        let mut block = block_for(b"d/f", walked);
+        reading.fill(&mut block).unwrap();
+        assert!(block.buf[..512].iter().all(|&b| b == 0));
+
+        // A file that became a FIFO is not waited on, nor read.
+        std::fs::remove_file(root.join("fifo-later")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo-later").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let mut block = block_for(b"fifo-later", fifo);
+        reading.fill(&mut block).unwrap();
+        assert!(block.buf[..512].iter().all(|&b| b == 0));
+
+        // Another file of the same size in its place: read, and noted.
+        std::fs::write(root.join("new"), b"replaced").unwrap();
+        std::fs::rename(root.join("new"), root.join("same")).unwrap();
+        let mut block = block_for(b"same", same);
+        reading.fill(&mut block).unwrap();
+        assert_eq!(&block.buf[..8], b"replaced");
+
+        let changed = reading.changed.lock().unwrap();
+        assert_eq!(changed.count, 3);
+        assert_eq!(
+            changed.paths,
+            [b"d/f".to_vec(), b"fifo-later".to_vec(), b"same".to_vec()]
+        );
+        drop(changed);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
