@@ -109,6 +109,50 @@ enum Entries {
 /// Old entries per batch from the reading thread.
 const AHEAD_BATCH: usize = 256;
 
+/// A previous archive whose index header matched: [`Pending::open`] reads
+/// the rest of the index.
+pub struct Pending {
+    first: IndexReader<File>,
+    index_path: std::path::PathBuf,
+    header: IndexHeader,
+    /// The archive file's length when it was opened.
+    len: u64,
+}
+
+impl Pending {
+    /// Reads the index's members and checks that they tile the archive
+    /// exactly, then opens the index again to stream its entries; `None` if
+    /// the index does not belong to the archive.
+    pub fn open(self) -> Option<Previous> {
+        let (members, footer) = self.first.finish().ok()?;
+        let (mut offset, mut tar) = (0u64, 0u64);
+        for m in &members {
+            if m.offset != offset
+                || m.tar_offset != tar
+                || m.uncompressed > BLOCK_SIZE as u64
+                || m.compressed > gzip::max_member_len(BLOCK_SIZE) as u64
+            {
+                return None;
+            }
+            offset += m.compressed;
+            tar += m.uncompressed;
+        }
+        if offset != self.len || footer.archive_size != self.len || tar != footer.tar_size {
+            return None;
+        }
+        let mut entries = IndexReader::open(&self.index_path).ok()??;
+        if *entries.header() != self.header {
+            return None;
+        }
+        let cur = entries.next_entry().ok()?;
+        Some(Previous {
+            members,
+            entries: Entries::Reader(Box::new(entries)),
+            cur,
+        })
+    }
+}
+
 /// The previous archive, open for reading its members (from any thread).
 pub struct OldArchive {
     file: File,
@@ -123,10 +167,11 @@ pub struct Previous {
 }
 
 impl Previous {
-    /// Opens the archive at `archive` and its index if the index belongs to
-    /// it and was made as `expected` says (version, level, ignore rules,
-    /// block size); `None` otherwise.
-    pub fn open(archive: &Path, expected: &IndexHeader) -> Option<(OldArchive, Previous)> {
+    /// Opens the archive at `archive` and reads the header of its index:
+    /// `None` unless the index was made as `expected` says (a version this
+    /// build reads, the level, ignore rules and block size). Cheap: the
+    /// rest, which reads the whole index, is [`Pending::open`].
+    pub fn probe(archive: &Path, expected: &IndexHeader) -> Option<(OldArchive, Pending)> {
         let file = File::open(archive).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
@@ -134,42 +179,21 @@ impl Previous {
         }
         let index_path = index::path_for(archive);
         let first = IndexReader::open(&index_path).ok()??;
-        let h = first.header().clone();
-        if !index::reads_version(h.version)
-            || h.level != expected.level
-            || h.ignore_digest != expected.ignore_digest
-            || h.block_size != expected.block_size
+        let header = first.header().clone();
+        if !index::reads_version(header.version)
+            || header.level != expected.level
+            || header.ignore_digest != expected.ignore_digest
+            || header.block_size != expected.block_size
         {
             return None;
         }
-        let (members, footer) = first.finish().ok()?;
-        // The members must tile the archive file exactly.
-        let (mut offset, mut tar) = (0u64, 0u64);
-        for m in &members {
-            if m.offset != offset
-                || m.tar_offset != tar
-                || m.uncompressed > BLOCK_SIZE as u64
-                || m.compressed > gzip::max_member_len(BLOCK_SIZE) as u64
-            {
-                return None;
-            }
-            offset += m.compressed;
-            tar += m.uncompressed;
-        }
-        if offset != meta.len() || footer.archive_size != meta.len() || tar != footer.tar_size {
-            return None;
-        }
-        let mut entries = IndexReader::open(&index_path).ok()??;
-        if *entries.header() != h {
-            return None;
-        }
-        let cur = entries.next_entry().ok()?;
         Some((
             OldArchive { file },
-            Previous {
-                members,
-                entries: Entries::Reader(Box::new(entries)),
-                cur,
+            Pending {
+                first,
+                index_path,
+                header,
+                len: meta.len(),
             },
         ))
     }

@@ -208,16 +208,16 @@ pub fn write_archive_indexed(
     let job_rx = Mutex::new(job_rx);
     let (member_tx, member_rx) = mpsc::sync_channel::<Member>(pool_size);
     let spare_members: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-    let (old_archive, previous) = match opts.reuse_from.as_deref().and_then(|archive| {
+    let (old_archive, pending) = match opts.reuse_from.as_deref().and_then(|archive| {
         let expected = index::IndexHeader::new(opts.level.name(), ignore.digest(), BLOCK_SIZE);
-        Previous::open(archive, &expected)
+        Previous::probe(archive, &expected)
     }) {
-        Some((archive, previous)) => (Some(archive), Some(previous)),
+        Some((archive, pending)) => (Some(archive), Some(pending)),
         None => (None, None),
     };
     // A reusing backup's walk only stats files: a file whose bytes turn out
     // to be needed is opened by its path, beneath the root, when it is read.
-    let beneath = match previous {
+    let beneath = match pending {
         Some(_) => root_dup.map(safe_fs::Beneath::new),
         None => None,
     };
@@ -239,13 +239,21 @@ pub fn write_archive_indexed(
         let spare_members = &spare_members;
         let reading = &reading;
         // A walk that only stats holds no open files: it may run further ahead.
-        let ahead = if previous.is_some() {
+        let ahead = if pending.is_some() {
             STAT_WALK_BATCHES
         } else {
             WALK_BATCHES
         };
         let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(ahead);
         s.spawn(move || walk_ahead(walker, walked_tx, shared));
+        // The rest of the old index is read while the walk starts.
+        let opening = pending.map(|pending| {
+            s.spawn(move || {
+                let mut previous = pending.open()?;
+                previous.read_ahead(s);
+                Some(previous)
+            })
+        });
         if let Some(scan_root) = scan_root {
             s.spawn(move || {
                 // Only for the progress total, at the lowest priority, so
@@ -287,11 +295,8 @@ pub fn write_archive_indexed(
             }
             None => (None, None),
         };
-        let mut previous = previous;
-        if let Some(p) = &mut previous {
-            p.read_ahead(s);
-        }
-        let lazy = previous.is_some();
+        let lazy = opening.is_some();
+        let previous = opening.and_then(|t| t.join().ok().flatten());
         let mut producer = Producer {
             walked: walked_rx,
             pending: Vec::new(),
