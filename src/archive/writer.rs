@@ -596,6 +596,11 @@ impl Reading<'_> {
     fn fill(&self, block: &mut Block) -> Result<()> {
         for mut d in std::mem::take(&mut block.deferred) {
             let opened = d.fd.is_some();
+            if d.size == 0 && !opened {
+                // Nothing of it to read (an empty file): not opened again.
+                block.buf[d.at..d.at + d.zeros].fill(0);
+                continue;
+            }
             let fd = match d.fd.take() {
                 Some(fd) => {
                     self.open_fds.fetch_sub(1, Ordering::Relaxed);
