@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::archive::gzip::{self, BLOCK_SIZE};
@@ -295,7 +295,6 @@ pub fn write_archive_indexed(
             }
             None => (None, None),
         };
-        let lazy = opening.is_some();
         let previous = opening.and_then(|t| t.join().ok().flatten());
         let mut producer = Producer {
             walked: walked_rx,
@@ -311,7 +310,6 @@ pub fn write_archive_indexed(
                 batch: Vec::with_capacity(INDEX_BATCH),
             }),
             previous,
-            lazy,
             reading,
             tentative: None,
         };
@@ -470,9 +468,6 @@ struct Producer<'a> {
     index: Option<IndexBatches>,
     /// The previous archive's index, when its members may be reused.
     previous: Option<Previous>,
-    /// Whether the walk only stats files (a reusing backup): the bytes of
-    /// small files are then read by the workers, and only if needed.
-    lazy: bool,
     reading: &'a Reading<'a>,
     /// The old member the current block may turn out to repeat.
     tentative: Option<Tentative>,
@@ -548,8 +543,11 @@ impl Changed {
 /// `zeros` bytes of padding.
 struct Deferred {
     path: Vec<u8>,
-    /// The file, when it was opened already; otherwise it is opened by path.
-    fd: Option<OwnedFd>,
+    /// The file, when it was opened already (a large file's pieces share
+    /// it); otherwise it is opened by path.
+    fd: Option<Arc<OwnedFd>>,
+    /// Whether it counts in `Reading::open_fds` (a small file's handle).
+    counted: bool,
     /// What it was when walked: a file that differs once read has changed.
     before: StatKey,
     at: usize,
@@ -601,13 +599,15 @@ impl Reading<'_> {
                 block.buf[d.at..d.at + d.zeros].fill(0);
                 continue;
             }
+            if d.counted {
+                self.open_fds.fetch_sub(1, Ordering::Relaxed);
+            }
             let fd = match d.fd.take() {
-                Some(fd) => {
-                    self.open_fds.fetch_sub(1, Ordering::Relaxed);
-                    Some(fd)
-                }
+                Some(fd) => Some(fd),
                 // Gone or unreadable since the walk: its place stays zeros.
-                None => self.beneath.and_then(|b| b.open_file(&d.path).ok()),
+                None => self
+                    .beneath
+                    .and_then(|b| b.open_file(&d.path).ok().map(Arc::new)),
             };
             let place = &mut block.buf[d.at..d.at + d.size + d.zeros];
             let (read, changed) = match fd {
@@ -629,7 +629,7 @@ impl Reading<'_> {
     fn skip(&self, block: &mut Block) -> u64 {
         let mut bytes = 0;
         for d in block.deferred.drain(..) {
-            if d.fd.is_some() {
+            if d.counted {
                 self.open_fds.fetch_sub(1, Ordering::Relaxed);
             }
             bytes += d.size as u64;
@@ -799,12 +799,24 @@ impl Producer<'_> {
             if let Some((fd, before)) = file {
                 let changed = match large_run {
                     Some(run) => {
-                        self.reuse_large(&item.meta, &run, &header_buf, before, ctl)?;
+                        let old = Some(run.members.as_slice());
+                        self.ship_large(&item.meta, &header_buf, None, before, old, ctl)?;
+                        false
+                    }
+                    // A reusing backup's walk opened nothing: its large
+                    // files are read by the workers, piece by piece.
+                    None if large && self.reading.beneath.is_some() => {
+                        let fd = fd.map(Arc::new);
+                        self.ship_large(&item.meta, &header_buf, fd, before, None, ctl)?;
                         false
                     }
                     None => {
                         self.put(&header_buf, ctl)?;
-                        let may_defer = self.lazy
+                        // A first backup reads as it goes (handing files to
+                        // the workers measured no faster, and cost 4% more
+                        // system time); a reusing one lets the workers read
+                        // what a block turns out to need.
+                        let may_defer = self.reading.beneath.is_some()
                             && !large
                             && (fd.is_none()
                                 || self.reading.open_fds.load(Ordering::Relaxed)
@@ -890,14 +902,16 @@ impl Producer<'_> {
     /// fit: a small entry never crosses a block), to be read by a worker
     /// unless the block repeats an old member.
     fn defer_file(&mut self, meta: &EntryMeta, fd: Option<OwnedFd>, before: StatKey) {
-        if fd.is_some() {
+        let counted = fd.is_some();
+        if counted {
             self.reading.open_fds.fetch_add(1, Ordering::Relaxed);
         }
         let size = meta.size as usize;
         let zeros = header::padding(meta.size);
         self.block.deferred.push(Deferred {
             path: meta.path.clone(),
-            fd,
+            fd: fd.map(Arc::new),
+            counted,
             before,
             at: self.block.len,
             offset: 0,
@@ -916,24 +930,30 @@ impl Producer<'_> {
         Ok(())
     }
 
-    /// Ships each old member of a large file's run as a block that repeats
-    /// it: the block holds the file's header (in the first) and keeps the
-    /// places of its bytes, which a worker reads (from the file, by path)
-    /// only if the old member cannot be used.
-    fn reuse_large(
+    /// Ships a large file as the blocks this layout cuts it into (1 MiB of
+    /// tar each, counted from its first header byte; the block is empty when
+    /// it starts). Each block holds the file's headers (the first) and keeps
+    /// the places of its bytes, which a worker reads (through `fd`, or by
+    /// path) unless the block repeats an old member: with `old`, the run of
+    /// old members that held the same file, the worker copies each one
+    /// (checked) instead, and reads only for a member that fails the check.
+    fn ship_large(
         &mut self,
         meta: &EntryMeta,
-        run: &Run,
         header: &[u8],
+        fd: Option<Arc<OwnedFd>>,
         before: StatKey,
+        old: Option<&[index::Member]>,
         ctl: &mut Control<'_>,
     ) -> Result<()> {
         let h = header.len() as u64;
         let data_end = h + meta.size;
-        for (k, m) in run.members.iter().enumerate() {
+        let total = data_end + header::padding(meta.size) as u64;
+        let pieces = total.div_ceil(BLOCK_SIZE as u64);
+        for k in 0..pieces {
             // Tar bytes [start, end) of the entry: headers, data, padding.
-            let start = k as u64 * BLOCK_SIZE as u64;
-            let end = start + m.uncompressed;
+            let start = k * BLOCK_SIZE as u64;
+            let end = total.min(start + BLOCK_SIZE as u64);
             if start < h {
                 let upto = h.min(end);
                 self.block.buf[..(upto - start) as usize]
@@ -943,7 +963,8 @@ impl Producer<'_> {
             let size = end.min(data_end).saturating_sub(from);
             self.block.deferred.push(Deferred {
                 path: meta.path.clone(),
-                fd: None,
+                fd: fd.clone(),
+                counted: false,
                 before,
                 at: (from - start) as usize,
                 offset: from - h,
@@ -951,9 +972,10 @@ impl Producer<'_> {
                 zeros: (end - from - size) as usize,
                 piece: true,
             });
-            self.block.len = m.uncompressed as usize;
+            self.block.len = (end - start) as usize;
             self.tentative = None;
-            self.ship(ctl, true, Some(*m))?;
+            let member = old.and_then(|members| members.get(k as usize)).copied();
+            self.ship(ctl, true, member)?;
             ctl.tick(Phase::Archive, self.counters)?;
         }
         Ok(())
@@ -1350,6 +1372,7 @@ mod tests {
         block.deferred.push(Deferred {
             path: path.to_vec(),
             fd: None,
+            counted: false,
             before,
             at: 0,
             offset: 0,
