@@ -406,8 +406,11 @@ const WALK_BATCH: usize = 32;
 const WALK_BATCH_BYTES: u64 = 4 << 20;
 /// Batches in flight; with `WALK_BATCH`, the bound on open files waiting.
 const WALK_BATCHES: usize = 3;
-/// Batches in flight from a walk that opens nothing (a reusing backup's).
-const STAT_WALK_BATCHES: usize = 32;
+/// Batches in flight from a walk that opens nothing (a reusing backup's):
+/// the walk is then the longest thread, and letting it run up to 8,192
+/// entries ahead keeps it from waiting on the others (corpus (b)'s second
+/// backup: 0.56 s instead of 0.62 s with 32; peak RSS 4 MiB more).
+const STAT_WALK_BATCHES: usize = 256;
 
 /// Runs the walk on its own thread, so that listing directories and opening
 /// files overlaps reading them. The channel's bound also bounds the open
