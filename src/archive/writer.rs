@@ -4,11 +4,19 @@
 //! opens files); the calling thread lays tar headers and file bytes into
 //! 1 MiB blocks; `threads` workers compress the
 //! blocks into independent gzip members; one thread puts the members back in
-//! order, feeds them to SHA-1 and writes them out, at most at the write limit.
+//! order and writes them out, at most at the write limit, and another feeds
+//! them to SHA-1. The index's entries are encoded and compressed on a thread
+//! of their own.
 //! A fixed pool of blocks bounds memory and makes a fast stage wait for a
 //! slow one: a block returns to the pool only once its member is written and
 //! hashed, so however the threads are scheduled, no more than the pool's
 //! blocks and members exist at once.
+//!
+//! A backup that reuses the previous archive (see `crate::archive::reuse`)
+//! walks without opening files, and its blocks keep the places of file bytes
+//! instead of holding them: a worker copies the old member a block repeats
+//! (checked against the old index), or else reads the block's files, by
+//! path beneath the root, and compresses it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
