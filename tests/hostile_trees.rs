@@ -955,3 +955,102 @@ fn many_empty_files_round_trip_in_bounded_memory() {
         "peak RSS grew by {grown} KiB for {count} files"
     );
 }
+
+/// The tar bytes of a `.tar.gz`, as GNU gzip inflates them.
+fn gunzip(archive: &Path) -> Vec<u8> {
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gzip -dc {}", archive.display());
+    out.stdout
+}
+
+#[test]
+fn a_reusing_backup_skips_what_it_cannot_read_as_a_fresh_one_does() {
+    if child_mode().as_deref() == Some("reuse-unreadable") {
+        // The child, without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: the
+        // same tree backed up reusing the old archive, and from scratch.
+        let src = PathBuf::from(std::env::var_os("WB_SRC").unwrap());
+        let old = PathBuf::from(std::env::var_os("WB_OLD").unwrap());
+        for (name, reuse) in [("reused", true), ("fresh", false)] {
+            let opts = ArchiveOptions {
+                reuse_from: reuse.then(|| old.clone()),
+                ..ArchiveOptions::default()
+            };
+            let archive = old.with_file_name(format!("{name}.tar.gz"));
+            match archive_create(&src, &archive, &opts, &mut Control::none()) {
+                Ok(summary) => println!("WBCHILD:{name} {}", wire::archive_summary(&summary)),
+                Err(e) => println!("WBCHILD:err {e}"),
+            }
+        }
+        return;
+    }
+    let dir = TempDir::new("reuse-unreadable");
+    let src = dir.join("src");
+    write_file(&src.join("a.txt"), b"a", 0o644, 1);
+    // A large file whose members the second backups copy.
+    let big: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    write_file(&src.join("big.bin"), &big, 0o644, 1);
+    // Two links to one file, and a file on its own, all readable for the
+    // first backup and then not.
+    write_file(&src.join("h1"), b"linked", 0o644, 1);
+    std::fs::hard_link(src.join("h1"), src.join("h2")).unwrap();
+    write_file(&src.join("secret.txt"), b"s", 0o644, 1);
+    write_file(&src.join("z.txt"), b"z", 0o644, 1);
+    let old = dir.join("old.tar.gz");
+    archive_create(&src, &old, &ArchiveOptions::default(), &mut Control::none()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in ["h1", "secret.txt"] {
+        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(0)).unwrap();
+    }
+    let (lines, status, stderr) = run_child(
+        "a_reusing_backup_skips_what_it_cannot_read_as_a_fresh_one_does",
+        &[
+            ("WB_HOSTILE_CHILD", OsStr::new("reuse-unreadable")),
+            ("WB_SRC", src.as_os_str()),
+            ("WB_OLD", old.as_os_str()),
+        ],
+        &[
+            "setpriv",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+        ],
+        Duration::from_secs(60),
+    );
+    if !status.success() && stderr.contains("setpriv") {
+        eprintln!("SKIPPED: cannot drop capabilities with setpriv here: {stderr}");
+        return;
+    }
+    assert!(status.success(), "child failed: {stderr}");
+    let summary = |name: &str| -> serde_json::Value {
+        let line = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} backup: {lines:?}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let (reused, fresh) = (summary("reused"), summary("fresh"));
+    // Both leave out the unreadable file and both links of the unreadable
+    // one (no link points to a path the archive lacks), with the reason.
+    for s in [&reused, &fresh] {
+        let skipped: BTreeSet<&str> = s["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(skipped, BTreeSet::from(["h1", "h2", "secret.txt"]), "{s}");
+        assert_eq!(s["files"], 3, "{s}");
+    }
+    assert!(reused["reused_members"].as_u64().unwrap() >= 3, "{reused}");
+    assert_eq!(fresh["reused_members"], 0, "{fresh}");
+    assert_eq!(
+        gunzip(&dir.join("reused.tar.gz")),
+        gunzip(&dir.join("fresh.tar.gz")),
+        "the reusing backup's tar stream is not the fresh one's"
+    );
+}

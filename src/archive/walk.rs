@@ -65,6 +65,8 @@ pub struct TreeWalker<'a> {
     ignored: Option<Ignored>,
     /// Stat regular files by name instead of opening them (`stat_only`).
     stat_only: bool,
+    /// ... except files with more than one link (`stat_only_but_links`).
+    open_links: bool,
 }
 
 /// What the ignore rules left out of a walk: every path counted, the first
@@ -112,6 +114,7 @@ impl<'a> TreeWalker<'a> {
             exclude: Vec::new(),
             ignored: None,
             stat_only: false,
+            open_links: false,
         })
     }
 
@@ -121,6 +124,16 @@ impl<'a> TreeWalker<'a> {
     /// open is then counted rather than skipped.
     pub fn stat_only(&mut self) {
         self.stat_only = true;
+    }
+
+    /// Like `stat_only`, but a regular file with more than one link is
+    /// opened as in a full walk (a reusing backup's walk): the first path
+    /// of its inode is what later links point to, so it must be one the
+    /// archive holds, and a file that cannot be opened is skipped here, as
+    /// in any backup, before a link names it.
+    pub fn stat_only_but_links(&mut self) {
+        self.stat_only = true;
+        self.open_links = true;
     }
 
     /// Makes the walk count the paths the ignore rules leave out and keep
@@ -314,7 +327,17 @@ impl<'a> TreeWalker<'a> {
             return Ok(Found::Skip);
         }
         let (fd, st) = if self.stat_only {
-            (None, safe_fs::lstat_at(dir, name)?)
+            let st = safe_fs::lstat_at(dir, name)?;
+            if self.open_links
+                && st.st_nlink > 1
+                && safe_fs::file_type(&st) == FileType::RegularFile
+            {
+                let fd = safe_fs::open_file(dir, name)?;
+                let st = rustix::fs::fstat(&fd)?;
+                (Some(fd), st)
+            } else {
+                (None, st)
+            }
         } else {
             let fd = safe_fs::open_file(dir, name)?;
             let st = rustix::fs::fstat(&fd)?;

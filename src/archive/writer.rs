@@ -230,7 +230,7 @@ pub fn write_archive_indexed(
         None => None,
     };
     if beneath.is_some() {
-        walker.stat_only();
+        walker.stat_only_but_links();
     }
     let reading = Reading {
         beneath: beneath.as_ref(),
