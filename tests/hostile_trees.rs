@@ -1005,7 +1005,7 @@ fn a_reusing_backup_skips_what_it_cannot_read_as_a_fresh_one_does() {
     archive_create(&src, &old, &ArchiveOptions::default(), &mut Control::none()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     for p in ["h1", "secret.txt"] {
-        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(0o000)).unwrap();
     }
     let (lines, status, stderr) = run_child(
         "a_reusing_backup_skips_what_it_cannot_read_as_a_fresh_one_does",
