@@ -1,5 +1,6 @@
 pub mod gzip;
 pub mod header;
+pub mod lookahead;
 pub mod reader;
 pub mod reuse;
 pub mod sha1;

@@ -23,6 +23,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::archive::gzip::{self, MemberHeader, BLOCK_SIZE};
 use crate::archive::header::BLOCK;
+use crate::archive::lookahead::{Lookahead, Observe};
 use crate::error::{quote, Error, Result};
 use crate::progress::{Counters, Shared};
 
@@ -344,7 +345,7 @@ pub fn with_tar_stream<T>(
             s.spawn(move || inflate_worker(job_rx, shared));
         }
         s.spawn(move || {
-            let mut input = Input::new(source, counters);
+            let mut input = Lookahead::new(source, 256 * 1024, Arrivals { counters });
             let split = split_members(&mut input, &order_tx, &job_tx, budget, shared, own_members);
             if let Err(e) = split {
                 let (tx, rx) = mpsc::sync_channel(1);
@@ -402,71 +403,32 @@ fn inflate_worker<'a>(jobs: &Mutex<Receiver<Job<'a>>>, shared: &Shared) {
 
 /// A buffered reader over the source that can look ahead without consuming,
 /// and counts what it reads.
-struct Input<'a> {
-    src: &'a mut (dyn Read + Send),
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
-    counters: &'a Counters,
+/// The archive's bytes as they come from the source, counted as they
+/// arrive.
+type Input<'a, 'c> = Lookahead<'a, dyn Read + Send + 'a, Arrivals<'c>>;
+
+struct Arrivals<'c> {
+    counters: &'c Counters,
 }
 
-impl<'a> Input<'a> {
-    fn new(src: &'a mut (dyn Read + Send), counters: &'a Counters) -> Input<'a> {
-        Input {
-            src,
-            buf: vec![0; 256 * 1024],
-            start: 0,
-            end: 0,
-            eof: false,
-            counters,
-        }
+impl Observe for Arrivals<'_> {
+    fn arrived(&mut self, bytes: &[u8]) {
+        self.counters.add_bytes(bytes.len() as u64);
+        self.counters.add_archive_bytes(bytes.len() as u64);
     }
+    fn source_error(&self, e: std::io::Error) -> Error {
+        source_error(e)
+    }
+}
 
-    /// Makes at least `n` bytes available if the source has them, and
-    /// returns what is available.
-    fn peek(&mut self, n: usize) -> Result<&[u8]> {
-        while self.end - self.start < n && !self.eof {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.end == self.buf.len() {
-                self.buf.resize(self.buf.len().max(n), 0);
-            }
-            match self.src.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(k) => {
-                    self.end += k;
-                    self.counters.add_bytes(k as u64);
-                    self.counters.add_archive_bytes(k as u64);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(source_error(e)),
-            }
-        }
-        Ok(&self.buf[self.start..self.end])
+/// Reads exactly `n` bytes of `input` into `out`, which ends up `n` bytes
+/// long; the archive is truncated if it ends first.
+fn take_exact(input: &mut Input<'_, '_>, n: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    if input.take_into(n, out)? < n {
+        return Err(truncated());
     }
-
-    /// Reads exactly `n` bytes into `out`, which ends up `n` bytes long.
-    fn take(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
-        out.resize(n, 0);
-        let mut filled = 0;
-        while filled < n {
-            if self.start == self.end {
-                self.peek(1)?;
-                if self.start == self.end {
-                    return Err(truncated());
-                }
-            }
-            let k = (n - filled).min(self.end - self.start);
-            out[filled..filled + k].copy_from_slice(&self.buf[self.start..self.start + k]);
-            filled += k;
-            self.start += k;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Errors from the source keep their kind: a download that breaks off is a
@@ -478,30 +440,8 @@ fn source_error(e: std::io::Error) -> Error {
     }
 }
 
-impl Read for Input<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for Input<'_> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        if self.start == self.end {
-            self.peek(1).map_err(std::io::Error::other)?;
-        }
-        Ok(&self.buf[self.start..self.end])
-    }
-    fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-    }
-}
-
 fn split_members<'a>(
-    input: &mut Input<'_>,
+    input: &mut Input<'_, '_>,
     order: &SyncSender<Receiver<Inflated<'a>>>,
     jobs: &SyncSender<Job<'a>>,
     budget: &'a Budget,
@@ -540,7 +480,7 @@ fn split_members<'a>(
             ) else {
                 return Ok(());
             };
-            input.take(header.member_len, &mut member.data)?;
+            take_exact(input, header.member_len, &mut member.data)?;
             let (done, slot) = mpsc::sync_channel(1);
             if order.send(slot).is_err() {
                 return Ok(());
@@ -562,7 +502,7 @@ fn split_members<'a>(
 
 /// Inflates one gzip member of another tool's making, as a stream.
 fn inflate_foreign_member<'a>(
-    input: &mut Input<'_>,
+    input: &mut Input<'_, '_>,
     order: &SyncSender<Receiver<Inflated<'a>>>,
     budget: &'a Budget,
     shared: &Shared,
@@ -613,7 +553,7 @@ fn inflate_error(e: std::io::Error) -> Error {
 
 /// Bytes after the last gzip member: zero padding is accepted, anything else
 /// means the archive is damaged.
-fn check_trailing(input: &mut Input<'_>) -> Result<()> {
+fn check_trailing(input: &mut Input<'_, '_>) -> Result<()> {
     loop {
         let avail = input.peek(1)?;
         if avail.is_empty() {

@@ -16,6 +16,7 @@ use sha1::{Digest, Sha1};
 
 use super::{member_checksum, Index, Member};
 use crate::archive::gzip::{self, BLOCK_SIZE, HEADER_LEN, MAX_MEMBER};
+use crate::archive::lookahead::{Lookahead, Observe};
 use crate::archive::reader::{truncated, TarSource};
 use crate::error::{Error, Result, Status};
 use crate::progress::{Control, Counters, Phase};
@@ -40,97 +41,36 @@ pub struct MemberFault {
     pub stored: bool,
 }
 
-/// The archive file read through a buffer that counts what is consumed and
-/// hashes it (the member being read, and the whole file).
-struct Counted<'r> {
-    src: &'r mut dyn Read,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
-    /// Bytes consumed so far.
+/// What the pass keeps of the bytes it has moved past: how many, and their
+/// hashes (the member being read, and the whole file).
+struct Passed {
     pos: u64,
     member_hash: super::MemberHasher,
     sha1: Sha1,
 }
 
-impl<'r> Counted<'r> {
-    fn new(src: &'r mut dyn Read) -> Counted<'r> {
-        Counted {
-            src,
-            buf: vec![0; 256 << 10],
-            start: 0,
-            end: 0,
-            eof: false,
-            pos: 0,
-            member_hash: super::MemberHasher::new(),
-            sha1: Sha1::new(),
-        }
-    }
-
-    /// Makes at least `n` bytes (`n` at most the buffer's size) available
-    /// if the file has them, and returns what is available.
-    fn peek(&mut self, n: usize) -> Result<&[u8]> {
-        while self.end - self.start < n && !self.eof {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            match self.src.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(k) => self.end += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading the archive", e)),
-            }
-        }
-        Ok(&self.buf[self.start..self.end])
-    }
-
-    /// Appends up to `n` bytes to `out`; fewer only at the end of the file.
-    fn take_into(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
-        let mut left = n;
-        while left > 0 {
-            let avail = self
-                .fill_buf()
-                .map_err(|e| Error::io("reading the archive", e))?;
-            if avail.is_empty() {
-                return Ok(());
-            }
-            let k = left.min(avail.len());
-            out.extend_from_slice(&avail[..k]);
-            self.consume(k);
-            left -= k;
-        }
-        Ok(())
-    }
-}
-
-impl Read for Counted<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for Counted<'_> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        if self.start == self.end {
-            self.peek(1).map_err(std::io::Error::other)?;
-        }
-        Ok(&self.buf[self.start..self.end])
-    }
-    fn consume(&mut self, n: usize) {
-        let n = n.min(self.end - self.start);
-        let bytes = &self.buf[self.start..self.start + n];
+impl Observe for Passed {
+    fn consumed(&mut self, bytes: &[u8]) {
         self.member_hash.update(bytes);
         self.sha1.update(bytes);
-        self.start += n;
-        self.pos += n as u64;
+        self.pos += bytes.len() as u64;
     }
+    fn source_error(&self, e: std::io::Error) -> Error {
+        Error::io("reading the archive", e)
+    }
+}
+
+/// The archive file, read through a buffer that counts and hashes what is
+/// consumed.
+type Counted<'r> = Lookahead<'r, dyn Read + 'r, Passed>;
+
+fn counted(src: &mut dyn Read) -> Counted<'_> {
+    let passed = Passed {
+        pos: 0,
+        member_hash: super::MemberHasher::new(),
+        sha1: Sha1::new(),
+    };
+    Lookahead::new(src, 256 << 10, passed)
 }
 
 /// Where the input is: between members, or inside a member of another
@@ -179,7 +119,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
         let counters = Counters::default();
         counters.set_total(len);
         Scanner {
-            input: Input::Raw(Box::new(Counted::new(src))),
+            input: Input::Raw(Box::new(counted(src))),
             expected: index.map(|i| &i.members[..]),
             members: Vec::new(),
             faults: Vec::new(),
@@ -199,8 +139,8 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
     /// Bytes of the archive read so far.
     pub fn archive_pos(&self) -> u64 {
         match &self.input {
-            Input::Raw(c) => c.pos,
-            Input::Foreign(d) => d.get_ref().pos,
+            Input::Raw(c) => c.observer.pos,
+            Input::Foreign(d) => d.get_ref().observer.pos,
             Input::Gone => 0,
         }
     }
@@ -208,7 +148,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
     /// SHA-1 of the archive bytes read so far (hex).
     pub fn sha1_hex(&self) -> String {
         match &self.input {
-            Input::Raw(c) => format!("{:x}", c.sha1.clone().finalize()),
+            Input::Raw(c) => format!("{:x}", c.observer.sha1.clone().finalize()),
             _ => String::new(),
         }
     }
@@ -331,7 +271,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             return Ok(false);
         };
         let k = self.members.len();
-        let offset = input.pos;
+        let offset = input.observer.pos;
         let head = input.peek(HEADER_LEN)?;
         if head.is_empty() {
             if k == 0 {
@@ -387,7 +327,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             (_, Some(h)) => Some((h.member_len, None)),
             _ => None,
         };
-        input.member_hash = super::MemberHasher::new();
+        input.observer.member_hash = super::MemberHasher::new();
         let tar_offset = self.tar_pos;
         self.members.push(Member {
             offset,
@@ -496,8 +436,8 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
             return Ok(false);
         };
         let input = decoder.into_inner();
-        self.members[k].compressed = input.pos - offset;
-        self.members[k].checksum = input.member_hash.finish();
+        self.members[k].compressed = input.observer.pos - offset;
+        self.members[k].checksum = input.observer.member_hash.finish();
         self.input = Input::Raw(Box::new(input));
         self.check_expected(k);
         self.load()
