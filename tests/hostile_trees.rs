@@ -487,6 +487,29 @@ fn run_child(
     )
 }
 
+/// Runs the test `name` again in a child without `CAP_DAC_OVERRIDE` and
+/// `CAP_DAC_READ_SEARCH` (so that file modes bind it, as they bind a node
+/// not run as root) and returns the lines it reported; `None`, after saying
+/// so, where `setpriv` cannot drop them here.
+fn run_child_without_dac(name: &str, env: &[(&str, &OsStr)]) -> Option<Vec<String>> {
+    let (lines, status, stderr) = run_child(
+        name,
+        env,
+        &[
+            "setpriv",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+        ],
+        Duration::from_secs(60),
+    );
+    if !status.success() && stderr.contains("setpriv") {
+        eprintln!("SKIPPED: cannot drop capabilities with setpriv here: {stderr}");
+        return None;
+    }
+    assert!(status.success(), "child failed: {stderr}");
+    Some(lines)
+}
+
 fn child_mode() -> Option<String> {
     std::env::var("WB_HOSTILE_CHILD").ok()
 }
@@ -521,25 +544,16 @@ fn unreadable_files_and_directories_are_skipped_with_a_reason() {
     chmod("list-only", 0o400);
     let archive = dir.join("out.tar.gz");
 
-    let (lines, status, stderr) = run_child(
+    let Some(lines) = run_child_without_dac(
         "unreadable_files_and_directories_are_skipped_with_a_reason",
         &[
             ("WB_HOSTILE_CHILD", OsStr::new("unreadable")),
             ("WB_SRC", src.as_os_str()),
             ("WB_ARCHIVE", archive.as_os_str()),
         ],
-        &[
-            "setpriv",
-            "--inh-caps=-dac_override,-dac_read_search",
-            "--bounding-set=-dac_override,-dac_read_search",
-        ],
-        Duration::from_secs(60),
-    );
-    if !status.success() && stderr.contains("setpriv") {
-        eprintln!("SKIPPED: cannot drop capabilities with setpriv here: {stderr}");
+    ) else {
         return;
-    }
-    assert!(status.success(), "child failed: {stderr}");
+    };
     let line = lines.first().expect("the child reports");
     let json = line
         .strip_prefix("ok ")
@@ -1007,25 +1021,16 @@ fn a_reusing_backup_skips_what_it_cannot_read_as_a_fresh_one_does() {
     for p in ["h1", "secret.txt"] {
         std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(0o000)).unwrap();
     }
-    let (lines, status, stderr) = run_child(
+    let Some(lines) = run_child_without_dac(
         "a_reusing_backup_skips_what_it_cannot_read_as_a_fresh_one_does",
         &[
             ("WB_HOSTILE_CHILD", OsStr::new("reuse-unreadable")),
             ("WB_SRC", src.as_os_str()),
             ("WB_OLD", old.as_os_str()),
         ],
-        &[
-            "setpriv",
-            "--inh-caps=-dac_override,-dac_read_search",
-            "--bounding-set=-dac_override,-dac_read_search",
-        ],
-        Duration::from_secs(60),
-    );
-    if !status.success() && stderr.contains("setpriv") {
-        eprintln!("SKIPPED: cannot drop capabilities with setpriv here: {stderr}");
+    ) else {
         return;
-    }
-    assert!(status.success(), "child failed: {stderr}");
+    };
     let summary = |name: &str| -> serde_json::Value {
         let line = lines
             .iter()
