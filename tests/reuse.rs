@@ -76,16 +76,6 @@ fn build_tree(root: &Path) {
 }
 
 /// SHA-1 of the archive's tar stream, inflated by real gzip.
-fn tar_sha1(archive: &Path) -> String {
-    let out = Command::new("bash")
-        .args(["-c", "set -o pipefail; gzip -dc \"$1\" | sha1sum", "-"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "gzip -dc failed on {archive:?}");
-    String::from_utf8(out.stdout).unwrap()[..40].to_string()
-}
-
 fn backup(engine: &Engine, uuid: &str, reuse: bool) -> BackupDetails {
     let request = CreateRequest {
         reuse,

@@ -167,6 +167,17 @@ pub fn empty_dir(dir: &Path) {
     }
 }
 
+/// SHA-1 (hex) of an archive's tar stream, as real GNU gzip inflates it.
+pub fn tar_sha1(archive: &Path) -> String {
+    let out = std::process::Command::new("bash")
+        .args(["-c", "set -o pipefail; gzip -dc \"$1\" | sha1sum", "-"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gzip -dc failed on {archive:?}");
+    String::from_utf8(out.stdout).unwrap()[..40].to_string()
+}
+
 /// `len` bytes no compressor can shrink (xorshift64), from `seed`; every
 /// seed gives different bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
