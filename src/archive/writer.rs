@@ -26,6 +26,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustix::io::Errno;
+
 use crate::archive::gzip::{self, BLOCK_SIZE};
 use crate::archive::header::{self, EntryMeta, Kind};
 use crate::archive::reuse::{self, OldArchive, Previous, Run};
@@ -197,9 +199,18 @@ pub fn write_archive_indexed(
     } else {
         None
     };
-    let root_dup = match opts.reuse_from {
+    let (old_archive, pending) = match opts.reuse_from.as_deref().and_then(|archive| {
+        let expected = index::IndexHeader::new(opts.level.name(), ignore.digest(), BLOCK_SIZE);
+        Previous::probe(archive, &expected)
+    }) {
+        Some((archive, pending)) => (Some(archive), Some(pending)),
+        None => (None, None),
+    };
+    // A reusing backup's walk only stats files: a file whose bytes turn out
+    // to be needed is opened by its path, beneath the root, when it is read.
+    let beneath = match pending {
         Some(_) => Some(
-            safe_fs::open_dir(root.as_fd(), c".")
+            safe_fs::Beneath::dup(root.as_fd())
                 .map_err(|e| Error::os("opening the server directory", e))?,
         ),
         None => None,
@@ -216,19 +227,6 @@ pub fn write_archive_indexed(
     let job_rx = Mutex::new(job_rx);
     let (member_tx, member_rx) = mpsc::sync_channel::<Member>(pool_size);
     let spare_members: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-    let (old_archive, pending) = match opts.reuse_from.as_deref().and_then(|archive| {
-        let expected = index::IndexHeader::new(opts.level.name(), ignore.digest(), BLOCK_SIZE);
-        Previous::probe(archive, &expected)
-    }) {
-        Some((archive, pending)) => (Some(archive), Some(pending)),
-        None => (None, None),
-    };
-    // A reusing backup's walk only stats files: a file whose bytes turn out
-    // to be needed is opened by its path, beneath the root, when it is read.
-    let beneath = match pending {
-        Some(_) => root_dup.map(safe_fs::Beneath::new),
-        None => None,
-    };
     if beneath.is_some() {
         walker.stat_only_but_links();
     }
@@ -604,8 +602,7 @@ impl Reading<'_> {
     /// noted as changed).
     fn fill(&self, block: &mut Block) -> Result<()> {
         for mut d in std::mem::take(&mut block.deferred) {
-            let opened = d.fd.is_some();
-            if d.size == 0 && !opened {
+            if d.size == 0 && d.fd.is_none() {
                 // Nothing of it to read (an empty file): not opened again.
                 block.buf[d.at..d.at + d.zeros].fill(0);
                 continue;
@@ -615,14 +612,16 @@ impl Reading<'_> {
             }
             let fd = match d.fd.take() {
                 Some(fd) => Some(fd),
-                // Gone or unreadable since the walk: its place stays zeros.
+                // Gone, unreadable or replaced since the walk: its place
+                // stays zeros.
                 None => self
                     .beneath
-                    .and_then(|b| b.open_file(&d.path).ok().map(Arc::new)),
+                    .and_then(|b| open_walked(b, &d.path).ok().flatten())
+                    .map(Arc::new),
             };
             let place = &mut block.buf[d.at..d.at + d.size + d.zeros];
             let (read, changed) = match fd {
-                Some(fd) => read_at(&fd, &d, &mut place[..d.size], opened)?,
+                Some(fd) => read_at(&fd, &d, &mut place[..d.size])?,
                 None => (0, true),
             };
             place[read..].fill(0);
@@ -649,33 +648,30 @@ impl Reading<'_> {
     }
 }
 
+/// Opens the file the walk only stat'ed at `path`, beneath the root:
+/// `Ok(None)` if it is now anything but a regular file (it was replaced).
+fn open_walked(
+    beneath: &safe_fs::Beneath,
+    path: &[u8],
+) -> std::result::Result<Option<OwnedFd>, Errno> {
+    let fd = beneath.open_file(path)?;
+    let st = rustix::fs::fstat(fd.as_fd())?;
+    Ok((safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile).then_some(fd))
+}
+
 /// Reads `d.size` bytes of `fd` from `d.offset` into `buf`; returns how
-/// many were read and whether the file changed. A file opened by path
-/// (`opened` false) must still be a regular file.
-fn read_at(fd: &OwnedFd, d: &Deferred, buf: &mut [u8], opened: bool) -> Result<(usize, bool)> {
-    if !opened {
-        match rustix::fs::fstat(fd.as_fd()) {
-            Ok(st) if safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile => {}
-            _ => return Ok((0, true)),
-        }
-    }
+/// many were read and whether the file changed.
+fn read_at(fd: &OwnedFd, d: &Deferred, buf: &mut [u8]) -> Result<(usize, bool)> {
     let mut pos = 0;
     while pos < buf.len() {
         match rustix::io::pread(fd, &mut buf[pos..], d.offset + pos as u64) {
             Ok(0) => return Ok((pos, true)),
             Ok(n) => pos += n,
-            Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
             Err(e) => return Err(Error::os(format!("reading {}", quote(&d.path)), e)),
         }
     }
     Ok((pos, differs(fd, &d.before)))
-}
-
-/// What became of a file the walk only stat'ed and that must be read now.
-enum Opened {
-    File(OwnedFd),
-    /// Vanished, or cannot be opened: left out (the reason is recorded).
-    Skip,
 }
 
 impl Producer<'_> {
@@ -710,21 +706,12 @@ impl Producer<'_> {
     }
 
     /// Opens a file the walk only stat'ed, as the walk would have: one that
-    /// vanished is left out, one that cannot be opened is left out and
-    /// listed as skipped.
-    fn open_walked(&mut self, path: &[u8]) -> Opened {
-        let Some(beneath) = self.reading.beneath else {
-            return Opened::Skip;
-        };
-        match beneath.open_file(path) {
-            // Anything but a regular file now was replaced since the walk.
-            Ok(fd) => match rustix::fs::fstat(fd.as_fd()) {
-                Ok(st) if safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile => {
-                    Opened::File(fd)
-                }
-                _ => Opened::Skip,
-            },
-            Err(rustix::io::Errno::NOENT) => Opened::Skip,
+    /// vanished or was replaced is left out, one that cannot be opened is
+    /// left out and listed as skipped.
+    fn open_walked(&mut self, path: &[u8]) -> Option<OwnedFd> {
+        match open_walked(self.reading.beneath?, path) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => None,
             Err(e) => {
                 self.summary.skipped_count += 1;
                 if self.summary.skipped.len() < MAX_LISTED {
@@ -733,7 +720,7 @@ impl Producer<'_> {
                         reason: format!("cannot read: {}", std::io::Error::from(e)),
                     });
                 }
-                Opened::Skip
+                None
             }
         }
     }
@@ -796,8 +783,8 @@ impl Producer<'_> {
                     file = Some((None, item.stat));
                 } else {
                     match self.open_walked(&item.meta.path) {
-                        Opened::File(fd) => file = Some((Some(fd), item.stat)),
-                        Opened::Skip => {
+                        Some(fd) => file = Some((Some(fd), item.stat)),
+                        None => {
                             if let Some(t) = &mut self.tentative {
                                 t.ok = false;
                             }
@@ -830,14 +817,19 @@ impl Producer<'_> {
                         // turns out to need.
                         let may_defer = self.reading.beneath.is_some()
                             && !large
-                            && (fd.is_none()
-                                || self.reading.open_fds.load(Ordering::Relaxed)
-                                    < MAX_OPEN_DEFERRED);
-                        if may_defer {
-                            self.defer_file(&item.meta, fd, before);
-                            false
-                        } else {
-                            self.copy_file(&item.meta, fd, before, ctl)?
+                            && self.reading.open_fds.load(Ordering::Relaxed) < MAX_OPEN_DEFERRED;
+                        match fd {
+                            // Not opened: a small file whose bytes the old
+                            // member may hold.
+                            None => {
+                                self.defer_file(&item.meta, None, before);
+                                false
+                            }
+                            Some(fd) if may_defer => {
+                                self.defer_file(&item.meta, Some(fd), before);
+                                false
+                            }
+                            Some(fd) => self.copy_file(&item.meta, fd, before, ctl)?,
                         }
                     }
                 };
@@ -1061,39 +1053,26 @@ impl Producer<'_> {
 
     /// Copies exactly `meta.size` bytes of an open file into the stream: a
     /// file that shrank is padded with zeros, one that grew is cut, and
-    /// both are noted as changed (and `true` returned). A file not open yet
-    /// is opened by path (and, if that fails, is all zeros and changed).
+    /// both are noted as changed (and `true` returned).
     fn copy_file(
         &mut self,
         meta: &EntryMeta,
-        fd: Option<OwnedFd>,
+        fd: OwnedFd,
         before: StatKey,
         ctl: &mut Control<'_>,
     ) -> Result<bool> {
-        let opened = fd.is_some();
-        let fd = fd.or_else(|| {
-            self.reading
-                .beneath
-                .and_then(|b| b.open_file(&meta.path).ok())
-        });
         let mut remaining = meta.size;
-        let mut changed = match &fd {
-            None => true,
-            Some(_) if opened => false,
-            Some(fd) => !matches!(rustix::fs::fstat(fd.as_fd()),
-                Ok(st) if safe_fs::file_type(&st) == rustix::fs::FileType::RegularFile),
-        };
+        let mut changed = false;
         let mut since_tick = 0u64;
-        while remaining > 0 && !changed {
-            let Some(fd) = &fd else { break };
+        while remaining > 0 {
             if self.block.len == BLOCK_SIZE {
                 self.ship(ctl, true, None)?;
             }
             let room = ((BLOCK_SIZE - self.block.len) as u64).min(remaining) as usize;
             let start = self.block.len;
-            let n = match rustix::io::read(fd, &mut self.block.buf[start..start + room]) {
+            let n = match rustix::io::read(&fd, &mut self.block.buf[start..start + room]) {
                 Ok(n) => n,
-                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => continue,
+                Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
                 Err(e) => {
                     return Err(Error::os(format!("reading {}", quote(&meta.path)), e));
                 }
@@ -1112,8 +1091,8 @@ impl Producer<'_> {
             }
         }
         self.put_zeros(remaining + header::padding(meta.size) as u64, ctl)?;
-        if let (false, Some(fd)) = (changed, &fd) {
-            changed = differs(fd, &before);
+        if !changed {
+            changed = differs(&fd, &before);
         }
         if changed {
             if let Ok(mut log) = self.reading.changed.lock() {
