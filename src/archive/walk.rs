@@ -326,22 +326,24 @@ impl<'a> TreeWalker<'a> {
         if self.left_out(rel, false) {
             return Ok(Found::Skip);
         }
-        let (fd, st) = if self.stat_only {
-            let st = safe_fs::lstat_at(dir, name)?;
-            if self.open_links
-                && st.st_nlink > 1
-                && safe_fs::file_type(&st) == FileType::RegularFile
+        let stat = if self.stat_only {
+            Some(safe_fs::lstat_at(dir, name)?)
+        } else {
+            None
+        };
+        let (fd, st) = match stat {
+            Some(st)
+                if !(self.open_links
+                    && st.st_nlink > 1
+                    && safe_fs::file_type(&st) == FileType::RegularFile) =>
             {
+                (None, st)
+            }
+            _ => {
                 let fd = safe_fs::open_file(dir, name)?;
                 let st = rustix::fs::fstat(&fd)?;
                 (Some(fd), st)
-            } else {
-                (None, st)
             }
-        } else {
-            let fd = safe_fs::open_file(dir, name)?;
-            let st = rustix::fs::fstat(&fd)?;
-            (Some(fd), st)
         };
         match safe_fs::file_type(&st) {
             FileType::RegularFile => {}
