@@ -97,15 +97,6 @@ pub struct Run {
     pub members: Vec<Member>,
 }
 
-/// Where the old entries come from: the index file, or a thread reading it.
-enum Entries {
-    Reader(Box<IndexReader<File>>),
-    Ahead(
-        std::sync::mpsc::Receiver<Vec<Entry>>,
-        std::vec::IntoIter<Entry>,
-    ),
-}
-
 /// Old entries per batch from the reading thread.
 const AHEAD_BATCH: usize = 256;
 
@@ -121,9 +112,10 @@ pub struct Pending {
 
 impl Pending {
     /// Reads the index's members and checks that they tile the archive
-    /// exactly, then opens the index again to stream its entries; `None` if
-    /// the index does not belong to the archive.
-    pub fn open(self) -> Option<Previous> {
+    /// exactly, then opens the index again to stream its entries, read on a
+    /// thread of the scope `s` (inflated and decoded off the thread that
+    /// walks with them); `None` if the index does not belong to the archive.
+    pub fn open<'scope>(self, s: &'scope std::thread::Scope<'scope, '_>) -> Option<Previous> {
         let (members, footer) = self.first.finish().ok()?;
         let (mut offset, mut tar) = (0u64, 0u64);
         for m in &members {
@@ -145,9 +137,27 @@ impl Pending {
             return None;
         }
         let cur = entries.next_entry().ok()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(4);
+        s.spawn(move || loop {
+            let mut batch = Vec::with_capacity(AHEAD_BATCH);
+            while batch.len() < AHEAD_BATCH {
+                match entries.next_entry() {
+                    Ok(Some(e)) => batch.push(e),
+                    // The end, or an unreadable index: the reuse ends there.
+                    _ => {
+                        let _ = tx.send(batch);
+                        return;
+                    }
+                }
+            }
+            if tx.send(batch).is_err() {
+                return;
+            }
+        });
         Some(Previous {
             members,
-            entries: Entries::Reader(Box::new(entries)),
+            entries: rx,
+            batch: Vec::new().into_iter(),
             cur,
         })
     }
@@ -161,7 +171,10 @@ pub struct OldArchive {
 /// The previous archive's index, read as a stream alongside the walk.
 pub struct Previous {
     members: Vec<Member>,
-    entries: Entries,
+    /// The old entries, in batches from the thread reading them, and the
+    /// rest of the current batch.
+    entries: std::sync::mpsc::Receiver<Vec<Entry>>,
+    batch: std::vec::IntoIter<Entry>,
     /// The next old entry not yet passed.
     cur: Option<Entry>,
 }
@@ -198,43 +211,12 @@ impl Previous {
         ))
     }
 
-    /// Reads the rest of the old entries on a thread of the scope `s`
-    /// (inflating and decoding them off the thread that walks with them).
-    pub fn read_ahead<'scope>(&mut self, s: &'scope std::thread::Scope<'scope, '_>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(4);
-        let Entries::Reader(mut reader) = std::mem::replace(
-            &mut self.entries,
-            Entries::Ahead(rx, Vec::new().into_iter()),
-        ) else {
-            return;
-        };
-        s.spawn(move || loop {
-            let mut batch = Vec::with_capacity(AHEAD_BATCH);
-            while batch.len() < AHEAD_BATCH {
-                match reader.next_entry() {
-                    Ok(Some(e)) => batch.push(e),
-                    // The end, or an unreadable index: the reuse ends there.
-                    _ => {
-                        let _ = tx.send(batch);
-                        return;
-                    }
-                }
-            }
-            if tx.send(batch).is_err() {
-                return;
-            }
-        });
-    }
-
     fn advance(&mut self) {
         // An unreadable index ends the reuse, never the backup.
-        self.cur = match &mut self.entries {
-            Entries::Reader(r) => r.next_entry().ok().flatten(),
-            Entries::Ahead(rx, batch) => batch.next().or_else(|| {
-                *batch = rx.recv().ok()?.into_iter();
-                batch.next()
-            }),
-        };
+        self.cur = self.batch.next().or_else(|| {
+            self.batch = self.entries.recv().ok()?.into_iter();
+            self.batch.next()
+        });
     }
 
     /// The old run that starts with the entry at `path`, if there is one

@@ -253,13 +253,7 @@ pub fn write_archive_indexed(
         let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(ahead);
         s.spawn(move || walk_ahead(walker, walked_tx, shared));
         // The rest of the old index is read while the walk starts.
-        let opening = pending.map(|pending| {
-            s.spawn(move || {
-                let mut previous = pending.open()?;
-                previous.read_ahead(s);
-                Some(previous)
-            })
-        });
+        let opening = pending.map(|pending| s.spawn(move || pending.open(s)));
         if let Some(scan_root) = scan_root {
             s.spawn(move || {
                 // Only for the progress total, at the lowest priority, so
