@@ -527,12 +527,20 @@ impl<R: Read> IndexReader<R> {
         }
         match self.read_record()? {
             Some(Record::Entry(e)) => Ok(Some(e)),
-            Some(other @ (Record::Member(_) | Record::End(_))) => {
-                self.peeked = Some(other);
-                Ok(None)
+            other => self.end_of_entries(other).map(|()| None),
+        }
+    }
+
+    /// The first record after the entries: a member or the end is kept for
+    /// `finish`; anything else is out of place.
+    fn end_of_entries(&mut self, record: Option<Record>) -> Result<()> {
+        match record {
+            Some(r @ (Record::Member(_) | Record::End(_))) => {
+                self.peeked = Some(r);
+                Ok(())
             }
             Some(Record::Header(_)) => Err(corrupt("a second header")),
-            Some(Record::MemberSha1(_)) => Err(corrupt("records out of order")),
+            Some(_) => Err(corrupt("records out of order")),
             None => Err(corrupt("it ends early")),
         }
     }
@@ -542,19 +550,14 @@ impl<R: Read> IndexReader<R> {
         // Entries left are passed over undecoded: postcard writes the
         // variant's index first, and an entry's is 1.
         while self.peeked.is_none() {
-            if !self.read_record_bytes()? {
-                return Err(corrupt("it ends early"));
-            }
-            if self.buf.first() != Some(&ENTRY_TAG) {
-                let record = postcard::from_bytes(&self.buf).map_err(corrupt)?;
-                match record {
-                    Record::Member(_) | Record::End(_) => self.peeked = Some(record),
-                    Record::Header(_) => return Err(corrupt("a second header")),
-                    Record::Entry(_) | Record::MemberSha1(_) => {
-                        return Err(corrupt("records out of order"))
-                    }
-                }
-            }
+            let record = if !self.read_record_bytes()? {
+                None
+            } else if self.buf.first() == Some(&ENTRY_TAG) {
+                continue;
+            } else {
+                Some(postcard::from_bytes(&self.buf).map_err(corrupt)?)
+            };
+            self.end_of_entries(record)?;
         }
         let mut members = Vec::new();
         let mut next = self.peeked.take();
