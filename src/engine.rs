@@ -6,8 +6,7 @@
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::archive::writer::{write_archive_indexed, ArchiveSummary, IndexOutcome, WriteOptions};
@@ -42,8 +41,8 @@ pub struct Engine {
     log: Arc<Logger>,
     /// What runs and waits, and the node's policy over it.
     ops: Operations,
-    /// Threads of the calls started with `start_backup` / `start_restore`.
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// How many of the engine's own threads (`spawn`) have not ended.
+    running: Arc<Running>,
     /// Stops the engine's background work (`cancel_all`).
     background: CancelToken,
 }
@@ -83,7 +82,7 @@ impl Engine {
             config,
             store,
             panel,
-            threads: Mutex::new(Vec::new()),
+            running: Arc::default(),
             background: CancelToken::new(),
             reporter,
             log,
@@ -862,50 +861,33 @@ impl Engine {
 
     /// Runs `f` on a thread of the engine's that `wait_idle` (and so
     /// `wb_engine_free`) waits for, as it waits for the calls.
+    ///
+    /// The thread is detached, never joined: `wait_idle` waits until `f`
+    /// has returned and the thread has dropped its reference to the engine.
+    /// (Joining finished threads from the callers' threads once made a
+    /// create answer 500 under load in the Go host, `pthread_join`
+    /// failing with ESRCH; nothing here needs the join.)
     pub(crate) fn spawn(
         self: &Arc<Self>,
         name: &str,
         f: impl FnOnce(&Arc<Engine>) + Send + 'static,
     ) -> Result<()> {
-        let engine = Arc::clone(self);
-        let thread = std::thread::Builder::new()
+        let guard = Running::enter(&self.running, Arc::clone(self));
+        std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || f(&engine))
-            .map_err(|e| Error::io("starting a thread", e))?;
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        let (ended, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
-        *threads = running;
-        threads.push(thread);
-        drop(threads);
-        for t in ended {
-            let _ = t.join();
-        }
-        Ok(())
+            .spawn(move || {
+                let guard = guard;
+                f(guard.engine());
+            })
+            .map(drop)
+            .map_err(|e| Error::io("starting a thread", e))
     }
 
     /// Waits up to `timeout` for every call started with `start_backup` or
     /// `start_restore` to end, and for the log line of its end when an HTTP
     /// request started it; true if they all have.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout);
-        loop {
-            let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-            let (ended, running): (Vec<_>, Vec<_>) =
-                threads.drain(..).partition(|t| t.is_finished());
-            *threads = running;
-            let idle = threads.is_empty();
-            drop(threads);
-            for t in ended {
-                let _ = t.join();
-            }
-            if idle {
-                return true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.running.wait_idle(timeout)
     }
 }
 
@@ -1042,6 +1024,69 @@ impl ArchiveOptions {
             ..EngineConfig::default()
         }
         .worker_threads()
+    }
+}
+
+/// The count of the engine's threads that have not ended (`Engine::spawn`).
+#[derive(Default)]
+struct Running {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Running {
+    /// Counts one more thread, which holds `engine` through the guard
+    /// until it ends (a panic included).
+    fn enter(running: &Arc<Running>, engine: Arc<Engine>) -> RunningGuard {
+        *running.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        RunningGuard {
+            engine: Some(engine),
+            running: Arc::clone(running),
+        }
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            count = match deadline {
+                None => self.ended.wait(count).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    let waited = self.ended.wait_timeout(count, left);
+                    waited.unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        }
+        true
+    }
+}
+
+/// One counted thread: dropping it releases the thread's engine first,
+/// then counts the thread as ended, so that once `wait_idle` returns no
+/// thread of the engine's holds it.
+struct RunningGuard {
+    engine: Option<Arc<Engine>>,
+    running: Arc<Running>,
+}
+
+impl RunningGuard {
+    fn engine(&self) -> &Arc<Engine> {
+        self.engine.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        drop(self.engine.take());
+        let mut count = self.running.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count -= 1;
+        if *count == 0 {
+            self.running.ended.notify_all();
+        }
     }
 }
 

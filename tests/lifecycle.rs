@@ -231,3 +231,22 @@ fn a_restarted_engine_lists_and_answers_for_its_backups() {
     drop(again);
     assert!(node.restart().list_backups(SERVER).unwrap().is_empty());
 }
+
+#[test]
+fn wait_idle_waits_for_the_running_backup_and_no_thread_holds_the_engine_after() {
+    let (node, engine) = slow_node(2, 4);
+    engine
+        .start_backup(SERVER, &create_request(BACKUP, ""))
+        .unwrap();
+    assert!(
+        !engine.wait_idle(Duration::from_millis(300)),
+        "a backup writing 2 MiB at 1 MiB/s is still running"
+    );
+    assert!(engine.wait_idle(Duration::from_secs(20)));
+    let r = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(r.state, OpState::Succeeded);
+    assert!(node.backups().join(format!("{BACKUP}.tar.gz")).is_file());
+    // Every thread the engine started has let go of it: the caller's is
+    // the last reference.
+    assert_eq!(Arc::strong_count(&engine), 1);
+}
