@@ -25,8 +25,8 @@
  *   - Calls start worker threads of their own; none outlives the call, with
  *     two exceptions. The thread of a call begun with wb_backup_start() or
  *     wb_restore_start() is the engine's: wb_engine_wait_idle() waits for
- *     them, and wb_engine_free() joins them (call wb_engine_cancel_all() first
- *     to stop them); such a call's progress, outcome and cancelling go through
+ *     them for a bounded time, and wb_engine_free() until they have ended
+ *     (call wb_engine_cancel_all() first to stop them); such a call's progress, outcome and cancelling go through
  *     wb_backup_status(), wb_backup_wait() and wb_backup_cancel(). And the
  *     engine's reporter thread (only with a Panel configured): started by
  *     wb_engine_new, it tells the Panel the results of restores after
