@@ -12,12 +12,12 @@
 
 use std::io::{BufRead, Read};
 
-use sha1::{Digest, Sha1};
-
 use super::{member_checksum, Index, Member};
 use crate::archive::gzip::{self, BLOCK_SIZE, HEADER_LEN, MAX_MEMBER};
 use crate::archive::lookahead::{Lookahead, Observe};
 use crate::archive::reader::{truncated, TarSource};
+use crate::archive::sha1::Sha1Stream;
+use crate::archive::writer::hex;
 use crate::error::{Error, Result, Status};
 use crate::progress::{Control, Counters, Phase};
 
@@ -46,7 +46,7 @@ pub struct MemberFault {
 struct Passed {
     pos: u64,
     member_hash: super::MemberHasher,
-    sha1: Sha1,
+    sha1: Sha1Stream,
 }
 
 impl Observe for Passed {
@@ -68,7 +68,7 @@ fn counted(src: &mut dyn Read) -> Counted<'_> {
     let passed = Passed {
         pos: 0,
         member_hash: super::MemberHasher::new(),
-        sha1: Sha1::new(),
+        sha1: Sha1Stream::new(),
     };
     Lookahead::new(src, 256 << 10, passed)
 }
@@ -148,7 +148,7 @@ impl<'r, 'i, 'c, 'k> Scanner<'r, 'i, 'c, 'k> {
     /// SHA-1 of the archive bytes read so far (hex).
     pub fn sha1_hex(&self) -> String {
         match &self.input {
-            Input::Raw(c) => format!("{:x}", c.observer.sha1.clone().finalize()),
+            Input::Raw(c) => hex(&c.observer.sha1.clone().finish()),
             _ => String::new(),
         }
     }
