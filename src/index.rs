@@ -389,27 +389,22 @@ impl<R: Read> GzMembers<R> {
         let GzState::Ours(mut input) = std::mem::replace(&mut self.state, GzState::Done) else {
             return Ok(());
         };
-        let mut head = [0u8; crate::archive::gzip::HEADER_LEN];
-        let mut got = 0;
-        while got < head.len() {
-            match input.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if got == 0 {
+        // The header, or what is left of the stream if that is shorter.
+        let mut head = Vec::with_capacity(crate::archive::gzip::HEADER_LEN);
+        (&mut input)
+            .take(crate::archive::gzip::HEADER_LEN as u64)
+            .read_to_end(&mut head)?;
+        if head.is_empty() {
             return Ok(());
         }
-        let Some(header) = crate::archive::gzip::parse_member_header(&head[..got]) else {
-            let rest = std::io::Cursor::new(head[..got].to_vec()).chain(input);
+        let Some(header) = crate::archive::gzip::parse_member_header(&head) else {
+            let rest = std::io::Cursor::new(head).chain(input);
             self.state = GzState::Other(Box::new(MultiGzDecoder::new(rest)));
             return Ok(());
         };
         self.member.resize(header.member_len, 0);
-        self.member[..got].copy_from_slice(&head);
-        input.read_exact(&mut self.member[got..])?;
+        self.member[..head.len()].copy_from_slice(&head);
+        input.read_exact(&mut self.member[head.len()..])?;
         crate::archive::gzip::decode_member(&self.member, header, &mut self.out)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.message))?;
         self.pos = 0;
