@@ -461,7 +461,9 @@ int32_t wb_backup_restore(const struct wb_engine *engine,
  * Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
  * is none. A backup of that uuid still being created, or waiting for a
  * slot, is cancelled, its partial file removed, and the call succeeds (it
- * waits up to 60 s for the backup to stop, else `WB_INTERNAL`).
+ * waits up to 60 s for the backup to stop, else `WB_INTERNAL`). It never
+ * waits for the Panel: a backup whose archive is written and whose result
+ * the Panel is still being told is deleted at once, its report goes on.
  */
 int32_t wb_backup_delete(const struct wb_engine *engine,
                          const char *server_uuid,
@@ -557,8 +559,9 @@ int32_t wb_backup_cancel(const struct wb_engine *engine,
 
 /**
  * Removes every local archive of server `server_uuid` the engine knows of,
- * and cancels its queued or running creates (waiting for them to end, 60 s
- * at most each); other servers' backups are untouched. `*json` (if not
+ * and cancels its queued or running creates (waiting for them to stop
+ * writing, 60 s at most each, never for the Panel, as `wb_backup_delete`);
+ * other servers' backups are untouched. `*json` (if not
  * NULL) is `{"deleted": n}`; free it with `wb_string_free`.
  */
 int32_t wb_backups_delete_all(const struct wb_engine *engine,

@@ -765,8 +765,8 @@ impl Engine {
     }
 
     /// Removes every local archive of server `server` and cancels its
-    /// queued or running creates (waiting for them to end); returns how
-    /// many backups went.
+    /// queued or running creates (waiting for them to stop writing, not for
+    /// their reports to the Panel); returns how many backups went.
     pub fn delete_all_backups(&self, server: &str) -> Result<usize> {
         self.server_root(server)?;
         let mut deleted = 0;

@@ -7,9 +7,10 @@
 //!
 //! A server and a backup slot are given back before the Panel is told of the
 //! result (`Ticket::release_server`), so that a slow Panel keeps neither busy;
-//! the backup uuid is given back when the call returns.
+//! the backup uuid is given back when the call returns. A DELETE waits only
+//! for a backup's archive work to end, never for its report to the Panel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,6 +62,9 @@ struct State {
     servers: HashMap<String, Kind>,
     /// Backup uuid -> the token of its call, queued or running.
     backups: HashMap<String, Arc<CancelToken>>,
+    /// The backups of `backups` whose call has given back its server: their
+    /// archive work is over and only the Panel is being told.
+    reporting: HashSet<String>,
     /// Every call in progress, by id: `cancel_all` triggers them.
     calls: HashMap<u64, Arc<CancelToken>>,
     next_id: u64,
@@ -167,17 +171,22 @@ impl Operations {
         Ok(ticket)
     }
 
-    /// Cancels the queued or running backup `backup` and waits for its call
-    /// to end (its partial archive is removed by then). False if there is
-    /// none.
+    /// Cancels the queued or running backup `backup` and waits until its
+    /// archive work has ended (its partial archive is removed by then; its
+    /// report to the Panel may still be going out). False if there is none,
+    /// or if its archive work is already over (a finished backup whose
+    /// result the Panel is being told: there is nothing left to cancel).
     pub fn cancel_backup(&self, backup: &str) -> Result<bool> {
         let mut state = self.lock();
         let Some(token) = state.backups.get(backup).cloned() else {
             return Ok(false);
         };
+        if state.reporting.contains(backup) {
+            return Ok(false);
+        }
         token.trigger();
         let deadline = Instant::now() + CANCEL_WAIT;
-        while state.backups.contains_key(backup) {
+        while state.backups.contains_key(backup) && !state.reporting.contains(backup) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::internal(MSG_STUCK));
@@ -329,6 +338,9 @@ impl Ticket<'_> {
     fn release_locked(&mut self, state: &mut State) {
         if let Some(server) = self.server.take() {
             state.servers.remove(&server);
+            if let Some(b) = &self.backup {
+                state.reporting.insert(b.clone());
+            }
         }
         if std::mem::take(&mut self.slot) {
             state.running -= 1;
@@ -358,6 +370,7 @@ impl Drop for Ticket<'_> {
         self.release_locked(&mut state);
         if let Some(b) = &self.backup {
             state.backups.remove(b);
+            state.reporting.remove(b);
         }
         state.calls.remove(&self.id);
         drop(state);
@@ -542,15 +555,20 @@ impl Tracker {
         }
     }
 
-    /// Forgets the records of backup `uuid` whose operations have ended
-    /// (its archive was deleted).
+    /// Forgets the records of backup `uuid` (its archive was deleted): all
+    /// but a running restore's. A create whose archive work is over but
+    /// whose result the Panel is still being told is forgotten too; its end
+    /// then writes nothing (`update` finds no record).
     pub fn forget(&self, uuid: &str) {
-        self.lock()
-            .ops
-            .retain(|t| t.record.uuid != uuid || !t.record.state.finished());
+        self.lock().ops.retain(|t| {
+            t.record.uuid != uuid
+                || (t.record.kind == OpKind::Restore && !t.record.state.finished())
+        });
         if let Some(catalog) = &self.catalog {
             catalog.delete(uuid);
         }
+        // A waiter on a forgotten record answers now.
+        self.changed.notify_all();
     }
 
     /// The catalog the records are written to, if any.

@@ -25,6 +25,7 @@ use wings_backup::panel::ReportOutcome;
 use wings_backup::progress::Control;
 
 const BACKUP2: &str = "5f0c2a61-93d4-4e7b-a1c8-2b6d9e0f3a47";
+const BACKUP3: &str = "7a1e4c90-2b5d-4f3a-8c6e-9d0b1f2a3c4d";
 
 type Log = Arc<Mutex<Vec<(Level, String)>>>;
 
@@ -308,4 +309,98 @@ fn an_engine_resends_parked_reports_on_its_own_thread_and_logs_it() {
         )),
         "{lines:?}"
     );
+}
+
+/// A Panel that takes connections and never answers, until dropped (then
+/// it closes them all).
+struct SilentPanel {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentPanel {
+    fn start() -> SilentPanel {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Bounded: the test drops it within a minute.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((conn, _)) = listener.accept() {
+                    held.push(conn);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        SilentPanel {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentPanel {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn deleting_a_backup_whose_report_is_in_flight_does_not_wait_for_the_panel() {
+    // Backups whose archives are written while the Panel takes their
+    // reports and does not answer (each attempt may take the 15 s timeout
+    // of a Panel call). DELETE and delete-all take the archives at once,
+    // and the records do not come back when the calls end.
+    let dir = node_with_backup("report-delete");
+    let panel = SilentPanel::start();
+    let engine = Arc::new(engine(&dir, Some((panel.port, 600))));
+    for uuid in [BACKUP2, BACKUP3] {
+        engine
+            .start_backup(SERVER, &create_request(uuid, ""))
+            .unwrap();
+        assert!(
+            wait_until(10, || engine
+                .backup_status(SERVER, uuid)
+                .is_ok_and(|r| r.phase == "report")),
+            "{:?}",
+            engine.backup_status(SERVER, uuid)
+        );
+        assert!(dir.join(format!("backups/{uuid}.tar.gz")).exists());
+    }
+
+    let began = Instant::now();
+    engine.delete_backup(SERVER, BACKUP2).unwrap();
+    assert_eq!(engine.delete_all_backups(SERVER).unwrap(), 2);
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(2), "the deletes took {took:?}");
+    assert!(!dir.join(format!("backups/{BACKUP2}.tar.gz")).exists());
+    assert!(!dir.join(format!("backups/{BACKUP3}.tar.gz")).exists());
+    assert_eq!(
+        engine.delete_backup(SERVER, BACKUP2).unwrap_err().status,
+        wings_backup::Status::NotFound
+    );
+    assert!(engine.list_backups(SERVER).unwrap().is_empty());
+
+    // The engine stops and the Panel drops its connections: the reports
+    // end (parked), and the records stay gone.
+    engine.cancel_all();
+    drop(panel);
+    assert!(engine.wait_idle(Duration::from_secs(20)));
+    for uuid in [BACKUP, BACKUP2, BACKUP3] {
+        assert_eq!(
+            engine.backup_status(SERVER, uuid).unwrap_err().status,
+            wings_backup::Status::NotFound,
+            "{uuid}"
+        );
+    }
+    assert!(engine.list_backups(SERVER).unwrap().is_empty());
 }

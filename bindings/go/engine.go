@@ -336,6 +336,8 @@ func (e *Engine) RestoreBackup(ctx context.Context, serverUUID, backupUUID strin
 // DeleteBackup deletes the local archive of backup backupUUID (ErrNotFound
 // if there is none). A backup of that uuid still being created, or waiting
 // for a slot, is cancelled, its partial file removed, and the call succeeds.
+// It never waits for the Panel: a backup whose archive is written and whose
+// result the Panel is still being told is deleted at once.
 func (e *Engine) DeleteBackup(serverUUID, backupUUID string) error {
 	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
 		return C.wb_backup_delete(ptr, args[0], args[1], cerr)

@@ -386,7 +386,9 @@ class Engine:
 
     def delete_backup(self, server_uuid: str, backup_uuid: str) -> None:
         """Deletes a local archive (:class:`NotFoundError` if there is none);
-        a backup of that uuid still running is cancelled first."""
+        a backup of that uuid still running is cancelled first. It never
+        waits for the Panel (a backup whose report is still going out is
+        deleted at once)."""
         args = [_text_arg(server_uuid, "server_uuid"), _text_arg(backup_uuid, "backup_uuid")]
         err = ctypes.c_void_p()
         with self._handle.use() as engine:
