@@ -93,7 +93,8 @@ def test_schemathesis_finds_nothing(kind: str, tmp_path: Path, panel: PanelStub)
         except subprocess.TimeoutExpired as e:
             pytest.fail(f"schemathesis ran over {RUN_TIMEOUT}s:\n{(e.stdout or '')[-3000:]}")
         report = out.stdout + out.stderr
-        assert out.returncode == 0, f"schemathesis failed against the {kind} host:\n{report[-6000:]}"
+        assert out.returncode == 0, (f"schemathesis failed against the {kind} host:\n{report[-6000:]}\n"
+                                     f"the host's log (its end):\n{host.log()}")
         assert " passed" in report and "generated" in report, report[-2000:]
     finally:
         next(gen, None)
