@@ -746,10 +746,22 @@ impl Engine {
 
     /// Cancels the queued or running create or restore of backup `backup`
     /// on server `server`; it stops within a second. `Conflict` when it has
-    /// already ended, `NotFound` when the engine does not know it.
+    /// already ended (a create whose archive is written and whose result
+    /// the Panel is still being told too), `NotFound` when the engine does
+    /// not know it.
     pub fn cancel_backup(&self, server: &str, backup: &str) -> Result<()> {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
+        if self.ops.reporting(&backup)
+            && self
+                .ops
+                .tracker()
+                .get(&backup)
+                .is_some_and(|r| r.server == server)
+        {
+            // Its archive is written; only its report is going out.
+            return Err(Error::conflict(MSG_FINISHED));
+        }
         match self.ops.tracker().cancel(server, &backup) {
             Some(true) => Ok(()),
             Some(false) => Err(Error::conflict(MSG_FINISHED)),

@@ -200,6 +200,12 @@ impl Operations {
         Ok(true)
     }
 
+    /// Whether backup `backup`'s archive work is over and only the Panel is
+    /// still being told of it (nothing is left to cancel).
+    pub fn reporting(&self, backup: &str) -> bool {
+        self.lock().reporting.contains(backup)
+    }
+
     /// Refuses new calls from now on (`WB_CANCELLED`, "The node is shutting
     /// down.") and cancels every call in progress: queued, running, or
     /// telling the Panel (whose report is then parked for the next start).

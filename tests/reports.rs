@@ -377,6 +377,11 @@ fn deleting_a_backup_whose_report_is_in_flight_does_not_wait_for_the_panel() {
         assert!(dir.join(format!("backups/{uuid}.tar.gz")).exists());
     }
 
+    // Nothing is left to cancel: the archives are written.
+    assert_eq!(
+        engine.cancel_backup(SERVER, BACKUP2).unwrap_err().status,
+        wings_backup::Status::Conflict
+    );
     let began = Instant::now();
     engine.delete_backup(SERVER, BACKUP2).unwrap();
     assert_eq!(engine.delete_all_backups(SERVER).unwrap(), 2);

@@ -255,6 +255,35 @@ def test_a_panel_that_keeps_failing_does_not_hold_the_server(host: Host, panel: 
     assert sum(r["answered"] == 204 for r in panel.state(backup)["reports"]) == 1
 
 
+def test_a_delete_does_not_wait_for_a_slow_panel(host: Host, panel: PanelStub) -> None:
+    """The Panel holds each backup report for 12 s before answering: a
+    backup whose archive is written is deleted at once (204), and so is
+    every backup of a server (delete-all); neither comes back."""
+    server = host.server(demo_tree)
+    one, two = new_id(), new_id()
+    panel.configure(report_delay=12)
+    try:
+        for backup in (one, two):
+            res = unless_busy(lambda: host.request("POST", f"/api/servers/{server}/backup",
+                                                   body=create_body(backup)), timeout=10)
+            assert res.status_code == 202, res.text
+            wait_archive(host, backup)
+            wait_until(lambda: bool(panel.backup_reports(backup, 0)), "no report was tried")
+        began = time.monotonic()
+        res = host.request("DELETE", f"/api/servers/{server}/backup/{one}")
+        assert res.status_code == 204, res.text
+        res = host.request("DELETE", f"/api/servers/{server}/backups")
+        assert res.status_code == 200 and res.json() == {"deleted": 1}, res.text
+        took = time.monotonic() - began
+        assert took < 5, f"the deletes waited for the Panel: {took:.1f}s"
+    finally:
+        panel.configure(report_delay=0)
+    for backup in (one, two):
+        assert not host.archive(backup).exists()
+        assert_error(host, host.request("GET", f"/api/servers/{server}/backup/{backup}"), 404)
+    assert host.request("GET", f"/api/servers/{server}/backups").json() == []
+
+
 # --------------------------------------------------------------------------- restore
 
 

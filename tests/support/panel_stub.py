@@ -81,6 +81,8 @@ class PanelStub:
         self.completed: dict[str, dict[str, Any]] = {}
         self.report_statuses: list[int] = []
         self.report_status_forever: int | None = None
+        # Seconds a backup status report is held before it is answered.
+        self.report_delay = 0.0
         self.part_faults: dict[int, list[int]] = {}
         self.part_forever: dict[int, int] = {}
         self.part_attempts: dict[int, int] = {}
@@ -244,6 +246,9 @@ class PanelStub:
             else:
                 status = self.report_status_forever or 204
             self.reports.append({"backup": backup, "body": payload, "answered": status, "t": time.monotonic()})
+            delay = self.report_delay
+        if delay:
+            time.sleep(delay)
         if status >= 300:
             return self._panel_error(h, status, "injected failure")
         upload_id = self.uploads.get(backup)
@@ -257,6 +262,11 @@ class PanelStub:
                     self.completed[backup] = {"sha1": hashlib.sha1(data).hexdigest(), "size": len(data)}
             else:
                 self.s3.abort_multipart_upload(Bucket=BUCKET, Key=self.key(backup), UploadId=upload_id)
+            # Settled: a later report of the same uuid (another host's backup
+            # in a shared stub) finds no upload, as the Panel's row is done.
+            with self.lock:
+                if self.uploads.get(backup) == upload_id:
+                    del self.uploads[backup]
         self._reply(h, 204)
 
     def proxy_part(self, h: http.server.BaseHTTPRequestHandler, method: str,
@@ -313,6 +323,8 @@ class PanelStub:
                     self.report_statuses = list(cfg["report_statuses"])
                 if "report_status_forever" in cfg:
                     self.report_status_forever = cfg["report_status_forever"]
+                if "report_delay" in cfg:
+                    self.report_delay = min(float(cfg["report_delay"] or 0), 30.0)
                 if "part_faults" in cfg:
                     self.part_faults = {int(k): list(v) for k, v in cfg["part_faults"].items()}
                 if "part_forever" in cfg:
