@@ -2,7 +2,7 @@
 //! that scripts/bench.sh measures it the way it measures every other tool: as
 //! a child process (wall time, CPU time and peak RSS from wait4).
 //!
-//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress] [--reuse OLD]
+//!     archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress] [--reuse OLD] [--kernel-copy always|never]
 //!     archive extract ARCHIVE DEST_DIR [--path P]...
 //!                                           (truncate; DEST_DIR must exist;
 //!                                           --path: only that entry)
@@ -10,19 +10,22 @@
 //! Threads default to the machine's cores, as in the engine. `--progress`
 //! passes a progress callback (which makes the library total the tree's size
 //! too, for percentages); `--reuse OLD` copies the unchanged members of the
-//! earlier archive OLD (which has its index beside it). Prints the library's summary JSON. Run without
+//! earlier archive OLD (which has its index beside it); `--kernel-copy`
+//! has those copied by the kernel on any file system, or never (by
+//! default: where the file system shares extents). Prints the library's summary JSON. Run without
 //! arguments (as `cargo bench` does) it only prints this usage.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use wings_backup::archive::writer::KernelCopy;
 use wings_backup::config::CompressionLevel;
 use wings_backup::engine::{archive_create, archive_extract, ArchiveOptions};
 use wings_backup::ffi::wire;
 use wings_backup::progress::{Control, Progress};
 
 const USAGE: &str =
-    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress] [--reuse OLD]\n       \
+    "usage: archive create none|best_speed|best_compression SOURCE_DIR ARCHIVE [--progress] [--reuse OLD] [--kernel-copy always|never]\n       \
                      archive extract ARCHIVE DEST_DIR [--path P]...";
 
 fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
@@ -33,6 +36,7 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
     match (op, rest) {
         ("create", [level, source, archive, flags @ ..]) => {
             let (mut progress, mut reuse_from) = (false, None);
+            let mut kernel_copy = KernelCopy::default();
             let mut flags = flags.iter();
             while let Some(flag) = flags.next() {
                 match flag.as_str() {
@@ -40,6 +44,11 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
                     "--reuse" => match flags.next() {
                         Some(old) => reuse_from = Some(std::path::PathBuf::from(old)),
                         None => return Ok(None),
+                    },
+                    "--kernel-copy" => match flags.next().map(String::as_str) {
+                        Some("always") => kernel_copy = KernelCopy::Always,
+                        Some("never") => kernel_copy = KernelCopy::Never,
+                        _ => return Ok(None),
                     },
                     _ => return Ok(None),
                 }
@@ -50,6 +59,7 @@ fn run(args: &[String]) -> wings_backup::Result<Option<String>> {
             let opts = ArchiveOptions {
                 compression_level,
                 reuse_from,
+                kernel_copy,
                 ..ArchiveOptions::default()
             };
             let reports = std::cell::Cell::new(0u64);

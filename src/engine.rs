@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::archive::writer::{write_archive_indexed, ArchiveSummary, IndexOutcome, WriteOptions};
+use crate::archive::writer::{
+    write_archive_indexed, ArchiveSummary, IndexOutcome, KernelCopy, WriteOptions,
+};
 use crate::backup_store::{BackupStore, TempArchive};
 use crate::catalog::{scan_archives, Catalog, UNKNOWN_SERVER};
 use crate::config::{CompressionLevel, EngineConfig, Owner};
@@ -358,6 +360,7 @@ impl Engine {
             exclude: Vec::new(),
             known_total: None,
             reuse_from: None,
+            kernel_copy: KernelCopy::default(),
         }
     }
 
@@ -1010,6 +1013,8 @@ pub struct ArchiveOptions {
     /// Create: an earlier archive of the same directory (with its index)
     /// whose unchanged members are copied rather than compressed again.
     pub reuse_from: Option<PathBuf>,
+    /// Create: whether copied members are copied by the kernel.
+    pub kernel_copy: KernelCopy,
 }
 
 impl Default for ArchiveOptions {
@@ -1024,6 +1029,7 @@ impl Default for ArchiveOptions {
             owner: None,
             paths: Vec::new(),
             reuse_from: None,
+            kernel_copy: KernelCopy::default(),
         }
     }
 }
@@ -1236,6 +1242,7 @@ pub fn archive_create(
             exclude,
             known_total: None,
             reuse_from: opts.reuse_from.clone(),
+            kernel_copy: opts.kernel_copy,
         },
         ctl,
     )?;

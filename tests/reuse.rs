@@ -467,6 +467,48 @@ fn the_reported_sha1_is_the_archive_files_with_reuse() {
 }
 
 #[test]
+fn members_copied_by_the_kernel_make_the_same_archive() {
+    // `copy_file_range` on any file system (on XFS and btrfs it is the
+    // default, and shares the old archive's blocks).
+    use wings_backup::archive::writer::KernelCopy;
+    use wings_backup::engine::{archive_create, ArchiveOptions};
+    let dir = TempDir::new("kernel-copy");
+    let root = dir.join("tree");
+    build_tree(&root);
+    let archive = |name: &str, reuse: Option<&str>, kernel_copy| {
+        let opts = ArchiveOptions {
+            reuse_from: reuse.map(|r| dir.join(r)),
+            kernel_copy,
+            ..ArchiveOptions::default()
+        };
+        archive_create(&root, &dir.join(name), &opts, &mut Control::none()).unwrap()
+    };
+    let first = archive("a1.tar.gz", None, KernelCopy::Never);
+    // Unchanged: every member but the end is the kernel's copy, byte for byte.
+    let same = archive("a2.tar.gz", Some("a1.tar.gz"), KernelCopy::Always);
+    assert!(same.reused_members >= 8, "{}", same.reused_members);
+    assert_eq!(
+        std::fs::read(dir.join("a1.tar.gz")).unwrap(),
+        std::fs::read(dir.join("a2.tar.gz")).unwrap()
+    );
+    assert_eq!(same.sha1, first.sha1);
+    // One file changed: copied members land at new offsets.
+    let p = root.join("d03/f10.txt");
+    let len = std::fs::metadata(&p).unwrap().len() as usize;
+    write_file(&p, &text(len + 5000, 99), 0o644, 1_700_000_000);
+    let changed = archive("a3.tar.gz", Some("a1.tar.gz"), KernelCopy::Always);
+    let fresh = archive("a4.tar.gz", None, KernelCopy::Never);
+    assert!(changed.reused_members >= 4, "{}", changed.reused_members);
+    assert_eq!(fresh.reused_members, 0);
+    assert_eq!(
+        tar_sha1(&dir.join("a3.tar.gz")),
+        tar_sha1(&dir.join("a4.tar.gz"))
+    );
+    assert_eq!(changed.sha1, file_sha1(&dir.join("a3.tar.gz")));
+    check_states(&dir.join("a3.tar.gz"));
+}
+
+#[test]
 fn an_index_of_format_version_1_is_still_reused() {
     let node = Node::new();
     build_tree(&node.root());

@@ -166,6 +166,36 @@ impl Pending {
 /// The previous archive, open for reading its members (from any thread).
 pub struct OldArchive {
     file: File,
+    /// Its size, mtime and ctime (ns) when opened: a member the kernel
+    /// copied is trusted only while these have not moved.
+    opened: Option<(u64, i64, i64)>,
+}
+
+/// File systems whose `copy_file_range` shares the source's blocks instead
+/// of writing them again (`statfs` magic numbers): XFS and btrfs. OpenZFS's
+/// block cloning is left out (releases 2.2.0 and 2.2.1 could corrupt data
+/// through it), as is bcachefs (experimental).
+const SHARING_FILE_SYSTEMS: [u64; 2] = [0x5846_5342, 0x9123_683e];
+
+/// The block size of `file`'s file system: the unit in which extents are
+/// shared (4096 when it cannot be read).
+pub fn fs_block_size(file: &File) -> u64 {
+    rustix::fs::fstatfs(file)
+        .ok()
+        .map(|fs| fs.f_bsize as u64)
+        .filter(|b| b.is_power_of_two() && *b >= 512)
+        .unwrap_or(4096)
+}
+
+/// Size, mtime and ctime of `file`, in ns.
+fn stamp(file: &File) -> Option<(u64, i64, i64)> {
+    let st = rustix::fs::fstat(file).ok()?;
+    let ns = |s: i64, n: u64| s.saturating_mul(1_000_000_000).saturating_add(n as i64);
+    Some((
+        st.st_size as u64,
+        ns(st.st_mtime as i64, st.st_mtime_nsec as u64),
+        ns(st.st_ctime as i64, st.st_ctime_nsec as u64),
+    ))
 }
 
 /// The previous archive's index, read as a stream alongside the walk.
@@ -201,7 +231,7 @@ impl Previous {
             return None;
         }
         Some((
-            OldArchive { file },
+            OldArchive::from_file(file),
             Pending {
                 first,
                 index_path,
@@ -268,6 +298,53 @@ impl Previous {
 }
 
 impl OldArchive {
+    /// The archive open as `file`, as it is now.
+    pub fn from_file(file: File) -> OldArchive {
+        let opened = stamp(&file);
+        OldArchive { file, opened }
+    }
+
+    /// Whether members copied into `out` are better copied by the kernel:
+    /// both files are on one file system that shares extents, where the
+    /// copy takes no writing of data at all.
+    pub fn shares_extents_with(&self, out: &File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let same_device = match (self.file.metadata(), out.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => false,
+        };
+        same_device
+            && rustix::fs::fstatfs(out)
+                .is_ok_and(|fs| SHARING_FILE_SYSTEMS.contains(&((fs.f_type as u64) & 0xffff_ffff)))
+    }
+
+    /// Copies `len` bytes at `from` in this archive to `to` in `out` with
+    /// `copy_file_range` (neither file's position moves); returns how many
+    /// were copied before the first error or short copy.
+    pub fn copy_range(&self, out: &File, from: u64, to: u64, len: usize) -> usize {
+        let mut done = 0;
+        while done < len {
+            let (mut src, mut dst) = (from + done as u64, to + done as u64);
+            match rustix::fs::copy_file_range(
+                &self.file,
+                Some(&mut src),
+                out,
+                Some(&mut dst),
+                len - done,
+            ) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+        done
+    }
+
+    /// Whether the archive's size, mtime and ctime are still those seen
+    /// when it was opened: nothing has written to it since.
+    pub fn unchanged(&self) -> bool {
+        self.opened.is_some() && stamp(&self.file) == self.opened
+    }
+
     /// Reads old member `m` into `buf` (its first `m.compressed` bytes) and
     /// checks it: checksum, gzip framing and the lengths it declares.
     pub fn read_member(&self, m: &Member, buf: &mut Vec<u8>) -> bool {

@@ -58,6 +58,21 @@ pub struct WriteOptions {
     /// unchanged members are copied instead of compressed again; see
     /// `crate::archive::reuse`.
     pub reuse_from: Option<std::path::PathBuf>,
+    /// Whether copied members are copied by the kernel (`copy_file_range`).
+    pub kernel_copy: KernelCopy,
+}
+
+/// Whether members copied from the previous archive go through the kernel
+/// (`copy_file_range`) rather than being written from the bytes checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelCopy {
+    /// Where both archives are on one file system that shares extents
+    /// (XFS, btrfs): the blocks copied are shared, not written.
+    #[default]
+    WhereShared,
+    /// On any file system (a kernel copy is then a copy in the kernel).
+    Always,
+    Never,
 }
 
 /// The identities a create must leave out of its own archive: the
@@ -156,7 +171,7 @@ impl Member {
 pub fn write_archive(
     root: OwnedFd,
     ignore: &IgnoreRules,
-    out: &mut (dyn Write + Send),
+    out: &mut std::fs::File,
     opts: &WriteOptions,
     ctl: &mut Control<'_>,
 ) -> Result<ArchiveSummary> {
@@ -177,7 +192,7 @@ pub enum IndexOutcome {
 pub fn write_archive_indexed(
     root: OwnedFd,
     ignore: &IgnoreRules,
-    out: &mut (dyn Write + Send),
+    out: &mut std::fs::File,
     index: Option<IndexWriter<std::fs::File>>,
     opts: &WriteOptions,
     ctl: &mut Control<'_>,
@@ -278,8 +293,18 @@ pub fn write_archive_indexed(
             free_blocks: free_tx,
             spare_members,
         };
+        let kernel = reading
+            .old
+            .filter(|old| match opts.kernel_copy {
+                KernelCopy::WhereShared => old.shares_extents_with(out),
+                KernelCopy::Always => true,
+                KernelCopy::Never => false,
+            })
+            .map(|old| (old, reuse::fs_block_size(out)));
         let writer = s.spawn(move || {
-            let written = write_members(member_rx, out, opts.write_limit, pools, shared, counters);
+            let output = Output { file: out, kernel };
+            let written =
+                write_members(member_rx, output, opts.write_limit, pools, shared, counters);
             let _ = finished_tx.send(());
             written
         });
@@ -1186,9 +1211,60 @@ fn compress_worker(
 /// them (SHA-1 of the archive, computed as it is written, never re-read)
 /// and records where each is for the index; returns (sha1 hex, size,
 /// members).
+/// Where the writer puts the archive: the file, and the previous archive
+/// when copied members are copied by the kernel (with the block size in
+/// which the file system shares extents).
+struct Output<'a> {
+    file: &'a mut std::fs::File,
+    kernel: Option<(&'a OldArchive, u64)>,
+}
+
+impl Output<'_> {
+    /// Appends `member`. A member copied from the previous archive is, where
+    /// it may be, copied by the kernel: the whole blocks it spans when it
+    /// starts at the same offset within a block as it did there (the only
+    /// ranges whose extents can be shared), the rest from its bytes, which
+    /// the workers checked. The kernel copies the old file as it is then,
+    /// so its copy is kept only if the old archive has not changed since it
+    /// was opened; otherwise the checked bytes are written over it.
+    fn append(&mut self, member: &Member) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let bytes = member.bytes();
+        let (Some((old, block)), Some(place)) = (self.kernel, &member.old) else {
+            return self.file.write_all(bytes);
+        };
+        let at = self.file.stream_position()?;
+        let len = bytes.len() as u64;
+        // [start, start + body): the member's whole blocks, in both files.
+        let start = (block - at % block) % block;
+        let body = if at % block == place.offset % block && start < len {
+            (len - start) / block * block
+        } else {
+            0
+        };
+        let (start, body) = (start as usize, body as usize);
+        if body == 0 {
+            self.file.write_all_at(bytes, at)?;
+        } else {
+            self.file.write_all_at(&bytes[..start], at)?;
+            let from = place.offset + start as u64;
+            let copied = old.copy_range(self.file, from, at + start as u64, body);
+            let done = start + copied;
+            self.file.write_all_at(&bytes[done..], at + done as u64)?;
+            if copied > 0 && !old.unchanged() {
+                self.file
+                    .write_all_at(&bytes[start..done], at + start as u64)?;
+            }
+        }
+        self.file.seek(SeekFrom::Start(at + len))?;
+        Ok(())
+    }
+}
+
 fn write_members(
     members: Receiver<Member>,
-    out: &mut (dyn Write + Send),
+    out: Output<'_>,
     limit: u64,
     pools: Pools<'_>,
     shared: &Shared,
@@ -1229,7 +1305,7 @@ fn write_members(
 
 fn write_in_order(
     members: Receiver<Member>,
-    out: &mut (dyn Write + Send),
+    mut out: Output<'_>,
     limit: u64,
     hash_tx: SyncSender<Member>,
     shared: &Shared,
@@ -1249,7 +1325,7 @@ fn write_in_order(
             if shared.should_stop() {
                 return Err(shared.take_error().unwrap_or_else(Error::cancelled));
             }
-            out.write_all(member.bytes())
+            out.append(&member)
                 .map_err(|e| fail(Error::io("writing the archive", e)))?;
             size += member.len as u64;
             counters.add_archive_bytes(member.len as u64);
@@ -1265,7 +1341,8 @@ fn write_in_order(
             .take_error()
             .unwrap_or_else(|| Error::internal("archive blocks went missing")));
     }
-    out.flush()
+    out.file
+        .flush()
         .map_err(|e| fail(Error::io("writing the archive", e)))?;
     Ok(size)
 }
@@ -1366,6 +1443,83 @@ mod tests {
             piece: false,
         });
         block
+    }
+
+    #[test]
+    fn a_kernel_copy_is_kept_only_while_the_old_archive_is_unchanged() {
+        use std::io::{Read, Seek};
+        use std::os::unix::fs::FileExt;
+        let base = std::env::temp_dir().join(format!("wb-kcopy-{}", safe_fs::nonce()));
+        std::fs::create_dir_all(&base).unwrap();
+        let old_path = base.join("old");
+        let checked: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let prefix = vec![b'p'; 100];
+        std::fs::write(&old_path, [&prefix[..], &checked].concat()).unwrap();
+        let old = OldArchive::from_file(std::fs::File::open(&old_path).unwrap());
+        let member = Member {
+            seq: 0,
+            raw_len: 0,
+            buf: checked.clone(),
+            len: checked.len(),
+            block: Vec::new(),
+            old: Some(OldPlace {
+                offset: 100,
+                sha1_state: None,
+                checksum: 0,
+            }),
+        };
+        let read_all = |f: &mut std::fs::File| {
+            let mut v = Vec::new();
+            f.rewind().unwrap();
+            f.read_to_end(&mut v).unwrap();
+            v
+        };
+        let mut out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(base.join("new"))
+            .unwrap();
+        let append = |out: &mut std::fs::File, block: u64| {
+            Output {
+                file: out,
+                kernel: Some((&old, block)),
+            }
+            .append(&member)
+            .unwrap()
+        };
+
+        // At the same offset within a block as in the old archive: the
+        // kernel copies the whole blocks, the rest is written.
+        out.write_all(&prefix).unwrap();
+        assert!(old.unchanged());
+        append(&mut out, 4096);
+        assert_eq!(read_all(&mut out), [&prefix[..], &checked].concat());
+        // Not at the same offset within a block: written.
+        out.seek(std::io::SeekFrom::End(0)).unwrap();
+        out.write_all(b"x").unwrap();
+        append(&mut out, 4096);
+        let mut want = [&prefix[..], &checked, b"x", &checked].concat();
+        assert_eq!(read_all(&mut out), want);
+
+        // The old archive is written to after its bytes were checked: what
+        // the kernel copies then is not kept, the checked bytes are.
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&old_path)
+            .unwrap();
+        writer.write_all_at(b"CHANGED", 5000).unwrap();
+        assert!(!old.unchanged());
+        out.seek(std::io::SeekFrom::End(0)).unwrap();
+        out.write_all(&[b'y'; 99]).unwrap();
+        let at = out.stream_position().unwrap();
+        assert_eq!(at % 4, 100 % 4);
+        append(&mut out, 4);
+        want.extend_from_slice(&[b'y'; 99]);
+        want.extend_from_slice(&checked);
+        assert_eq!(read_all(&mut out), want);
+        assert_eq!(out.stream_position().unwrap(), want.len() as u64);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     fn key(path: &std::path::Path) -> StatKey {

@@ -80,7 +80,7 @@ pub fn archive_options(text: Option<&str>) -> Result<ArchiveOptions> {
         disk_limit: shared.disk_limit,
         owner: shared.owner,
         paths: own.paths,
-        reuse_from: None,
+        ..ArchiveOptions::default()
     })
 }
 
