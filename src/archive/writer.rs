@@ -1207,10 +1207,6 @@ fn compress_worker(
     }
 }
 
-/// Puts members in order and writes them, while a second thread hashes
-/// them (SHA-1 of the archive, computed as it is written, never re-read)
-/// and records where each is for the index; returns (sha1 hex, size,
-/// members).
 /// Where the writer puts the archive: the file, and the previous archive
 /// when copied members are copied by the kernel (with the block size in
 /// which the file system shares extents).
@@ -1262,6 +1258,10 @@ impl Output<'_> {
     }
 }
 
+/// Puts members in order and writes them, while a second thread hashes
+/// them (SHA-1 of the archive, computed as it is written, never re-read)
+/// and records where each is for the index; returns (sha1 hex, size,
+/// members).
 fn write_members(
     members: Receiver<Member>,
     out: Output<'_>,
