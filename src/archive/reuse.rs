@@ -32,7 +32,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::archive::gzip::{self, BLOCK_SIZE};
-use crate::index::{self, Entry, IndexHeader, IndexReader, Member};
+use crate::index::{self, Entry, IndexHeader, IndexReader, Member, StatKey};
 
 /// Files with at least this much data start members of their own.
 pub const LARGE: u64 = 1 << 20;
@@ -166,9 +166,9 @@ impl Pending {
 /// The previous archive, open for reading its members (from any thread).
 pub struct OldArchive {
     file: File,
-    /// Its size, mtime and ctime (ns) when opened: a member the kernel
-    /// copied is trusted only while these have not moved.
-    opened: Option<(u64, i64, i64)>,
+    /// Its stat key (device, inode, size, mtime and ctime) when opened: a
+    /// member the kernel copied is trusted only while it has not moved.
+    opened: Option<StatKey>,
 }
 
 /// File systems whose `copy_file_range` shares the source's blocks instead
@@ -187,15 +187,9 @@ pub fn fs_block_size(file: &File) -> u64 {
         .unwrap_or(4096)
 }
 
-/// Size, mtime and ctime of `file`, in ns.
-fn stamp(file: &File) -> Option<(u64, i64, i64)> {
-    let st = rustix::fs::fstat(file).ok()?;
-    let ns = |s: i64, n: u64| s.saturating_mul(1_000_000_000).saturating_add(n as i64);
-    Some((
-        st.st_size as u64,
-        ns(st.st_mtime as i64, st.st_mtime_nsec as u64),
-        ns(st.st_ctime as i64, st.st_ctime_nsec as u64),
-    ))
+/// The stat key of the open `file`.
+fn stamp(file: &File) -> Option<StatKey> {
+    rustix::fs::fstat(file).ok().map(|st| StatKey::of(&st))
 }
 
 /// The previous archive's index, read as a stream alongside the walk.
@@ -308,9 +302,8 @@ impl OldArchive {
     /// both files are on one file system that shares extents, where the
     /// copy takes no writing of data at all.
     pub fn shares_extents_with(&self, out: &File) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let same_device = match (self.file.metadata(), out.metadata()) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        let same_device = match (self.opened, stamp(out)) {
+            (Some(a), Some(b)) => a.dev == b.dev,
             _ => false,
         };
         same_device
