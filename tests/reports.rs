@@ -311,58 +311,17 @@ fn an_engine_resends_parked_reports_on_its_own_thread_and_logs_it() {
     );
 }
 
-/// A Panel that takes connections and never answers, until dropped (then
-/// it closes them all).
-struct SilentPanel {
-    port: u16,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SilentPanel {
-    fn start() -> SilentPanel {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            // Bounded: the test drops it within a minute.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
-                if let Ok((conn, _)) = listener.accept() {
-                    held.push(conn);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        SilentPanel {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for SilentPanel {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn deleting_a_backup_whose_report_is_in_flight_does_not_wait_for_the_panel() {
-    // Backups whose archives are written while the Panel takes their
-    // reports and does not answer (each attempt may take the 15 s timeout
-    // of a Panel call). DELETE and delete-all take the archives at once,
+    // Backups whose archives are written while the Panel holds each report
+    // for 6 s before answering (a call in flight is not interrupted; its
+    // timeout is 15 s). DELETE and delete-all take the archives at once,
     // and the records do not come back when the calls end.
     let dir = node_with_backup("report-delete");
-    let panel = SilentPanel::start();
-    let engine = Arc::new(engine(&dir, Some((panel.port, 600))));
+    let port = closed_port();
+    let stub = Stub::start_on(port);
+    stub.configure(serde_json::json!({"report_delay": 6}));
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
     for uuid in [BACKUP2, BACKUP3] {
         engine
             .start_backup(SERVER, &create_request(uuid, ""))
@@ -395,11 +354,16 @@ fn deleting_a_backup_whose_report_is_in_flight_does_not_wait_for_the_panel() {
     );
     assert!(engine.list_backups(SERVER).unwrap().is_empty());
 
-    // The engine stops and the Panel drops its connections: the reports
-    // end (parked), and the records stay gone.
+    // The reports in flight are answered and end; the records stay gone.
     engine.cancel_all();
-    drop(panel);
     assert!(engine.wait_idle(Duration::from_secs(20)));
+    let reported: Vec<Value> = stub.state()["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["backup"].clone())
+        .collect();
+    assert_eq!(reported, [BACKUP2, BACKUP3]);
     for uuid in [BACKUP, BACKUP2, BACKUP3] {
         assert_eq!(
             engine.backup_status(SERVER, uuid).unwrap_err().status,
