@@ -240,6 +240,16 @@ impl Plan {
     }
 }
 
+/// Whether the archive of `index` can be read member by member: every
+/// member no larger than this engine's (an archive made elsewhere is often
+/// one gzip member, which is then read as a stream instead).
+pub fn by_members(index: &Index) -> bool {
+    index
+        .members
+        .iter()
+        .all(|m| m.compressed <= MAX_MEMBER as u64 && m.uncompressed <= MAX_MEMBER as u64)
+}
+
 /// The plan for `selection` from `index`; a named path the archive does not
 /// hold is a not-found error.
 pub fn plan(index: &Index, selection: &Selection) -> Result<Plan> {
@@ -532,8 +542,20 @@ impl<S: MemberSource> SelectedArchive<S> {
         if member_checksum(&self.member_buf) != m.checksum {
             return Err(damaged());
         }
-        let header = parse_member_header(&self.member_buf).ok_or_else(damaged)?;
-        decode_member(&self.member_buf, header, &mut self.tar)?;
+        match parse_member_header(&self.member_buf) {
+            Some(header) => decode_member(&self.member_buf, header, &mut self.tar)?,
+            // Another writer's member (the index of an archive made
+            // elsewhere, written by a browse): any gzip member, at most as
+            // long as the index says.
+            None => {
+                self.tar.clear();
+                let mut gz = flate2::read::GzDecoder::new(&self.member_buf[..]);
+                (&mut gz)
+                    .take(m.uncompressed + 1)
+                    .read_to_end(&mut self.tar)
+                    .map_err(|_| damaged())?;
+            }
+        }
         if self.tar.len() as u64 != m.uncompressed {
             return Err(damaged());
         }

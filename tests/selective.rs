@@ -548,6 +548,71 @@ fn a_damaged_member_under_the_selection_fails_without_changing_anything() {
     corrupt_member(true);
 }
 
+/// An archive made elsewhere (GNU tar's stream, gzipped as one member or
+/// as one member per 64 KiB, with no header of this engine's), indexed by a
+/// browse: a selection from it is restored all the same, the rest of the
+/// server left alone.
+fn foreign_archive(multi: bool) {
+    let dir = TempDir::new("sel-foreign");
+    let engine = engine_in(&dir, CompressionLevel::BestSpeed);
+    let root = dir.join("data").join(SERVER);
+    let src = dir.join("src");
+    build_game_tree(&src);
+    let tar = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let piece = if multi { 64 << 10 } else { tar.stdout.len() };
+    let mut gz = Vec::new();
+    for chunk in tar.stdout.chunks(piece) {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, chunk).unwrap();
+        gz.extend(e.finish().unwrap());
+    }
+    std::fs::create_dir_all(dir.join("backups")).unwrap();
+    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
+    std::fs::write(&archive, &gz).unwrap();
+    write_file(
+        &root.join("world/level.dat"),
+        b"changed",
+        0o644,
+        1_700_000_000,
+    );
+    write_file(
+        &root.join("kept.txt"),
+        b"not in the backup",
+        0o644,
+        1_700_000_001,
+    );
+
+    let listed = engine.list_files(SERVER, BACKUP, "world").unwrap();
+    assert!(listed.iter().any(|e| e.name == b"level.dat"), "{listed:?}");
+    let index = index::load_for(&archive, gz.len() as u64).expect("the browse wrote an index");
+    assert_eq!(
+        index.members.len() > 1,
+        multi,
+        "{} members",
+        index.members.len()
+    );
+
+    let before = files(&root);
+    restore(&engine, &["world"], false).unwrap();
+    let after = files(&root);
+    assert_eq!(inside(&after, "world"), inside(&files(&src), "world"));
+    assert_eq!(outside(after, "world"), outside(before, "world"));
+}
+
+#[test]
+fn a_selection_from_an_archive_made_elsewhere_and_browsed_is_restored() {
+    foreign_archive(false);
+    foreign_archive(true);
+}
+
 fn hard_link_out_of_selection(with_index: bool) {
     let dir = TempDir::new("sel-link");
     let engine = engine_in(&dir, CompressionLevel::BestSpeed);
