@@ -152,9 +152,9 @@ pub struct OperationRecord {
     /// A succeeded local (`wings`) create whose archive was gone when the
     /// catalog last reconciled; the record is kept so its history stays.
     pub archive_missing: bool,
-    /// The status of `error` (`WB_*`), for callers that map it to HTTP.
-    /// Known while the engine that ran the operation runs; the catalog
-    /// does not keep it (see [`OperationRecord::status`]).
+    /// The status of `error` (`WB_*`), for callers that map it to HTTP;
+    /// kept by the catalog (a record written before it was has none, see
+    /// [`OperationRecord::status`]).
     #[serde(skip)]
     pub error_status: Option<Status>,
     /// Bumped at each change a waiter should see (this run's operations;
@@ -195,8 +195,8 @@ impl OperationRecord {
     }
 
     /// The status of a failed or cancelled operation: the one recorded
-    /// while it ran, else (a record of an earlier run, whose status the
-    /// catalog does not keep) the one its state implies.
+    /// when it ended, else (a record from a catalog that did not keep it)
+    /// the one its state implies.
     pub fn status(&self) -> Option<Status> {
         self.error_status.or(match self.state {
             OpState::Cancelled => Some(Status::Cancelled),
@@ -351,6 +351,7 @@ CREATE TABLE IF NOT EXISTS operations (
     finished_at INTEGER,
     panel_report TEXT,
     archive_missing INTEGER NOT NULL DEFAULT 0,
+    error_status INTEGER,
     owner TEXT NOT NULL,
     seen_at INTEGER NOT NULL,
     sort_at INTEGER NOT NULL,
@@ -363,7 +364,8 @@ CREATE INDEX IF NOT EXISTS operations_active ON operations (state)
 ";
 
 const COLUMNS: &str = "uuid, kind, server, adapter, state, phase, bytes_done, bytes_total, \
-    files, size, checksum, error, started_at, finished_at, panel_report, archive_missing, seen_at";
+    files, size, checksum, error, started_at, finished_at, panel_report, archive_missing, seen_at, \
+    error_status";
 
 /// Opens the database at `path` (creating it, mode 0600), in WAL mode, and
 /// checks it.
@@ -402,6 +404,16 @@ fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
+    // A catalog written before `error_status` was kept gains the column
+    // (its records keep the status their state implies).
+    let has_status: bool = tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('operations') WHERE name = 'error_status'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_status {
+        tx.execute_batch("ALTER TABLE operations ADD COLUMN error_status INTEGER;")?;
+    }
     tx.commit()
 }
 
@@ -496,7 +508,7 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
             finished_at: r.get(13)?,
             panel_report: r.get(14)?,
             archive_missing: r.get::<_, i64>(15)? != 0,
-            error_status: None,
+            error_status: r.get::<_, Option<i32>>(17)?.and_then(Status::from_code),
             seq: 0,
         },
         seen_at: r.get(16)?,
@@ -509,9 +521,9 @@ fn write_entry(tx: &Transaction<'_>, e: &Entry, owner: &str) -> rusqlite::Result
     tx.prepare_cached(
         "INSERT INTO operations (uuid, kind, server, adapter, state, phase, bytes_done, \
          bytes_total, files, size, checksum, error, started_at, finished_at, panel_report, \
-         archive_missing, owner, seen_at, sort_at, updated_at) \
+         archive_missing, owner, seen_at, sort_at, updated_at, error_status) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, COALESCE(?13, ?18), ?19) \
+         ?18, COALESCE(?13, ?18), ?19, ?20) \
          ON CONFLICT (uuid, kind) DO UPDATE SET server = excluded.server, \
          adapter = excluded.adapter, state = excluded.state, phase = excluded.phase, \
          bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total, \
@@ -519,6 +531,7 @@ fn write_entry(tx: &Transaction<'_>, e: &Entry, owner: &str) -> rusqlite::Result
          error = excluded.error, started_at = excluded.started_at, \
          finished_at = excluded.finished_at, panel_report = excluded.panel_report, \
          archive_missing = excluded.archive_missing, owner = excluded.owner, \
+         error_status = excluded.error_status, \
          sort_at = COALESCE(excluded.started_at, operations.seen_at), \
          updated_at = excluded.updated_at",
     )?
@@ -542,6 +555,7 @@ fn write_entry(tx: &Transaction<'_>, e: &Entry, owner: &str) -> rusqlite::Result
         owner,
         e.seen_at,
         now_ms(),
+        r.error_status.map(|s| s as i32),
     ])?;
     Ok(())
 }
@@ -549,7 +563,7 @@ fn write_entry(tx: &Transaction<'_>, e: &Entry, owner: &str) -> rusqlite::Result
 /// Every record of `conn`, with the owner each was written by.
 fn all_rows(conn: &Connection) -> rusqlite::Result<Vec<(Entry, String)>> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS}, owner FROM operations"))?;
-    let rows = stmt.query_map([], |r| Ok((row_entry(r)?, r.get(17)?)))?;
+    let rows = stmt.query_map([], |r| Ok((row_entry(r)?, r.get(18)?)))?;
     rows.collect()
 }
 

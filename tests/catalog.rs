@@ -18,6 +18,7 @@ use wings_backup::catalog::{
     interrupted_message, scan_archives, Catalog, OpKind, OpState, OperationRecord, DATABASE_NAME,
     UNKNOWN_SERVER,
 };
+use wings_backup::Status;
 
 const S1: &str = "11111111-1111-4111-8111-111111111111";
 const S2: &str = "22222222-2222-4222-8222-222222222222";
@@ -124,6 +125,7 @@ fn records_survive_a_restart_field_for_field() {
     let restore = OperationRecord {
         state: OpState::Failed,
         error: Some("the archive is corrupt: bad gzip header".into()),
+        error_status: Some(Status::CorruptArchive),
         panel_report: Some("pending: connection refused".into()),
         ..finished(OpKind::Restore, &uuid(1, 1), S1, 1_700_000_100_000)
     };
@@ -160,6 +162,33 @@ fn records_survive_a_restart_field_for_field() {
     assert_eq!(catalog.list(S1), vec![cancelled, create]);
     // No file of the catalog looks like an archive.
     assert!(scan_archives(dir.path()).is_empty());
+}
+
+#[test]
+fn a_catalog_written_before_statuses_were_kept_opens_and_keeps_them_from_then_on() {
+    let dir = TempDir::new("catalog-old-schema");
+    let failed = OperationRecord {
+        state: OpState::Failed,
+        error: Some("the restore would exceed the server's disk limit".into()),
+        error_status: Some(Status::Quota),
+        ..finished(OpKind::Restore, &uuid(3, 1), S1, 1_700_000_000_000)
+    };
+    Catalog::open(dir.path()).upsert(&failed);
+    // The table as an earlier version made it: no `error_status` column.
+    let conn = rusqlite::Connection::open(dir.join(DATABASE_NAME)).unwrap();
+    conn.execute_batch("ALTER TABLE operations DROP COLUMN error_status;")
+        .unwrap();
+    drop(conn);
+    let catalog = Catalog::open(dir.path());
+    assert_eq!(catalog.degraded(), None);
+    let old = catalog.get(&uuid(3, 1)).unwrap();
+    assert_eq!(old.error_status, None);
+    assert_eq!(old.status(), Some(Status::Internal));
+    catalog.upsert(&failed);
+    drop(catalog);
+    let reopened = Catalog::open(dir.path()).get(&uuid(3, 1)).unwrap();
+    assert_eq!(reopened, failed);
+    assert_eq!(reopened.status(), Some(Status::Quota));
 }
 
 #[test]
