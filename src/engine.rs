@@ -157,7 +157,7 @@ impl Engine {
         if request.dry_run {
             // A host that did not route the dry run must not make a backup.
             return Err(Error::invalid(
-                "a dry run is answered by dry_run_backup, not by a create",
+                "a dry run is asked with wb_backup_dry_run (Go DryRun, Python dry_run), not with a create",
             ));
         }
         self.check_create_adapter(request.adapter)?;
@@ -445,6 +445,21 @@ impl Engine {
             _ => {}
         }
         self.ops.check(server, None)?;
+        // A named path the archive's index does not hold is refused here,
+        // before an asynchronous restore is accepted.
+        if !request.paths.is_empty() {
+            let len = match request.adapter {
+                Adapter::Wings => std::fs::metadata(self.store.archive_path(&backup))
+                    .ok()
+                    .map(|m| m.len()),
+                Adapter::S3 => None,
+            };
+            if request.adapter == Adapter::S3 || len.is_some() {
+                if let Some(index) = index_for(&self.store.index_path(&backup), len) {
+                    selection::plan(&index, &Selection::parse(&request.paths)?)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1301,6 +1316,16 @@ enum SelectiveSource<'a> {
     },
 }
 
+/// The index at `index_path`, if there is one and it belongs to the archive:
+/// for a local archive (`archive_len`), one that records that length.
+fn index_for(index_path: &Path, archive_len: Option<u64>) -> Option<Index> {
+    match (archive_len, Index::load(index_path)) {
+        (Some(len), Ok(Some(index))) if index.footer.archive_size == len => Some(index),
+        (None, Ok(Some(index))) => Some(index),
+        _ => None,
+    }
+}
+
 /// A restore limited to `selection` (see `crate::selection`). With the
 /// archive's index (at `index_path`; for a local archive only if it has the
 /// archive's length), only the members holding the selected entries are
@@ -1339,11 +1364,7 @@ fn selective_restore(
         SelectiveSource::Local(path) => Some(open_local(path)?),
         SelectiveSource::Remote { .. } => None,
     };
-    let index = match (&local, Index::load(index_path)) {
-        (Some((_, len)), Ok(Some(index))) if index.footer.archive_size == *len => Some(index),
-        (None, Ok(Some(index))) => Some(index),
-        _ => None,
-    };
+    let index = index_for(index_path, local.as_ref().map(|(_, len)| *len));
     let plan = match &index {
         Some(index) => Some(selection::plan(index, selection)?),
         None => None,
@@ -1381,7 +1402,7 @@ fn selective_restore(
         .map(|p| p.link_sources.clone())
         .unwrap_or_default();
     let (result, missing) = match (&index, &plan) {
-        (Some(index), Some(plan)) => match (source, &local) {
+        (Some(index), Some(plan)) if selection::by_members(index) => match (source, &local) {
             (SelectiveSource::Local(_), Some((file, _))) => {
                 let file = file
                     .try_clone()

@@ -439,9 +439,16 @@ def test_async_restore_answers_202(host_kind: str, tmp_path: Path) -> None:
         assert res.status_code == 202, res.text
         assert res.content == b""
         wait_until(lambda: snapshot(h.root(server)) == before, "the async restore did not finish")
-        # Validation still answers before the 202.
+        # Validation still answers before the 202: an unknown backup, and a
+        # path the backup's index does not hold (nothing is touched).
         res = h.request("POST", f"/api/servers/{server}/backup/{new_id()}/restore", body=restore_body(True))
         assert_error(h, res, 404)
+        (h.root(server) / "server.properties").write_text("changed again")
+        before = snapshot(h.root(server))
+        res = h.request("POST", f"/api/servers/{server}/backup/{backup}/restore",
+                        body={**restore_body(True), "paths": ["world", "no-such-file"]})
+        assert_error(h, res, 404, 'The backup does not hold "no-such-file".')
+        assert snapshot(h.root(server)) == before
     finally:
         code = stop_host(h)
     assert code == 0, h.log()
