@@ -454,6 +454,7 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         restore_host_allowlist: allowlist,
         panel,
     };
+    check_engine(&engine, &sources, &config_path)?;
     let host = HostOnly {
         listen: text("listen"),
         token,
@@ -486,6 +487,52 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
         warnings,
         log,
     })
+}
+
+/// The engine's own checks of the values the settings give it, each error
+/// naming the setting where the user wrote it (the flag, the environment
+/// variable, or the key of `--config`), so that a bad value is a bad
+/// setting (exit status 2) rather than an engine that cannot start.
+fn check_engine(
+    engine: &EngineSettings,
+    sources: &BTreeMap<&'static str, Source>,
+    config_path: &str,
+) -> Result<()> {
+    let Ok(Value::Object(json)) = serde_json::to_value(engine) else {
+        return Err(Error::internal("the engine settings do not serialize"));
+    };
+    for (key, flag) in [
+        ("compression_level", "compression-level"),
+        ("write_limit", "write-limit"),
+        ("disk_limit", "disk-limit"),
+        ("max_running_backups", "max-running-backups"),
+        ("owner", "owner"),
+        ("restore_host_allowlist", "restore-host-allowlist"),
+    ] {
+        let Some(value) = json.get(key) else { continue };
+        let one = Value::Object(Map::from_iter([(key.to_string(), value.clone())]));
+        let Err(e) = crate::ffi::wire::engine_config(&one.to_string()) else {
+            continue;
+        };
+        let prefix = format!("configuration key `{key}`");
+        let rest = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+        let rest = if rest.starts_with(':') || rest.starts_with(' ') {
+            rest.to_string()
+        } else {
+            format!(": {rest}")
+        };
+        let setting = setting(flag).ok_or_else(|| Error::internal("no such setting"))?;
+        let named = match sources.get(flag) {
+            Some(Source::Env) => format!("${}", setting.env.unwrap_or(flag)),
+            Some(Source::Config) => format!(
+                "--config {config_path}: {}",
+                setting.config.first().copied().unwrap_or(key)
+            ),
+            _ => format!("--{flag}"),
+        };
+        return Err(Error::invalid(format!("{named}{rest}")));
+    }
+    Ok(())
 }
 
 fn is_true(b: &bool) -> bool {

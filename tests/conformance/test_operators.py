@@ -246,6 +246,32 @@ def test_start_errors_name_their_path(host_kind: str, tmp_path: Path, case: int)
     assert words in errors[0].lower(), errors[0]
 
 
+@pytest.mark.parametrize("flags,named,words", [
+    (["--compression-level", "fast"], "--compression-level", 'unknown level "fast"'),
+    (["--write-limit", "2000000"], "--write-limit", "from 0 to 1048576"),
+    (["--restore-host-allowlist", "bad host!"], "--restore-host-allowlist", '"bad host!"'),
+    ([], "system.backups.compression_level", 'unknown level "fast"'),
+], ids=["flag level", "flag write limit", "flag allowlist", "config level"])
+def test_bad_values_are_bad_settings(host_kind: str, tmp_path: Path, flags: List[str], named: str,
+                                     words: str) -> None:
+    """A value the engine refuses exits 2 naming where it was written, before
+    any directory is made."""
+    config = tmp_path / "config.yml"
+    config.write_text("system:\n  backups:\n    compression_level: fast\n")
+    if not flags:
+        flags = ["--config", str(config)]
+        named = f"--config {config}: {named}"
+    volumes = tmp_path / "volumes"
+    res = run_host(host_kind, ["--token", "t", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(volumes),
+                               "--backup-dir", str(tmp_path / "backups")] + flags)
+    assert res.returncode == 2, res.stdout + res.stderr
+    errors = [ln for ln in (res.stdout + res.stderr).splitlines() if "ERROR" in ln or ln.startswith("go-host:")]
+    assert len(errors) == 1, res.stderr
+    assert named in errors[0] and words in errors[0], errors[0]
+    assert "configuration key" not in errors[0], errors[0]
+    assert not volumes.exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to any directory")
 def test_unwritable_backup_dir_is_named(host_kind: str, tmp_path: Path) -> None:
     backups = tmp_path / "backups"
