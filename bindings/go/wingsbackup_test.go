@@ -475,6 +475,42 @@ func TestArchiveCreateExtract(t *testing.T) {
 	}
 }
 
+func TestArchiveExtractPaths(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	dst := filepath.Join(dir, "dst")
+	for _, d := range []string{src, dst} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTree(t, src)
+	archive := filepath.Join(dir, "out.tar.gz")
+	if _, err := wingsbackup.ArchiveCreate(context.Background(), src, archive, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A path the archive does not hold: not found, nothing written.
+	_, err := wingsbackup.ArchiveExtract(context.Background(), archive, dst, &wingsbackup.ExtractOptions{Paths: []string{"world", "nope"}}, nil)
+	if !errors.Is(err, wingsbackup.ErrNotFound) {
+		t.Errorf("missing path: %v", err)
+	}
+	sameTree(t, map[string]string{}, snapshot(t, dst))
+	// Only the named directory and what it holds.
+	if _, err := wingsbackup.ArchiveExtract(context.Background(), archive, dst, &wingsbackup.ExtractOptions{Paths: []string{"world/"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for k, v := range snapshot(t, src) {
+		if k == "world" || strings.HasPrefix(k, "world/") {
+			want[k] = v
+		}
+	}
+	if len(want) < 3 {
+		t.Fatalf("the tree has no world/ subtree: %v", want)
+	}
+	sameTree(t, want, snapshot(t, dst))
+}
+
 func TestBusyServerConflict(t *testing.T) {
 	n := newNode(t, wingsbackup.Config{WriteLimit: 1})
 	server := slowServer(t, n)

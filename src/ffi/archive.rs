@@ -78,7 +78,9 @@ pub unsafe extern "C" fn wb_archive_dry_run(
 /// Extracts the `.tar.gz` file `archive_path` into the existing directory
 /// `dest_dir`, with the same safety rules as a restore (nothing escapes
 /// `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be
-/// NULL or `{"truncate","threads","disk_limit","owner","write_limit"}`. On
+/// NULL or `{"truncate","threads","disk_limit","owner","write_limit",
+/// "paths"}` (`paths`: extract only those entries, as a restore's `paths`;
+/// a path the archive does not hold is `WB_NOT_FOUND`). On
 /// success `*summary_json` (if not NULL) holds `entries`, `files`,
 /// `directories`, `symlinks`, `hard_links`, `bytes`, `skipped`.
 #[no_mangle]
