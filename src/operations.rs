@@ -404,7 +404,8 @@ impl OpState {
 /// How an operation ended, for its record.
 pub struct Outcome<'e> {
     pub error: Option<&'e Error>,
-    /// Bytes read (a create: source bytes; a restore: archive bytes).
+    /// A create: source bytes read; a restore: bytes of file data written
+    /// (the record's progress showed archive bytes while it ran).
     pub bytes: u64,
     pub files: u64,
     pub size: u64,
