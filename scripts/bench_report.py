@@ -63,6 +63,28 @@ CORPUS_NAMES = {
 }
 
 
+
+def free_page_reporting():
+    """Whether this machine is a VM whose virtio balloon reports free pages
+    to the host (feature bit 5, VIRTIO_BALLOON_F_REPORTING)."""
+    base = "/sys/bus/virtio/devices"
+    try:
+        devices = os.listdir(base)
+    except OSError:
+        return False
+    for d in devices:
+        try:
+            with open(os.path.join(base, d, "device")) as f:
+                if int(f.read().strip(), 16) != 5:  # 5: balloon
+                    continue
+            with open(os.path.join(base, d, "features")) as f:
+                bits = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if len(bits) > 5 and bits[5] == "1":
+            return True
+    return False
+
 def load(meta_path, runs_path):
     with open(meta_path) as f:
         meta = json.load(f)
@@ -321,6 +343,16 @@ def report(meta, stats, runs):
         "uncompressed archive and the anchor of the create-none goal. `tar -cf FILE` writes "
         "the same archive to a file on tmpfs, as ours does (ours also hashes it with SHA-1).")
     L.append("")
+    if free_page_reporting():
+        L.append(
+            "**System time on this machine.** It is a virtual machine whose balloon device "
+            "reports free pages to the host (`virtio_balloon` with free page reporting): memory "
+            "the guest frees, such as an archive deleted between runs, goes back to the host a "
+            "few seconds later, and the next writes into it fault on the host. Runs that write "
+            "while that happens take up to several times their usual system time, whatever the "
+            "tool; it weighs most on the shortest runs, whose time is mostly writing. The CPU s "
+            "column shows it; see docs/design.md, \"System time on this machine\".")
+        L.append("")
     L.append("Time ratio = the row's median wall time ÷ ours (above 1: ours is faster, "
              "i.e. ours' throughput ÷ the tool's). Size ratio = our archive ÷ the row's archive. "
              "MB/s = the corpus' file bytes ÷ wall time.")
