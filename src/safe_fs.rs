@@ -81,6 +81,11 @@ pub struct Beneath {
     fd: OwnedFd,
 }
 
+/// The longest path the kernel resolves in one call is `PATH_MAX - 1`
+/// bytes; a longer one (a deep tree can hold it) is resolved one component
+/// at a time.
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+
 /// Whether this kernel (and its seccomp filter) lets `openat2` through.
 fn have_openat2() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
@@ -131,7 +136,7 @@ impl Beneath {
         if components(path).next().is_none() {
             return open_dir(self.fd(), c".");
         }
-        if kernel {
+        if kernel && path.len() < PATH_MAX {
             return rfs::openat2(
                 self.fd(),
                 path,
@@ -164,7 +169,7 @@ impl Beneath {
         if *name == b".." {
             return Err(Errno::XDEV);
         }
-        if kernel {
+        if kernel && path.len() < PATH_MAX {
             let flags = OFlags::RDONLY
                 | OFlags::NOFOLLOW
                 | OFlags::NONBLOCK
@@ -816,6 +821,44 @@ mod tests {
         remove_tree(fd.as_fd(), c"victim").unwrap();
         assert!(!base.join("victim").exists());
         assert!(outside.join("keep").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_open_one_component_at_a_time() {
+        let base = std::env::temp_dir().join(format!("wb-long-{}", nonce()));
+        let name = "n".repeat(250);
+        let mut rel = String::new();
+        while rel.len() < 2 * PATH_MAX {
+            rel.push_str(&name);
+            rel.push('/');
+        }
+        // Made one directory at a time: `create_dir_all` would pass the
+        // whole path to the kernel.
+        std::fs::create_dir_all(&base).unwrap();
+        let mut fd = open_trusted_dir(&base).unwrap();
+        for _ in 0..rel.len() / (name.len() + 1) {
+            rfs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            fd = open_dir(fd.as_fd(), name.as_str()).unwrap();
+        }
+        let file = rfs::openat(
+            &fd,
+            "leaf",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&file, b"deep").unwrap();
+        let root = Beneath::new(open_trusted_dir(&base).unwrap());
+        let leaf = format!("{rel}leaf");
+        assert!(leaf.len() > PATH_MAX);
+        for kernel in [false, have_openat2()] {
+            let f = root.open_file_with(leaf.as_bytes(), kernel).unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(rustix::io::read(&f, &mut buf).unwrap(), 4);
+            assert_eq!(&buf[..4], b"deep");
+            root.open_dir_with(rel.as_bytes(), kernel).unwrap();
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 

@@ -267,6 +267,72 @@ fn a_symlink_retargeted() {
 }
 
 /// Flips one byte of `path` at `at`.
+/// A file below 17 directories of 250-byte names (a path of 4,271 bytes,
+/// longer than the kernel resolves in one call), made one directory at a
+/// time; returns the directory holding it.
+fn deep_file(root: &Path, data: &[u8]) -> std::os::fd::OwnedFd {
+    use rustix::fs::{mkdirat, open, openat, Mode, OFlags};
+    let name = "p".repeat(250);
+    let mut dir = open(root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    for _ in 0..17 {
+        mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = openat(
+            &dir,
+            name.as_str(),
+            OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    append_at(&dir, data);
+    dir
+}
+
+fn append_at(dir: &std::os::fd::OwnedFd, data: &[u8]) {
+    use rustix::fs::{openat, Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::CLOEXEC;
+    let f = openat(dir, "leaf", flags, Mode::from_raw_mode(0o644)).unwrap();
+    assert_eq!(rustix::io::write(&f, data).unwrap(), data.len());
+}
+
+#[test]
+fn a_path_longer_than_path_max_is_read_when_it_changed_or_its_member_is_damaged() {
+    let node = Node::new();
+    build_tree(&node.root());
+    let dir = deep_file(&node.root(), &text(5000, 3));
+    // Changed: appended to.
+    let second = after_change(&node, |_| append_at(&dir, b"appended line\n"));
+    assert!(
+        second.archive.skipped.is_empty(),
+        "{:?}",
+        second.archive.skipped
+    );
+    assert!(
+        second.archive.changed.is_empty(),
+        "{:?}",
+        second.archive.changed
+    );
+    // Unchanged, but every old member damaged: each is read from the tree.
+    let node = Node::new();
+    build_tree(&node.root());
+    deep_file(&node.root(), &text(5000, 3));
+    backup(&node.engine, U1, true);
+    let index = Index::load(&index::path_for(&node.archive(U1)))
+        .unwrap()
+        .unwrap();
+    for m in &index.members {
+        flip(&node.archive(U1), m.offset + m.compressed / 2);
+    }
+    let second = backup(&node.engine, U2, true);
+    backup(&node.engine, U3, false);
+    assert_eq!(tar_sha1(&node.archive(U2)), tar_sha1(&node.archive(U3)));
+    assert!(
+        second.archive.changed.is_empty(),
+        "{:?}",
+        second.archive.changed
+    );
+}
+
 fn flip(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
