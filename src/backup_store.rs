@@ -63,7 +63,7 @@ impl BackupStore {
     /// Opens the local archive for reading, with its size.
     pub fn open_archive(&self, uuid: &str) -> Result<(File, u64)> {
         let not_found = || Error::not_found("The requested backup was not found on this server.");
-        let file = match File::open(self.archive_path(uuid)) {
+        let file = match crate::safe_fs::open_for_reading(&self.archive_path(uuid)) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found()),
             Err(e) => return Err(Error::io("opening the backup", e)),

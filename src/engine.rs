@@ -1348,17 +1348,21 @@ fn selective_restore(
     ctl: &mut Control<'_>,
 ) -> Result<RestoreSummary> {
     let open_local = |path: &Path| -> Result<(std::fs::File, u64)> {
-        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        let file = crate::safe_fs::open_for_reading(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 Error::not_found("The requested backup was not found on this server.")
             }
             _ => Error::io("opening the backup", e),
         })?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| Error::io("opening the backup", e))?
-            .len();
-        Ok((file, len))
+            .map_err(|e| Error::io("opening the backup", e))?;
+        if !meta.is_file() {
+            return Err(Error::not_found(
+                "The requested backup was not found on this server.",
+            ));
+        }
+        Ok((file, meta.len()))
     };
     let local = match source {
         SelectiveSource::Local(path) => Some(open_local(path)?),

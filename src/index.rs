@@ -453,7 +453,10 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
 impl IndexReader<File> {
     /// Opens the index at `path`; `Ok(None)` if there is none.
     pub fn open(path: &Path) -> Result<Option<IndexReader<File>>> {
-        match File::open(path) {
+        match crate::safe_fs::open_for_reading(path) {
+            Ok(f) if !f.metadata().is_ok_and(|m| m.is_file()) => {
+                Err(corrupt("it is not a regular file"))
+            }
             Ok(f) => IndexReader::new(f).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("opening the archive index", e)),

@@ -65,6 +65,18 @@ pub fn open_file<P: rustix::path::Arg + Copy>(
     }
 }
 
+/// Opens the file at `path` (symlinks followed) for reading without
+/// waiting on a FIFO: an archive or index path that holds a FIFO or a device
+/// opens at once, and the caller's check that it is a regular file refuses
+/// it, where a plain open would block until a writer came.
+pub fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
 pub fn lstat_at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> Result<Stat, Errno> {
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }

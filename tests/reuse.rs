@@ -333,6 +333,51 @@ fn a_path_longer_than_path_max_is_read_when_it_changed_or_its_member_is_damaged(
     );
 }
 
+#[test]
+fn a_fifo_in_place_of_the_previous_archive_or_its_index_is_not_waited_on() {
+    use wings_backup::engine::{archive_create, ArchiveOptions};
+    for which in ["archive", "index"] {
+        let node = Node::new();
+        build_tree(&node.root());
+        let (old, new) = (node.dir.join("old.tar.gz"), node.dir.join("new.tar.gz"));
+        let opts = ArchiveOptions::default();
+        archive_create(&node.root(), &old, &opts, &mut Control::none()).unwrap();
+        let fifo = match which {
+            "archive" => old.clone(),
+            _ => index::path_for(&old),
+        };
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let reusing = ArchiveOptions {
+            reuse_from: Some(old.clone()),
+            ..ArchiveOptions::default()
+        };
+        let (root, new_path) = (node.root(), new.clone());
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                let made = archive_create(&root, &new_path, &reusing, &mut Control::none());
+                tx.send(made).unwrap()
+            });
+            match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(made) => assert_eq!(made.unwrap().reused_members, 0, "{which}"),
+                Err(_) => {
+                    // A writer lets the blocked open go on, so the scope ends.
+                    let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+                    panic!("the backup waited on a FIFO at the previous {which}'s path");
+                }
+            }
+        });
+        let fresh = node.dir.join("fresh.tar.gz");
+        archive_create(&node.root(), &fresh, &opts, &mut Control::none()).unwrap();
+        assert_eq!(tar_sha1(&new), tar_sha1(&fresh));
+    }
+}
+
 fn flip(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()

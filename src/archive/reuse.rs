@@ -209,7 +209,7 @@ impl Previous {
     /// build reads, the level, ignore rules and block size). Cheap: the
     /// rest, which reads the whole index, is [`Pending::open`].
     pub fn probe(archive: &Path, expected: &IndexHeader) -> Option<(OldArchive, Pending)> {
-        let file = File::open(archive).ok()?;
+        let file = crate::safe_fs::open_for_reading(archive).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;

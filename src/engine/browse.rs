@@ -109,7 +109,7 @@ pub fn archive_list(archive: &Path, dir: &str) -> Result<Vec<FileEntry>> {
 /// Verifies the archive file `archive` (as `Engine::verify_backup`),
 /// against the index beside it when there is one.
 pub fn archive_verify(archive: &Path, ctl: &mut Control<'_>) -> Result<VerifyReport> {
-    let mut file = match std::fs::File::open(archive) {
+    let mut file = match crate::safe_fs::open_for_reading(archive) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found("the archive does not exist"))

@@ -270,7 +270,7 @@ pub fn write_beside(index: &Index, archive: &Path) -> Result<()> {
 /// matches, else one built by reading the archive (then written beside it
 /// for next time; a failure to write it is not an error).
 pub fn index_of(archive: &Path, ctl: &mut Control<'_>) -> Result<Index> {
-    let mut file = match std::fs::File::open(archive) {
+    let mut file = match crate::safe_fs::open_for_reading(archive) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found("the archive does not exist"))
