@@ -65,6 +65,23 @@ pub fn open_file<P: rustix::path::Arg + Copy>(
     }
 }
 
+/// Whether the calling thread may read any file whatever its mode and
+/// ACL: `CAP_DAC_OVERRIDE` or `CAP_DAC_READ_SEARCH` in its effective set, in
+/// the initial user namespace (in another one they cover only the files
+/// whose owner it maps). Threads it starts inherit its capabilities.
+pub fn reads_any_file() -> bool {
+    use rustix::thread::CapabilitySet;
+    static INITIAL_NAMESPACE: OnceLock<bool> = OnceLock::new();
+    let dac = rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .intersects(CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH)
+    });
+    dac && *INITIAL_NAMESPACE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+    })
+}
+
 /// Opens the file at `path` (symlinks followed) for reading without
 /// waiting on a FIFO: an archive or index path that holds a FIFO or a device
 /// opens at once, and the caller's check that it is a regular file refuses

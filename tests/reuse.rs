@@ -378,6 +378,65 @@ fn a_fifo_in_place_of_the_previous_archive_or_its_index_is_not_waited_on() {
     }
 }
 
+/// A file the backup's thread may not read (owned by another user, mode
+/// 0600, the thread without `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH`) is
+/// skipped by a reusing backup as by a fresh one, although the previous
+/// archive, made with them, holds it.
+#[test]
+fn a_file_the_backup_can_no_longer_read_is_skipped_not_copied() {
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    use wings_backup::engine::{archive_create, ArchiveOptions};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to give a file to another user");
+        return;
+    }
+    let node = Node::new();
+    build_tree(&node.root());
+    let secret = node.root().join("d03/secret.txt");
+    write_file(&secret, &text(3000, 9), 0o600, 1_600_000_000);
+    std::os::unix::fs::chown(&secret, Some(1234), Some(1234)).unwrap();
+    let (old, new, fresh) = (
+        node.dir.join("old.tar.gz"),
+        node.dir.join("new.tar.gz"),
+        node.dir.join("fresh.tar.gz"),
+    );
+    let opts = ArchiveOptions::default();
+    archive_create(&node.root(), &old, &opts, &mut Control::none()).unwrap();
+    let root = node.root();
+    let (reusing, fresh_summary) = std::thread::spawn({
+        let (old, new, fresh) = (old.clone(), new.clone(), fresh.clone());
+        move || {
+            // Capabilities are per thread; the threads the backup starts
+            // inherit these.
+            let mut caps = capabilities(None).unwrap();
+            caps.effective
+                .remove(CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH);
+            set_capabilities(None, caps).unwrap();
+            let reuse = ArchiveOptions {
+                reuse_from: Some(old),
+                ..ArchiveOptions::default()
+            };
+            let a = archive_create(&root, &new, &reuse, &mut Control::none()).unwrap();
+            let b = archive_create(
+                &root,
+                &fresh,
+                &ArchiveOptions::default(),
+                &mut Control::none(),
+            )
+            .unwrap();
+            (a, b)
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(reusing.reused_members > 0);
+    for summary in [&reusing, &fresh_summary] {
+        let skipped: Vec<&[u8]> = summary.skipped.iter().map(|s| &s.path[..]).collect();
+        assert_eq!(skipped, [b"d03/secret.txt"], "{:?}", summary.skipped);
+    }
+    assert_eq!(tar_sha1(&new), tar_sha1(&fresh));
+}
+
 fn flip(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()

@@ -67,6 +67,9 @@ pub struct TreeWalker<'a> {
     stat_only: bool,
     /// ... except files with more than one link (`stat_only_but_links`).
     open_links: bool,
+    /// Checks that each file not opened could be read (a
+    /// `stat_only_but_links` walk without the capability to read any file).
+    check_read: bool,
 }
 
 /// What the ignore rules left out of a walk: every path counted, the first
@@ -115,6 +118,7 @@ impl<'a> TreeWalker<'a> {
             ignored: None,
             stat_only: false,
             open_links: false,
+            check_read: false,
         })
     }
 
@@ -131,9 +135,15 @@ impl<'a> TreeWalker<'a> {
     /// of its inode is what later links point to, so it must be one the
     /// archive holds, and a file that cannot be opened is skipped here, as
     /// in any backup, before a link names it.
+    ///
+    /// A file the calling thread could not open for reading is skipped as
+    /// a backup opening it would skip it: unless the thread reads any file
+    /// (see [`safe_fs::reads_any_file`]), each file not opened is checked
+    /// with `faccessat(R_OK, AT_EACCESS)`.
     pub fn stat_only_but_links(&mut self) {
         self.stat_only = true;
         self.open_links = true;
+        self.check_read = !safe_fs::reads_any_file();
     }
 
     /// Makes the walk count the paths the ignore rules leave out and keep
@@ -337,6 +347,14 @@ impl<'a> TreeWalker<'a> {
                     && st.st_nlink > 1
                     && safe_fs::file_type(&st) == FileType::RegularFile) =>
             {
+                if self.check_read && safe_fs::file_type(&st) == FileType::RegularFile {
+                    rustix::fs::accessat(
+                        dir,
+                        name,
+                        rustix::fs::Access::READ_OK,
+                        rustix::fs::AtFlags::EACCESS,
+                    )?;
+                }
                 (None, st)
             }
             _ => {
