@@ -159,6 +159,7 @@ impl Pending {
             entries: rx,
             batch: Vec::new().into_iter(),
             cur,
+            tar_pos: 0,
         })
     }
 }
@@ -201,6 +202,10 @@ pub struct Previous {
     batch: std::vec::IntoIter<Entry>,
     /// The next old entry not yet passed.
     cur: Option<Entry>,
+    /// Where `cur` starts in the old tar stream: the tar lengths of every
+    /// entry before it. An entry the index places elsewhere (its member and
+    /// offset disagree with the entries before it) ends the reuse.
+    tar_pos: u64,
 }
 
 impl Previous {
@@ -243,12 +248,34 @@ impl Previous {
         });
     }
 
+    /// Leaves `e`, the current entry, behind: false (and no more reuse)
+    /// if the index did not place it where the entries before it end, or
+    /// its size cannot be true.
+    fn pass(&mut self, e: &Entry) -> bool {
+        let placed = self
+            .members
+            .get(e.member as usize)
+            .and_then(|m| m.tar_offset.checked_add(e.offset as u64));
+        if e.size > 1 << 60 || placed != Some(self.tar_pos) {
+            self.cur = None;
+            return false;
+        }
+        self.tar_pos += e.tar_len();
+        true
+    }
+
     /// The old run that starts with the entry at `path`, if there is one
     /// (entries before it in walk order are passed for good).
     pub fn run_at(&mut self, path: &[u8]) -> Option<Run> {
         while let Some(cur) = &self.cur {
             match walk_order(&cur.path, path) {
-                Ordering::Less => self.advance(),
+                Ordering::Less => {
+                    let e = self.cur.take()?;
+                    if !self.pass(&e) {
+                        return None;
+                    }
+                    self.advance();
+                }
                 Ordering::Greater => return None,
                 Ordering::Equal => break,
             }
@@ -258,7 +285,6 @@ impl Previous {
             return None;
         }
         let start_member = first.member as usize;
-        let start = self.members[start_member].tar_offset;
         let mut run = Run {
             entries: Vec::new(),
             members: Vec::new(),
@@ -267,9 +293,10 @@ impl Previous {
         let mut next_member = start_member;
         loop {
             let e = self.cur.take()?;
-            let m = self.members.get(e.member as usize)?;
-            // The index is untrusted: sizes that could overflow end the run.
-            if e.size > 1 << 60 || m.tar_offset.checked_add(e.offset as u64)? != start + cum {
+            // The index is untrusted: an entry placed elsewhere than where
+            // the entries before it end, or a size that could overflow, ends
+            // the reuse.
+            if !self.pass(&e) {
                 return None;
             }
             cum += e.tar_len();
