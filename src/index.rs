@@ -544,7 +544,20 @@ impl<R: Read> IndexReader<R> {
     }
 
     /// Skips any entries left and reads the members and the footer.
-    pub fn finish(mut self) -> Result<(Vec<Member>, Footer)> {
+    pub fn finish(self) -> Result<(Vec<Member>, Footer)> {
+        self.finish_within(None)
+    }
+
+    /// [`finish`](Self::finish) for an archive of `archive_len` bytes: each
+    /// member must begin where the one before it ended, hold at least a
+    /// gzip member's smallest length, and end within the archive, checked
+    /// as the members are read, so that an index cannot make its reader
+    /// hold more members than such an archive has room for.
+    pub fn finish_for_archive(self, archive_len: u64) -> Result<(Vec<Member>, Footer)> {
+        self.finish_within(Some(archive_len))
+    }
+
+    fn finish_within(mut self, archive_len: Option<u64>) -> Result<(Vec<Member>, Footer)> {
         // Entries left are passed over undecoded: postcard writes the
         // variant's index first, and an entry's is 1.
         while self.peeked.is_none() {
@@ -559,9 +572,24 @@ impl<R: Read> IndexReader<R> {
         }
         let mut members = Vec::new();
         let mut next = self.peeked.take();
+        // The smallest gzip member: a 10-byte header, an empty stored
+        // block's 2 bytes (a fixed-Huffman end of block) and the trailer.
+        const SMALLEST_MEMBER: u64 = 20;
+        let mut end = 0u64;
         loop {
             match next {
-                Some(Record::Member(m)) => members.push(m),
+                Some(Record::Member(m)) => {
+                    if let Some(len) = archive_len {
+                        if m.offset != end || m.compressed < SMALLEST_MEMBER {
+                            return Err(corrupt("its members do not tile the archive"));
+                        }
+                        end = end.saturating_add(m.compressed);
+                        if end > len {
+                            return Err(corrupt("its members go past the archive's end"));
+                        }
+                    }
+                    members.push(m)
+                }
                 Some(Record::MemberSha1(state)) if self.header.version >= 2 => {
                     match members.last_mut() {
                         Some(m) if m.sha1_state.is_none() => m.sha1_state = Some(state),
@@ -750,6 +778,41 @@ mod tests {
             w.entry(e).unwrap();
         }
         w.finish(&members, footer).unwrap()
+    }
+
+    #[test]
+    fn members_that_do_not_tile_the_archive_are_refused_as_they_are_read() {
+        let (header, entries, members, footer) = sample();
+        let write = |members: &[Member]| {
+            let mut w = IndexWriter::new(Vec::new(), &header).unwrap();
+            for e in &entries {
+                w.entry(e).unwrap();
+            }
+            w.finish(members, footer.clone()).unwrap()
+        };
+        let read = |bytes: &[u8], len: u64| {
+            let mut r = IndexReader::new(bytes).unwrap();
+            while r.next_entry().unwrap().is_some() {}
+            r.finish_for_archive(len)
+        };
+        assert_eq!(read(&write(&members), 150).unwrap().0, members);
+        assert!(read(&write(&members), 149).is_err(), "past the end");
+        let mut gap = members.clone();
+        gap[1].offset = 101;
+        assert!(read(&write(&gap), 151).is_err(), "a gap");
+        // A million empty members (a few kilobytes of index) are refused at
+        // the first, not gathered.
+        let empty = vec![
+            Member {
+                offset: 0,
+                compressed: 0,
+                ..members[0]
+            };
+            1_000_000
+        ];
+        let bytes = write(&empty);
+        assert!(bytes.len() < 1 << 20);
+        assert!(read(&bytes, 150).is_err());
     }
 
     #[test]

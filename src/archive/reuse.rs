@@ -116,7 +116,7 @@ impl Pending {
     /// thread of the scope `s` (inflated and decoded off the thread that
     /// walks with them); `None` if the index does not belong to the archive.
     pub fn open<'scope>(self, s: &'scope std::thread::Scope<'scope, '_>) -> Option<Previous> {
-        let (members, footer) = self.first.finish().ok()?;
+        let (members, footer) = self.first.finish_for_archive(self.len).ok()?;
         let (mut offset, mut tar) = (0u64, 0u64);
         for m in &members {
             if m.offset != offset
