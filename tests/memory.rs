@@ -239,3 +239,113 @@ fn members_lying_about_their_length_fail_within_the_budget() {
     // Less than one claim: no buffer was filled to what a member claimed.
     assert!(peak < 16 * 1024, "peaked at {peak} KiB");
 }
+
+/// The child: archives `WB_DATA` into `WB_BACKUPS/new.tar.gz` reusing
+/// `WB_BACKUPS/old.tar.gz`, and prints its peak RSS.
+fn child_reusing_create() {
+    use wings_backup::engine::{archive_create, ArchiveOptions};
+    let data = PathBuf::from(std::env::var_os("WB_DATA").unwrap());
+    let backups = PathBuf::from(std::env::var_os("WB_BACKUPS").unwrap());
+    let opts = ArchiveOptions {
+        reuse_from: Some(backups.join("old.tar.gz")),
+        ..ArchiveOptions::default()
+    };
+    let summary = archive_create(
+        &data,
+        &backups.join("new.tar.gz"),
+        &opts,
+        &mut Control::none(),
+    )
+    .unwrap();
+    println!(
+        "\nwb-memory-child: vmhwm_kib={} outcome=ok reused={}",
+        peak_rss_kib(),
+        summary.reused_members
+    );
+}
+
+/// A deep tree (200 directories of 250-byte names: paths of 50 KB) holding
+/// 3,000 files: a reusing backup's walk, its index and the previous index
+/// run thousands of entries ahead, and their paths are bounded in bytes
+/// too, not in entries only.
+#[test]
+fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
+    use rustix::fs::{mkdirat, open, openat, Mode, OFlags};
+    use wings_backup::engine::{archive_create, ArchiveOptions};
+    if std::env::var("WB_MEMORY_CHILD").is_ok() {
+        return child_reusing_create();
+    }
+    let dir = TempDir::new("memory-deep");
+    let (src, backups) = (dir.join("src"), dir.join("backups"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&backups).unwrap();
+    let name = "d".repeat(250);
+    let mut fd = open(&src, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    for _ in 0..200 {
+        mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = openat(
+            &fd,
+            name.as_str(),
+            OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    for i in 0..3000 {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
+        openat(
+            &fd,
+            format!("f{i:04}").as_str(),
+            flags,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+    }
+    archive_create(
+        &src,
+        &backups.join("old.tar.gz"),
+        &ArchiveOptions::default(),
+        &mut Control::none(),
+    )
+    .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WB_MEMORY_CHILD", "1")
+        .env("WB_DATA", &src)
+        .env("WB_BACKUPS", &backups)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("re-running the test binary");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the reusing backup took over 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "child failed: {:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.split("wb-memory-child: ").nth(1))
+        .unwrap_or_else(|| panic!("no report from the child: {text}"));
+    eprintln!("reusing backup of the deep tree: {line}");
+    let field = |key: &str| -> i64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(field("reused=") > 0, "{line}");
+    assert!(field("vmhwm_kib=") <= 96 * 1024, "{line}");
+}

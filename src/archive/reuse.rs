@@ -140,9 +140,14 @@ impl Pending {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(4);
         s.spawn(move || loop {
             let mut batch = Vec::with_capacity(AHEAD_BATCH);
-            while batch.len() < AHEAD_BATCH {
+            let mut path_bytes = 0;
+            while batch.len() < AHEAD_BATCH && path_bytes < crate::archive::writer::BATCH_PATH_BYTES
+            {
                 match entries.next_entry() {
-                    Ok(Some(e)) => batch.push(e),
+                    Ok(Some(e)) => {
+                        path_bytes += e.path.len();
+                        batch.push(e)
+                    }
                     // The end, or an unreadable index: the reuse ends there.
                     _ => {
                         let _ = tx.send(batch);

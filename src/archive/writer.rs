@@ -200,6 +200,7 @@ pub fn write_archive_indexed(
     let threads = opts.threads.max(1);
     let pool_size = 2 * threads + 4;
     let shared = Shared::default();
+    let budget = PathBudget::default();
     let counters = Counters::default();
     // The total only serves progress reports: without a listener, the
     // stat-only pass (3-7% of a backup's CPU time) is not made.
@@ -256,6 +257,7 @@ pub fn write_archive_indexed(
 
     std::thread::scope(|s| {
         let shared = &shared;
+        let budget = &budget;
         let counters = &counters;
         let spare_members = &spare_members;
         let reading = &reading;
@@ -266,7 +268,7 @@ pub fn write_archive_indexed(
             WALK_BATCHES
         };
         let (walked_tx, walked_rx) = mpsc::sync_channel::<Walked>(ahead);
-        s.spawn(move || walk_ahead(walker, walked_tx, shared));
+        s.spawn(move || walk_ahead(walker, walked_tx, shared, budget));
         // The rest of the old index is read while the walk starts.
         let opening = pending.map(|pending| s.spawn(move || pending.open(s)));
         if let Some(scan_root) = scan_root {
@@ -323,6 +325,7 @@ pub fn write_archive_indexed(
         let previous = opening.and_then(|t| t.join().ok().flatten());
         let mut producer = Producer {
             walked: walked_rx,
+            budget,
             pending: Vec::new(),
             block: Block::new(0, Vec::new()),
             job_tx: Some(job_tx),
@@ -333,6 +336,7 @@ pub fn write_archive_indexed(
             index: index_tx.map(|tx| IndexBatches {
                 tx,
                 batch: Vec::with_capacity(INDEX_BATCH),
+                path_bytes: 0,
             }),
             previous,
             reading,
@@ -417,7 +421,8 @@ pub fn write_archive_indexed(
 /// What the walking thread hands the producer.
 enum Walked {
     /// The next entries, in order (never empty).
-    Items(Vec<WalkItem>),
+    /// Items and the bytes of their paths (taken from the [`PathBudget`]).
+    Items(Vec<WalkItem>, u64),
     /// The walk is over: what it left out.
     End(Vec<Skipped>, u64),
     Failed(Error),
@@ -436,13 +441,57 @@ const WALK_BATCHES: usize = 3;
 /// entries ahead keeps it from waiting on the others (corpus (b)'s second
 /// backup: 0.56 s instead of 0.62 s with 32; peak RSS 4 MiB more).
 const STAT_WALK_BATCHES: usize = 256;
+/// Bytes of paths after which a batch of walked entries, of old or of new
+/// index entries goes anyway, and the most the walk's batches in flight
+/// hold: one path of a deep tree can be hundreds of kilobytes, and 8,192 of
+/// them would be gigabytes.
+pub(crate) const BATCH_PATH_BYTES: usize = 1 << 20;
+const WALK_PATH_BYTES: u64 = 8 << 20;
+
+/// The bytes of paths the walk has sent and the writer not yet taken.
+#[derive(Default)]
+struct PathBudget {
+    used: Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+impl PathBudget {
+    /// Waits until `n` more bytes fit in [`WALK_PATH_BYTES`] (a batch always
+    /// goes when nothing else is in flight); false once the backup stops.
+    fn take(&self, n: u64, shared: &Shared) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + n > WALK_PATH_BYTES {
+            if shared.should_stop() {
+                return false;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *used += n;
+        true
+    }
+
+    fn give(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
 
 /// Runs the walk on its own thread, so that listing directories and opening
 /// files overlaps reading them. The channel's bound also bounds the open
 /// files waiting to be read.
-fn walk_ahead(mut walker: TreeWalker<'_>, tx: SyncSender<Walked>, shared: &Shared) {
+fn walk_ahead(
+    mut walker: TreeWalker<'_>,
+    tx: SyncSender<Walked>,
+    shared: &Shared,
+    budget: &PathBudget,
+) {
     let mut batch = Vec::with_capacity(WALK_BATCH);
-    let mut batch_bytes = 0u64;
+    let (mut batch_bytes, mut path_bytes) = (0u64, 0usize);
     loop {
         if shared.should_stop() {
             return;
@@ -453,8 +502,12 @@ fn walk_ahead(mut walker: TreeWalker<'_>, tx: SyncSender<Walked>, shared: &Share
                     .file
                     .as_ref()
                     .map_or(0, |(_, st)| st.st_size.max(0) as u64);
+                path_bytes += item.meta.path.len();
                 batch.push(item);
-                if batch.len() < WALK_BATCH && batch_bytes < WALK_BATCH_BYTES {
+                if batch.len() < WALK_BATCH
+                    && batch_bytes < WALK_BATCH_BYTES
+                    && path_bytes < BATCH_PATH_BYTES
+                {
                     continue;
                 }
                 None
@@ -469,8 +522,9 @@ fn walk_ahead(mut walker: TreeWalker<'_>, tx: SyncSender<Walked>, shared: &Share
         };
         if !batch.is_empty() {
             let items = std::mem::replace(&mut batch, Vec::with_capacity(WALK_BATCH));
+            let paths = std::mem::take(&mut path_bytes) as u64;
             batch_bytes = 0;
-            if tx.send(Walked::Items(items)).is_err() {
+            if !budget.take(paths, shared) || tx.send(Walked::Items(items, paths)).is_err() {
                 return;
             }
         }
@@ -483,6 +537,7 @@ fn walk_ahead(mut walker: TreeWalker<'_>, tx: SyncSender<Walked>, shared: &Share
 
 struct Producer<'a> {
     walked: Receiver<Walked>,
+    budget: &'a PathBudget,
     /// The rest of the last batch from the walk, in reverse order.
     pending: Vec<WalkItem>,
     block: Block,
@@ -505,6 +560,8 @@ struct Producer<'a> {
 struct IndexBatches {
     tx: SyncSender<Vec<index::Entry>>,
     batch: Vec<index::Entry>,
+    /// Bytes of the batch's paths.
+    path_bytes: usize,
 }
 
 /// Entries per batch for the index's thread, and batches in flight.
@@ -702,7 +759,8 @@ impl Producer<'_> {
                 return Ok(Some(item));
             }
             match self.walked.recv_timeout(Duration::from_millis(100)) {
-                Ok(Walked::Items(mut items)) => {
+                Ok(Walked::Items(mut items, paths)) => {
+                    self.budget.give(paths);
                     items.reverse();
                     self.pending = items;
                 }
@@ -891,8 +949,10 @@ impl Producer<'_> {
         };
         entry.member = member as u32;
         entry.offset = offset as u32;
+        batches.path_bytes += entry.path.len();
         batches.batch.push(entry);
-        if batches.batch.len() == INDEX_BATCH {
+        if batches.batch.len() == INDEX_BATCH || batches.path_bytes >= BATCH_PATH_BYTES {
+            batches.path_bytes = 0;
             let full = std::mem::replace(&mut batches.batch, Vec::with_capacity(INDEX_BATCH));
             if batches.tx.send(full).is_err() {
                 self.index = None;
