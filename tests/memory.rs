@@ -147,44 +147,67 @@ fn child_restore(threads: &str) {
     );
 }
 
-/// Runs this binary's test `name` as a child restoring `archive` with
-/// `threads`; returns its peak RSS in KiB and the outcome (`ok` or the
-/// error status).
-fn restore_in_child(name: &str, node: &Node, archive: &Path, threads: usize) -> (i64, String) {
-    std::fs::create_dir_all(node.backups()).unwrap();
-    std::fs::copy(archive, node.archive(BACKUP)).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// Runs this binary's test `name` again as a child with `env` (which
+/// selects its child part) and returns the report line it prints after
+/// `wb-memory-child: `; `what` names the work in a failure.
+fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)], what: &str) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("WB_MEMORY_CHILD", threads.to_string())
-        .env("WB_DATA", node.dir.join("data"))
-        .env("WB_BACKUPS", node.backups())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("re-running the test binary");
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("re-running the test binary");
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the restore with {threads} threads took over 300 s");
+            panic!("{what} took over 300 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "child failed: {:?}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
+    text.lines()
         .find_map(|l| l.split("wb-memory-child: ").nth(1))
-        .unwrap_or_else(|| panic!("no report from the child: {text}"));
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap()
-            .to_string()
-    };
-    (field("vmhwm_kib=").parse().unwrap(), field("outcome="))
+        .unwrap_or_else(|| panic!("no report from the child: {text}"))
+        .to_string()
+}
+
+/// The value of `key` (e.g. `vmhwm_kib=`) in a child's report line.
+fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .to_string()
+}
+
+/// Runs this binary's test `name` as a child restoring `archive` with
+/// `threads`; returns its peak RSS in KiB and the outcome (`ok` or the
+/// error status).
+fn restore_in_child(name: &str, node: &Node, archive: &Path, threads: usize) -> (i64, String) {
+    std::fs::create_dir_all(node.backups()).unwrap();
+    std::fs::copy(archive, node.archive(BACKUP)).unwrap();
+    let threads_text = threads.to_string();
+    let data = node.dir.join("data");
+    let backups = node.backups();
+    let line = run_child(
+        name,
+        &[
+            ("WB_MEMORY_CHILD", threads_text.as_ref()),
+            ("WB_DATA", data.as_os_str()),
+            ("WB_BACKUPS", backups.as_os_str()),
+        ],
+        &format!("the restore with {threads} threads"),
+    );
+    (
+        field(&line, "vmhwm_kib=").parse().unwrap(),
+        field(&line, "outcome="),
+    )
 }
 
 #[test]
@@ -270,7 +293,7 @@ fn child_reusing_create() {
 /// too, not in entries only.
 #[test]
 fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
-    use rustix::fs::{mkdirat, open, openat, Mode, OFlags};
+    use rustix::fs::{openat, Mode, OFlags};
     use wings_backup::engine::{archive_create, ArchiveOptions};
     if std::env::var("WB_MEMORY_CHILD").is_ok() {
         return child_reusing_create();
@@ -279,18 +302,7 @@ fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
     let (src, backups) = (dir.join("src"), dir.join("backups"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&backups).unwrap();
-    let name = "d".repeat(250);
-    let mut fd = open(&src, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
-    for _ in 0..200 {
-        mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-        fd = openat(
-            &fd,
-            name.as_str(),
-            OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
-    }
+    let fd = deep_dirs(&src, &"d".repeat(250), 200);
     for i in 0..3000 {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
         openat(
@@ -308,44 +320,17 @@ fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
         &mut Control::none(),
     )
     .unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WB_MEMORY_CHILD", "1")
-        .env("WB_DATA", &src)
-        .env("WB_BACKUPS", &backups)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("re-running the test binary");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the reusing backup took over 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "child failed: {:?}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.split("wb-memory-child: ").nth(1))
-        .unwrap_or_else(|| panic!("no report from the child: {text}"));
+    let line = run_child(
+        "a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget",
+        &[
+            ("WB_MEMORY_CHILD", "1".as_ref()),
+            ("WB_DATA", src.as_os_str()),
+            ("WB_BACKUPS", backups.as_os_str()),
+        ],
+        "the reusing backup",
+    );
     eprintln!("reusing backup of the deep tree: {line}");
-    let field = |key: &str| -> i64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    assert!(field("reused=") > 0, "{line}");
-    assert!(field("vmhwm_kib=") <= 96 * 1024, "{line}");
+    let number = |key: &str| -> i64 { field(&line, key).parse().unwrap() };
+    assert!(number("reused=") > 0, "{line}");
+    assert!(number("vmhwm_kib=") <= 96 * 1024, "{line}");
 }

@@ -271,19 +271,7 @@ fn a_symlink_retargeted() {
 /// longer than the kernel resolves in one call), made one directory at a
 /// time; returns the directory holding it.
 fn deep_file(root: &Path, data: &[u8]) -> std::os::fd::OwnedFd {
-    use rustix::fs::{mkdirat, open, openat, Mode, OFlags};
-    let name = "p".repeat(250);
-    let mut dir = open(root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
-    for _ in 0..17 {
-        mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-        dir = openat(
-            &dir,
-            name.as_str(),
-            OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
-    }
+    let dir = deep_dirs(root, &"p".repeat(250), 17);
     append_at(&dir, data);
     dir
 }

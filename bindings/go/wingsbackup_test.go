@@ -431,16 +431,24 @@ func TestCancelIsPrompt(t *testing.T) {
 	}
 }
 
-func TestArchiveCreateExtract(t *testing.T) {
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	dst := filepath.Join(dir, "dst")
+// srcAndDst makes a temporary directory holding src (the test tree) and
+// an empty dst.
+func srcAndDst(t *testing.T) (dir, src, dst string) {
+	t.Helper()
+	dir = t.TempDir()
+	src = filepath.Join(dir, "src")
+	dst = filepath.Join(dir, "dst")
 	for _, d := range []string{src, dst} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	writeTree(t, src)
+	return dir, src, dst
+}
+
+func TestArchiveCreateExtract(t *testing.T) {
+	dir, src, dst := srcAndDst(t)
 	os.WriteFile(filepath.Join(src, "skip.log"), []byte("x"), 0o644)
 	archive := filepath.Join(dir, "out.tar.gz")
 	sum, err := wingsbackup.ArchiveCreate(context.Background(), src, archive, &wingsbackup.CreateOptions{Ignore: "*.log\n", CompressionLevel: "best_compression"}, nil)
@@ -476,15 +484,7 @@ func TestArchiveCreateExtract(t *testing.T) {
 }
 
 func TestArchiveExtractPaths(t *testing.T) {
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	dst := filepath.Join(dir, "dst")
-	for _, d := range []string{src, dst} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeTree(t, src)
+	dir, src, dst := srcAndDst(t)
 	archive := filepath.Join(dir, "out.tar.gz")
 	if _, err := wingsbackup.ArchiveCreate(context.Background(), src, archive, nil, nil); err != nil {
 		t.Fatal(err)

@@ -553,3 +553,17 @@ impl Drop for Mount {
             .status();
     }
 }
+
+/// `depth` directories named `name`, each in the one before, below `root`,
+/// made one at a time (their path may be longer than the kernel resolves
+/// in one call); returns the deepest, open.
+pub fn deep_dirs(root: &Path, name: &str, depth: usize) -> std::os::fd::OwnedFd {
+    use rustix::fs::{mkdirat, open, openat, Mode, OFlags};
+    let dir_flags = OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = open(root, dir_flags, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        mkdirat(&dir, name, Mode::from_raw_mode(0o755)).unwrap();
+        dir = openat(&dir, name, dir_flags, Mode::empty()).unwrap();
+    }
+    dir
+}
