@@ -61,7 +61,8 @@ case "$CONNECT_HOST" in
     *) URL_ADDR="$CONNECT_HOST:$LISTEN_PORT" ;;
 esac
 
-mkdir -p -m 0700 "$BACKUPS"
+mkdir -p "$BACKUPS"
+chmod 0700 "$BACKUPS"
 if [ ! -d "$ROOT" ]; then
     mkdir -p "$ROOT/world/region" "$ROOT/plugins/empty"
     printf 'motd=wings-backup demo\nmax-players=10\nserver-port=25565\n' >"$ROOT/server.properties"

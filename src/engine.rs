@@ -1454,14 +1454,20 @@ pub fn archive_extract(
     ctl: &mut Control<'_>,
 ) -> Result<RestoreSummary> {
     let root = existing_dir(dest, "the destination")?;
-    let mut file = match std::fs::File::open(archive) {
+    let mut file = match crate::safe_fs::open_for_reading(archive) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found("the archive does not exist"))
         }
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("opening the archive", e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid("the archive is not a regular file"));
+    }
+    let len = meta.len();
     let selection = Selection::parse(&opts.paths)?;
     let restore_opts = RestoreOptions {
         truncate: opts.truncate,

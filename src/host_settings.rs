@@ -508,11 +508,23 @@ fn check_engine(
         ("max_running_backups", "max-running-backups"),
         ("owner", "owner"),
         ("restore_host_allowlist", "restore-host-allowlist"),
+        ("panel", "panel-url"),
     ] {
         let Some(value) = json.get(key) else { continue };
         let one = Value::Object(Map::from_iter([(key.to_string(), value.clone())]));
         let Err(e) = crate::ffi::wire::engine_config(&one.to_string()) else {
             continue;
+        };
+        // The Panel's keys are checked together; the one named decides the
+        // flag (`panel.token_id`: --panel-token-id).
+        let (key, flag) = match ["url", "token_id", "token"].into_iter().find(|k| {
+            e.message
+                .starts_with(&format!("configuration key `panel.{k}`"))
+        }) {
+            Some("token_id") => ("panel.token_id", "panel-token-id"),
+            Some("token") => ("panel.token", "panel-token"),
+            Some(_) => ("panel.url", "panel-url"),
+            None => (key, flag),
         };
         let prefix = format!("configuration key `{key}`");
         let rest = e.message.strip_prefix(&prefix).unwrap_or(&e.message);

@@ -288,9 +288,10 @@ fn child_reusing_create() {
 }
 
 /// A deep tree (200 directories of 250-byte names: paths of 50 KB) holding
-/// 3,000 files: a reusing backup's walk, its index and the previous index
-/// run thousands of entries ahead, and their paths are bounded in bytes
-/// too, not in entries only.
+/// 3,000 files, and 3,000 hard links at its top to one of them: a reusing
+/// backup's walk, its index and the previous index run thousands of entries
+/// ahead, and their paths and link targets are bounded in bytes too, not in
+/// entries only.
 #[test]
 fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
     use rustix::fs::{openat, Mode, OFlags};
@@ -310,6 +311,17 @@ fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
             format!("f{i:04}").as_str(),
             flags,
             Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+    }
+    // Short names that carry the long path as their hard link's target.
+    for i in 0..3000 {
+        rustix::fs::linkat(
+            &fd,
+            "f0000",
+            rustix::fs::CWD,
+            src.join(format!("l{i:04}")).as_path(),
+            rustix::fs::AtFlags::empty(),
         )
         .unwrap();
     }

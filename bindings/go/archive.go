@@ -38,8 +38,9 @@ type ExtractOptions struct {
 	WriteLimit uint64 `json:"write_limit,omitempty"`
 	// Paths, if not empty, limits the extract to these entries (a file, or
 	// a directory with everything under it), as a restore's paths do; with
-	// the archive's index only the members holding them are read. A path
-	// the archive does not hold is ErrNotFound, before anything is written.
+	// the index this library writes beside its archives only the members
+	// holding them are read. A path the archive does not hold is
+	// ErrNotFound, before anything is written.
 	Paths []string `json:"paths,omitempty"`
 }
 

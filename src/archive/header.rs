@@ -17,6 +17,16 @@ pub enum Kind {
     Fifo,
 }
 
+impl Kind {
+    /// Bytes of the link target it carries (0 for all but links).
+    pub fn link_len(&self) -> usize {
+        match self {
+            Kind::Symlink(t) | Kind::HardLink(t) => t.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// An entry's header fields. `path` is relative, `/`-separated, without a
 /// trailing slash.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -145,7 +145,7 @@ impl Pending {
             {
                 match entries.next_entry() {
                     Ok(Some(e)) => {
-                        path_bytes += e.path.len();
+                        path_bytes += e.path.len() + e.link.len();
                         batch.push(e)
                     }
                     // The end, or an unreadable index: the reuse ends there.

@@ -138,8 +138,8 @@ impl<'a> TreeWalker<'a> {
     ///
     /// A file the calling thread could not open for reading is skipped as
     /// a backup opening it would skip it: unless the thread reads any file
-    /// (see [`safe_fs::reads_any_file`]), each file not opened is checked
-    /// with `faccessat(R_OK, AT_EACCESS)`.
+    /// (see [`safe_fs::reads_any_file`]), each file is opened and closed
+    /// again, as a backup from scratch would open it.
     pub fn stat_only_but_links(&mut self) {
         self.stat_only = true;
         self.open_links = true;
@@ -348,12 +348,9 @@ impl<'a> TreeWalker<'a> {
                     && safe_fs::file_type(&st) == FileType::RegularFile) =>
             {
                 if self.check_read && safe_fs::file_type(&st) == FileType::RegularFile {
-                    rustix::fs::accessat(
-                        dir,
-                        name,
-                        rustix::fs::Access::READ_OK,
-                        rustix::fs::AtFlags::EACCESS,
-                    )?;
+                    // The open a backup from scratch makes (no symlink
+                    // followed, never waiting), closed at once.
+                    drop(safe_fs::open_file(dir, name)?);
                 }
                 (None, st)
             }

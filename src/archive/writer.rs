@@ -502,7 +502,7 @@ fn walk_ahead(
                     .file
                     .as_ref()
                     .map_or(0, |(_, st)| st.st_size.max(0) as u64);
-                path_bytes += item.meta.path.len();
+                path_bytes += item.meta.path.len() + item.meta.kind.link_len();
                 batch.push(item);
                 if batch.len() < WALK_BATCH
                     && batch_bytes < WALK_BATCH_BYTES
@@ -949,7 +949,7 @@ impl Producer<'_> {
         };
         entry.member = member as u32;
         entry.offset = offset as u32;
-        batches.path_bytes += entry.path.len();
+        batches.path_bytes += entry.path.len() + entry.link.len();
         batches.batch.push(entry);
         if batches.batch.len() == INDEX_BATCH || batches.path_bytes >= BATCH_PATH_BYTES {
             batches.path_bytes = 0;

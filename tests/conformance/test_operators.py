@@ -250,8 +250,9 @@ def test_start_errors_name_their_path(host_kind: str, tmp_path: Path, case: int)
     (["--compression-level", "fast"], "--compression-level", 'unknown level "fast"'),
     (["--write-limit", "2000000"], "--write-limit", "from 0 to 1048576"),
     (["--restore-host-allowlist", "bad host!"], "--restore-host-allowlist", '"bad host!"'),
+    (["--panel-url", "ftp://panel.example", "--panel-token-id", "id"], "--panel-url", "http:// or https://"),
     ([], "system.backups.compression_level", 'unknown level "fast"'),
-], ids=["flag level", "flag write limit", "flag allowlist", "config level"])
+], ids=["flag level", "flag write limit", "flag allowlist", "flag panel url", "config level"])
 def test_bad_values_are_bad_settings(host_kind: str, tmp_path: Path, flags: List[str], named: str,
                                      words: str) -> None:
     """A value the engine refuses exits 2 naming where it was written, before
