@@ -301,9 +301,8 @@ int32_t wb_archive_dry_run(const char *source_dir,
                            struct wb_error **err);
 
 /**
- * Extracts the `.tar.gz` file `archive_path` (a regular file: a FIFO or
- * device is `WB_INVALID_ARGUMENT`) into the existing directory
- * `dest_dir`, with the same safety rules as a restore (nothing escapes
+ * Extracts the `.tar.gz` file `archive_path` (a FIFO is read as a
+ * stream) into the existing directory `dest_dir`, with the same safety rules as a restore (nothing escapes
  * `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be
  * NULL or `{"truncate","threads","disk_limit","owner","write_limit",
  * "paths"}` (`paths`: extract only those entries, as a restore's `paths`;

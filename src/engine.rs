@@ -63,7 +63,7 @@ impl Engine {
         let store = BackupStore::open(&config.backup_directory)?;
         store.remove_stale_temps();
         let catalog = Arc::new(Catalog::open(&config.backup_directory));
-        catalog.reconcile(&scan_archives(&config.backup_directory));
+        let reconciled = catalog.reconcile(&scan_archives(&config.backup_directory));
         let log = Logger::new();
         let panel = config.panel.as_ref().map(|p| {
             Arc::new(PanelClient::new(
@@ -72,6 +72,22 @@ impl Engine {
                 Arc::clone(&log),
             ))
         });
+        if let Some(panel) = &panel {
+            // A backup the node's stop interrupted left the Panel's row (and
+            // an s3 upload) open: the Panel is told it failed, through the
+            // parked reports a host sends at start. One whose archive is
+            // here had finished; its record says what became of it.
+            for (kind, uuid) in &reconciled.interrupted {
+                if *kind == OpKind::Create && !store.exists(uuid) {
+                    if let Err(e) = panel.park_backup_once(uuid, &BackupReport::failed()) {
+                        log.warn(&format!(
+                            "the failure report of interrupted backup {uuid} could not be parked: {}",
+                            e.message
+                        ));
+                    }
+                }
+            }
+        }
         let reporter = match &panel {
             Some(panel) => Some(
                 Reporter::start(Arc::clone(panel))
@@ -217,7 +233,11 @@ impl Engine {
         };
         let delivery = self.panel.as_ref().map(|panel| {
             ctl.report_final(Progress::at(Phase::Report));
-            panel.report_backup(&request.uuid, &report, ctl.cancel_token())
+            // Retried for its whole budget also when the backup was
+            // cancelled or deleted (the Panel's row ends, and an s3 upload
+            // is aborted, only through it); only the engine's shutdown
+            // parks it at once.
+            panel.report_backup(&request.uuid, &report, Some(&self.background))
         });
         ticket.finish(Outcome {
             error: outcome.as_ref().err(),
@@ -589,11 +609,24 @@ impl Engine {
 
     /// Sends the backup and restore reports parked in `.pending` (see
     /// `PanelClient`): returns (settled, still pending).
+    /// The record of each operation whose report went has `panel_report`
+    /// `sent` from then on.
     pub fn send_pending_reports(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
-        match &self.panel {
-            Some(panel) => panel.send_pending(cancel),
-            None => (0, 0),
-        }
+        let Some(panel) = &self.panel else {
+            return (0, 0);
+        };
+        panel.send_pending_with(cancel, &mut |kind, backup| {
+            let kind = match kind {
+                crate::panel::ReportKind::Backup => OpKind::Create,
+                crate::panel::ReportKind::Restore => OpKind::Restore,
+            };
+            if let Some(catalog) = self.ops.tracker().catalog() {
+                if let Some(mut record) = catalog.get_op(kind, backup) {
+                    record.panel_report = Some(report_outcome_text(&ReportOutcome::Sent));
+                    catalog.upsert(&record);
+                }
+            }
+        })
     }
 
     /// Sends again, on a thread of the engine's, the reports a crash or a
@@ -1454,20 +1487,15 @@ pub fn archive_extract(
     ctl: &mut Control<'_>,
 ) -> Result<RestoreSummary> {
     let root = existing_dir(dest, "the destination")?;
-    let mut file = match crate::safe_fs::open_for_reading(archive) {
+    // Any file the caller names, a pipe included (read as a stream).
+    let mut file = match std::fs::File::open(archive) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found("the archive does not exist"))
         }
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("opening the archive", e))?;
-    if !meta.is_file() {
-        return Err(Error::invalid("the archive is not a regular file"));
-    }
-    let len = meta.len();
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let selection = Selection::parse(&opts.paths)?;
     let restore_opts = RestoreOptions {
         truncate: opts.truncate,

@@ -354,6 +354,16 @@ impl PanelClient {
 
     /// Parks a restore report for `send_pending` (a later restore report of
     /// the same backup replaces it: the Panel keeps the latest).
+    /// Parks `report` of backup `backup` (for `send_pending`) unless a
+    /// report of it is parked already.
+    pub fn park_backup_once(&self, backup: &str, report: &BackupReport) -> Result<()> {
+        let name = format!("{backup}{}", ReportKind::Backup.suffix());
+        if self.pending_dir.join(name).exists() {
+            return Ok(());
+        }
+        self.park(ReportKind::Backup, backup, &report.to_json())
+    }
+
     pub fn park_restore(&self, backup: &str, successful: bool) -> Result<()> {
         self.park(ReportKind::Restore, backup, &restore_body(successful))
     }
@@ -437,6 +447,16 @@ impl PanelClient {
     /// answers 2xx or a final 4xx. Returns (delivered or settled, still
     /// pending).
     pub fn send_pending(&self, cancel: Option<&CancelToken>) -> (usize, usize) {
+        self.send_pending_with(cancel, &mut |_, _| {})
+    }
+
+    /// [`send_pending`](Self::send_pending), calling `delivered` with the
+    /// kind and backup of each report the Panel took.
+    pub fn send_pending_with(
+        &self,
+        cancel: Option<&CancelToken>,
+        delivered: &mut dyn FnMut(ReportKind, &str),
+    ) -> (usize, usize) {
         let Ok(entries) = std::fs::read_dir(&self.pending_dir) else {
             return (0, 0);
         };
@@ -464,7 +484,12 @@ impl PanelClient {
             };
             let url = self.url(kind, &backup);
             match self.call_raw("POST", &url, Some(&body), cancel) {
-                Ok(_) | Err(Failure::Final(400..=403 | 405..=499, _)) => {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    delivered(kind, &backup);
+                    done += 1;
+                }
+                Err(Failure::Final(400..=403 | 405..=499, _)) => {
                     let _ = std::fs::remove_file(&path);
                     done += 1;
                 }

@@ -226,32 +226,3 @@ fn create_and_extract_report_started_first_then_where_each_phase_ended() {
     assert_eq!(last.archive_bytes, size, "{last:?}");
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), data);
 }
-
-#[test]
-fn a_fifo_given_as_the_archive_is_refused_at_once() {
-    let dir = TempDir::new("extract-fifo");
-    let (fifo, dest) = (dir.join("archive.tar.gz"), dir.join("dest"));
-    std::fs::create_dir_all(&dest).unwrap();
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (f, d) = (fifo.clone(), dest.clone());
-    std::thread::spawn(move || {
-        let opts = ArchiveOptions::default();
-        let _ = tx.send(archive_extract(&f, &d, &opts, &mut Control::none()).map(|_| ()));
-    });
-    let outcome = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-        Ok(outcome) => outcome,
-        Err(_) => {
-            // A writer lets the blocked open go on.
-            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
-            panic!("archive_extract waited on a FIFO");
-        }
-    };
-    let e = outcome.unwrap_err();
-    assert_eq!(e.status, wings_backup::Status::InvalidArgument, "{e}");
-    assert!(e.message.contains("not a regular file"), "{e}");
-}

@@ -301,6 +301,15 @@ fn an_engine_resends_parked_reports_on_its_own_thread_and_logs_it() {
     assert!(!backup_file.exists());
     let reports = stub.state()["reports"].as_array().unwrap().clone();
     assert_eq!(reports.len(), 1, "{reports:?}");
+    // The record says so from then on (it said "pending: ...").
+    assert_eq!(
+        engine
+            .backup_status(SERVER, BACKUP2)
+            .unwrap()
+            .panel_report
+            .as_deref(),
+        Some("sent")
+    );
     let lines = log.lock().unwrap().clone();
     assert!(
         lines.contains(&(
@@ -372,4 +381,94 @@ fn deleting_a_backup_whose_report_is_in_flight_does_not_wait_for_the_panel() {
         );
     }
     assert!(engine.list_backups(SERVER).unwrap().is_empty());
+}
+
+/// The reports of BACKUP2 the stub saw: (successful, status it answered).
+fn reports_of(stub: &Stub, uuid: &str) -> Vec<(bool, u64)> {
+    stub.state()["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["backup"] == uuid)
+        .map(|r| {
+            (
+                r["body"]["successful"].as_bool().unwrap(),
+                r["answered"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_cancelled_backups_report_is_retried_until_the_panel_takes_it() {
+    // A backup held back by a write limit, cancelled while it runs; the
+    // Panel refuses the first report. Only a shutdown parks a report at
+    // once: a cancel or a delete does not, or the Panel's row (and an s3
+    // upload) would stay open until the node's next start.
+    let dir = node_with_backup("report-cancel");
+    write_file(
+        &dir.join("data").join(SERVER).join("big.bin"),
+        &noise(8 << 20, 5),
+        0o644,
+        1_600_000_000,
+    );
+    let port = closed_port();
+    let stub = Stub::start_on(port);
+    stub.configure(serde_json::json!({"report_statuses": [503]}));
+    let engine = Arc::new(
+        Engine::new(EngineConfig {
+            write_limit: 1,
+            ..engine(&dir, Some((port, 600))).config().clone()
+        })
+        .unwrap(),
+    );
+    engine
+        .start_backup(SERVER, &create_request(BACKUP2, ""))
+        .unwrap();
+    assert!(wait_until(10, || engine
+        .backup_status(SERVER, BACKUP2)
+        .is_ok_and(|r| r.phase == "archive")));
+    engine.cancel_backup(SERVER, BACKUP2).unwrap();
+    assert!(
+        wait_until(20, || reports_of(&stub, BACKUP2).len() == 2),
+        "{:?}",
+        reports_of(&stub, BACKUP2)
+    );
+    assert_eq!(reports_of(&stub, BACKUP2), [(false, 503), (false, 204)]);
+    assert!(wait_until(10, || engine
+        .backup_status(SERVER, BACKUP2)
+        .is_ok_and(|r| r.panel_report.as_deref() == Some("sent"))));
+    assert!(!parked(&dir, &format!("{BACKUP2}.json")).exists());
+    engine.cancel_all();
+    assert!(engine.wait_idle(Duration::from_secs(10)));
+}
+
+#[test]
+fn a_backup_the_nodes_stop_interrupted_is_reported_failed_at_the_next_start() {
+    // A record left running by a process that is gone (a child killed in
+    // the middle of the backup): the next engine fails it, parks its failure
+    // report, sends it, and the record then says so.
+    let dir = node_with_backup("report-interrupted");
+    let port = closed_port();
+    let stub = Stub::start_on(port);
+    {
+        let catalog = wings_backup::catalog::Catalog::open(&dir.join("backups"));
+        let mut record = wings_backup::catalog::OperationRecord::new(
+            wings_backup::catalog::OpKind::Create,
+            BACKUP2,
+            SERVER,
+            "s3",
+        );
+        record.state = wings_backup::catalog::OpState::Running;
+        catalog.upsert(&record);
+        // Dropped without finishing it: its owner is gone.
+    }
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
+    assert!(parked(&dir, &format!("{BACKUP2}.json")).exists());
+    engine.resend_parked_reports().unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(30)));
+    assert_eq!(reports_of(&stub, BACKUP2), [(false, 204)]);
+    let record = engine.backup_status(SERVER, BACKUP2).unwrap();
+    assert_eq!(record.state, wings_backup::catalog::OpState::Failed);
+    assert_eq!(record.panel_report.as_deref(), Some("sent"));
 }
