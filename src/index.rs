@@ -242,13 +242,14 @@ impl Entry {
     }
 
     /// Tar bytes the entry takes: headers, data and the data's padding.
+    /// (Saturating: an index's sizes are not trusted.)
     pub fn tar_len(&self) -> u64 {
         let data = if self.kind == EntryKind::File {
-            self.size.div_ceil(512) * 512
+            self.size.div_ceil(512).saturating_mul(512)
         } else {
             0
         };
-        self.header_len as u64 + data
+        (self.header_len as u64).saturating_add(data)
     }
 }
 
@@ -664,7 +665,8 @@ impl Index {
     }
 
     /// Checks what the records say of each other: members tile the archive
-    /// and the tar stream, and every entry points into a member.
+    /// and the tar stream, and every entry points into a member and ends
+    /// within the tar stream.
     pub fn check_consistent(&self) -> Result<()> {
         let mut offset = 0u64;
         let mut tar = 0u64;
@@ -685,7 +687,11 @@ impl Index {
         }
         for e in &self.entries {
             match self.members.get(e.member as usize) {
-                Some(m) if (e.offset as u64) < m.uncompressed => {}
+                Some(m)
+                    if (e.offset as u64) < m.uncompressed
+                        && (m.tar_offset + e.offset as u64)
+                            .checked_add(e.tar_len())
+                            .is_some_and(|end| end <= tar) => {}
                 _ => return Err(corrupt("an entry points outside the archive")),
             }
         }

@@ -613,6 +613,30 @@ fn a_selection_from_an_archive_made_elsewhere_and_browsed_is_restored() {
     foreign_archive(true);
 }
 
+#[test]
+fn an_index_with_an_impossible_size_is_not_used() {
+    // An entry whose size the index gives as nearly 2^64 (its ranges would
+    // wrap around): the index is not believed, and the selection is read
+    // from the whole archive.
+    let s = scene("sel-forged-size");
+    let archive = s.archive();
+    let len = std::fs::metadata(&archive).unwrap().len();
+    let mut index = index::load_for(&archive, len).unwrap();
+    let i = index
+        .entries
+        .iter()
+        .position(|e| e.path == b"world/level.dat")
+        .unwrap();
+    index.entries[i].size = u64::MAX - 1023;
+    index::browse::write_beside(&index, &archive).unwrap();
+    assert!(index::load_for(&archive, len).is_none());
+    restore(&s.engine, &["world/level.dat"], false).unwrap();
+    assert_eq!(
+        inside(&files(&s.root), "world/level.dat"),
+        inside(&s.backed_up, "world/level.dat")
+    );
+}
+
 fn hard_link_out_of_selection(with_index: bool) {
     let dir = TempDir::new("sel-link");
     let engine = engine_in(&dir, CompressionLevel::BestSpeed);
