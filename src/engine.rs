@@ -1349,9 +1349,21 @@ enum SelectiveSource<'a> {
     },
 }
 
-/// The index at `index_path`, if there is one and it belongs to the archive:
-/// for a local archive (`archive_len`), one that records that length.
+/// The index at `index_path`, if there is one, it belongs to the archive
+/// (for a local archive, `archive_len`: one that records that length) and
+/// the archive can be read member by member (`selection::by_members`). Its
+/// members are read first, passing over the entries: an archive made
+/// elsewhere is often one member and then streamed, so its entries (which
+/// can be many, with long names) are not loaded for nothing.
 fn index_for(index_path: &Path, archive_len: Option<u64>) -> Option<Index> {
+    let (members, footer) = crate::index::IndexReader::open(index_path)
+        .ok()??
+        .finish()
+        .ok()?;
+    if archive_len.is_some_and(|len| footer.archive_size != len) || !selection::by_members(&members)
+    {
+        return None;
+    }
     match (archive_len, Index::load(index_path)) {
         (Some(len), Ok(Some(index))) if index.footer.archive_size == len => Some(index),
         (None, Ok(Some(index))) => Some(index),
@@ -1439,7 +1451,7 @@ fn selective_restore(
         .map(|p| p.link_sources.clone())
         .unwrap_or_default();
     let (result, missing) = match (&index, &plan) {
-        (Some(index), Some(plan)) if selection::by_members(index) => match (source, &local) {
+        (Some(index), Some(plan)) => match (source, &local) {
             (SelectiveSource::Local(_), Some((file, _))) => {
                 let file = file
                     .try_clone()

@@ -240,12 +240,11 @@ impl Plan {
     }
 }
 
-/// Whether the archive of `index` can be read member by member: every
+/// Whether an archive of `members` can be read member by member: every
 /// member no larger than this engine's (an archive made elsewhere is often
 /// one gzip member, which is then read as a stream instead).
-pub fn by_members(index: &Index) -> bool {
-    index
-        .members
+pub fn by_members(members: &[Member]) -> bool {
+    members
         .iter()
         .all(|m| m.compressed <= MAX_MEMBER as u64 && m.uncompressed <= MAX_MEMBER as u64)
 }
