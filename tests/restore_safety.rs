@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use wings_backup::Status;
 
@@ -58,9 +58,18 @@ impl Scene {
     fn expect(&self, archive: &[u8], status: Status, message_part: &str) {
         std::fs::write(self.node.archive(HOSTILE), archive).unwrap();
         for truncate in [true, false] {
+            // The root's own times too: the staging directory made and
+            // removed in it must not show.
+            set_mtime(&self.node.root(), 1_500_000_000);
             let before_root = snapshot(&self.node.root());
             let before_outside = self.outside_view();
             let err = self.node.restore(HOSTILE, truncate).unwrap_err();
+            let root_meta = std::fs::metadata(self.node.root()).unwrap();
+            assert_eq!(
+                (root_meta.mtime(), root_meta.mtime_nsec()),
+                (1_500_000_000, 0),
+                "truncate={truncate}: the root's mtime changed"
+            );
             assert_eq!(err.status, status, "truncate={truncate}: {}", err.message);
             assert!(
                 err.message.contains(message_part),

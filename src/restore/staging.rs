@@ -55,6 +55,10 @@ pub struct RestoreTarget {
     cursor: DirStack<()>,
     state: State,
     done: bool,
+    /// The root's access and modification times before the staging
+    /// directory was made in it: a restore that changes nothing puts them
+    /// back.
+    root_times: Option<safe_fs::Timestamps>,
 }
 
 /// What the entries change besides the staged files.
@@ -78,6 +82,16 @@ impl RestoreTarget {
     /// Prepares a restore into the directory `root`.
     pub fn begin(root: OwnedFd, opts: RestoreOptions) -> Result<RestoreTarget> {
         let root = Beneath::new(root);
+        let root_times = root.dir().stat().ok().map(|st| safe_fs::Timestamps {
+            last_access: safe_fs::Timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec as _,
+            },
+            last_modification: safe_fs::Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        });
         let stage_name = cstring(format!("{STAGE_PREFIX}{}", safe_fs::nonce()).as_bytes())?;
         let io = |what: &str, e: Errno| Error::os(format!("preparing the restore: {what}"), e);
         root.dir()
@@ -114,7 +128,17 @@ impl RestoreTarget {
                 link_sources: Vec::new(),
             },
             done: false,
+            root_times,
         })
+    }
+
+    /// Removes the staging directory of a restore that changed nothing, and
+    /// puts the root's times back as they were.
+    fn discard(&self) {
+        let _ = self.root.dir().remove_tree(&self.stage_name);
+        if let Some(times) = &self.root_times {
+            let _ = self.root.dir().set_times(times);
+        }
     }
 
     pub fn summary(&self) -> &RestoreSummary {
@@ -312,7 +336,7 @@ impl RestoreTarget {
         if let Err(e) = committed {
             return Err(match moves.roll_back(&self.root, stage, &self.tree) {
                 Ok(()) => {
-                    let _ = self.root.dir().remove_tree(&self.stage_name);
+                    self.discard();
                     e
                 }
                 Err(undo) => journal::unfinished(e, undo),
@@ -330,7 +354,7 @@ impl Drop for RestoreTarget {
     fn drop(&mut self) {
         if !self.done {
             // Not committed: the server's files were never touched.
-            let _ = self.root.dir().remove_tree(&self.stage_name);
+            self.discard();
         }
     }
 }
