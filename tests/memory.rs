@@ -346,3 +346,81 @@ fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
     assert!(number("reused=") > 0, "{line}");
     assert!(number("vmhwm_kib=") <= 96 * 1024, "{line}");
 }
+
+/// The child: extracts `want.txt` from `WB_BACKUPS/foreign.tar.gz` into
+/// `WB_DATA`, and prints its peak RSS.
+fn child_paths_extract() {
+    use wings_backup::engine::{archive_extract, ArchiveOptions};
+    let data = PathBuf::from(std::env::var_os("WB_DATA").unwrap());
+    let backups = PathBuf::from(std::env::var_os("WB_BACKUPS").unwrap());
+    let opts = ArchiveOptions {
+        paths: vec!["want.txt".into()],
+        ..ArchiveOptions::default()
+    };
+    let summary = archive_extract(
+        &backups.join("foreign.tar.gz"),
+        &data,
+        &opts,
+        &mut Control::none(),
+    )
+    .unwrap();
+    println!(
+        "\nwb-memory-child: vmhwm_kib={} outcome=ok files={}",
+        peak_rss_kib(),
+        summary.files
+    );
+}
+
+/// An archive made by GNU tar (one gzip member) of 20,000 files with
+/// 3,800-byte paths, browsed (which writes its index beside it): extracting
+/// one path streams the archive without loading the index's entries.
+#[test]
+fn a_paths_extract_of_a_browsed_foreign_archive_does_not_load_its_entries() {
+    use rustix::fs::{openat, Mode, OFlags};
+    if std::env::var("WB_MEMORY_CHILD").is_ok() {
+        return child_paths_extract();
+    }
+    let dir = TempDir::new("memory-foreign");
+    let (src, backups, dest) = (dir.join("src"), dir.join("backups"), dir.join("dest"));
+    for d in [&src, &backups, &dest] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let deep = deep_dirs(&src, &"n".repeat(250), 15);
+    for i in 0..20_000 {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
+        openat(
+            &deep,
+            format!("f{i:05}").as_str(),
+            flags,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+    }
+    std::fs::write(src.join("want.txt"), b"wanted\n").unwrap();
+    let archive = backups.join("foreign.tar.gz");
+    let made = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    wings_backup::engine::archive_list(&archive, "").unwrap();
+    assert!(wings_backup::index::path_for(&archive).exists());
+    let line = run_child(
+        "a_paths_extract_of_a_browsed_foreign_archive_does_not_load_its_entries",
+        &[
+            ("WB_MEMORY_CHILD", "1".as_ref()),
+            ("WB_DATA", dest.as_os_str()),
+            ("WB_BACKUPS", backups.as_os_str()),
+        ],
+        "the extract",
+    );
+    eprintln!("paths extract of the browsed foreign archive: {line}");
+    assert_eq!(field(&line, "files="), "1", "{line}");
+    assert_eq!(std::fs::read(dest.join("want.txt")).unwrap(), b"wanted\n");
+    let peak: i64 = field(&line, "vmhwm_kib=").parse().unwrap();
+    assert!(peak <= 64 * 1024, "{line}");
+}
