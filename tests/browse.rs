@@ -294,15 +294,7 @@ fn an_archive_without_index_is_read_once_and_indexed() {
     std::fs::create_dir_all(node.backups()).unwrap();
     let archive = node.archive(BACKUP);
     // GNU tar: one gzip member, `./` names.
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    gnu_tar_gz(&src, &archive);
     let index_path = index::path_for(&archive);
     assert!(!index_path.exists());
     let listing = tar_tv(&archive);

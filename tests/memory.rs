@@ -398,15 +398,7 @@ fn a_paths_extract_of_a_browsed_foreign_archive_does_not_load_its_entries() {
     }
     std::fs::write(src.join("want.txt"), b"wanted\n").unwrap();
     let archive = backups.join("foreign.tar.gz");
-    let made = Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(made.success());
+    gnu_tar_gz(&src, &archive);
     wings_backup::engine::archive_list(&archive, "").unwrap();
     assert!(wings_backup::index::path_for(&archive).exists());
     let line = run_child(

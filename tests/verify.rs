@@ -382,15 +382,7 @@ fn a_large_single_member_archive_is_indexed_and_verified_as_a_stream() {
         1_600_000_001,
     );
     let archive = dir.join("gnu.tar.gz");
-    let st = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    gnu_tar_gz(&src, &archive);
     let listed = wings_backup::engine::archive_list(&archive, "after").unwrap();
     assert_eq!(listed.len(), 1);
     let len = std::fs::metadata(&archive).unwrap().len();

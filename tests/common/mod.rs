@@ -567,3 +567,17 @@ pub fn deep_dirs(root: &Path, name: &str, depth: usize) -> std::os::fd::OwnedFd 
     }
     dir
 }
+
+/// `archive`, made by GNU tar of everything in `src` (`tar -czf ARCHIVE -C
+/// SRC .`: one gzip member, `./` names).
+pub fn gnu_tar_gz(src: &Path, archive: &Path) {
+    let st = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(archive)
+        .arg("-C")
+        .arg(src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar -czf {}", archive.display());
+}
