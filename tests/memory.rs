@@ -10,23 +10,11 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use wings_backup::config::EngineConfig;
 use wings_backup::engine::Engine;
 use wings_backup::progress::Control;
-
-fn peak_rss_kib() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
 
 #[test]
 fn a_large_backup_and_restore_stream() {
@@ -147,45 +135,6 @@ fn child_restore(threads: &str) {
     );
 }
 
-/// Runs this binary's test `name` again as a child with `env` (which
-/// selects its child part) and returns the report line it prints after
-/// `wb-memory-child: `; `what` names the work in a failure.
-fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)], what: &str) -> String {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("re-running the test binary");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} took over 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "child failed: {:?}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.split("wb-memory-child: ").nth(1))
-        .unwrap_or_else(|| panic!("no report from the child: {text}"))
-        .to_string()
-}
-
-/// The value of `key` (e.g. `vmhwm_kib=`) in a child's report line.
-fn field(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        .to_string()
-}
-
 /// Runs this binary's test `name` as a child restoring `archive` with
 /// `threads`; returns its peak RSS in KiB and the outcome (`ok` or the
 /// error status).
@@ -261,158 +210,4 @@ fn members_lying_about_their_length_fail_within_the_budget() {
     eprintln!("lying members, 32 threads: peak RSS {peak} KiB");
     // Less than one claim: no buffer was filled to what a member claimed.
     assert!(peak < 16 * 1024, "peaked at {peak} KiB");
-}
-
-/// The child: archives `WB_DATA` into `WB_BACKUPS/new.tar.gz` reusing
-/// `WB_BACKUPS/old.tar.gz`, and prints its peak RSS.
-fn child_reusing_create() {
-    use wings_backup::engine::{archive_create, ArchiveOptions};
-    let data = PathBuf::from(std::env::var_os("WB_DATA").unwrap());
-    let backups = PathBuf::from(std::env::var_os("WB_BACKUPS").unwrap());
-    let opts = ArchiveOptions {
-        reuse_from: Some(backups.join("old.tar.gz")),
-        ..ArchiveOptions::default()
-    };
-    let summary = archive_create(
-        &data,
-        &backups.join("new.tar.gz"),
-        &opts,
-        &mut Control::none(),
-    )
-    .unwrap();
-    println!(
-        "\nwb-memory-child: vmhwm_kib={} outcome=ok reused={}",
-        peak_rss_kib(),
-        summary.reused_members
-    );
-}
-
-/// A deep tree (200 directories of 250-byte names: paths of 50 KB) holding
-/// 3,000 files, and 3,000 hard links at its top to one of them: a reusing
-/// backup's walk, its index and the previous index run thousands of entries
-/// ahead, and their paths and link targets are bounded in bytes too, not in
-/// entries only.
-#[test]
-fn a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget() {
-    use rustix::fs::{openat, Mode, OFlags};
-    use wings_backup::engine::{archive_create, ArchiveOptions};
-    if std::env::var("WB_MEMORY_CHILD").is_ok() {
-        return child_reusing_create();
-    }
-    let dir = TempDir::new("memory-deep");
-    let (src, backups) = (dir.join("src"), dir.join("backups"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&backups).unwrap();
-    let fd = deep_dirs(&src, &"d".repeat(250), 200);
-    for i in 0..3000 {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
-        openat(
-            &fd,
-            format!("f{i:04}").as_str(),
-            flags,
-            Mode::from_raw_mode(0o644),
-        )
-        .unwrap();
-    }
-    // Short names that carry the long path as their hard link's target.
-    for i in 0..3000 {
-        rustix::fs::linkat(
-            &fd,
-            "f0000",
-            rustix::fs::CWD,
-            src.join(format!("l{i:04}")).as_path(),
-            rustix::fs::AtFlags::empty(),
-        )
-        .unwrap();
-    }
-    archive_create(
-        &src,
-        &backups.join("old.tar.gz"),
-        &ArchiveOptions::default(),
-        &mut Control::none(),
-    )
-    .unwrap();
-    let line = run_child(
-        "a_reusing_backup_of_a_tree_with_long_paths_stays_within_the_budget",
-        &[
-            ("WB_MEMORY_CHILD", "1".as_ref()),
-            ("WB_DATA", src.as_os_str()),
-            ("WB_BACKUPS", backups.as_os_str()),
-        ],
-        "the reusing backup",
-    );
-    eprintln!("reusing backup of the deep tree: {line}");
-    let number = |key: &str| -> i64 { field(&line, key).parse().unwrap() };
-    assert!(number("reused=") > 0, "{line}");
-    assert!(number("vmhwm_kib=") <= 96 * 1024, "{line}");
-}
-
-/// The child: extracts `want.txt` from `WB_BACKUPS/foreign.tar.gz` into
-/// `WB_DATA`, and prints its peak RSS.
-fn child_paths_extract() {
-    use wings_backup::engine::{archive_extract, ArchiveOptions};
-    let data = PathBuf::from(std::env::var_os("WB_DATA").unwrap());
-    let backups = PathBuf::from(std::env::var_os("WB_BACKUPS").unwrap());
-    let opts = ArchiveOptions {
-        paths: vec!["want.txt".into()],
-        ..ArchiveOptions::default()
-    };
-    let summary = archive_extract(
-        &backups.join("foreign.tar.gz"),
-        &data,
-        &opts,
-        &mut Control::none(),
-    )
-    .unwrap();
-    println!(
-        "\nwb-memory-child: vmhwm_kib={} outcome=ok files={}",
-        peak_rss_kib(),
-        summary.files
-    );
-}
-
-/// An archive made by GNU tar (one gzip member) of 20,000 files with
-/// 3,800-byte paths, browsed (which writes its index beside it): extracting
-/// one path streams the archive without loading the index's entries.
-#[test]
-fn a_paths_extract_of_a_browsed_foreign_archive_does_not_load_its_entries() {
-    use rustix::fs::{openat, Mode, OFlags};
-    if std::env::var("WB_MEMORY_CHILD").is_ok() {
-        return child_paths_extract();
-    }
-    let dir = TempDir::new("memory-foreign");
-    let (src, backups, dest) = (dir.join("src"), dir.join("backups"), dir.join("dest"));
-    for d in [&src, &backups, &dest] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let deep = deep_dirs(&src, &"n".repeat(250), 15);
-    for i in 0..20_000 {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
-        openat(
-            &deep,
-            format!("f{i:05}").as_str(),
-            flags,
-            Mode::from_raw_mode(0o644),
-        )
-        .unwrap();
-    }
-    std::fs::write(src.join("want.txt"), b"wanted\n").unwrap();
-    let archive = backups.join("foreign.tar.gz");
-    gnu_tar_gz(&src, &archive);
-    wings_backup::engine::archive_list(&archive, "").unwrap();
-    assert!(wings_backup::index::path_for(&archive).exists());
-    let line = run_child(
-        "a_paths_extract_of_a_browsed_foreign_archive_does_not_load_its_entries",
-        &[
-            ("WB_MEMORY_CHILD", "1".as_ref()),
-            ("WB_DATA", dest.as_os_str()),
-            ("WB_BACKUPS", backups.as_os_str()),
-        ],
-        "the extract",
-    );
-    eprintln!("paths extract of the browsed foreign archive: {line}");
-    assert_eq!(field(&line, "files="), "1", "{line}");
-    assert_eq!(std::fs::read(dest.join("want.txt")).unwrap(), b"wanted\n");
-    let peak: i64 = field(&line, "vmhwm_kib=").parse().unwrap();
-    assert!(peak <= 64 * 1024, "{line}");
 }

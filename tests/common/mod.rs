@@ -8,6 +8,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use wings_backup::config::EngineConfig;
 use wings_backup::engine::{BackupDetails, Engine};
@@ -580,4 +582,54 @@ pub fn gnu_tar_gz(src: &Path, archive: &Path) {
         .status()
         .unwrap();
     assert!(st.success(), "tar -czf {}", archive.display());
+}
+
+/// The calling process's peak RSS (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Runs this binary's test `name` again as a child with `env` (which
+/// selects its child part) and returns the report line it prints after
+/// `wb-memory-child: `; `what` names the work in a failure.
+pub fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)], what: &str) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("re-running the test binary");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} took over 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "child failed: {:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.split("wb-memory-child: ").nth(1))
+        .unwrap_or_else(|| panic!("no report from the child: {text}"))
+        .to_string()
+}
+
+/// The value of `key` (e.g. `vmhwm_kib=`) in a child's report line.
+pub fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .to_string()
 }
