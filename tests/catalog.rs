@@ -10,10 +10,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{noise, Mount, TempDir};
+use common::{noise, peak_rss_kib, spawn_test_child, wait_test_child, Mount, TempDir};
 use wings_backup::catalog::{
     interrupted_message, scan_archives, Catalog, OpKind, OpState, OperationRecord, DATABASE_NAME,
     UNKNOWN_SERVER,
@@ -68,46 +67,18 @@ fn corrupt_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn peak_rss_kib() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Runs this binary's test `name` as a child with `WB_CATALOG_CHILD=dir`,
 /// waits for it (at most 120 s) and returns its standard output.
 fn run_child(name: &str, dir: &Path) -> String {
-    let child = spawn_child(name, dir);
-    wait_child(child)
+    wait_child(spawn_child(name, dir))
 }
 
 fn spawn_child(name: &str, dir: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("WB_CATALOG_CHILD", dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("re-running the test binary")
+    spawn_test_child(name, &[("WB_CATALOG_CHILD", dir.as_os_str())])
 }
 
-fn wait_child(mut child: std::process::Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the child took over 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "child failed: {:?}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn wait_child(child: std::process::Child) -> String {
+    wait_test_child(child, 120, "the child")
 }
 
 fn child_dir() -> Option<PathBuf> {

@@ -595,10 +595,9 @@ pub fn peak_rss_kib() -> i64 {
         .unwrap()
 }
 
-/// Runs this binary's test `name` again as a child with `env` (which
-/// selects its child part) and returns the report line it prints after
-/// `wb-memory-child: `; `what` names the work in a failure.
-pub fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)], what: &str) -> String {
+/// Starts this binary's test `name` again as a child with `env` (which
+/// selects its child part), its standard output piped.
+pub fn spawn_test_child(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -607,19 +606,31 @@ pub fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)], what: &str) -> St
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().expect("re-running the test binary");
-    let deadline = Instant::now() + Duration::from_secs(300);
+    command.spawn().expect("re-running the test binary")
+}
+
+/// Waits for `child` (killed after `secs`: `what` then names the work in
+/// the failure), checks that it succeeded, and returns its standard output.
+pub fn wait_test_child(mut child: std::process::Child, secs: u64, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} took over 300 s");
+            panic!("{what} took over {secs} s");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "child failed: {:?}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs this binary's test `name` again as a child with `env` and returns
+/// the report line it prints after `wb-memory-child: `; `what` names the
+/// work in a failure.
+pub fn run_child(name: &str, env: &[(&str, &std::ffi::OsStr)], what: &str) -> String {
+    let text = wait_test_child(spawn_test_child(name, env), 300, what);
     text.lines()
         .find_map(|l| l.split("wb-memory-child: ").nth(1))
         .unwrap_or_else(|| panic!("no report from the child: {text}"))
