@@ -116,11 +116,12 @@ impl Pending {
     /// thread of the scope `s` (inflated and decoded off the thread that
     /// walks with them); `None` if the index does not belong to the archive.
     pub fn open<'scope>(self, s: &'scope std::thread::Scope<'scope, '_>) -> Option<Previous> {
+        // Read so that the members tile the archive file (offsets checked
+        // there); here, the tar stream and the sizes this layout makes.
         let (members, footer) = self.first.finish_for_archive(self.len).ok()?;
         let (mut offset, mut tar) = (0u64, 0u64);
         for m in &members {
-            if m.offset != offset
-                || m.tar_offset != tar
+            if m.tar_offset != tar
                 || m.uncompressed > BLOCK_SIZE as u64
                 || m.compressed > gzip::max_member_len(BLOCK_SIZE) as u64
             {
