@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -213,5 +214,122 @@ fn we_restore_python_tarfile_archives() {
         let out = dir.join(format!("out-{format}"));
         extract_with_us(&archive, &out);
         assert_same_tree(&src, &out);
+    }
+}
+
+/// GNU tar, run by a user without `CAP_DAC_OVERRIDE`, restores an archive
+/// holding a read-only (0555) and a closed (000) directory: it gives them
+/// their modes last. So do we, in either mode, with the thread's
+/// `CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH` and `CAP_FOWNER` dropped (a
+/// directory's mode then binds its owner too: moving it into place needs
+/// write permission on it). The root's mtime is GNU tar's `./` entry's.
+#[test]
+fn read_only_and_closed_directories_restore_without_override_capabilities() {
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    let dir = TempDir::new("interop-ro-dirs");
+    let src = dir.join("src");
+    write_file(
+        &src.join("plugins/ro/config.yml"),
+        b"a: 1\n",
+        0o644,
+        1_600_000_000,
+    );
+    write_file(
+        &src.join("plugins/ro/deep/x.txt"),
+        b"x",
+        0o444,
+        1_600_000_001,
+    );
+    write_file(&src.join("locked/inner/secret"), b"s", 0o600, 1_600_000_002);
+    write_file(&src.join("open.txt"), b"o", 0o644, 1_600_000_003);
+    for (path, mode, mtime) in [
+        ("plugins/ro/deep", 0o500, 1_500_000_001),
+        ("plugins/ro", 0o555, 1_500_000_002),
+        ("locked/inner", 0o000, 1_500_000_003),
+        ("locked", 0o000, 1_500_000_004),
+        ("plugins", 0o755, 1_500_000_005),
+        ("", 0o755, 1_500_000_006),
+    ] {
+        let p = src.join(path);
+        set_mtime(&p, mtime);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let gnu = dir.join("gnu.tar.gz");
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&gnu)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
+    let ours_archive = dir.join("ours.tar.gz");
+    ours(&src, &ours_archive);
+    let dests: Vec<(std::path::PathBuf, std::path::PathBuf, bool)> = [&gnu, &ours_archive]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            [false, true].map(|truncate| {
+                (
+                    (*a).clone(),
+                    dir.join(format!("out-{i}-{truncate}")),
+                    truncate,
+                )
+            })
+        })
+        .collect();
+    for (_, dest, _) in &dests {
+        std::fs::create_dir_all(dest).unwrap();
+    }
+    let mut results = std::thread::spawn({
+        let dests = dests.clone();
+        move || {
+            let mut caps = capabilities(None).unwrap();
+            caps.effective.remove(
+                CapabilitySet::DAC_OVERRIDE
+                    | CapabilitySet::DAC_READ_SEARCH
+                    | CapabilitySet::FOWNER,
+            );
+            set_capabilities(None, caps).unwrap();
+            let again = {
+                let (archive, dest, _) = &dests[1];
+                (archive.clone(), dest.clone())
+            };
+            let mut results: Vec<Result<(), String>> = dests
+                .iter()
+                .map(|(archive, dest, truncate)| {
+                    let opts = ArchiveOptions {
+                        truncate: *truncate,
+                        ..ArchiveOptions::default()
+                    };
+                    archive_extract(archive, dest, &opts, &mut Control::none())
+                        .map(|_| ())
+                        .map_err(|e| e.message)
+                })
+                .collect();
+            // Truncating a tree that holds them: they cannot be moved
+            // aside, and the restore is undone (the tree is checked below).
+            let opts = ArchiveOptions {
+                truncate: true,
+                ..ArchiveOptions::default()
+            };
+            let again = archive_extract(&again.0, &again.1, &opts, &mut Control::none());
+            results.push(match again {
+                Ok(_) => Err("a truncating restore over them succeeded".into()),
+                Err(_) => Ok(()),
+            });
+            results
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(results.pop(), Some(Ok(())));
+    for ((archive, dest, truncate), result) in dests.iter().zip(results) {
+        let what = format!("{} truncate={truncate}", archive.display());
+        result.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_same_tree(&src, dest);
+        if *archive == gnu {
+            // Ours has no `./` entry, as Wings' archives have none.
+            let meta = std::fs::metadata(dest).unwrap();
+            assert_eq!(meta.mtime(), 1_500_000_006, "{what}: the root's mtime");
+        }
     }
 }

@@ -69,6 +69,12 @@ struct State {
     root_mtime: Option<i64>,
     /// Files staged only as hard link sources (selective restore).
     link_sources: Vec<Vec<u8>>,
+    /// Directories whose mode denies their owner something (0555, 000):
+    /// staged and moved with the owner's bits added, since moving a
+    /// directory, or anything out of it, needs write permission on it for a
+    /// process without `CAP_DAC_OVERRIDE`; given their own mode once in
+    /// place, deepest first.
+    tighten: Vec<(Vec<u8>, u32)>,
 }
 
 fn chown(dir: Dir<'_>, owner: Option<Owner>) -> std::result::Result<(), Errno> {
@@ -126,6 +132,7 @@ impl RestoreTarget {
                 summary: RestoreSummary::default(),
                 root_mtime: None,
                 link_sources: Vec::new(),
+                tighten: Vec::new(),
             },
             done: false,
             root_times,
@@ -265,7 +272,9 @@ impl RestoreTarget {
 
     /// Applies the explicit directories' modes and times, deepest first (a
     /// read-only directory is made so after its children); for a directory
-    /// listed twice the later entry wins.
+    /// listed twice the later entry wins. A mode that denies the owner
+    /// reading, writing or searching is staged with those bits and noted
+    /// for [`RestoreTarget::tighten_dirs`].
     fn finish_dirs(&mut self) -> Result<()> {
         let mut order: Vec<(&Vec<u8>, &(u32, i64))> = self.state.dirs.items.iter().collect();
         let depth = |p: &[u8]| p.iter().filter(|b| **b == b'/').count();
@@ -284,10 +293,26 @@ impl RestoreTarget {
             };
             let dir = Dir::of(fd);
             let err = |e: Errno| entry_error(path, e);
-            dir.chmod(mode & 0o1777).map_err(err)?;
+            let mode = mode & 0o1777;
+            if mode & 0o700 != 0o700 {
+                self.state.tighten.push((path.to_vec(), mode));
+            }
+            dir.chmod(mode | 0o700).map_err(err)?;
             dir.set_times(&times(*mtime)).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Gives the directories staged with their owner's bits added their
+    /// own mode, now that they are in place (deepest first, as
+    /// [`RestoreTarget::finish_dirs`] listed them). A directory the server
+    /// replaced meanwhile is left alone; changing a mode moves no time.
+    fn tighten_dirs(&mut self) {
+        for (path, mode) in std::mem::take(&mut self.state.tighten) {
+            if let Ok(fd) = self.root.open_dir(&path) {
+                let _ = Dir::of(fd.as_fd()).chmod(mode);
+            }
+        }
     }
 
     /// Finishes the restore: checks, then puts the staged files in place.
@@ -342,10 +367,12 @@ impl RestoreTarget {
                 Err(undo) => journal::unfinished(e, undo),
             });
         }
+        self.tighten_dirs();
+        // The stage goes first: removing it moves the root's mtime.
+        let _ = self.root.dir().remove_tree(&self.stage_name);
         if let Some(mtime) = self.state.root_mtime {
             let _ = self.root.dir().set_times(&times(mtime));
         }
-        let _ = self.root.dir().remove_tree(&self.stage_name);
         Ok(self.state.summary.clone())
     }
 }
