@@ -160,6 +160,20 @@ impl EntryKind {
             EntryKind::Fifo => "fifo",
         }
     }
+
+    /// What the index records for a tar entry of kind `kind`, with its link
+    /// target; devices and unknown types are not recorded.
+    pub fn of_tar(kind: &crate::archive::reader::EntryKind) -> Option<(EntryKind, &[u8])> {
+        use crate::archive::reader::EntryKind as Tar;
+        Some(match kind {
+            Tar::File => (EntryKind::File, b""),
+            Tar::Dir => (EntryKind::Dir, b""),
+            Tar::Symlink(t) => (EntryKind::Symlink, t),
+            Tar::HardLink(t) => (EntryKind::HardLink, t),
+            Tar::Fifo => (EntryKind::Fifo, b""),
+            Tar::Device | Tar::Unsupported(_) => return None,
+        })
+    }
 }
 
 /// What a later backup compares to tell whether a file changed (the rules

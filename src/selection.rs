@@ -40,6 +40,8 @@ pub const MAX_PATH_LEN: usize = 4096;
 pub struct Selection {
     paths: Vec<Vec<u8>>,
     set: HashSet<Vec<u8>>,
+    /// Every directory above a named path.
+    above: HashSet<Vec<u8>>,
 }
 
 fn under(path: &[u8], prefix: &[u8]) -> bool {
@@ -92,7 +94,19 @@ impl Selection {
             }
         }
         let set = kept.iter().cloned().collect();
-        Ok(Selection { paths: kept, set })
+        let mut above = HashSet::new();
+        for p in &kept {
+            for (i, b) in p.iter().enumerate() {
+                if *b == b'/' {
+                    above.insert(p[..i].to_vec());
+                }
+            }
+        }
+        Ok(Selection {
+            paths: kept,
+            set,
+            above,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,6 +138,32 @@ impl Selection {
 
     pub fn covers(&self, path: &[u8]) -> bool {
         !path.is_empty() && self.named(path).is_some()
+    }
+
+    /// Checks the archive's entry `path` (normalised), which is not a
+    /// directory, against the named paths: one below it would be written
+    /// through a symlink (`symlink`) or below a file, which a whole restore
+    /// refuses, and so does a selective one, whichever comes first.
+    pub fn check_not_above(&self, path: &[u8], symlink: bool) -> Result<()> {
+        if !self.above.contains(path) {
+            return Ok(());
+        }
+        let below = self
+            .paths
+            .iter()
+            .find(|p| under(p, path))
+            .map_or(path, |p| p.as_slice());
+        Err(if symlink {
+            Error::unsafe_entry(
+                below,
+                "it would be written through a symlink from the archive",
+            )
+        } else {
+            Error::corrupt(format!(
+                "cannot restore {}: a parent of it is not a directory",
+                quote(below)
+            ))
+        })
     }
 }
 
@@ -160,31 +200,45 @@ impl Scope {
         }
     }
 
-    /// Decides for the entry `raw` (its name as in the archive); `link` is
-    /// a hard link's target, `file` whether it is a regular file.
-    pub fn admit(&self, raw: &[u8], link: Option<&[u8]>, file: bool) -> Admit {
+    /// Decides for the entry `raw` (its name as in the archive) of type
+    /// `kind`; `link` is a hard link's target. An entry that is not a
+    /// directory above a named path is an error (see
+    /// [`Selection::check_not_above`]).
+    pub fn admit(&self, raw: &[u8], link: &[u8], kind: EntryKind) -> Result<Admit> {
         let Ok(path) = normalize(raw) else {
             // Not restorable anyway; outside the selection it is left
             // out, inside the restore refuses it.
-            return if self.selection.covers(raw) {
+            return Ok(if self.selection.covers(raw) {
                 Admit::Yes
             } else {
                 Admit::No
-            };
+            });
         };
+        if matches!(
+            kind,
+            EntryKind::File | EntryKind::Symlink | EntryKind::HardLink
+        ) {
+            self.selection
+                .check_not_above(&path, kind == EntryKind::Symlink)?;
+        }
+        let file = kind == EntryKind::File;
         match self.selection.named(&path) {
             Some(named) if !path.is_empty() => {
                 lock(&self.seen).insert(named.to_vec());
-                if let Some(target) = link.and_then(|t| normalize(t).ok()) {
+                let target = match kind {
+                    EntryKind::HardLink => normalize(link).ok(),
+                    _ => None,
+                };
+                if let Some(target) = target {
                     if !self.selection.covers(&target) && !self.link_sources.contains(&target) {
                         lock(&self.missing).insert(target);
-                        return Admit::No;
+                        return Ok(Admit::No);
                     }
                 }
-                Admit::Yes
+                Ok(Admit::Yes)
             }
-            _ if file && self.link_sources.contains(&path) => Admit::Source,
-            _ => Admit::No,
+            _ if file && self.link_sources.contains(&path) => Ok(Admit::Source),
+            _ => Ok(Admit::No),
         }
     }
 
@@ -262,6 +316,12 @@ pub fn plan(index: &Index, selection: &Selection) -> Result<Plan> {
         };
         if path.is_empty() {
             continue;
+        }
+        if matches!(
+            e.kind,
+            EntryKind::File | EntryKind::Symlink | EntryKind::HardLink
+        ) {
+            selection.check_not_above(&path, e.kind == EntryKind::Symlink)?;
         }
         let named = selection.named(&path);
         if let Some(named) = named {

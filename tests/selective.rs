@@ -996,3 +996,52 @@ fn archive_extract_takes_paths_too() {
     let err = archive_extract(&archive, &dest, &missing, &mut Control::none()).unwrap_err();
     assert_eq!(err.status, Status::NotFound);
 }
+
+/// A named path below the archive's own symlink, or below one of its files,
+/// is refused as a whole restore refuses it (the symlink as unsafe, the file
+/// as a corrupt archive), with the index or without, and nothing changes;
+/// a path beside them is restored.
+#[test]
+fn a_path_below_a_symlink_or_a_file_of_the_archive_is_refused_as_in_a_whole_restore() {
+    let dir = TempDir::new("sel-below-link");
+    let engine = engine_in(&dir, CompressionLevel::BestSpeed);
+    let root = dir.join("data").join(SERVER);
+    write_file(
+        &root.join("world/level.dat"),
+        b"level",
+        0o644,
+        1_700_000_000,
+    );
+    let mut t = RawTar::default();
+    t.entry(b"ok.txt", b'0', b"", 0o644, b"fine");
+    t.entry(b"ln", b'2', b"world", 0o777, b"");
+    t.entry(b"ln/pwn.txt", b'0', b"", 0o644, b"through the link");
+    t.entry(b"f.txt", b'0', b"", 0o644, b"a file");
+    t.entry(b"f.txt/x", b'0', b"", 0o644, b"below a file");
+    std::fs::create_dir_all(dir.join("backups")).unwrap();
+    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
+    std::fs::write(&archive, gzip(&t.finish())).unwrap();
+    let whole = restore(&engine, &[], false).unwrap_err();
+    assert_eq!(whole.status, Status::UnsafeEntry, "{whole}");
+    for with_index in [false, true] {
+        if with_index {
+            engine.list_files(SERVER, BACKUP, "").unwrap();
+            assert!(index::path_for(&archive).exists());
+        }
+        let before = files(&root);
+        for truncate in [false, true] {
+            let what = format!("index={with_index} truncate={truncate}");
+            let err = restore(&engine, &["ln/pwn.txt"], truncate).unwrap_err();
+            assert_eq!(err.status, Status::UnsafeEntry, "{what}: {err}");
+            assert!(err.message.contains("ln/pwn.txt"), "{what}: {err}");
+            let err = restore(&engine, &["ok.txt", "f.txt/x"], truncate).unwrap_err();
+            assert_eq!(err.status, Status::CorruptArchive, "{what}: {err}");
+            assert!(err.message.contains("f.txt/x"), "{what}: {err}");
+            assert_eq!(files(&root), before, "{what}");
+        }
+        restore(&engine, &["ok.txt"], false).unwrap();
+        assert_eq!(std::fs::read(root.join("ok.txt")).unwrap(), b"fine");
+        std::fs::remove_file(root.join("ok.txt")).unwrap();
+    }
+    assert!(!root.join("ln").exists() && !root.join("f.txt").exists());
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::scan::Scanner;
 use super::{Entry, EntryKind, Footer, Index, IndexHeader, IndexWriter};
-use crate::archive::reader::{EntryKind as TarKind, TarReader, TarSource};
+use crate::archive::reader::{TarReader, TarSource};
 use crate::error::{Error, Result};
 use crate::progress::Control;
 
@@ -172,14 +172,10 @@ pub fn build_from_archive(src: &mut dyn Read, len: u64, ctl: &mut Control<'_>) -
     while let Some(te) = reader.next_entry()? {
         let start = reader.entry_start();
         let header_len = reader.header_len();
-        let (kind, link) = match te.kind {
-            TarKind::File => (EntryKind::File, Vec::new()),
-            TarKind::Dir => (EntryKind::Dir, Vec::new()),
-            TarKind::Symlink(t) => (EntryKind::Symlink, t),
-            TarKind::HardLink(t) => (EntryKind::HardLink, t),
-            TarKind::Fifo => (EntryKind::Fifo, Vec::new()),
-            TarKind::Device | TarKind::Unsupported(_) => continue,
+        let Some((kind, link)) = EntryKind::of_tar(&te.kind) else {
+            continue;
         };
+        let link = link.to_vec();
         let Some(path) = normalize_entry_path(&te.path) else {
             continue;
         };

@@ -328,14 +328,7 @@ fn compare(
             String::from_utf8_lossy(&want.path)
         ));
     }
-    let (kind, link): (EntryKind, &[u8]) = match &got.kind {
-        TarKind::File => (EntryKind::File, b""),
-        TarKind::Dir => (EntryKind::Dir, b""),
-        TarKind::Symlink(t) => (EntryKind::Symlink, t),
-        TarKind::HardLink(t) => (EntryKind::HardLink, t),
-        TarKind::Fifo => (EntryKind::Fifo, b""),
-        _ => (EntryKind::File, b""),
-    };
+    let (kind, link) = EntryKind::of_tar(&got.kind).unwrap_or((EntryKind::File, b""));
     if kind != want.kind {
         d.push(format!(
             "type {} (index: {})",

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::archive::reader::{with_tar_stream, EntryKind as TarKind, TarReader};
 use crate::error::Result;
+use crate::index::EntryKind as IndexKind;
 use crate::progress::{snapshot, Control, Counters, Phase, Shared};
 use crate::rate_limit::{LimitedReader, RateLimit};
 use crate::selection::{Admit, Scope};
@@ -124,13 +125,10 @@ pub fn restore_stream(
             while let Some(entry) = reader.next_entry()? {
                 ctl.borrow_mut().tick(Phase::Extract, &counters)?;
                 let admit = match &scope {
-                    Some(scope) => {
-                        let link = match &entry.kind {
-                            TarKind::HardLink(t) => Some(&t[..]),
-                            _ => None,
-                        };
-                        scope.admit(&entry.path, link, matches!(entry.kind, TarKind::File))
-                    }
+                    Some(scope) => match IndexKind::of_tar(&entry.kind) {
+                        Some((kind, link)) => scope.admit(&entry.path, link, kind)?,
+                        None => scope.admit(&entry.path, b"", IndexKind::Fifo)?,
+                    },
                     None => Admit::Yes,
                 };
                 if admit == Admit::No {

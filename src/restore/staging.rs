@@ -858,7 +858,17 @@ mod tests {
         ];
         for (path, kind, data) in entries {
             assert_eq!(
-                scope.admit(path, None, matches!(kind, EntryKind::File)),
+                scope
+                    .admit(
+                        path,
+                        b"",
+                        if matches!(kind, EntryKind::Dir) {
+                            crate::index::EntryKind::Dir
+                        } else {
+                            crate::index::EntryKind::File
+                        }
+                    )
+                    .unwrap(),
                 crate::selection::Admit::Yes
             );
             let mode = if matches!(kind, EntryKind::Dir) {
