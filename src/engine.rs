@@ -13,7 +13,7 @@ use crate::archive::writer::{
     write_archive_indexed, ArchiveSummary, IndexOutcome, KernelCopy, WriteOptions,
 };
 use crate::backup_store::{BackupStore, TempArchive};
-use crate::catalog::{scan_archives, Catalog, UNKNOWN_SERVER};
+use crate::catalog::{scan_archives, Catalog, OpState, UNKNOWN_SERVER};
 use crate::config::{CompressionLevel, EngineConfig, Owner};
 use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
@@ -73,18 +73,9 @@ impl Engine {
             ))
         });
         if let Some(panel) = &panel {
-            // A backup the node's stop interrupted left the Panel's row (and
-            // an s3 upload) open: the Panel is told it failed, through the
-            // parked reports a host sends at start. One whose archive is
-            // here had finished; its record says what became of it.
             for (kind, uuid) in &reconciled.interrupted {
-                if *kind == OpKind::Create && !store.exists(uuid) {
-                    if let Err(e) = panel.park_backup_once(uuid, &BackupReport::failed()) {
-                        log.warn(&format!(
-                            "the failure report of interrupted backup {uuid} could not be parked: {}",
-                            e.message
-                        ));
-                    }
+                if *kind == OpKind::Create {
+                    settle_interrupted_create(panel, &catalog, &store, uuid, &log);
                 }
             }
         }
@@ -959,6 +950,48 @@ pub const MSG_FINISHED: &str = "The backup has already finished.";
 
 fn backup_not_found() -> Error {
     Error::not_found("The requested backup was not found on this server.")
+}
+
+/// A backup the node's stop interrupted left the Panel's row (and an s3
+/// upload) open. One that had ended and was being reported (its report was
+/// written ahead, and for `wings` its archive is here) is recorded as
+/// succeeded and its report parked; any other is reported failed. The
+/// parked reports go out as a host resends them at start.
+fn settle_interrupted_create(
+    panel: &PanelClient,
+    catalog: &Catalog,
+    store: &BackupStore,
+    uuid: &str,
+    log: &Logger,
+) {
+    let record = catalog.get_op(OpKind::Create, uuid);
+    let ended = panel.take_sending(uuid).filter(|report| {
+        report.successful
+            && (store.exists(uuid) || record.as_ref().is_some_and(|r| r.adapter == "s3"))
+    });
+    let parked = match (&ended, record) {
+        (Some(report), Some(mut record)) => {
+            let parked = panel.park_backup_once(uuid, report);
+            record.state = OpState::Succeeded;
+            record.phase = Phase::Done.name().to_string();
+            record.size = report.size;
+            record.checksum = report.checksum.clone();
+            record.error = None;
+            record.error_status = None;
+            record.panel_report = Some(report_outcome_text(&ReportOutcome::Pending(
+                "the node stopped while it reported the backup".into(),
+            )));
+            catalog.upsert(&record);
+            parked
+        }
+        _ => panel.park_backup_once(uuid, &BackupReport::failed()),
+    };
+    if let Err(e) = parked {
+        log.warn(&format!(
+            "the report of interrupted backup {uuid} could not be parked: {}",
+            e.message
+        ));
+    }
 }
 
 /// How a report to the Panel went, in words (`panel_report`).

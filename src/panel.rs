@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::PanelConfig;
@@ -50,24 +51,53 @@ impl BackupReport {
         }
     }
 
-    pub fn to_json(&self) -> Value {
-        let parts = match &self.parts {
-            None => Value::Null,
-            Some(parts) => Value::Array(
-                parts
-                    .iter()
-                    .map(|(etag, n)| json!({"etag": etag, "part_number": n}))
-                    .collect(),
-            ),
-        };
-        json!({
-            "checksum": self.checksum,
-            "checksum_type": if self.successful { "sha1" } else { "" },
-            "size": self.size,
-            "successful": self.successful,
-            "parts": parts,
+    /// A report as [`to_json`](Self::to_json) wrote it.
+    pub fn from_json(v: &Value) -> Option<BackupReport> {
+        let body = ReportBody::deserialize(v).ok()?;
+        Some(BackupReport {
+            checksum: body.checksum,
+            size: body.size,
+            successful: body.successful,
+            parts: body
+                .parts
+                .map(|parts| parts.into_iter().map(|p| (p.etag, p.part_number)).collect()),
         })
     }
+
+    pub fn to_json(&self) -> Value {
+        let body = ReportBody {
+            checksum: self.checksum.clone(),
+            checksum_type: if self.successful { "sha1" } else { "" }.to_string(),
+            size: self.size,
+            successful: self.successful,
+            parts: self.parts.as_ref().map(|parts| {
+                parts
+                    .iter()
+                    .map(|(etag, n)| ReportPart {
+                        etag: etag.clone(),
+                        part_number: *n,
+                    })
+                    .collect()
+            }),
+        };
+        serde_json::to_value(body).unwrap_or(Value::Null)
+    }
+}
+
+/// The body of `POST /api/remote/backups/<uuid>`.
+#[derive(Serialize, Deserialize)]
+struct ReportBody {
+    checksum: String,
+    checksum_type: String,
+    size: u64,
+    successful: bool,
+    parts: Option<Vec<ReportPart>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReportPart {
+    etag: String,
+    part_number: u32,
 }
 
 /// The presigned part URLs the Panel hands out for an S3 backup.
@@ -387,6 +417,17 @@ impl PanelClient {
     ) -> ReportOutcome {
         let url = self.url(ReportKind::Backup, backup);
         let body = report.to_json();
+        // Written ahead: a process killed while it reports leaves it for
+        // the next start (`take_sending`). Hidden from `send_pending`, so
+        // the report is never sent twice at once.
+        let sending = self.sending_path(backup);
+        let written_ahead = self.write_report(&sending, backup, &body).is_ok();
+        let settled = |outcome: ReportOutcome| {
+            if written_ahead {
+                let _ = std::fs::remove_file(&sending);
+            }
+            outcome
+        };
         let mut backoff = Backoff::new(
             Duration::from_millis(500),
             Duration::from_secs(60),
@@ -395,9 +436,9 @@ impl PanelClient {
         let stop = crate::retry::cancelled_by(cancel);
         loop {
             let reason = match self.once("POST", &url, Some(&body)) {
-                Ok(_) => return ReportOutcome::Sent,
+                Ok(_) => return settled(ReportOutcome::Sent),
                 Err(Failure::Final(404, m)) | Err(Failure::Retry(m)) => m,
-                Err(Failure::Final(_, m)) => return ReportOutcome::Rejected(m),
+                Err(Failure::Final(_, m)) => return settled(ReportOutcome::Rejected(m)),
             };
             if !self.wait_logged(&mut backoff, &stop, "POST", &url, &reason) {
                 let outcome = match self.park(ReportKind::Backup, backup, &body) {
@@ -405,7 +446,7 @@ impl PanelClient {
                     Err(e) => ReportOutcome::Pending(format!("{reason}; parking it failed: {e}")),
                 };
                 self.log_parked(ReportKind::Backup, backup, &outcome);
-                return outcome;
+                return settled(outcome);
             }
         }
     }
@@ -425,21 +466,45 @@ impl PanelClient {
     }
 
     fn park(&self, kind: ReportKind, backup: &str, body: &Value) -> Result<()> {
+        let name = format!("{backup}{}", kind.suffix());
+        self.write_report(&self.pending_dir.join(name), backup, body)
+    }
+
+    /// Writes a report file at `path` in `.pending` durably (written,
+    /// synced, renamed into place).
+    fn write_report(&self, path: &Path, backup: &str, body: &Value) -> Result<()> {
         std::fs::create_dir_all(&self.pending_dir)
             .map_err(|e| Error::io("creating the pending reports directory", e))?;
-        let name = format!("{backup}{}", kind.suffix());
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         let tmp = self.pending_dir.join(format!(".{name}.tmp"));
-        let path = self.pending_dir.join(&name);
         let text = json!({"backup": backup, "body": body}).to_string();
         std::fs::write(&tmp, text).map_err(|e| Error::io("writing a pending report", e))?;
         if let Ok(f) = std::fs::File::open(&tmp) {
             let _ = f.sync_all();
         }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing a pending report", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("writing a pending report", e))?;
         if let Ok(dir) = std::fs::File::open(&self.pending_dir) {
             let _ = dir.sync_all();
         }
         Ok(())
+    }
+
+    /// Where the report of backup `backup` is kept while it is sent.
+    fn sending_path(&self, backup: &str) -> PathBuf {
+        self.pending_dir
+            .join(format!(".{backup}{}.sending", ReportKind::Backup.suffix()))
+    }
+
+    /// The report a process that is gone was sending for `backup` when it
+    /// stopped, if any (its file is removed): the backup had ended so.
+    pub fn take_sending(&self, backup: &str) -> Option<BackupReport> {
+        let path = self.sending_path(backup);
+        let text = std::fs::read_to_string(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        let v: Value = serde_json::from_str(&text?).ok()?;
+        (v["backup"].as_str() == Some(backup))
+            .then(|| BackupReport::from_json(&v["body"]))
+            .flatten()
     }
 
     /// Sends the parked reports, backup and restore ones, once each (the

@@ -472,3 +472,67 @@ fn a_backup_the_nodes_stop_interrupted_is_reported_failed_at_the_next_start() {
     assert_eq!(record.state, wings_backup::catalog::OpState::Failed);
     assert_eq!(record.panel_report.as_deref(), Some("sent"));
 }
+
+#[test]
+fn a_backup_killed_while_it_reported_is_reported_succeeded_at_the_next_start() {
+    // The child: a backup whose archive is written, reporting to a Panel
+    // that is down, until the parent kills it.
+    if let (Some(dir), Some(port)) = (
+        std::env::var_os("WB_REPORT_CHILD_DIR"),
+        std::env::var("WB_REPORT_CHILD_PORT").ok(),
+    ) {
+        let dir = std::mem::ManuallyDrop::new(TempDir(PathBuf::from(dir)));
+        let engine = engine(&dir, Some((port.parse().unwrap(), 600)));
+        let done = engine.create_backup(SERVER, &create_request(BACKUP2, ""), &mut Control::none());
+        panic!("the report ended within 600 s: {:?}", done.map(|_| ()));
+    }
+    let dir = node_with_backup("report-killed");
+    let port = closed_port();
+    let child = spawn_test_child(
+        "a_backup_killed_while_it_reported_is_reported_succeeded_at_the_next_start",
+        &[
+            ("WB_REPORT_CHILD_DIR", dir.0.as_os_str()),
+            ("WB_REPORT_CHILD_PORT", port.to_string().as_ref()),
+        ],
+    );
+    let mut child = KillOnDrop(child);
+    let sending = parked(&dir, &format!(".{BACKUP2}.json.sending"));
+    let seen = wait_until(60, || sending.exists());
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert!(seen, "the child did not start reporting");
+
+    let stub = Stub::start_on(port);
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
+    let archive = dir.join("backups").join(format!("{BACKUP2}.tar.gz"));
+    let checksum = sha1_hex(&std::fs::read(&archive).unwrap());
+    let record = engine.backup_status(SERVER, BACKUP2).unwrap();
+    assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
+    assert_eq!(record.checksum, checksum);
+    assert!(!sending.exists());
+    assert!(parked(&dir, &format!("{BACKUP2}.json")).exists());
+    engine.resend_parked_reports().unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(30)));
+    assert_eq!(reports_of(&stub, BACKUP2), [(true, 204)]);
+    let body = stub.state()["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backup"] == BACKUP2)
+        .unwrap()["body"]
+        .clone();
+    assert_eq!(body["checksum"], checksum.as_str());
+    assert_eq!(body["size"], std::fs::metadata(&archive).unwrap().len());
+    let record = engine.backup_status(SERVER, BACKUP2).unwrap();
+    assert_eq!(record.panel_report.as_deref(), Some("sent"));
+}
+
+/// A child process killed when dropped (a failed assertion kills it too).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
