@@ -290,6 +290,10 @@ impl Ticket<'_> {
                 r.files = outcome.files;
                 r.size = outcome.size;
                 r.checksum = outcome.checksum;
+            } else {
+                // No archive (or no restored data) to measure: the bytes
+                // written before the end are not its size.
+                r.size = 0;
             }
             r.error = outcome.error.map(|e| e.message.clone());
             r.error_status = outcome.error.map(|e| e.status);

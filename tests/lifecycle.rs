@@ -126,11 +126,18 @@ fn cancel_a_queued_and_a_running_create() {
     let q = wait_state(&engine, OTHER, B2, OpState::finished);
     assert_eq!(q.state, OpState::Cancelled);
     assert_eq!(q.error_status, Some(Status::Cancelled));
-    // The running one.
+    // The running one, once it has written some of its archive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.backup_status(SERVER, BACKUP).unwrap().size == 0 {
+        assert!(Instant::now() < deadline, "no archive bytes in 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let began = Instant::now();
     engine.cancel_backup(SERVER, BACKUP).unwrap();
     let r = wait_state(&engine, SERVER, BACKUP, OpState::finished);
     assert_eq!(r.state, OpState::Cancelled);
+    // There is no archive to have a size or a checksum.
+    assert_eq!((r.size, r.checksum.as_str()), (0, ""));
     assert!(
         began.elapsed() < Duration::from_secs(2),
         "{:?}",
