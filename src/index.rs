@@ -52,6 +52,12 @@ const CHUNK: usize = crate::archive::gzip::BLOCK_SIZE;
 /// The largest record a reader accepts (a path and a link target of at most
 /// 64 KiB each fit many times over).
 const MAX_RECORD: u32 = 1 << 20;
+/// The most entries an index built from an archive, or loaded whole, may
+/// hold, and the most bytes of names and link targets: beyond them the
+/// archive is refused, or the index not used (no real backup comes near; a
+/// hostile archive or index must not exhaust memory).
+pub const MAX_ENTRIES: usize = 4_000_000;
+pub const MAX_NAME_BYTES: usize = 512 << 20;
 
 /// The path of the index of the archive at `archive`.
 pub fn path_for(archive: &Path) -> PathBuf {
@@ -659,11 +665,26 @@ pub struct Index {
 impl Index {
     /// Reads the whole index at `path`; `Ok(None)` if there is none.
     pub fn load(path: &Path) -> Result<Option<Index>> {
+        Index::load_within(path, MAX_ENTRIES, MAX_NAME_BYTES)
+    }
+
+    fn load_within(
+        path: &Path,
+        max_entries: usize,
+        max_name_bytes: usize,
+    ) -> Result<Option<Index>> {
         let Some(mut r) = IndexReader::open(path)? else {
             return Ok(None);
         };
         let mut entries = Vec::new();
+        let mut name_bytes = 0usize;
         while let Some(e) = r.next_entry()? {
+            name_bytes += e.path.len() + e.link.len();
+            if entries.len() >= max_entries || name_bytes > max_name_bytes {
+                return Err(corrupt(format!(
+                    "it holds more than {max_entries} entries or {max_name_bytes} bytes of names"
+                )));
+            }
             entries.push(e);
         }
         let header = r.header().clone();
@@ -854,6 +875,12 @@ mod tests {
         assert_eq!(index.members_for(1000, 2000), 0..2);
         assert_eq!(index.members_for(1536, 1600), 1..2);
         assert!(Index::load(&dir.join("none")).unwrap().is_none());
+        // More entries, or more bytes of names, than a load takes: the
+        // index is refused, not gathered (the sample has 3 entries and
+        // 11 bytes of names).
+        assert!(Index::load_within(&path, 3, 11).unwrap().is_some());
+        assert!(Index::load_within(&path, 2, 11).is_err());
+        assert!(Index::load_within(&path, 3, 10).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

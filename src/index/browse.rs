@@ -12,11 +12,7 @@ use crate::archive::reader::{TarReader, TarSource};
 use crate::error::{Error, Result};
 use crate::progress::Control;
 
-/// The most entries an index built from an archive may hold, and the most
-/// bytes of names and link targets: beyond them the archive is refused
-/// (no real backup comes near; a hostile one must not exhaust memory).
-pub const MAX_ENTRIES: usize = 4_000_000;
-pub const MAX_NAME_BYTES: usize = 512 << 20;
+pub use super::{MAX_ENTRIES, MAX_NAME_BYTES};
 
 /// The answer of a path the archive does not hold.
 pub const MSG_PATH_NOT_FOUND: &str = "The requested path was not found in the backup.";
