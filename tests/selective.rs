@@ -1045,3 +1045,26 @@ fn a_path_below_a_symlink_or_a_file_of_the_archive_is_refused_as_in_a_whole_rest
     }
     assert!(!root.join("ln").exists() && !root.join("f.txt").exists());
 }
+
+/// A path that names only a device node of the archive (which no restore
+/// writes and no index lists) is not in the backup: 404 with the index and
+/// without it, alike.
+#[test]
+fn a_path_naming_a_device_node_is_not_in_the_backup_with_the_index_or_without() {
+    let dir = TempDir::new("sel-device");
+    let engine = engine_in(&dir, CompressionLevel::BestSpeed);
+    let mut t = RawTar::default();
+    t.entry(b"ok.txt", b'0', b"", 0o644, b"fine");
+    t.entry(b"tty0", b'3', b"", 0o600, b"");
+    std::fs::create_dir_all(dir.join("backups")).unwrap();
+    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
+    std::fs::write(&archive, gzip(&t.finish())).unwrap();
+    for with_index in [false, true] {
+        if with_index {
+            engine.list_files(SERVER, BACKUP, "").unwrap();
+            assert!(index::path_for(&archive).exists());
+        }
+        let err = restore(&engine, &["tty0"], false).unwrap_err();
+        assert_eq!(err.status, Status::NotFound, "index={with_index}: {err}");
+    }
+}

@@ -127,7 +127,10 @@ pub fn restore_stream(
                 let admit = match &scope {
                     Some(scope) => match IndexKind::of_tar(&entry.kind) {
                         Some((kind, link)) => scope.admit(&entry.path, link, kind)?,
-                        None => scope.admit(&entry.path, b"", IndexKind::Fifo)?,
+                        // Not restorable and not in an index: a path that
+                        // names only such an entry is not in the backup,
+                        // with the index or without.
+                        None => Admit::No,
                     },
                     None => Admit::Yes,
                 };
