@@ -1018,9 +1018,7 @@ fn a_path_below_a_symlink_or_a_file_of_the_archive_is_refused_as_in_a_whole_rest
     t.entry(b"ln/pwn.txt", b'0', b"", 0o644, b"through the link");
     t.entry(b"f.txt", b'0', b"", 0o644, b"a file");
     t.entry(b"f.txt/x", b'0', b"", 0o644, b"below a file");
-    std::fs::create_dir_all(dir.join("backups")).unwrap();
-    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
-    std::fs::write(&archive, gzip(&t.finish())).unwrap();
+    let archive = raw_backup(&dir, t);
     let whole = restore(&engine, &[], false).unwrap_err();
     assert_eq!(whole.status, Status::UnsafeEntry, "{whole}");
     for with_index in [false, true] {
@@ -1056,9 +1054,7 @@ fn a_path_naming_a_device_node_is_not_in_the_backup_with_the_index_or_without() 
     let mut t = RawTar::default();
     t.entry(b"ok.txt", b'0', b"", 0o644, b"fine");
     t.entry(b"tty0", b'3', b"", 0o600, b"");
-    std::fs::create_dir_all(dir.join("backups")).unwrap();
-    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
-    std::fs::write(&archive, gzip(&t.finish())).unwrap();
+    let archive = raw_backup(&dir, t);
     for with_index in [false, true] {
         if with_index {
             engine.list_files(SERVER, BACKUP, "").unwrap();
@@ -1067,4 +1063,12 @@ fn a_path_naming_a_device_node_is_not_in_the_backup_with_the_index_or_without() 
         let err = restore(&engine, &["tty0"], false).unwrap_err();
         assert_eq!(err.status, Status::NotFound, "index={with_index}: {err}");
     }
+}
+
+/// `t`, gzipped, as the backup `BACKUP` of the node in `dir`.
+fn raw_backup(dir: &TempDir, mut t: RawTar) -> PathBuf {
+    std::fs::create_dir_all(dir.join("backups")).unwrap();
+    let archive = dir.join("backups").join(format!("{BACKUP}.tar.gz"));
+    std::fs::write(&archive, gzip(&t.finish())).unwrap();
+    archive
 }
