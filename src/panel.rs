@@ -136,6 +136,10 @@ pub struct PanelClient {
     log: Arc<Logger>,
 }
 
+/// The directory of the backup directory that holds the parked reports,
+/// and each backup report while it is sent.
+pub const PENDING_DIR: &str = ".pending";
+
 /// What a parked report is: its file name in `.pending` and where it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportKind {
@@ -182,7 +186,7 @@ impl PanelClient {
             agent: agent(Duration::from_secs(15)),
             report_budget,
             restore_budget: report_budget.min(Duration::from_secs(30)),
-            pending_dir: backup_directory.join(".pending"),
+            pending_dir: backup_directory.join(PENDING_DIR),
             log,
         }
     }

@@ -145,14 +145,15 @@ pub fn names(dir: &Path) -> Vec<String> {
 }
 
 /// The sorted names in a backup directory, without the catalog's files
-/// (`.wings-backup.db` and its companions) and the directory of the `s3`
-/// backups' indexes.
+/// (`.wings-backup.db` and its companions), the directory of the `s3`
+/// backups' indexes and that of the Panel reports (`.pending`).
 pub fn backup_names(dir: &Path) -> Vec<String> {
     names(dir)
         .into_iter()
         .filter(|n| {
             !n.starts_with(wings_backup::catalog::DATABASE_NAME)
                 && n != wings_backup::backup_store::S3_INDEX_DIR
+                && n != wings_backup::panel::PENDING_DIR
         })
         .collect()
 }
