@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 import requests
 
-from conftest import REPO, free_port, host_command, start_host, stop_host
+from conftest import LIBRARY, REPO, free_port, host_command, start_host, stop_host
 
 RUN_TIMEOUT = 30.0
 
@@ -86,7 +86,7 @@ allowed_mounts: []
 def host_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("WINGS_TOKEN", None)
-    env.setdefault("WINGS_BACKUP_LIB", str(REPO / "target" / "release" / "libwings_backup.so"))
+    env.setdefault("WINGS_BACKUP_LIB", str(LIBRARY))
     env.update(extra)
     return env
 
