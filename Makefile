@@ -1,7 +1,8 @@
 # wings-backup: build, test, serve and measure.
 #
 #   make build   the library (target/release/libwings_backup.so), the header,
-#                and the Go host (target/go-host)
+#                and the Go host (target/go-host); with CARGO_TARGET_DIR set,
+#                under that directory instead of target/
 #   make serve   build, then run the Go host on 127.0.0.1 (8080, else a free port;
 #                PORT= or LISTEN= choose) with ./var
 #   make test    every test: Rust, C harness (sanitizers, valgrind), Go, Python,
@@ -18,14 +19,19 @@
 
 SHELL := /bin/bash
 ROOT := $(CURDIR)
-LIB := target/release/libwings_backup.so
-GO_HOST := target/go-host
+# Cargo's output directory: $CARGO_TARGET_DIR if set (a relative one is taken
+# from this directory), else target/. Exported as an absolute path, so that
+# cargo, the scripts and the tests run from here all use the same one.
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+export CARGO_TARGET_DIR := $(TARGET_DIR)
+LIB := $(TARGET_DIR)/release/libwings_backup.so
+GO_HOST := $(TARGET_DIR)/go-host
 PYTHON ?= python3
 CC ?= gcc
-export WINGS_BACKUP_LIB := $(ROOT)/$(LIB)
+export WINGS_BACKUP_LIB := $(LIB)
 # The Go binding links through pkg-config; inside the checkout it finds the
 # uninstalled library through target/pkgconfig (written by `make lib`).
-export PKG_CONFIG_PATH := $(ROOT)/target/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
+export PKG_CONFIG_PATH := $(TARGET_DIR)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 SOVERSION := $(firstword $(subst ., ,$(VERSION)))
@@ -44,8 +50,8 @@ ISAL ?= 1
 CARGO_FEATURES := $(if $(filter 0,$(ISAL)),--no-default-features)
 export ISAL
 # The pure-Rust build that `make test` also tests, beside the default one.
-PURE_DIR := target/pure
-PURE_LIB := $(ROOT)/$(PURE_DIR)/release
+PURE_DIR := $(TARGET_DIR)/pure
+PURE_LIB := $(PURE_DIR)/release
 
 .PHONY: build deps deps-test lib lib-pure header go-host serve test test-rust test-pure test-c \
 	test-go test-python test-conformance test-install install uninstall bench fuzz lint clean
@@ -62,10 +68,10 @@ deps-test:
 # the checkout find it through the symlink beside the library.
 lib: deps
 	cargo build --release --lib $(CARGO_FEATURES)
-	ln -sf libwings_backup.so target/release/libwings_backup.so.$(SOVERSION)
-	@mkdir -p target/pkgconfig
-	@$(call write_pc,$(ROOT),$(ROOT)/target/release,$(ROOT)/include,-Wl$(comma)-rpath$(comma)$${libdir}) \
-	  >target/pkgconfig/wings_backup.pc
+	ln -sf libwings_backup.so $(TARGET_DIR)/release/libwings_backup.so.$(SOVERSION)
+	@mkdir -p $(TARGET_DIR)/pkgconfig
+	@$(call write_pc,$(ROOT),$(TARGET_DIR)/release,$(ROOT)/include,-Wl$(comma)-rpath$(comma)$${libdir}) \
+	  >$(TARGET_DIR)/pkgconfig/wings_backup.pc
 
 comma := ,
 # write_pc PREFIX LIBDIR INCLUDEDIR RPATH: the pkg-config file on stdout.
@@ -77,8 +83,14 @@ write_pc = sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@INCLUDEDIR@|$(
 header:
 	WB_BLESS_HEADER=1 cargo build --release --lib $(CARGO_FEATURES)
 
+# Go caches a cgo package by its sources and CGO_* flags, not by what
+# pkg-config answers (golang/go#24544): naming the library's directory in
+# CGO_LDFLAGS too makes the Go builds against the checkout's library follow
+# TARGET_DIR, rather than reuse a binding linked against another one.
+go-host test-go test-pure: export CGO_LDFLAGS := $(or $(CGO_LDFLAGS),-g -O2) -Wl,-rpath,$(TARGET_DIR)/release
+
 go-host: lib
-	cd examples/go-host && go build -o $(ROOT)/$(GO_HOST) .
+	cd examples/go-host && go build -o $(GO_HOST) .
 
 serve: build
 	./scripts/serve.sh
@@ -99,31 +111,31 @@ lib-pure:
 test-pure: lib lib-pure
 	! cargo tree --no-default-features -e normal | grep -i isal
 	CARGO_TARGET_DIR=$(PURE_DIR) cargo test --release --no-default-features
-	@mkdir -p target/c
+	@mkdir -p $(TARGET_DIR)/c
 	$(CC) $(C_FLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer tests/c/harness.c \
-	  -o target/c/harness-pure-asan -L$(PURE_LIB) -Wl,-rpath,$(PURE_LIB) -lwings_backup -lpthread
+	  -o $(TARGET_DIR)/c/harness-pure-asan -L$(PURE_LIB) -Wl,-rpath,$(PURE_LIB) -lwings_backup -lpthread
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  WB_EXPECT_DEFLATE=zlib-rs ./target/c/harness-pure-asan
+	  WB_EXPECT_DEFLATE=zlib-rs $(TARGET_DIR)/c/harness-pure-asan
 	cd bindings/go && LD_LIBRARY_PATH=$(PURE_LIB) WB_EXPECT_DEFLATE=zlib-rs go test -count=1 ./...
 	cd bindings/python && WINGS_BACKUP_LIB=$(PURE_LIB)/libwings_backup.so WB_EXPECT_DEFLATE=zlib-rs \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider --ignore=tests/test_packaging.py tests
 
 C_FLAGS := -std=c11 -Wall -Wextra -Werror -g -I$(ROOT)/include
-C_LINK := -L$(ROOT)/target/release -Wl,-rpath,$(ROOT)/target/release -lwings_backup -lpthread
+C_LINK := -L$(TARGET_DIR)/release -Wl,-rpath,$(TARGET_DIR)/release -lwings_backup -lpthread
 
 test-c: lib
-	@mkdir -p target/c
+	@mkdir -p $(TARGET_DIR)/c
 	$(CC) $(C_FLAGS) -fsyntax-only -x c include/wings_backup.h
 	g++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ include/wings_backup.h
 	@bad=$$(nm -D --defined-only $(LIB) | awk '{print $$3}' | grep -v '^wb_' || true); \
 	  if [ -n "$$bad" ]; then echo "non-wb_ symbols exported: $$bad"; exit 1; fi
 	$(CC) $(C_FLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer \
-	  tests/c/harness.c -o target/c/harness-asan $(C_LINK)
+	  tests/c/harness.c -o $(TARGET_DIR)/c/harness-asan $(C_LINK)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ./target/c/harness-asan
-	$(CC) $(C_FLAGS) tests/c/harness.c -o target/c/harness $(C_LINK)
+	  $(TARGET_DIR)/c/harness-asan
+	$(CC) $(C_FLAGS) tests/c/harness.c -o $(TARGET_DIR)/c/harness $(C_LINK)
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --show-leak-kinds=definite,indirect ./target/c/harness
+	  --show-leak-kinds=definite,indirect $(TARGET_DIR)/c/harness
 
 test-go: lib
 	cd bindings/go && go vet ./... && go test -race -count=1 ./...
@@ -136,7 +148,7 @@ test-python: lib
 
 # The Python package as a wheel that carries the library (target/wheels/),
 # built by setuptools-rust with the checkout's target/ (pip fetches it).
-WHEEL_DIR := target/wheels
+WHEEL_DIR := $(TARGET_DIR)/wheels
 .PHONY: wheel test-wheel
 wheel: lib
 	rm -f $(WHEEL_DIR)/wings_backup-*.whl
@@ -144,7 +156,7 @@ wheel: lib
 
 # That wheel installed into a fresh virtualenv and used with no WINGS_BACKUP_LIB.
 test-wheel: wheel
-	cd bindings/python && WINGS_BACKUP_WHEEL="$$(ls $(ROOT)/$(WHEEL_DIR)/wings_backup-*.whl)" \
+	cd bindings/python && WINGS_BACKUP_WHEEL="$$(ls $(WHEEL_DIR)/wings_backup-*.whl)" \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_packaging.py
 
 test-conformance: build
@@ -163,7 +175,7 @@ install: lib
 	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/libwings_backup.so.$(VERSION)
 	ln -sf libwings_backup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwings_backup.so.$(SOVERSION)
 	ln -sf libwings_backup.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libwings_backup.so
-	install -m 0644 target/release/libwings_backup.a $(DESTDIR)$(LIBDIR)/libwings_backup.a
+	install -m 0644 $(TARGET_DIR)/release/libwings_backup.a $(DESTDIR)$(LIBDIR)/libwings_backup.a
 	install -m 0644 include/wings_backup.h $(DESTDIR)$(INCLUDEDIR)/wings_backup.h
 	$(call write_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),) >$(DESTDIR)$(PKGCONFIGDIR)/wings_backup.pc
 	cd examples/go-host && PKG_CONFIG_PATH=$(abspath $(DESTDIR)$(PKGCONFIGDIR)) \

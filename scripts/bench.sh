@@ -61,7 +61,10 @@ KEEP=${BENCH_KEEP:-0}
 REPLICA_DIR=${WINGS_REPLICA_DIR:-$ROOT/../shared/anchors/wings-replica}
 OUT_DIR=$ROOT/docs/bench
 RAW_DIR=$OUT_DIR/raw
-BIN_DIR=$ROOT/target/bench
+# Cargo's output directory: $CARGO_TARGET_DIR (relative to the checkout) or target/.
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
+BIN_DIR=$TARGET_DIR/bench
 
 die() {
 	echo "bench: $*" >&2
@@ -118,7 +121,7 @@ build() {
 	[[ -x $exe ]] || die "cargo did not report the bench executable"
 	cp "$exe" "$BIN_DIR/archive"
 	log "building benches/archive.rs without ISA-L (release, --no-default-features, target/pure)"
-	exe=$(cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target/pure cargo build --release --no-default-features \
+	exe=$(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR/pure cargo build --release --no-default-features \
 		--bench archive --message-format=json-render-diagnostics | bench_executable) ||
 		die "building the pure-Rust bench binary failed"
 	[[ -x $exe ]] || die "cargo did not report the pure-Rust bench executable"

@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOST_BIN=target/go-host
+# Where make put the host: under $CARGO_TARGET_DIR if set, else target/.
+HOST_BIN=${CARGO_TARGET_DIR:-target}/go-host
 SERVER=8f0c3a52-6d1e-4b7a-9c2f-1e5d7a3b9c40
 VAR_DIR=${VAR_DIR:-$PWD/var}
 DATA=$VAR_DIR/volumes

@@ -128,7 +128,28 @@ struct Target {
     port: u16,
 }
 
+/// The scheme `s` starts with, if any (RFC 3986: ALPHA *( ALPHA / DIGIT /
+/// "+" / "-" / "." ) ":"); "/p?u=http://x" has none.
+fn scheme_of(s: &str) -> Option<&str> {
+    let len = s
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        .count();
+    (len > 0 && s.as_bytes()[0].is_ascii_alphabetic() && s.as_bytes().get(len) == Some(&b':'))
+        .then(|| &s[..len])
+}
+
+/// The first URL and every redirect's alike: a scheme other than http(s)
+/// is refused as such, before the URL is parsed (`file:///etc/passwd`,
+/// with no authority, would not parse as an HTTP URL).
 fn parse(url: &str) -> Result<Target> {
+    if let Some(scheme) = scheme_of(url) {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(Error::invalid(
+                "The provided backup link must use HTTP or HTTPS.",
+            ));
+        }
+    }
     let uri: Uri = url
         .parse()
         .map_err(|_| Error::invalid("The provided backup link is not a valid URL."))?;
@@ -290,16 +311,8 @@ impl Read for Detached {
 }
 
 fn redirect_target(current: &Uri, location: &str) -> Result<String> {
-    // Absolute when it starts with a scheme (RFC 3986: ALPHA *( ALPHA /
-    // DIGIT / "+" / "-" / "." ) ":"); "/p?u=http://x" is a path.
-    let scheme_len = location
-        .bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        .count();
-    if scheme_len > 0
-        && location.as_bytes()[0].is_ascii_alphabetic()
-        && location.as_bytes().get(scheme_len) == Some(&b':')
-    {
+    // Absolute when it starts with a scheme; "/p?u=http://x" is a path.
+    if scheme_of(location).is_some() {
         return Ok(location.to_string());
     }
     let scheme = current.scheme_str().unwrap_or("https");
@@ -537,6 +550,9 @@ mod tests {
         let none: Vec<AllowEntry> = Vec::new();
         for (url, part) in [
             ("ftp://example.com/x", "HTTP or HTTPS"),
+            ("file:///etc/passwd", "HTTP or HTTPS"),
+            ("FILE:/etc/passwd", "HTTP or HTTPS"),
+            ("gopher://127.0.0.1:70/x", "HTTP or HTTPS"),
             ("not a url", "not a valid URL"),
             ("http://127.0.0.1:9000/b", "blocked"),
             ("http://[::1]/b", "blocked"),

@@ -428,6 +428,36 @@ fn bad_status_content_type_and_redirect_loops_are_refused() {
 }
 
 #[test]
+fn a_redirect_to_another_scheme_is_refused_as_not_http() {
+    // A redirect's target gets the first URL's rule: http(s) only, said as
+    // such (not "not a valid URL", which `file:///...` would otherwise be).
+    let stub = Stub::start();
+    let dir = TempDir::new("s3-redirect-scheme");
+    let engine = stub.engine(&dir, &["127.0.0.1"]);
+    let root = dir.join("data").join(SERVER);
+    write_file(&root.join("old.txt"), b"old", 0o644, 1);
+    let before = snapshot(&root);
+    for to in [
+        "file:///etc/passwd",
+        "FILE:/etc/passwd",
+        "ftp://127.0.0.1/x.tar.gz",
+    ] {
+        let url = format!("{}/_test/redirect?to={to}", stub.url);
+        let err = restore_s3(&engine, BACKUP, &url, true).unwrap_err();
+        assert_eq!(err.status, Status::InvalidArgument, "{to}: {err}");
+        assert!(
+            err.message.contains("must use HTTP or HTTPS"),
+            "{to}: {}",
+            err.message
+        );
+        assert!(
+            snapshot(&root) == before,
+            "{to}: the server's files changed"
+        );
+    }
+}
+
+#[test]
 fn a_panel_answering_503_three_times_gets_exactly_one_success() {
     let stub = Stub::start();
     stub.configure(json!({"report_statuses": [503, 503, 503]}));

@@ -36,7 +36,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if opts.version {
-		fmt.Fprintln(stdout, versionLine(wingsbackup.Version()))
+		fmt.Fprintln(stdout, versionLine(programName(os.Args[0]), wingsbackup.Version()))
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
@@ -100,9 +101,19 @@ func printUsage(table []wingsbackup.HostSetting, w io.Writer) {
 	}
 }
 
-// versionLine is what --version prints.
-func versionLine(library string) string {
-	return fmt.Sprintf("go-host, libwings_backup %s", library)
+// programName is the name the host was invoked by (the base of argv[0]):
+// wings-backup-host once installed (make install), go-host in the checkout.
+func programName(arg0 string) string {
+	if name := filepath.Base(arg0); arg0 != "" && name != "/" && name != "." {
+		return name
+	}
+	return "go-host"
+}
+
+// versionLine is what --version prints: the name the host was invoked by
+// and the library's version.
+func versionLine(program, library string) string {
+	return fmt.Sprintf("%s, libwings_backup %s", program, library)
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

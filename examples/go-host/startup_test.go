@@ -33,6 +33,21 @@ func TestUsageShowsDoubleDashes(t *testing.T) {
 	}
 }
 
+// --version names the host as it was invoked: the installed binary is
+// wings-backup-host (make install), the one in the checkout go-host.
+func TestVersionNamesTheHostAsInvoked(t *testing.T) {
+	for arg0, want := range map[string]string{
+		"/usr/local/bin/wings-backup-host": "wings-backup-host",
+		"wings-backup-host":                "wings-backup-host",
+		"./target/go-host":                 "go-host",
+		"":                                 "go-host",
+	} {
+		if got := versionLine(programName(arg0), "1.2.3"); got != want+", libwings_backup 1.2.3" {
+			t.Errorf("argv[0] %q: --version prints %q", arg0, got)
+		}
+	}
+}
+
 func TestStartupLogNeverHoldsTheToken(t *testing.T) {
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yml")

@@ -1,11 +1,11 @@
 """Fixtures of the HTTP conformance suite: the Panel stub and the hosts.
 
-Every test runs against each host ("go" = target/go-host, "python" =
-examples/python-host/main.py), started as a subprocess with the same flags on
-a free 127.0.0.1 port, temporary data and backup directories, and the Panel
-stub of tests/support/panel_stub.py (a subprocess: the Panel's remote API
-over a real S3 server, recording every callback with its headers; docs/api.md
-section 6).
+Every test runs against each host ("go" = target/go-host, or go-host under
+$CARGO_TARGET_DIR; "python" = examples/python-host/main.py), started as a
+subprocess with the same flags on a free 127.0.0.1 port, temporary data and
+backup directories, and the Panel stub of tests/support/panel_stub.py (a
+subprocess: the Panel's remote API over a real S3 server, recording every
+callback with its headers; docs/api.md section 6).
 
 Every error reply a test sees through Host.request or Host.raw is scanned for
 node paths and stack traces (assert_no_leak).
@@ -32,7 +32,11 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-GO_HOST = REPO / "target" / "go-host"
+# Cargo's output directory, as the Makefile uses it: $CARGO_TARGET_DIR (a
+# relative one from the checkout) or target/.
+TARGET_DIR = REPO / (os.environ.get("CARGO_TARGET_DIR") or "target")
+GO_HOST = TARGET_DIR / "go-host"
+LIBRARY = TARGET_DIR / "release" / "libwings_backup.so"
 PYTHON_HOST = REPO / "examples" / "python-host" / "main.py"
 
 PANEL_ACCEPT = "application/vnd.pterodactyl.v1+json"
@@ -341,7 +345,7 @@ def start_host(kind: str, base: Path, panel: Optional[PanelStub], extra: Optiona
     log_path = base / f"{kind}-host.log"
     env = dict(os.environ)
     env.pop("WINGS_TOKEN", None)
-    env.setdefault("WINGS_BACKUP_LIB", str(REPO / "target" / "release" / "libwings_backup.so"))
+    env.setdefault("WINGS_BACKUP_LIB", str(LIBRARY))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd + args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     host = Host(kind, f"http://127.0.0.1:{port}", token, base, data, backups, proc, log_path)

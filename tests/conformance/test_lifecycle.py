@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 import requests
 
-from conftest import REPO, Host, PanelStub, start_host, stop_host
+from conftest import LIBRARY, REPO, Host, PanelStub, start_host, stop_host
 from helpers import (assert_error, big_tree, create_body, demo_tree, leftovers, new_id, restore_body, snapshot,
                      temporary_files, wait_archive, wait_until)
 
@@ -287,7 +287,7 @@ def test_a_restarted_host_answers_for_its_backups(start: Callable[..., Host], ho
 def cli(host: Host, *args: str, timeout: float = 60) -> "subprocess.CompletedProcess[str]":
     """The Python package's command line against the host."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "bindings" / "python"))
-    env.setdefault("WINGS_BACKUP_LIB", str(REPO / "target" / "release" / "libwings_backup.so"))
+    env.setdefault("WINGS_BACKUP_LIB", str(LIBRARY))
     return subprocess.run([sys.executable, "-m", "wings_backup", *args, "--url", host.url, "--token", host.token],
                           env=env, capture_output=True, text=True, timeout=timeout)
 

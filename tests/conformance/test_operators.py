@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 import requests
 
-from conftest import REPO, free_port, host_command, start_host, stop_host
+from conftest import LIBRARY, REPO, free_port, host_command, start_host, stop_host
 
 RUN_TIMEOUT = 30.0
 
@@ -85,7 +86,7 @@ allowed_mounts: []
 def host_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("WINGS_TOKEN", None)
-    env.setdefault("WINGS_BACKUP_LIB", str(REPO / "target" / "release" / "libwings_backup.so"))
+    env.setdefault("WINGS_BACKUP_LIB", str(LIBRARY))
     env.update(extra)
     return env
 
@@ -178,11 +179,21 @@ def test_start_log_says_where_the_token_came_from(host_kind: str, tmp_path: Path
 # --------------------------------------------------------------------------- --version, --help
 
 
-def test_version(host_kind: str) -> None:
+def test_version(host_kind: str, tmp_path: Path) -> None:
     res = run_host(host_kind, ["--version"])
     assert res.returncode == 0, res.stderr
     name = "go-host" if host_kind == "go" else "python-host"
     assert res.stdout.strip() == f"{name}, libwings_backup {library_version()}", res.stdout + res.stderr
+    if host_kind == "go":
+        # The Go host names itself as invoked: `make install` installs it as
+        # wings-backup-host, and that is the name its --version prints.
+        installed = tmp_path / "bin" / "wings-backup-host"
+        installed.parent.mkdir()
+        shutil.copy2(host_command("go")[0], installed)
+        res = subprocess.run([str(installed), "--version"], cwd=tmp_path, env=host_env(), capture_output=True,
+                             text=True, timeout=RUN_TIMEOUT)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == f"wings-backup-host, libwings_backup {library_version()}", res.stdout
 
 
 HOST_FLAGS = {"--listen", "--token", "--data-dir", "--backup-dir", "--panel-url", "--panel-token-id",

@@ -102,6 +102,8 @@ pass "Go program through #cgo pkg-config"
 # The installed host runs without LD_LIBRARY_PATH (its run path names LIBDIR),
 # and the unit that starts it is valid.
 "$prefix/bin/wings-backup-host" --help >/dev/null 2>&1 || fail "installed host --help"
+host_version=$("$prefix/bin/wings-backup-host" --version) || fail "installed host --version"
+[ "$host_version" = "wings-backup-host, libwings_backup $version" ] || fail "installed host --version: $host_version"
 if command -v systemd-analyze >/dev/null 2>&1; then
     systemd-analyze verify --man=no "$prefix/lib/systemd/system/wings-backup.service" || fail "systemd unit"
 fi

@@ -103,6 +103,22 @@ def test_bad_config(node: Node) -> None:
         wb.Engine(42)  # type: ignore[arg-type]
 
 
+def test_wrong_types_are_type_errors(node: Node, engine: wb.Engine) -> None:
+    # A required JSON argument given None is a wrong type, as 42 is: a
+    # TypeError, never the library's InvalidArgumentError (a bad value).
+    with pytest.raises(TypeError, match="config"):
+        wb.Engine(None)  # type: ignore[arg-type]
+    server = node.server()
+    for call in (lambda: engine.check_create(server, None), lambda: engine.create_backup(server, None),
+                 lambda: engine.check_restore(server, new_uuid(), None),
+                 lambda: engine.restore_backup(server, new_uuid(), None)):
+        with pytest.raises(TypeError, match="request") as e:
+            call()  # type: ignore[arg-type]
+        assert not isinstance(e.value, wb.WingsBackupError)
+    with pytest.raises(TypeError, match="request"):
+        engine.create_backup(server, 42)  # type: ignore[arg-type]
+
+
 def test_not_found(node: Node, engine: wb.Engine, tmp_path: Path) -> None:
     server = node.server()
     for missing in [new_uuid(), "not-a-uuid", "../volumes"]:

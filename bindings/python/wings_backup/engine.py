@@ -64,9 +64,14 @@ def _c_string(data: bytes, what: str) -> bytes:
     return data
 
 
-def _json_arg(value: Optional[JsonArg], what: str) -> Optional[bytes]:
+def _json_arg(value: Optional[JsonArg], what: str, optional: bool = False) -> Optional[bytes]:
+    """``value`` as the C string of a JSON document. None is the library's
+    NULL where the call takes one (``optional``), else a wrong type: a
+    TypeError, as any other (InvalidArgumentError is for bad values)."""
     if value is None:
-        return None
+        if optional:
+            return None
+        raise TypeError(f"{what} must be a mapping, str or bytes, not None")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
     elif isinstance(value, str):
@@ -544,7 +549,7 @@ def archive_create(src_dir: PathArg, archive_path: PathArg,
     ``source_bytes``, ``changed``, ``changed_count``, ``skipped``,
     ``skipped_count``."""
     args = [_path_arg(src_dir, "src_dir"), _path_arg(archive_path, "archive_path"),
-            _json_arg(options, "options")]
+            _json_arg(options, "options", optional=True)]
     return ArchiveSummary._from_json(
         _parse(_long_call(LIB.wb_archive_create, args, progress, cancel, ctypes.c_void_p())))
 
@@ -561,7 +566,7 @@ def archive_dry_run(src_dir: PathArg, archive_path: Optional[PathArg] = None,
     tar stream stored uncompressed)."""
     args = [_path_arg(src_dir, "src_dir"),
             None if archive_path is None else _path_arg(archive_path, "archive_path"),
-            _json_arg(options, "options")]
+            _json_arg(options, "options", optional=True)]
     out = ctypes.c_void_p()
     err = ctypes.c_void_p()
     with lend_token(cancel) as token, CALLS.track():
@@ -585,7 +590,7 @@ def archive_extract(archive_path: PathArg, dest_dir: PathArg,
     read. Returns :class:`ExtractSummary`: ``entries``, ``files``,
     ``directories``, ``symlinks``, ``hard_links``, ``bytes``, ``skipped``."""
     args = [_path_arg(archive_path, "archive_path"), _path_arg(dest_dir, "dest_dir"),
-            _json_arg(_with_paths(options, paths, "options"), "options")]
+            _json_arg(_with_paths(options, paths, "options"), "options", optional=True)]
     return ExtractSummary._from_json(
         _parse(_long_call(LIB.wb_archive_extract, args, progress, cancel, ctypes.c_void_p())))
 
