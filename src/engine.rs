@@ -682,6 +682,9 @@ impl Engine {
     pub fn delete_backup(&self, server: &str, backup: &str) -> Result<()> {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
+        if self.owner(&backup).is_some_and(|owner| owner != server) {
+            return Err(backup_not_found());
+        }
         if self.ops.cancel_backup(&backup)? {
             self.ops.tracker().forget(&backup);
             return match self.store.delete(&backup) {
@@ -698,14 +701,25 @@ impl Engine {
         Ok(())
     }
 
+    /// The server backup `backup` was created for, when this node recorded
+    /// its create (an archive found on disk has none).
+    fn owner(&self, backup: &str) -> Option<String> {
+        let tracker = self.ops.tracker();
+        tracker
+            .create_server(backup)
+            .or_else(|| Some(tracker.catalog()?.get_op(OpKind::Create, backup)?.server))
+            .filter(|server| server != UNKNOWN_SERVER)
+    }
+
     /// The state of backup `backup` of server `server`: its newest
     /// operation (a create, or a restore of it), else its local archive;
-    /// `NotFound` when neither is known.
+    /// `NotFound` when neither is known. The server is the one the backup
+    /// was created for, or the one its newest operation restores.
     pub fn backup_status(&self, server: &str, backup: &str) -> Result<OperationRecord> {
         self.server_root(server)?;
         let backup = backup_uuid(backup)?;
         if let Some(record) = self.ops.tracker().get(&backup) {
-            if record.server == server {
+            if record.server == server || self.owner(&backup).as_deref() == Some(server) {
                 return Ok(record);
             }
             return Err(backup_not_found());
@@ -729,12 +743,13 @@ impl Engine {
         if found.archive_missing && found.kind == OpKind::Create {
             return None;
         }
-        if found.server != server && found.server != UNKNOWN_SERVER {
+        let mut record = found;
+        if record.server == UNKNOWN_SERVER {
+            record.server = server.to_string();
+        } else if record.server != server && self.owner(backup).as_deref() != Some(server) {
             return Some(None);
         }
-        let mut record = found;
         record.error_status = record.status();
-        record.server = server.to_string();
         Some(Some(record))
     }
 
@@ -754,8 +769,9 @@ impl Engine {
     }
 
     /// The backups of server `server` the engine knows of (operations in
-    /// flight, and local archives: the newest operation of each), newest
-    /// first.
+    /// flight, and local archives: the newest operation of each on this
+    /// server), newest first. A backup of another server restored onto this
+    /// one is that server's, and not listed.
     pub fn list_backups(&self, server: &str) -> Result<Vec<OperationRecord>> {
         self.server_root(server)?;
         let mut list = self.ops.tracker().list(server);
@@ -781,6 +797,7 @@ impl Engine {
             // backup never had one; one removed behind the engine's back
             // is gone).
             .filter(|r| !r.state.finished() || self.store.exists(&r.uuid))
+            .filter(|r| r.kind == OpKind::Create || self.owner(&r.uuid).as_deref() == Some(server))
             .collect();
         list.sort_by_key(|r| std::cmp::Reverse(r.started()));
         Ok(list)
@@ -825,8 +842,9 @@ impl Engine {
         self.server_root(server)?;
         let mut deleted = 0;
         for record in self.list_backups(server)? {
-            // The newest record of a backup may be a restore of it: its
-            // archive goes all the same (a create in flight is cancelled).
+            // The newest record of a backup of this server may be a restore
+            // of it: its archive goes all the same (a create in flight is
+            // cancelled).
             let cancelled = record.kind == OpKind::Create
                 && !record.state.finished()
                 && self.ops.cancel_backup(&record.uuid)?;

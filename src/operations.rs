@@ -511,6 +511,17 @@ impl Tracker {
             .map(|t| t.record.clone())
     }
 
+    /// The server of the create of backup `uuid` this run tracks, if any.
+    pub fn create_server(&self, uuid: &str) -> Option<String> {
+        let tracks = self.lock();
+        tracks
+            .ops
+            .iter()
+            .rev()
+            .find(|t| t.record.uuid == uuid && t.record.kind == OpKind::Create)
+            .map(|t| t.record.server.clone())
+    }
+
     /// The records of server `server`, newest first, one per uuid.
     pub fn list(&self, server: &str) -> Vec<OperationRecord> {
         let tracks = self.lock();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use wings_backup::catalog::OpKind;
 use wings_backup::operations::OpState;
 use wings_backup::Status;
 
@@ -256,4 +257,56 @@ fn wait_idle_waits_for_the_running_backup_and_no_thread_holds_the_engine_after()
     // Every thread the engine started has let go of it: the caller's is
     // the last reference.
     assert_eq!(Arc::strong_count(&engine), 1);
+}
+
+/// A backup belongs to the server it was created for. Restored onto
+/// another server, it is not that server's: deleting all of that server's
+/// backups, or deleting it through that server, leaves it; its own server
+/// still lists it and sees its newest operation (the restore), which the
+/// other server sees too. The same holds after a restart (from the catalog).
+#[test]
+fn a_backup_restored_onto_another_server_stays_its_own() {
+    let node = Node::new();
+    write_file(&node.root().join("a.txt"), b"a", 0o644, 1_600_000_000);
+    node.create(BACKUP, "").unwrap();
+    std::fs::create_dir_all(node.dir.join("data").join(OTHER)).unwrap();
+    let restore = wings_backup::request::RestoreRequest {
+        paths: vec!["a.txt".into()],
+        ..local_restore(false)
+    };
+    node.engine
+        .restore_backup(
+            OTHER,
+            BACKUP,
+            &restore,
+            &mut wings_backup::progress::Control::none(),
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read(node.dir.join("data").join(OTHER).join("a.txt")).unwrap(),
+        b"a"
+    );
+    let restarted = node.restart();
+    for engine in [&node.engine, &restarted] {
+        let listed = |server: &str| -> Vec<String> {
+            engine
+                .list_backups(server)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.uuid)
+                .collect()
+        };
+        assert_eq!(listed(SERVER), [BACKUP]);
+        assert_eq!(listed(OTHER), Vec::<String>::new());
+        for server in [SERVER, OTHER] {
+            let r = engine.backup_status(server, BACKUP).unwrap();
+            assert_eq!((r.kind, r.server.as_str()), (OpKind::Restore, OTHER));
+        }
+        assert_eq!(engine.delete_all_backups(OTHER).unwrap(), 0);
+        let err = engine.delete_backup(OTHER, BACKUP).unwrap_err();
+        assert_eq!(err.status, Status::NotFound);
+        assert!(node.archive(BACKUP).exists());
+    }
+    assert_eq!(restarted.delete_all_backups(SERVER).unwrap(), 1);
+    assert!(!node.archive(BACKUP).exists());
 }
