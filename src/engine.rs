@@ -72,11 +72,17 @@ impl Engine {
                 Arc::clone(&log),
             ))
         });
-        if let Some(panel) = &panel {
-            for (kind, uuid) in &reconciled.interrupted {
-                if *kind == OpKind::Create {
-                    settle_interrupted_create(panel, &catalog, &store, uuid, &log);
-                }
+        for (kind, uuid) in &reconciled.interrupted {
+            if *kind != OpKind::Create {
+                continue;
+            }
+            // The index goes in place just before the archive: one whose
+            // archive never followed is removed.
+            if !store.exists(uuid) {
+                let _ = std::fs::remove_file(store.local_index_path(uuid));
+            }
+            if let Some(panel) = &panel {
+                settle_interrupted_create(panel, &catalog, &store, uuid, &log);
             }
         }
         let reporter = match &panel {
@@ -287,6 +293,12 @@ impl Engine {
         let archive_path = self.store.archive_path(&request.uuid);
         let parts = match request.adapter {
             Adapter::Wings => {
+                if let Some(panel) = &self.panel {
+                    // Written ahead of the archive: a process killed once
+                    // the archive is in place still reports it at the next
+                    // start (`settle_interrupted_create`).
+                    panel.write_ahead(&request.uuid, &BackupReport::succeeded(&summary, None));
+                }
                 self.publish_index(index, &self.store.local_index_path(&request.uuid));
                 if let Err(e) = temp.publish(&archive_path) {
                     if e.status != crate::Status::Conflict {
@@ -317,14 +329,8 @@ impl Engine {
                 Some(parts)
             }
         };
-        let report = BackupReport {
-            checksum: summary.sha1.clone(),
-            size: summary.size,
-            successful: true,
-            parts,
-        };
         Ok(BackupDetails {
-            report,
+            report: BackupReport::succeeded(&summary, parts),
             archive: summary,
             panel_report: None,
         })

@@ -42,6 +42,20 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
+    /// The report of a backup that wrote `archive` (and, for `s3`,
+    /// uploaded `parts`).
+    pub fn succeeded(
+        archive: &crate::archive::writer::ArchiveSummary,
+        parts: Option<Vec<(String, u32)>>,
+    ) -> BackupReport {
+        BackupReport {
+            checksum: archive.sha1.clone(),
+            size: archive.size,
+            successful: true,
+            parts,
+        }
+    }
+
     pub fn failed() -> BackupReport {
         BackupReport {
             checksum: String::new(),
@@ -491,6 +505,13 @@ impl PanelClient {
             let _ = dir.sync_all();
         }
         Ok(())
+    }
+
+    /// Writes `report` of backup `backup` ahead, where `report_backup`
+    /// keeps it while it is sent, for `take_sending` at the next start if
+    /// the process is killed before the report is settled. Best effort.
+    pub fn write_ahead(&self, backup: &str, report: &BackupReport) {
+        let _ = self.write_report(&self.sending_path(backup), backup, &report.to_json());
     }
 
     /// Where the report of backup `backup` is kept while it is sent.

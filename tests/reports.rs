@@ -463,8 +463,13 @@ fn a_backup_the_nodes_stop_interrupted_is_reported_failed_at_the_next_start() {
         catalog.upsert(&record);
         // Dropped without finishing it: its owner is gone.
     }
+    // Its index went in place, its archive never followed.
+    let orphan = dir.join("backups").join(format!("{BACKUP2}.tar.gz.index"));
+    let kept = dir.join("backups").join(format!("{BACKUP}.tar.gz.index"));
+    std::fs::copy(&kept, &orphan).unwrap();
     let engine = Arc::new(engine(&dir, Some((port, 600))));
     assert!(parked(&dir, &format!("{BACKUP2}.json")).exists());
+    assert!(!orphan.exists() && kept.exists());
     engine.resend_parked_reports().unwrap();
     assert!(engine.wait_idle(Duration::from_secs(30)));
     assert_eq!(reports_of(&stub, BACKUP2), [(false, 204)]);
@@ -497,14 +502,16 @@ fn a_backup_killed_while_it_reported_is_reported_succeeded_at_the_next_start() {
     );
     let mut child = KillOnDrop(child);
     let sending = parked(&dir, &format!(".{BACKUP2}.json.sending"));
-    let seen = wait_until(60, || sending.exists());
+    let archive = dir.join("backups").join(format!("{BACKUP2}.tar.gz"));
+    // The report is written ahead of the archive; once both are there the
+    // backup has ended.
+    let seen = wait_until(60, || sending.exists() && archive.exists());
     let _ = child.0.kill();
     let _ = child.0.wait();
     assert!(seen, "the child did not start reporting");
 
     let stub = Stub::start_on(port);
     let engine = Arc::new(engine(&dir, Some((port, 600))));
-    let archive = dir.join("backups").join(format!("{BACKUP2}.tar.gz"));
     let checksum = sha1_hex(&std::fs::read(&archive).unwrap());
     let record = engine.backup_status(SERVER, BACKUP2).unwrap();
     assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
