@@ -551,9 +551,10 @@ int32_t wb_backup_list(const struct wb_engine *engine,
  * on server `server_uuid` without waiting: it stops within a second (a
  * create removes its partial file and reports `successful: false`, a
  * restore leaves the server's files as they were). `WB_CONFLICT` when its
- * operation has already ended, or when a create's archive is written and
- * only its report to the Panel is going out; `WB_NOT_FOUND` when the
- * engine knows no such backup.
+ * operation has already ended, when a create's archive is written and
+ * only its report to the Panel is going out, or when a restore has begun
+ * putting its files in place (phase `commit`, which is not undone);
+ * `WB_NOT_FOUND` when the engine knows no such backup.
  */
 int32_t wb_backup_cancel(const struct wb_engine *engine,
                          const char *server_uuid,

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::ignore::{IgnoreRules, IGNORE_FILE_MAX};
 use crate::index::Index;
 use crate::log::{Logger, Sink};
-use crate::operations::{Kind, OpKind, OperationRecord, Operations, Outcome};
+use crate::operations::{CancelOutcome, Kind, OpKind, OperationRecord, Operations, Outcome};
 use crate::panel::{BackupReport, PanelClient, ReportOutcome};
 use crate::progress::{CancelToken, Control, Phase, Progress};
 use crate::reporter::Reporter;
@@ -828,8 +828,9 @@ impl Engine {
             return Err(Error::conflict(MSG_FINISHED));
         }
         match self.ops.tracker().cancel(server, &backup) {
-            Some(true) => Ok(()),
-            Some(false) => Err(Error::conflict(MSG_FINISHED)),
+            Some(CancelOutcome::Cancelled) => Ok(()),
+            Some(CancelOutcome::Finished) => Err(Error::conflict(MSG_FINISHED)),
+            Some(CancelOutcome::Committing) => Err(Error::conflict(MSG_COMMITTING)),
             None => match self.catalog_record(server, &backup) {
                 Some(Some(_)) => Err(Error::conflict(MSG_FINISHED)),
                 Some(None) => Err(backup_not_found()),
@@ -971,6 +972,9 @@ impl Engine {
 
 /// `POST .../cancel` of a backup whose operations have all ended.
 pub const MSG_FINISHED: &str = "The backup has already finished.";
+/// The answer to a cancel of a restore that is putting its files in place.
+pub const MSG_COMMITTING: &str =
+    "The restore is putting the files in place and can no longer be cancelled.";
 
 fn backup_not_found() -> Error {
     Error::not_found("The requested backup was not found on this server.")

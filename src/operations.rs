@@ -405,6 +405,17 @@ impl OpState {
     }
 }
 
+/// What a cancel found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The operation was queued or running; it stops.
+    Cancelled,
+    /// It had ended.
+    Finished,
+    /// A restore putting its files in place, which is not undone.
+    Committing,
+}
+
 /// How an operation ended, for its record.
 pub struct Outcome<'e> {
     pub error: Option<&'e Error>,
@@ -535,9 +546,9 @@ impl Tracker {
             .collect()
     }
 
-    /// Cancels the queued or running operation of `uuid` on `server`:
-    /// Ok(true) if one was, Ok(false) if the newest has ended, None if none.
-    pub fn cancel(&self, server: &str, uuid: &str) -> Option<bool> {
+    /// Cancels the queued or running operation of `uuid` on `server`, if
+    /// it can still be; None if there is none.
+    pub fn cancel(&self, server: &str, uuid: &str) -> Option<CancelOutcome> {
         let tracks = self.lock();
         let mut found = None;
         for t in tracks.ops.iter().rev() {
@@ -545,10 +556,16 @@ impl Tracker {
                 continue;
             }
             if !t.record.state.finished() {
+                // A restore reports its commit before it begins it, under
+                // this lock, and checks its token right after: cancelled
+                // before that report it stops, after it it carries on.
+                if t.record.kind == OpKind::Restore && t.record.phase == Phase::Commit.name() {
+                    return Some(CancelOutcome::Committing);
+                }
                 t.token.trigger();
-                return Some(true);
+                return Some(CancelOutcome::Cancelled);
             }
-            found.get_or_insert(false);
+            found.get_or_insert(CancelOutcome::Finished);
         }
         found
     }

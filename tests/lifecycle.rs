@@ -310,3 +310,46 @@ fn a_backup_restored_onto_another_server_stays_its_own() {
     assert_eq!(restarted.delete_all_backups(SERVER).unwrap(), 1);
     assert!(!node.archive(BACKUP).exists());
 }
+
+/// A cancel while a restore is still reading its archive stops it; one
+/// that comes once it has begun putting the files in place is refused with
+/// 409 (the commit is not undone), and the restore succeeds. Each cancel is
+/// sent from the restore's progress callback, as the phase is reported.
+#[test]
+fn a_restore_is_cancelled_before_its_commit_and_refuses_it_after() {
+    use wings_backup::progress::{Control, Phase, Progress};
+    let node = Node::new();
+    write_file(&node.root().join("a.txt"), b"old", 0o644, 1_600_000_000);
+    node.create(BACKUP, "").unwrap();
+    for cancel_in in [Phase::Extract, Phase::Commit] {
+        write_file(&node.root().join("a.txt"), b"new", 0o644, 1_600_000_001);
+        let mut answers = Vec::new();
+        let mut callback = |p: &Progress| {
+            if p.phase == cancel_in && answers.is_empty() {
+                answers.push(
+                    node.engine
+                        .cancel_backup(SERVER, BACKUP)
+                        .map_err(|e| e.status),
+                );
+            }
+            true
+        };
+        let mut ctl = Control::new(None, Some(&mut callback));
+        let result = node
+            .engine
+            .restore_backup(SERVER, BACKUP, &local_restore(true), &mut ctl);
+        let data = std::fs::read(node.root().join("a.txt")).unwrap();
+        match cancel_in {
+            Phase::Extract => {
+                assert_eq!(answers, [Ok(())]);
+                assert_eq!(result.unwrap_err().status, Status::Cancelled);
+                assert_eq!(data, b"new");
+            }
+            _ => {
+                assert_eq!(answers, [Err(Status::Conflict)]);
+                result.unwrap();
+                assert_eq!(data, b"old");
+            }
+        }
+    }
+}

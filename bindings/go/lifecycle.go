@@ -153,7 +153,8 @@ func (e *Engine) ListBackups(serverUUID string) ([]BackupState, error) {
 
 // CancelBackup cancels the queued or running create or restore of backup
 // backupUUID without waiting for it; it stops within a second. ErrConflict
-// when it has already ended, ErrNotFound when the engine does not know it.
+// when it has already ended or is a restore putting its files in place
+// (phase "commit"), ErrNotFound when the engine does not know it.
 func (e *Engine) CancelBackup(serverUUID, backupUUID string) error {
 	return e.call(func(ptr *C.wb_engine, args []*C.char, cerr **C.wb_error) C.int32_t {
 		return C.wb_backup_cancel(ptr, args[0], args[1], cerr)

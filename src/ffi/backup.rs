@@ -341,9 +341,10 @@ pub unsafe extern "C" fn wb_backup_list(
 /// on server `server_uuid` without waiting: it stops within a second (a
 /// create removes its partial file and reports `successful: false`, a
 /// restore leaves the server's files as they were). `WB_CONFLICT` when its
-/// operation has already ended, or when a create's archive is written and
-/// only its report to the Panel is going out; `WB_NOT_FOUND` when the
-/// engine knows no such backup.
+/// operation has already ended, when a create's archive is written and
+/// only its report to the Panel is going out, or when a restore has begun
+/// putting its files in place (phase `commit`, which is not undone);
+/// `WB_NOT_FOUND` when the engine knows no such backup.
 #[no_mangle]
 pub unsafe extern "C" fn wb_backup_cancel(
     engine: *const wb_engine,

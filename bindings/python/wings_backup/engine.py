@@ -476,7 +476,8 @@ class Engine:
     def cancel_backup(self, server_uuid: str, backup_uuid: str) -> None:
         """Cancels the queued or running create or restore of a backup
         without waiting (it stops within a second); :class:`ConflictError`
-        when it has already ended, :class:`NotFoundError` when unknown."""
+        when it has already ended or is a restore putting its files in place
+        (phase ``commit``), :class:`NotFoundError` when unknown."""
         self._simple(LIB.wb_backup_cancel, _text_arg(server_uuid, "server_uuid"),
                      _text_arg(backup_uuid, "backup_uuid"))
 
