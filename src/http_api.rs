@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::Status;
 use crate::ffi::wire;
 use crate::log::Level;
 use crate::operations::OperationRecord;
@@ -303,7 +304,17 @@ fn body_text<'a>(call: &Call<'a>) -> std::result::Result<&'a str, Box<HttpRespon
 fn finished(engine: &Engine, server: &str, backup: &str) -> Result<OperationRecord> {
     let mut record = engine.backup_status(server, backup)?;
     while !record.state.finished() {
-        record = engine.wait_backup(server, backup, record.seq, WAIT_SLICE)?;
+        record = match engine.wait_backup(server, backup, record.seq, WAIT_SLICE) {
+            Ok(record) => record,
+            // Its record went with the backup: a DELETE cancelled it.
+            Err(e) if e.status == Status::NotFound => {
+                return Err(Error::new(
+                    Status::Cancelled,
+                    "the operation was cancelled: the backup was deleted",
+                ))
+            }
+            Err(e) => return Err(e),
+        };
     }
     Ok(record)
 }

@@ -11,6 +11,7 @@ Backups are slow here: every host of the suite runs with --write-limit 1
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -315,3 +316,17 @@ def test_the_command_line_watches_lists_and_shows_a_backup(host: Host) -> None:
     assert cancel(host, server, other).status_code == 202
     run = cli(host, "watch", server, other)
     assert run.returncode == 10 and "cancelled" in run.stdout, (run.returncode, run.stdout, run.stderr)
+
+
+def test_a_waiting_create_deleted_while_it_runs_answers_503(host: Host) -> None:
+    """The DELETE cancels the backup: the create waiting for it answers as a
+    cancelled backup (503), never 404 because its record went with it."""
+    server = host.server(big_tree)
+    backup = new_id()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(create, host, server, backup, wait=True)
+        wait_until(lambda: any(backup in n for n in leftovers(host)), "the backup did not start writing")
+        res = host.request("DELETE", f"/api/servers/{server}/backup/{backup}")
+        assert res.status_code == 204, res.text
+        assert_error(host, waiting.result(timeout=60), 503)
+    assert not any(backup in n for n in leftovers(host))
