@@ -564,11 +564,13 @@ fn parse_owner(text: &str) -> Result<Option<OwnerSettings>> {
         Some((u, g)) => match (number(u), number(g)) {
             (Some(uid), Some(gid)) => Ok(Some(OwnerSettings { uid, gid })),
             _ => Err(Error::invalid(format!(
-                "--owner {text:?}: want UID:GID, two numbers"
+                "--owner {}: want UID:GID, two numbers",
+                crate::error::quote_str(text)
             ))),
         },
         None => Err(Error::invalid(format!(
-            "--owner {text:?}: want UID:GID, two numbers"
+            "--owner {}: want UID:GID, two numbers",
+            crate::error::quote_str(text)
         ))),
     }
 }
