@@ -315,3 +315,28 @@ def test_the_command_line_watches_lists_and_shows_a_backup(host: Host) -> None:
     assert cancel(host, server, other).status_code == 202
     run = cli(host, "watch", server, other)
     assert run.returncode == 10 and "cancelled" in run.stdout, (run.returncode, run.stdout, run.stderr)
+
+
+def test_a_restore_the_node_stop_interrupts_says_the_node_is_shutting_down(start: Callable[..., Host]) -> None:
+    host = start()
+    server = host.server(big_tree)
+    backup = new_id()
+    assert create(host, server, backup, wait=True).status_code == 200
+    answer: Dict[str, Any] = {}
+
+    def restore() -> None:
+        answer["res"] = host.request("POST", f"/api/servers/{server}/backup/{backup}/restore",
+                                     body=restore_body(truncate=True), timeout=30)
+
+    import threading
+    t = threading.Thread(target=restore)
+    t.start()
+    try:
+        wait_until(lambda: state_of(host, server, backup)["phase"] == "extract",
+                   "the restore did not start extracting")
+        host.proc.send_signal(signal.SIGTERM)
+    finally:
+        t.join(30)
+    assert not t.is_alive()
+    assert_error(host, answer["res"], 503, "The node is shutting down.")
+    assert host.proc.wait(timeout=30) == 0, host.log()
