@@ -402,6 +402,11 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
             "a node token is required: --token, $WINGS_TOKEN or token: in --config",
         ));
     }
+    // A client's `Authorization` value with a comma is refused as ambiguous
+    // (two headers joined), so such a token could never be sent.
+    if token.contains(',') {
+        return Err(Error::invalid("the node token must not contain a comma"));
+    }
     for flag in ["listen", "data-dir", "backup-dir", "compression-level"] {
         if text(flag).is_empty() {
             return Err(Error::invalid(format!("--{flag} must not be empty")));

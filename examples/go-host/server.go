@@ -93,8 +93,15 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // authorize checks `Authorization: Bearer <token>`, before anything else.
+// The header sent more than once, or a value holding a comma (the form in
+// which HTTP joins several), is ambiguous: 401, as in the Python host, whose
+// server joins repeated headers with ", " (docs/api.md section 1).
 func (s *server) authorize(w http.ResponseWriter, r *http.Request) bool {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	values := r.Header.Values("Authorization")
+	scheme, token, ok := "", "", false
+	if len(values) == 1 && !strings.Contains(values[0], ",") {
+		scheme, token, ok = strings.Cut(values[0], " ")
+	}
 	if !ok || scheme != "Bearer" {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		writeError(w, http.StatusUnauthorized, msgNoAuth)

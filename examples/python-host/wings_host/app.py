@@ -62,8 +62,12 @@ class Host:
 
     def authenticate(self, environ: Dict[str, Any]) -> Optional[Tuple[int, Headers, bytes]]:
         # As Wings: split on the first space; the scheme is "Bearer", exactly.
-        parts = environ.get("HTTP_AUTHORIZATION", "").split(" ", 1)
-        if len(parts) != 2 or parts[0] != "Bearer":
+        # waitress joins a repeated header with ", ": a comma means the
+        # header came more than once (or holds a list), which is ambiguous,
+        # so 401, as in the Go host.
+        value = environ.get("HTTP_AUTHORIZATION", "")
+        parts = value.split(" ", 1)
+        if len(parts) != 2 or parts[0] != "Bearer" or "," in value:
             return json_error(401, MSG_NO_AUTH, [("WWW-Authenticate", "Bearer")])
         if not hmac.compare_digest(parts[1].encode("latin-1", "replace"), self.token):
             return json_error(403, MSG_FORBIDDEN)
