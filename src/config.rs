@@ -54,7 +54,8 @@ impl<'de> Deserialize<'de> for CompressionLevel {
         let s = string(d)?;
         CompressionLevel::parse(&s).ok_or_else(|| {
             de::Error::custom(format!(
-                ": unknown level {s:?} (expected none, best_speed or best_compression)"
+                ": unknown level {} (expected none, best_speed or best_compression)",
+                crate::error::quote_str(&s)
             ))
         })
     }
@@ -307,7 +308,10 @@ fn allowlist<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AllowEntry>, D::Erro
         .map(|item| {
             let s = item.as_str().ok_or_else(not_strings)?;
             AllowEntry::parse(s).ok_or_else(|| {
-                de::Error::custom(format!(": {s:?} is not a host name, IP address or CIDR"))
+                de::Error::custom(format!(
+                    ": {} is not a host name, IP address or CIDR",
+                    crate::error::quote_str(s)
+                ))
             })
         })
         .collect()

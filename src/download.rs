@@ -376,7 +376,8 @@ pub fn open_range(
     let expected = format!("bytes {start}-{end}/{total}");
     if range != expected {
         return Err(Error::remote(format!(
-            "the backup link answered a request for bytes {start}-{end} with the range {range:?}"
+            "the backup link answered a request for bytes {start}-{end} with the range {}",
+            crate::error::quote_str(&range)
         )));
     }
     if let Some(n) = header("content-length").and_then(|v| v.parse::<u64>().ok()) {

@@ -221,7 +221,8 @@ impl Engine {
         let outcome = ctl
             .report(Progress::at(Phase::Started))
             .and_then(|_| ticket.wait_for_slot(ctl))
-            .and_then(|_| self.run_backup(server, &request, &root, ctl));
+            .and_then(|_| self.run_backup(server, &request, &root, ctl))
+            .map_err(|e| self.ops.explain(e));
         // The server and the slot are free again while the Panel is told.
         ticket.release_server();
         let report = match &outcome {
@@ -500,7 +501,8 @@ impl Engine {
         ctl.observe(ticket.observer());
         let outcome = ctl
             .report(Progress::at(Phase::Started))
-            .and_then(|_| self.run_restore(request, &backup, &root, ctl));
+            .and_then(|_| self.run_restore(request, &backup, &root, ctl))
+            .map_err(|e| self.ops.explain(e));
         ticket.release_server();
         if let Some(reporter) = &self.reporter {
             // Delivered (or parked) in the background: a report that cannot

@@ -222,7 +222,11 @@ impl std::error::Error for Error {
     }
 }
 
-/// Quotes a possibly non-UTF-8 name for a message, escaping control bytes.
+/// Quotes a possibly non-UTF-8 name for a message, with the escapes JSON
+/// uses: `\"`, `\\`, `\n`, `\r`, `\t`, and `\uXXXX` for every other
+/// control character and for the characters that are invisible or reorder
+/// text (U+2028, U+2029, bidirectional controls, zero-width ones, U+FEFF);
+/// a byte that is not UTF-8 is `\xNN`. So `world<NUL>` reads `"world\u0000"`.
 pub fn quote(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len() + 2);
     out.push('"');
@@ -231,7 +235,10 @@ pub fn quote(name: &[u8]) -> String {
             match c {
                 '"' => out.push_str("\\\""),
                 '\\' => out.push_str("\\\\"),
-                c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if needs_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
                 c => out.push(c),
             }
         }
@@ -241,6 +248,21 @@ pub fn quote(name: &[u8]) -> String {
     }
     out.push('"');
     out
+}
+
+/// [`quote`] for text.
+pub fn quote_str(text: &str) -> String {
+    quote(text.as_bytes())
+}
+
+/// Characters a message shows escaped: controls (C0, DEL, C1), line and
+/// paragraph separators, and format characters that are invisible or
+/// reorder what follows them (all in the BMP, so `\uXXXX` names each).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 impl From<rustix::io::Errno> for Error {
@@ -268,6 +290,18 @@ mod tests {
             }
         }
         assert_eq!(Status::from_code(Status::ALL.len() as i32), None);
+    }
+
+    #[test]
+    fn quote_writes_json_style_escapes() {
+        assert_eq!(quote(b"world\0"), r#""world\u0000""#);
+        assert_eq!(quote_str("a\u{2028}b\u{202e}c"), r#""a\u2028b\u202ec""#);
+        assert_eq!(
+            quote(b"q\"b\\s\n\r\t\x7f\x1b"),
+            r#""q\"b\\s\n\r\t\u007f\u001b""#
+        );
+        assert_eq!(quote(b"caf\xc3\xa9 \xff"), "\"caf\u{e9} \\xff\"");
+        assert_eq!(quote_str("\u{85}"), r#""\u0085""#);
     }
 
     #[test]

@@ -402,6 +402,11 @@ pub fn resolve(flags: &Map<String, Value>, env: &BTreeMap<String, String>) -> Re
             "a node token is required: --token, $WINGS_TOKEN or token: in --config",
         ));
     }
+    // A client's `Authorization` value with a comma is refused as ambiguous
+    // (two headers joined), so such a token could never be sent.
+    if token.contains(',') {
+        return Err(Error::invalid("the node token must not contain a comma"));
+    }
     for flag in ["listen", "data-dir", "backup-dir", "compression-level"] {
         if text(flag).is_empty() {
             return Err(Error::invalid(format!("--{flag} must not be empty")));
@@ -564,11 +569,13 @@ fn parse_owner(text: &str) -> Result<Option<OwnerSettings>> {
         Some((u, g)) => match (number(u), number(g)) {
             (Some(uid), Some(gid)) => Ok(Some(OwnerSettings { uid, gid })),
             _ => Err(Error::invalid(format!(
-                "--owner {text:?}: want UID:GID, two numbers"
+                "--owner {}: want UID:GID, two numbers",
+                crate::error::quote_str(text)
             ))),
         },
         None => Err(Error::invalid(format!(
-            "--owner {text:?}: want UID:GID, two numbers"
+            "--owner {}: want UID:GID, two numbers",
+            crate::error::quote_str(text)
         ))),
     }
 }

@@ -206,6 +206,16 @@ impl Operations {
         self.lock().reporting.contains(backup)
     }
 
+    /// `err`, or, when it is a cancellation and the engine is shutting down
+    /// (`cancel_all`), the shutdown's own error ("The node is shutting
+    /// down."): a restore or create the node's stop interrupted says so.
+    pub fn explain(&self, err: Error) -> Error {
+        if err.status == Status::Cancelled && self.lock().closing {
+            return Error::new(Status::Cancelled, MSG_SHUTTING_DOWN);
+        }
+        err
+    }
+
     /// Refuses new calls from now on (`WB_CANCELLED`, "The node is shutting
     /// down.") and cancels every call in progress: queued, running, or
     /// telling the Panel (whose report is then parked for the next start).
@@ -668,5 +678,19 @@ mod tests {
             crate::Status::Cancelled
         );
         assert!(b.token().is_triggered());
+    }
+
+    #[test]
+    fn a_cancellation_by_the_shutdown_says_so() {
+        let ops = Operations::new(1);
+        let other = Error::invalid("x");
+        assert_eq!(ops.explain(Error::cancelled()), Error::cancelled());
+        ops.cancel_all();
+        let e = ops.explain(Error::cancelled());
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (Status::Cancelled, MSG_SHUTTING_DOWN)
+        );
+        assert_eq!(ops.explain(other.clone()), other);
     }
 }

@@ -20,7 +20,8 @@ impl Adapter {
             "wings" => Ok(Adapter::Wings),
             "s3" => Ok(Adapter::S3),
             _ => Err(Error::invalid(format!(
-                "provided adapter is not valid: {value:?} (expected \"wings\" or \"s3\")"
+                "provided adapter is not valid: {} (expected \"wings\" or \"s3\")",
+                crate::error::quote_str(value)
             ))),
         }
     }

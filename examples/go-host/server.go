@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	wingsbackup "github.com/wings-backup/wings-backup/bindings/go"
@@ -18,6 +19,15 @@ import (
 // maxBody is the largest request body passed on (docs/api.md section 1).
 const maxBody = 1 << 20
 
+// maxEventStreams is how many event streams (GET .../events, which last as
+// long as their backup) a host keeps open at once; more are answered 503
+// with Retry-After (docs/api.md section 5.1). The Python host has the same
+// limit, which leaves it threads for every other request.
+const maxEventStreams = 32
+
+// retryAfterStreams is the Retry-After, in seconds, of that 503.
+const retryAfterStreams = "5"
+
 // drainLimit is how much of an oversized body is read and dropped before
 // answering 413, so the client is not reset while it is still sending.
 const drainLimit = 16 << 20
@@ -25,9 +35,10 @@ const drainLimit = 16 << 20
 // Messages of the Wings API the host answers itself (authentication); the
 // library words every other answer.
 const (
-	msgNoAuth     = "The required authorization heads were not present in the request."
-	msgForbidden  = "You are not authorized to access this endpoint."
-	msgUnexpected = "An unexpected error was encountered while processing this request."
+	msgNoAuth         = "The required authorization heads were not present in the request."
+	msgForbidden      = "You are not authorized to access this endpoint."
+	msgUnexpected     = "An unexpected error was encountered while processing this request."
+	msgTooManyStreams = "Too many event streams are open on this node; try again later."
 )
 
 // server checks the bearer token, reads the body within its limits, hands
@@ -40,6 +51,8 @@ type server struct {
 	log          *slog.Logger
 	tokenSum     [32]byte
 	asyncRestore bool
+	// streams counts the event streams open (at most maxEventStreams).
+	streams atomic.Int32
 }
 
 func newServer(engine *wingsbackup.Engine, log *slog.Logger, token string, asyncRestore bool) *server {
@@ -80,6 +93,15 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeEngineError(rec, err)
 		return
 	}
+	if resp.Stream != nil {
+		if s.streams.Add(1) > maxEventStreams {
+			s.streams.Add(-1)
+			rec.Header().Set("Retry-After", retryAfterStreams)
+			writeError(rec, http.StatusServiceUnavailable, msgTooManyStreams)
+			return
+		}
+		defer s.streams.Add(-1)
+	}
 	for _, h := range resp.Headers {
 		rec.Header().Set(h[0], h[1])
 	}
@@ -93,8 +115,15 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // authorize checks `Authorization: Bearer <token>`, before anything else.
+// The header sent more than once, or a value holding a comma (the form in
+// which HTTP joins several), is ambiguous: 401, as in the Python host, whose
+// server joins repeated headers with ", " (docs/api.md section 1).
 func (s *server) authorize(w http.ResponseWriter, r *http.Request) bool {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	values := r.Header.Values("Authorization")
+	scheme, token, ok := "", "", false
+	if len(values) == 1 && !strings.Contains(values[0], ",") {
+		scheme, token, ok = strings.Cut(values[0], " ")
+	}
 	if !ok || scheme != "Bearer" {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		writeError(w, http.StatusUnauthorized, msgNoAuth)

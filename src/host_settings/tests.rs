@@ -230,6 +230,10 @@ fn bad_settings_name_the_flag() {
         ),
         (json!({"token": ""}), "--token must not be empty"),
         (
+            json!({"token": "a,b"}),
+            "the node token must not contain a comma",
+        ),
+        (
             json!({"token": "t", "data-dir": ""}),
             "--data-dir must not be empty",
         ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import tarfile
 import time
@@ -15,7 +16,7 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import PANEL_ACCEPT, Host, PanelStub, start_host, stop_host
+from conftest import PANEL_ACCEPT, Host, PanelStub, read_reply, start_host, stop_host
 from helpers import (CATALOG_NAME, MSG_BACKUP_NOT_FOUND, MSG_FORBIDDEN, MSG_NO_AUTH, assert_error, backup_now, big_tree,
                      create_body, demo_tree, leftovers, new_id, restore_body, sha1_of, snapshot,
                      temporary_files, unless_busy, wait_archive, wait_until)
@@ -33,6 +34,24 @@ def test_missing_or_malformed_authorization_is_401(host: Host, auth: Optional[st
         res = host.request(method, path, body={}, headers=headers, auth=False)
         assert_error(host, res, 401, MSG_NO_AUTH)
         assert res.headers.get("WWW-Authenticate") == "Bearer"
+
+
+@pytest.mark.parametrize("values", [["{good}", "{bad}"], ["{bad}", "{good}"], ["{good}", "{good}"],
+                                    ["Bearer {token},x"], ["{good}, {bad}"]])
+def test_an_authorization_header_sent_twice_or_with_a_comma_is_401(host: Host, values: list) -> None:
+    """Two Authorization headers (which one counts?), or one holding a comma,
+    the form in which HTTP joins repeated headers: 401 from both hosts."""
+    server = host.server()
+    fill = {"good": f"Bearer {host.token}", "bad": "Bearer nope", "token": host.token}
+    head = (f"GET /api/servers/{server}/backups HTTP/1.1\r\nHost: 127.0.0.1:{host.port}\r\nConnection: close\r\n"
+            + "".join(f"Authorization: {v.format(**fill)}\r\n" for v in values) + "\r\n")
+    with socket.create_connection(("127.0.0.1", host.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        reply = read_reply(sock)
+    assert_error(host, reply, 401, MSG_NO_AUTH)
+    assert reply.headers.get("www-authenticate") == "Bearer"
+    # One header with the token is still accepted.
+    assert host.request("GET", f"/api/servers/{server}/backups").status_code == 200
 
 
 @pytest.mark.parametrize("token", ["wrong", "{token}x", "{token_short}", "{token} extra"])

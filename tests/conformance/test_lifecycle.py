@@ -12,15 +12,17 @@ Backups are slow here: every host of the suite runs with --write-limit 1
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
@@ -330,3 +332,94 @@ def test_a_waiting_create_deleted_while_it_runs_answers_503(host: Host) -> None:
         assert res.status_code == 204, res.text
         assert_error(host, waiting.result(timeout=60), 503)
     assert not any(backup in n for n in leftovers(host))
+
+
+# Event streams a host keeps open at once (the Go host's maxEventStreams,
+# the Python host's MAX_EVENT_STREAMS); docs/api.md section 5.1.
+MAX_EVENT_STREAMS = 32
+MSG_TOO_MANY_STREAMS = "Too many event streams are open on this node; try again later."
+
+
+def open_stream(host: Host, server: str, backup: str) -> Tuple[socket.socket, http.client.HTTPResponse]:
+    """An event stream whose status and headers have been read and whose
+    events are left unread (the stream stays open until the socket closes)."""
+    sock = socket.create_connection(("127.0.0.1", host.port), timeout=10)
+    sock.sendall((f"GET /api/servers/{server}/backup/{backup}/events HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1:{host.port}\r\nAuthorization: Bearer {host.token}\r\n\r\n").encode())
+    res = http.client.HTTPResponse(sock, method="GET")
+    res.begin()
+    return sock, res
+
+
+def test_event_streams_are_bounded_and_leave_room_for_other_requests(host: Host) -> None:
+    server = host.server(big_tree)
+    backup = new_id()
+    assert create(host, server, backup).status_code == 202
+    socks: List[socket.socket] = []
+    try:
+        for _ in range(MAX_EVENT_STREAMS):
+            sock, res = open_stream(host, server, backup)
+            socks.append(sock)
+            assert res.status == 200, (res.status, res.read(200))
+        # One more is refused at once, with a JSON error and Retry-After.
+        res = host.request("GET", f"/api/servers/{server}/backup/{backup}/events", timeout=10)
+        assert_error(host, res, 503, MSG_TOO_MANY_STREAMS)
+        assert res.headers.get("Retry-After") == "5"
+        # Every other request still finds a thread, authenticated or not.
+        began = time.monotonic()
+        assert_error(host, host.request("GET", f"/api/servers/{server}/backups", auth=False, timeout=10), 401)
+        res = host.request("GET", f"/api/servers/{server}/backups", timeout=10)
+        assert res.status_code == 200, res.text
+        assert time.monotonic() - began < 5
+        assert state_of(host, server, backup)["state"] in ("queued", "running"), "the backup ended too soon"
+    finally:
+        for sock in socks:
+            sock.close()
+    # Streams whose clients went give their places back.
+    other = host.server(big_tree)
+    second = new_id()
+    assert create(host, other, second).status_code == 202
+    try:
+        deadline = time.monotonic() + 30
+        opened = 0
+        while opened < MAX_EVENT_STREAMS and time.monotonic() < deadline:
+            sock, res = open_stream(host, other, second)
+            socks.append(sock)
+            if res.status == 200:
+                opened += 1
+            else:
+                assert res.status == 503, res.status
+                sock.close()
+                time.sleep(0.2)
+        assert opened == MAX_EVENT_STREAMS
+    finally:
+        for sock in socks:
+            sock.close()
+        cancel(host, server, backup)
+        cancel(host, other, second)
+    wait_state(host, other, second, FINISHED)
+
+
+def test_a_restore_the_node_stop_interrupts_says_the_node_is_shutting_down(start: Callable[..., Host]) -> None:
+    host = start()
+    server = host.server(big_tree)
+    backup = new_id()
+    assert create(host, server, backup, wait=True).status_code == 200
+    answer: Dict[str, Any] = {}
+
+    def restore() -> None:
+        answer["res"] = host.request("POST", f"/api/servers/{server}/backup/{backup}/restore",
+                                     body=restore_body(truncate=True), timeout=30)
+
+    import threading
+    t = threading.Thread(target=restore)
+    t.start()
+    try:
+        wait_until(lambda: state_of(host, server, backup)["phase"] == "extract",
+                   "the restore did not start extracting")
+        host.proc.send_signal(signal.SIGTERM)
+    finally:
+        t.join(30)
+    assert not t.is_alive()
+    assert_error(host, answer["res"], 503, "The node is shutting down.")
+    assert host.proc.wait(timeout=30) == 0, host.log()

@@ -268,6 +268,21 @@ def test_a_download_that_is_not_a_gzip_200_is_400(
     assert snapshot(host.root(server)) == before
 
 
+def test_a_gzip_typed_download_that_is_not_gzip_data_is_422(s3_host: Host, panel: PanelStub) -> None:
+    """The Content-Type says gzip and the body is not: a corrupt archive
+    (422), like a local archive that is not gzip; 400 is for the answer's
+    status and Content-Type (docs/api.md sections 2 and 4)."""
+    host = s3_host
+    key = f"not-gzip-{new_id()}"
+    panel.put(key, b"this is plain text, not a gzip stream\n" * 64)
+    server = host.server(old_tree)
+    before = snapshot(host.root(server))
+    res = host.request("POST", f"/api/servers/{server}/backup/{new_id()}/restore",
+                       body=s3_restore(f"{panel.url}/_test/serve?key={key}"))
+    assert_error(host, res, 422, "the archive is not gzip data")
+    assert snapshot(host.root(server)) == before
+
+
 # --------------------------------------------------------------------------- download safety (6.1)
 
 

@@ -66,3 +66,22 @@ def test_restore_paths_not_in_the_backup_is_404_and_hostile_ones_400(host: Host)
         res = host.request("POST", url, body={"adapter": "wings", "truncate_directory": True, "paths": bad})
         assert_error(host, res, 400)
         assert snapshot(root) == before
+
+
+def test_names_in_messages_are_quoted_with_json_style_escapes(host: Host) -> None:
+    """A NUL byte or an invisible character in a name the message quotes
+    reads as JSON writes it (\\u0000, \\u2028), never as Rust's \\u{0}."""
+    server = host.server(demo_tree)
+    backup = backup_now(host, server)
+    url = f"/api/servers/{server}/backup/{backup}/restore"
+    res = host.request("POST", url, body={"adapter": "wings", "paths": ["world\0"]})
+    message = assert_error(host, res, 400)
+    assert '"world\\u0000"' in message, message
+    res = host.request("POST", url, body={"adapter": "wings", "paths": ["nope\u2028x"]})
+    message = assert_error(host, res, 404)
+    assert '"nope\\u2028x"' in message, message
+    res = host.request("POST", f"/api/servers/{server}/backup",
+                       body={"adapter": "wings\u2028\t", "uuid": backup, "ignore": ""})
+    message = assert_error(host, res, 400)
+    assert message.startswith('provided adapter is not valid: "wings\\u2028\\t"'), message
+    assert "u{" not in message

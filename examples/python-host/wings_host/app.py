@@ -20,6 +20,11 @@ log = logging.getLogger("python-host")
 BODY_LIMIT = 1 << 20
 WAITRESS_BODY_LIMIT = 16 << 20
 HTTP_THREADS = 64  # a synchronous restore holds one for its whole length
+# Event streams (GET .../events) last as long as their backup and hold a
+# thread each: at most this many at once (the Go host's maxEventStreams),
+# more are 503 with Retry-After, so other requests always find a thread.
+MAX_EVENT_STREAMS = 32
+RETRY_AFTER_STREAMS = "5"
 SHUTDOWN_WAIT_S = 30.0
 
 MSG_NO_AUTH = "The required authorization heads were not present in the request."
@@ -28,6 +33,7 @@ MSG_TOO_LARGE = "The request body is larger than the 1 MiB allowed."
 MSG_UNEXPECTED = "An unexpected error was encountered while processing this request."
 MSG_BAD_REQUEST = "The request could not be parsed."
 MSG_HEADERS_TOO_LARGE = "The request headers are too large."
+MSG_TOO_MANY_STREAMS = "Too many event streams are open on this node; try again later."
 
 Headers = List[Tuple[str, str]]
 
@@ -42,6 +48,7 @@ class Host:
         self.engine = engine
         self.token = token.encode("utf-8")
         self.async_restore = async_restore
+        self.streams = threading.BoundedSemaphore(MAX_EVENT_STREAMS)
 
     def app(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         status, headers, body = self.authenticate(environ) or (0, [], b"")
@@ -55,6 +62,9 @@ class Host:
             except Exception:
                 log.exception("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
                 status, headers, body = json_error(500, MSG_UNEXPECTED)
+        if stream and not self.streams.acquire(blocking=False):
+            stream = None
+            status, headers, body = json_error(503, MSG_TOO_MANY_STREAMS, [("Retry-After", RETRY_AFTER_STREAMS)])
         if not stream and status != 204:
             headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
@@ -62,8 +72,12 @@ class Host:
 
     def authenticate(self, environ: Dict[str, Any]) -> Optional[Tuple[int, Headers, bytes]]:
         # As Wings: split on the first space; the scheme is "Bearer", exactly.
-        parts = environ.get("HTTP_AUTHORIZATION", "").split(" ", 1)
-        if len(parts) != 2 or parts[0] != "Bearer":
+        # waitress joins a repeated header with ", ": a comma means the
+        # header came more than once (or holds a list), which is ambiguous,
+        # so 401, as in the Go host.
+        value = environ.get("HTTP_AUTHORIZATION", "")
+        parts = value.split(" ", 1)
+        if len(parts) != 2 or parts[0] != "Bearer" or "," in value:
             return json_error(401, MSG_NO_AUTH, [("WWW-Authenticate", "Bearer")])
         if not hmac.compare_digest(parts[1].encode("latin-1", "replace"), self.token):
             return json_error(403, MSG_FORBIDDEN)
@@ -84,15 +98,19 @@ class Host:
 
     def events(self, first: bytes, stream: Dict[str, Any]) -> Iterator[bytes]:
         """The events of a stream after its first: "progress" with the state
-        (at most 4 a second), then one "done"; the stream ends."""
-        yield first
-        while True:
-            event = self.engine.next_http_event(stream["server"], stream["backup"], stream["seq"], timeout=30)
-            if event.chunk is not None:
-                yield event.chunk
-                if event.done:
-                    return
-                stream["seq"] = event.seq
+        (at most 4 a second), then one "done"; the stream ends. It holds
+        one of `streams`, given back when it ends or its client goes."""
+        try:
+            yield first
+            while True:
+                event = self.engine.next_http_event(stream["server"], stream["backup"], stream["seq"], timeout=30)
+                if event.chunk is not None:
+                    yield event.chunk
+                    if event.done:
+                        return
+                    stream["seq"] = event.seq
+        finally:
+            self.streams.release()
 
     def shut_down(self, deadline: float) -> bool:
         """Has the engine cancel every call and its background work (and
