@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::Status;
 use crate::ffi::wire;
 use crate::log::Level;
 use crate::operations::OperationRecord;
+use crate::Status;
 
 /// Wings' message for a path, server or backup that does not exist.
 pub const MSG_NO_RESOURCE: &str = "The requested resource does not exist on this instance.";

@@ -154,10 +154,7 @@ impl Selection {
             .find(|p| under(p, path))
             .map_or(path, |p| p.as_slice());
         Err(if symlink {
-            Error::unsafe_entry(
-                below,
-                "it would be written through a symlink from the archive",
-            )
+            crate::restore::paths::through_symlink(below)
         } else {
             Error::corrupt(format!(
                 "cannot restore {}: a parent of it is not a directory",

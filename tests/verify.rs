@@ -402,3 +402,67 @@ fn a_large_single_member_archive_is_indexed_and_verified_as_a_stream() {
     assert_eq!(report.errors[0].member, Some(0), "{:?}", report.errors);
     assert_eq!(report.errors[0].offset, Some(0));
 }
+
+/// An archive whose every byte is sound but whose names a restore refuses
+/// (an absolute path, one climbing out, a hard link leaving the root, an
+/// entry below the archive's own symlink, one replacing the root) does not
+/// pass: each such entry is an error naming it, with the restore's reason,
+/// and a restore of the archive is indeed refused. A symlink pointing
+/// anywhere, with nothing written through it, and a FIFO below it, pass.
+#[test]
+fn entries_a_restore_refuses_are_errors() {
+    let dir = TempDir::new("verify-unsafe");
+    let mut tar = RawTar::default();
+    tar.entry(b"ok.txt", b'0', b"", 0o644, b"fine");
+    tar.entry(b"ln", b'2', b"/etc", 0o777, b"");
+    tar.entry(b"ln/fifo", b'6', b"", 0o644, b"");
+    let archive = dir.join("clean.tar.gz");
+    std::fs::write(&archive, gzip(&tar.finish())).unwrap();
+    let report = archive_verify(&archive, &mut Control::none()).unwrap();
+    assert!(report.ok, "{report:?}");
+    let hostile: [(&[u8], u8, &[u8], &str); 6] = [
+        (b"/abs.txt", b'0', b"", "absolute paths are not allowed"),
+        (b"a/../../up.txt", b'0', b"", "leaves the server directory"),
+        (b"hl", b'1', b"../outside", "hard link target leaves"),
+        (
+            b"ln/pwn.txt",
+            b'0',
+            b"",
+            "through a symlink from the archive",
+        ),
+        (b"./", b'0', b"", "replace the server directory itself"),
+        (
+            b"ln2/../ln/x",
+            b'5',
+            b"",
+            "through a symlink from the archive",
+        ),
+    ];
+    for (name, kind, link, why) in hostile {
+        let mut t = RawTar::default();
+        t.entry(b"ok.txt", b'0', b"", 0o644, b"fine");
+        t.entry(b"ln", b'2', b"/etc", 0o777, b"");
+        t.entry(name, kind, link, 0o644, b"");
+        let archive = dir.join("hostile.tar.gz");
+        std::fs::write(&archive, gzip(&t.finish())).unwrap();
+        let what = String::from_utf8_lossy(name);
+        let report = archive_verify(&archive, &mut Control::none()).unwrap();
+        assert!(!report.ok, "{what}: {report:?}");
+        assert_eq!(report.error_count, 1, "{what}: {report:?}");
+        let e = &report.errors[0];
+        assert_eq!(e.path.as_deref(), Some(name), "{what}: {report:?}");
+        assert!(e.message.contains(why), "{what}: {}", e.message);
+        let dest = dir.join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        let refused = wings_backup::engine::archive_extract(
+            &archive,
+            &dest,
+            &ArchiveOptions::default(),
+            &mut Control::none(),
+        )
+        .unwrap_err();
+        assert_eq!(refused.status, Status::UnsafeEntry, "{what}: {refused}");
+        assert!(refused.message.contains(why), "{what}: {}", refused.message);
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+}

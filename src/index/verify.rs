@@ -4,6 +4,7 @@
 //! follows them), and with an index every entry against it. Damage is named
 //! by member (its number and where it starts in the file) and by entry.
 
+use std::collections::HashSet;
 use std::io::Read;
 
 use super::scan::{MemberFault, Scanner};
@@ -74,12 +75,18 @@ pub fn verify_archive(
     {
         let mut reader = TarReader::new(&mut scanner);
         let mut current: Option<Vec<u8>> = None;
+        // The archive's symlinks so far (normalised): an entry below one is
+        // refused by a restore.
+        let mut symlinks: HashSet<Vec<u8>> = HashSet::new();
         let outcome = (|| -> Result<()> {
             while let Some(te) = reader.next_entry()? {
                 let start = reader.entry_start();
                 let header_len = reader.header_len();
                 current = Some(te.path.clone());
                 reader.source().add_entry();
+                if let Some(e) = refused(&te.path, &te.kind, &mut symlinks) {
+                    tar_errors.push((start, Some(te.path.clone()), e.message));
+                }
                 if te.kind == TarKind::File {
                     report.files += 1;
                     report.bytes += te.size;
@@ -371,4 +378,53 @@ fn compare(
         ));
     }
     d
+}
+
+/// The most symlinks of an archive a verify keeps in mind.
+const MAX_SYMLINKS: usize = 1 << 20;
+
+/// The error a restore refuses the entry `raw` of type `kind` with for its
+/// names alone, before it touches a file: a path or hard link target that
+/// leaves the server directory, an entry that would replace the server
+/// directory, one below a symlink the archive made (`symlinks`, which it
+/// keeps up to date). Names the engine reserves are skipped by a restore,
+/// as are the types it does not write.
+fn refused(raw: &[u8], kind: &TarKind, symlinks: &mut HashSet<Vec<u8>>) -> Option<Error> {
+    use crate::restore::paths;
+    let path = match paths::entry_path(raw) {
+        Ok(path) => path,
+        Err(e) => return Some(e),
+    };
+    let written = !matches!(
+        kind,
+        TarKind::Fifo | TarKind::Device | TarKind::Unsupported(_)
+    );
+    if path.is_empty() {
+        return (written && *kind != TarKind::Dir).then(|| paths::replaces_root(raw));
+    }
+    if path.starts_with(crate::safe_fs::RESERVED_PREFIX) || !written {
+        return None;
+    }
+    if let TarKind::HardLink(target) = kind {
+        if let Err(e) = paths::link_target(raw, target) {
+            return Some(e);
+        }
+    }
+    let below_link = path
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'/' && symlinks.contains(&path[..i]));
+    if below_link {
+        return Some(paths::through_symlink(raw));
+    }
+    if matches!(kind, TarKind::Symlink(_)) {
+        // Bounded: a hostile archive of millions of symlinks is not kept
+        // whole (entries below the ones not kept are then not named).
+        if symlinks.len() < MAX_SYMLINKS {
+            symlinks.insert(path);
+        }
+    } else if !symlinks.is_empty() {
+        symlinks.remove(&path);
+    }
+    None
 }

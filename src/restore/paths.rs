@@ -31,6 +31,41 @@ pub fn normalize(raw: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
     Ok(parts.join(&b'/'))
 }
 
+/// The normalised path of the entry named `raw`, or the unsafe-entry error
+/// a restore refuses it with.
+pub fn entry_path(raw: &[u8]) -> Result<Vec<u8>> {
+    normalize(raw).map_err(|why| Error::unsafe_entry(raw, why))
+}
+
+/// The normalised target of the hard link `entry` to `target`: a file below
+/// the root, not a name the engine reserves; else the unsafe-entry error a
+/// restore refuses it with.
+pub fn link_target(entry: &[u8], target: &[u8]) -> Result<Vec<u8>> {
+    let target = normalize(target).map_err(|_| {
+        Error::unsafe_entry(entry, "its hard link target leaves the server directory")
+    })?;
+    if target.is_empty() || target.starts_with(crate::safe_fs::RESERVED_PREFIX) {
+        return Err(Error::unsafe_entry(
+            entry,
+            "its hard link target is not a file",
+        ));
+    }
+    Ok(target)
+}
+
+/// The error of an entry that would replace the server directory itself.
+pub fn replaces_root(raw: &[u8]) -> Error {
+    Error::unsafe_entry(raw, "the entry would replace the server directory itself")
+}
+
+/// The error of an entry below a symlink the archive made.
+pub fn through_symlink(raw: &[u8]) -> Error {
+    Error::unsafe_entry(
+        raw,
+        "it would be written through a symlink from the archive",
+    )
+}
+
 /// `(parent, last)` of a normalised path; the parent is empty at the top.
 pub(crate) fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|b| *b == b'/') {

@@ -10,7 +10,9 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::checks::{self, quota_error};
 use super::journal::{self, CommitMode, Journal, ListedDirs};
-use super::paths::{cstring, normalize, split_last, times};
+use super::paths::{
+    cstring, entry_path, link_target, normalize, replaces_root, split_last, through_symlink, times,
+};
 use super::{Entry, EntryData, EntryKind, RestoreOptions, RestoreSummary};
 use crate::config::Owner;
 use crate::error::{quote, Error, Result};
@@ -156,7 +158,7 @@ impl RestoreTarget {
     pub fn apply(&mut self, entry: &Entry<'_>, data: &mut dyn EntryData) -> Result<()> {
         let state = &mut self.state;
         state.summary.entries += 1;
-        let path = normalize(entry.path).map_err(|why| Error::unsafe_entry(entry.path, why))?;
+        let path = entry_path(entry.path)?;
         if path.is_empty() {
             return match entry.kind {
                 EntryKind::Dir => {
@@ -167,10 +169,7 @@ impl RestoreTarget {
                     state.summary.skipped += 1;
                     Ok(())
                 }
-                _ => Err(Error::unsafe_entry(
-                    entry.path,
-                    "the entry would replace the server directory itself",
-                )),
+                _ => Err(replaces_root(entry.path)),
             };
         }
         if path.starts_with(RESERVED_PREFIX) {
@@ -402,10 +401,7 @@ fn entry_error(entry: &[u8], e: Errno) -> Error {
 fn lookup_error(dir: Dir<'_>, name: &CStr, entry: &[u8], e: Errno) -> Error {
     match e {
         Errno::LOOP | Errno::NOTDIR => match dir.lstat(name) {
-            Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => Error::unsafe_entry(
-                entry,
-                "it would be written through a symlink from the archive",
-            ),
+            Ok(st) if safe_fs::file_type(&st) == FileType::Symlink => through_symlink(entry),
             _ => Error::corrupt(format!(
                 "cannot restore {}: a parent of it is not a directory",
                 quote(entry)
@@ -690,18 +686,7 @@ fn make_hard_link(
     entry: &Entry<'_>,
     state: &mut State,
 ) -> Result<()> {
-    let target = normalize(target).map_err(|_| {
-        Error::unsafe_entry(
-            entry.path,
-            "its hard link target leaves the server directory",
-        )
-    })?;
-    if target.is_empty() || target.starts_with(RESERVED_PREFIX) {
-        return Err(Error::unsafe_entry(
-            entry.path,
-            "its hard link target is not a file",
-        ));
-    }
+    let target = link_target(entry.path, target)?;
     if target == path {
         return Ok(());
     }
