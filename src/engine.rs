@@ -3,7 +3,7 @@
 //! hold a server at a time. Typed: requests and results are Rust structs; the
 //! C boundary (`ffi::wire`) parses and renders their JSON.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -26,7 +26,9 @@ use crate::reporter::Reporter;
 use crate::request::{
     backup_uuid, canonical_uuid, download_url_required, Adapter, CreateRequest, RestoreRequest,
 };
-use crate::restore::{self as restore_target, restore_stream, RestoreOptions, RestoreSummary};
+use crate::restore::{
+    self as restore_target, restore_stream, Recovery, RestoreOptions, RestoreSummary,
+};
 use crate::safe_fs;
 use crate::space::{self, DryRunReport, TreeMeasure};
 
@@ -85,6 +87,16 @@ impl Engine {
                 settle_interrupted_create(panel, &catalog, &store, uuid, &log);
             }
         }
+        // The stages first: what their recovery did decides how the
+        // restores the stop interrupted ended.
+        let recovered = recover_all_servers(&config.data_directory, &log);
+        settle_interrupted_restores(
+            panel.as_deref(),
+            &catalog,
+            &reconciled.interrupted,
+            &recovered,
+            &log,
+        );
         let reporter = match &panel {
             Some(panel) => Some(
                 Reporter::start(Arc::clone(panel))
@@ -102,7 +114,6 @@ impl Engine {
             reporter,
             log,
         };
-        engine.recover_all_servers();
         Ok(engine)
     }
 
@@ -120,21 +131,6 @@ impl Engine {
     /// The engine's log (the sink set with `set_logger`).
     pub fn logger(&self) -> &Logger {
         &self.log
-    }
-
-    fn recover_all_servers(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.config.data_directory) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if canonical_uuid(&name.to_string_lossy()).is_none() {
-                continue;
-            }
-            if let Ok(fd) = safe_fs::open_trusted_dir(&entry.path()) {
-                let _ = restore_target::recover(std::os::fd::AsFd::as_fd(&fd));
-            }
-        }
     }
 
     /// The server's root directory; a server uuid that is not canonical or
@@ -1021,6 +1017,117 @@ fn settle_interrupted_create(
             "the report of interrupted backup {uuid} could not be parked: {}",
             e.message
         ));
+    }
+}
+
+/// Finishes or removes the restore stages a stop left in every server
+/// root (`restore::recover`; those of restores still running, in another
+/// process, are left alone), logging what it did for each server. Returns
+/// what it did, by server.
+fn recover_all_servers(data_directory: &Path, log: &Logger) -> HashMap<String, Recovery> {
+    let mut recovered = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(data_directory) else {
+        return recovered;
+    };
+    for entry in entries.flatten() {
+        // (As named on disk: a record names its server as the request did,
+        // and the request's name is the directory's.)
+        let server = entry.file_name().to_string_lossy().into_owned();
+        if canonical_uuid(&server).is_none() {
+            continue;
+        }
+        let Ok(fd) = safe_fs::open_trusted_dir(&entry.path()) else {
+            continue;
+        };
+        let done = restore_target::recover(std::os::fd::AsFd::as_fd(&fd));
+        if done.is_empty() {
+            continue;
+        }
+        let fields = [
+            ("server", server.clone()),
+            ("finished", done.finished.to_string()),
+            ("removed", done.removed.to_string()),
+            ("running", done.live.to_string()),
+        ];
+        match &done.error {
+            None => log.info(&crate::log::line(
+                "interrupted restores recovered (finished: committed, every file restored; \
+                 removed: not committed, files unchanged; running: left to their restore)",
+                fields,
+            )),
+            Some(e) => log.warn(&crate::log::line(
+                "an interrupted restore could not be recovered; its stage is kept for the \
+                 next start or restore of the server",
+                fields.into_iter().chain([("error", e.message.clone())]),
+            )),
+        }
+        recovered.insert(server, done);
+    }
+    recovered
+}
+
+/// Restores the node's stop interrupted (their records failed by the
+/// catalog's reconcile, so their process is gone), once the stages they
+/// left are dealt with (`recover_all_servers`). Where the recovery of the
+/// server finished a commit (and this was the server's only interrupted
+/// restore), every file of the backup is in place: the restore is recorded
+/// as succeeded. Any other left the server's files as they were and stays
+/// failed. With a Panel, each gets its one final report parked (sent as a
+/// host resends the parked reports at start).
+fn settle_interrupted_restores(
+    panel: Option<&PanelClient>,
+    catalog: &Catalog,
+    interrupted: &[(OpKind, String)],
+    recovered: &HashMap<String, Recovery>,
+    log: &Logger,
+) {
+    let records: Vec<(String, Option<OperationRecord>)> = interrupted
+        .iter()
+        .filter(|(kind, _)| *kind == OpKind::Restore)
+        .map(|(_, uuid)| (uuid.clone(), catalog.get_op(OpKind::Restore, uuid)))
+        .collect();
+    for (uuid, record) in &records {
+        let server = record.as_ref().map(|r| r.server.as_str());
+        let alone = records
+            .iter()
+            .filter(|(_, r)| r.as_ref().map(|r| r.server.as_str()) == server)
+            .count()
+            == 1;
+        let committed = server
+            .and_then(|s| recovered.get(s))
+            .is_some_and(|r| r.finished > 0);
+        let successful = alone && committed;
+        if let (true, Some(record)) = (successful, record) {
+            let mut record = record.clone();
+            record.state = OpState::Succeeded;
+            record.phase = Phase::Done.name().to_string();
+            record.error = None;
+            record.error_status = None;
+            catalog.upsert(&record);
+        }
+        let fields = [
+            ("backup", uuid.clone()),
+            ("server", server.unwrap_or_default().to_string()),
+        ];
+        if successful {
+            log.info(&crate::log::line(
+                "a restore the node's stop interrupted was finished at start",
+                fields,
+            ));
+        } else {
+            log.warn(&crate::log::line(
+                "a restore the node's stop interrupted failed; the server's files are as they were",
+                fields,
+            ));
+        }
+        if let Some(panel) = panel {
+            if let Err(e) = panel.park_restore(uuid, successful) {
+                log.warn(&format!(
+                    "the report of interrupted restore {uuid} could not be parked: {}",
+                    e.message
+                ));
+            }
+        }
     }
 }
 

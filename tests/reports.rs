@@ -543,3 +543,298 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The regular files under `root` (relative path, content), stages included.
+fn files(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// The restore stages in `root`, and whether each has its `commit` marker.
+fn stages(root: &std::path::Path) -> Vec<bool> {
+    names(root)
+        .into_iter()
+        .filter(|n| n.starts_with(".wings-backup-restore-"))
+        .map(|n| root.join(n).join("commit").exists())
+        .collect()
+}
+
+/// The child of the kill tests: a truncating restore of `BACKUP` held
+/// (for at most 120 s) in its extract or right after its commit marker is
+/// written, until the parent kills it.
+fn held_restore_child() -> bool {
+    let (Some(dir), Some(port), Some(at)) = (
+        std::env::var_os("WB_RESTORE_KILL_DIR"),
+        std::env::var("WB_RESTORE_KILL_PORT").ok(),
+        std::env::var("WB_RESTORE_KILL_AT").ok(),
+    ) else {
+        return false;
+    };
+    let dir = std::mem::ManuallyDrop::new(TempDir(PathBuf::from(dir)));
+    let engine = engine(&dir, Some((port.parse().unwrap(), 600)));
+    if at == "commit" {
+        wings_backup::restore::journal::AFTER_COMMIT_START
+            .set(|| std::thread::sleep(Duration::from_secs(120)))
+            .unwrap();
+    }
+    let signal = dir.join("at-extract");
+    let mut held = false;
+    let mut cb = |p: &wings_backup::progress::Progress| {
+        if at == "extract" && p.phase == wings_backup::progress::Phase::Extract && !held {
+            held = true;
+            std::fs::write(&signal, b"").unwrap();
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        true
+    };
+    let mut ctl = Control::new(None, Some(&mut cb));
+    let done = engine.restore_backup(SERVER, BACKUP, &local_restore(true), &mut ctl);
+    panic!("the restore was not killed: {:?}", done.map(|_| ()));
+}
+
+/// A node whose server holds other files than its backup `BACKUP`: (the
+/// node, the backup's files, the server's files now).
+type Files = std::collections::BTreeMap<String, Vec<u8>>;
+fn node_with_changed_files(tag: &str) -> (TempDir, Files, Files) {
+    let dir = node_with_backup(tag);
+    let root = dir.join("data").join(SERVER);
+    let backup = files(&root);
+    write_file(
+        &root.join("world/level.dat"),
+        b"a later level",
+        0o644,
+        1_700_000_000,
+    );
+    write_file(&root.join("world/new.dat"), b"new", 0o644, 1_700_000_000);
+    std::fs::remove_file(root.join("server.properties")).unwrap();
+    let now = files(&root);
+    assert_ne!(now, backup);
+    (dir, backup, now)
+}
+
+/// Runs the restore child held at `at` over `dir`, waits (at most 60 s)
+/// until `reached` holds, and kills it.
+fn kill_restore_child(
+    test: &str,
+    dir: &TempDir,
+    port: u16,
+    at: &str,
+    reached: impl FnMut() -> bool,
+) {
+    let child = spawn_test_child(
+        test,
+        &[
+            ("WB_RESTORE_KILL_DIR", dir.0.as_os_str()),
+            ("WB_RESTORE_KILL_PORT", port.to_string().as_ref()),
+            ("WB_RESTORE_KILL_AT", at.as_ref()),
+        ],
+    );
+    let mut child = KillOnDrop(child);
+    let seen = wait_until(60, reached);
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    assert!(seen, "the child's restore did not reach its {at}");
+}
+
+/// The restore reports the stub saw, as (backup, successful).
+fn restore_reports(stub: &Stub) -> Vec<(String, bool)> {
+    restores(stub)
+        .iter()
+        .map(|r| {
+            (
+                r["backup"].as_str().unwrap().to_string(),
+                r["body"]["successful"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn parked_restore(dir: &TempDir) -> Option<bool> {
+    let text = std::fs::read_to_string(parked(dir, &format!("{BACKUP}.restore.json"))).ok()?;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["body"]["successful"].as_bool()
+}
+
+#[test]
+fn a_restore_killed_during_its_extract_is_reported_failed_at_the_next_start() {
+    if held_restore_child() {
+        return;
+    }
+    let (dir, _, before) = node_with_changed_files("restore-killed-extract");
+    let root = dir.join("data").join(SERVER);
+    let port = closed_port();
+    let signal = dir.join("at-extract");
+    kill_restore_child(
+        "a_restore_killed_during_its_extract_is_reported_failed_at_the_next_start",
+        &dir,
+        port,
+        "extract",
+        || signal.exists(),
+    );
+    // Killed with its stage there, not committed.
+    assert_eq!(stages(&root), [false]);
+
+    let stub = Stub::start_on(port);
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
+    let log = logging(&engine);
+    assert_eq!(stages(&root), Vec::<bool>::new());
+    assert_eq!(files(&root), before, "the server's files are as they were");
+    let record = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
+    assert_eq!(record.state, wings_backup::catalog::OpState::Failed);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("node stopped"),
+        "{record:?}"
+    );
+    assert_eq!(parked_restore(&dir), Some(false));
+    let logged = log.lock().unwrap().clone();
+    assert!(
+        logged.iter().any(|(l, m)| *l == Level::Info
+            && m.contains("interrupted restores recovered")
+            && m.contains(&format!("server={SERVER}"))
+            && m.contains("finished=0 removed=1")),
+        "{logged:?}"
+    );
+    assert!(
+        logged.iter().any(|(l, m)| *l == Level::Warn
+            && m.contains("interrupted")
+            && m.contains(&format!("backup={BACKUP}"))),
+        "{logged:?}"
+    );
+    engine.resend_parked_reports().unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(30)));
+    assert_eq!(restore_reports(&stub), [(BACKUP.to_string(), false)]);
+    assert_eq!(parked_restore(&dir), None);
+}
+
+#[test]
+fn a_restore_killed_after_its_commit_began_is_finished_and_reported_succeeded_at_the_next_start() {
+    if held_restore_child() {
+        return;
+    }
+    let (dir, backup, _) = node_with_changed_files("restore-killed-commit");
+    let root = dir.join("data").join(SERVER);
+    let port = closed_port();
+    kill_restore_child(
+        "a_restore_killed_after_its_commit_began_is_finished_and_reported_succeeded_at_the_next_start",
+        &dir,
+        port,
+        "commit",
+        || stages(&root) == [true],
+    );
+    assert_eq!(stages(&root), [true]);
+
+    let stub = Stub::start_on(port);
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
+    let log = logging(&engine);
+    assert_eq!(stages(&root), Vec::<bool>::new());
+    assert_eq!(files(&root), backup, "every file is the backup's");
+    let record = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
+    assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
+    assert_eq!(record.phase, "done");
+    assert_eq!(record.error, None);
+    assert_eq!(parked_restore(&dir), Some(true));
+    let logged = log.lock().unwrap().clone();
+    assert!(
+        logged.iter().any(|(l, m)| *l == Level::Info
+            && m.contains("interrupted restores recovered")
+            && m.contains(&format!("server={SERVER}"))
+            && m.contains("finished=1 removed=0")),
+        "{logged:?}"
+    );
+    assert!(
+        logged.iter().any(|(l, m)| *l == Level::Info
+            && m.contains("finished at start")
+            && m.contains(&format!("backup={BACKUP}"))),
+        "{logged:?}"
+    );
+    engine.resend_parked_reports().unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(30)));
+    assert_eq!(restore_reports(&stub), [(BACKUP.to_string(), true)]);
+    assert_eq!(parked_restore(&dir), None);
+    // A restart changes nothing more: the record stays, nothing is parked again.
+    drop(engine);
+    let engine = self::engine(&dir, Some((port, 600)));
+    assert_eq!(parked_restore(&dir), None);
+    let record = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
+}
+
+#[test]
+fn a_restore_still_running_in_another_process_is_left_alone_at_start() {
+    if held_restore_child() {
+        return;
+    }
+    let (dir, _, before) = node_with_changed_files("restore-live");
+    let root = dir.join("data").join(SERVER);
+    let port = closed_port();
+    let signal = dir.join("at-extract");
+    let child = spawn_test_child(
+        "a_restore_still_running_in_another_process_is_left_alone_at_start",
+        &[
+            ("WB_RESTORE_KILL_DIR", dir.0.as_os_str()),
+            ("WB_RESTORE_KILL_PORT", port.to_string().as_ref()),
+            ("WB_RESTORE_KILL_AT", "extract".as_ref()),
+        ],
+    );
+    let mut child = KillOnDrop(child);
+    assert!(
+        wait_until(60, || signal.exists()),
+        "the child's restore did not start"
+    );
+    // Another engine starts on the same directories while the child's
+    // restore runs: its stage, record and report are the child's.
+    let engine = engine(&dir, Some((port, 600)));
+    let log = logging(&engine);
+    assert_eq!(
+        stages(&root),
+        [false],
+        "the running restore's stage is kept"
+    );
+    let record = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
+    assert!(record.state.is_active(), "{record:?}");
+    assert_eq!(parked_restore(&dir), None);
+    let logged = log.lock().unwrap().clone();
+    assert!(
+        logged
+            .iter()
+            .any(|(_, m)| m.contains("finished=0 removed=0 running=1")),
+        "{logged:?}"
+    );
+    assert!(
+        !logged.iter().any(|(_, m)| m.contains("backup=")),
+        "{logged:?}"
+    );
+    drop(engine);
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    // Once its process is gone, the next start settles it.
+    let next = self::engine(&dir, Some((port, 600)));
+    assert_eq!(stages(&root), Vec::<bool>::new());
+    assert_eq!(files(&root), before);
+    assert_eq!(parked_restore(&dir), Some(false));
+    drop(next);
+}

@@ -48,6 +48,9 @@ impl CLogger {
 /// engine logs every retry of a Panel call at `WB_LOG_WARN` as it happens
 /// (with the attempt number, and the URL without credentials or query
 /// string), reports parked in `.pending`, and a few events at `WB_LOG_INFO`.
+/// What it logged before the first callback was set (at its start: the
+/// recovery of interrupted restores) is handed to that callback, up to 100
+/// messages, before this returns.
 ///
 /// The callback may be called from any thread, including the engine's
 /// reporter thread, and from several at once; it must not call back into

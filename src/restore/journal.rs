@@ -293,9 +293,19 @@ impl Journal {
     }
 }
 
+/// Run right after a restore's `commit` marker is written, before anything
+/// of the server's moves: the tests of a process killed at that point
+/// (`tests/reports.rs`) block in it. Set by nothing else.
+#[doc(hidden)]
+pub static AFTER_COMMIT_START: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// Writes the `commit` marker: from here on a crash is carried through.
 pub(super) fn start(stage: Dir<'_>, mode: CommitMode) -> Result<()> {
-    write_marker(stage, COMMIT_MARKER, mode.marker())
+    write_marker(stage, COMMIT_MARKER, mode.marker())?;
+    if let Some(hook) = AFTER_COMMIT_START.get() {
+        hook();
+    }
+    Ok(())
 }
 
 /// What a merge gives the server's directories the archive listed: the

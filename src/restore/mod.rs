@@ -38,7 +38,7 @@ mod staging;
 
 pub use journal::CommitPhase;
 pub use paths::normalize;
-pub use recovery::recover;
+pub use recovery::{recover, Recovery};
 pub use staging::RestoreTarget;
 
 use crate::config::Owner;

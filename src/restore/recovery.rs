@@ -8,16 +8,59 @@ use super::staging::STAGE_PREFIX;
 use crate::error::{Error, Result};
 use crate::safe_fs::{self, Beneath, Dir, FileType, Listing};
 
+/// What [`recover`] did in one server root.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Stages whose commit had started, carried through: every file they
+    /// held is in place (their removal may still have failed: `error`).
+    pub finished: usize,
+    /// Stages whose commit had not started, removed: the server's files
+    /// are as they were.
+    pub removed: usize,
+    /// Stages locked by a restore still running (in this or another
+    /// process), left alone.
+    pub live: usize,
+    /// The first error; a stage that could not be finished or removed is
+    /// kept, with what it holds, for the next try.
+    pub error: Option<Error>,
+}
+
+impl Recovery {
+    /// Whether there was anything to do (or leave alone).
+    pub fn is_empty(&self) -> bool {
+        self.finished == 0 && self.removed == 0 && self.live == 0 && self.error.is_none()
+    }
+
+    /// How many stages were dealt with, or the first error.
+    pub fn result(self) -> Result<usize> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.finished + self.removed),
+        }
+    }
+}
+
 /// Finishes or removes what an interrupted restore left in `root`: a stage
 /// with a `commit` marker is carried through (every file ends up new), one
 /// without is deleted (every file stays old). Stages locked by a running
-/// restore are left alone. Returns how many stages were dealt with.
-pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
-    let listing = Listing::read(root).map_err(|e| Error::os("reading the server directory", e))?;
-    let live = Beneath::dup(root).map_err(|e| Error::os("opening the server directory", e))?;
-    let mut handled = 0;
+/// restore are left alone. Says what it did with each.
+pub fn recover(root: BorrowedFd<'_>) -> Recovery {
+    let mut done = Recovery::default();
+    let opened = Listing::read(root)
+        .map_err(|e| Error::os("reading the server directory", e))
+        .and_then(|listing| {
+            Beneath::dup(root)
+                .map(|live| (listing, live))
+                .map_err(|e| Error::os("opening the server directory", e))
+        });
+    let (listing, live) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            done.error = Some(e);
+            return done;
+        }
+    };
     let euid = safe_fs::euid();
-    let mut first_error = None;
     for i in 0..listing.len() {
         let (name, ty) = listing.get(i);
         if !name.to_bytes().starts_with(STAGE_PREFIX.as_bytes())
@@ -42,13 +85,16 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         let _lock = match stage.open_regular(c"lock", true) {
             Some(lock) => {
                 if lock.try_lock().is_err() {
+                    done.live += 1;
                     continue;
                 }
                 Some(lock)
             }
             None => None,
         };
-        let finished = match stage.open_regular(COMMIT_MARKER, false) {
+        let marker = stage.open_regular(COMMIT_MARKER, false);
+        let committed = marker.is_some();
+        let finished = match marker {
             Some(file) => {
                 let mut buf = [0u8; 16];
                 let n = file.read(&mut buf).unwrap_or(0);
@@ -77,19 +123,20 @@ pub fn recover(root: BorrowedFd<'_>) -> Result<usize> {
         // A stage that cannot be finished is kept (it may hold the server's
         // files), and the others are still dealt with.
         let result = finished.and_then(|()| {
+            if committed {
+                done.finished += 1;
+            }
             live.dir()
                 .remove_tree(name)
                 .map_err(|e| Error::os("removing a stale restore", e))
         });
         match result {
-            Ok(()) => handled += 1,
+            Ok(()) if !committed => done.removed += 1,
+            Ok(()) => {}
             Err(e) => {
-                first_error.get_or_insert(e);
+                done.error.get_or_insert(e);
             }
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(handled),
-    }
+    done
 }

@@ -803,7 +803,11 @@ mod tests {
         let what = format!("truncate={truncate}, a fault at {phase:?}");
         assert_eq!(listing(&server.0), before, "{what}");
         let root = safe_fs::open_trusted_dir(&server.0).unwrap();
-        assert_eq!(recover(root.as_fd()).unwrap(), 0, "{what}: a stage is left");
+        assert_eq!(
+            recover(root.as_fd()).result().unwrap(),
+            0,
+            "{what}: a stage is left"
+        );
         assert_eq!(listing(&server.0), before, "{what}, after a recovery");
     }
 
@@ -889,7 +893,7 @@ mod tests {
             assert!(result.is_err(), "{phase:?}");
             assert_eq!(listing(&server.0), before, "a fault at {phase:?}");
             let root = safe_fs::open_trusted_dir(&server.0).unwrap();
-            assert_eq!(recover(root.as_fd()).unwrap(), 0);
+            assert_eq!(recover(root.as_fd()).result().unwrap(), 0);
             assert_eq!(listing(&server.0), before);
         }
         // Committed: `world` is the staged one (its stale file gone), the
@@ -931,7 +935,7 @@ mod tests {
         target.done = true;
         drop(target);
         let root = safe_fs::open_trusted_dir(&server.0).unwrap();
-        assert_eq!(recover(root.as_fd()).unwrap(), 1);
+        assert_eq!(recover(root.as_fd()).result().unwrap(), 1);
         assert_eq!(
             std::fs::read(server.0.join("world/level.dat")).unwrap(),
             b"new level"
@@ -972,13 +976,13 @@ mod tests {
         mkfifo(&stage.join("lock"));
         std::fs::write(stage.join("commit"), b"truncate\n").unwrap();
         let root = safe_fs::open_trusted_dir(&server.0).unwrap();
-        assert_eq!(recover(root.as_fd()).unwrap(), 0);
+        assert_eq!(recover(root.as_fd()).result().unwrap(), 0);
         // Mode 0700 but FIFO markers: never opened (no hang), the server's
         // files untouched.
         std::fs::remove_file(stage.join("commit")).unwrap();
         mkfifo(&stage.join("commit"));
         std::fs::set_permissions(&stage, PermissionsExt::from_mode(0o700)).unwrap();
-        assert_eq!(recover(root.as_fd()).unwrap(), 1);
+        assert_eq!(recover(root.as_fd()).result().unwrap(), 1);
         let mut after = listing(&server.0);
         after.retain(|(p, _, _)| !p.starts_with(STAGE_PREFIX));
         assert_eq!(after, before);
