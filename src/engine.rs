@@ -97,6 +97,16 @@ impl Engine {
             &recovered,
             &log,
         );
+        if let Some(panel) = &panel {
+            // Restore reports a killed process still held: parked now, sent
+            // as the parked reports are.
+            let promoted = panel.promote_sending_restores();
+            if promoted > 0 {
+                log.info(&format!(
+                    "{promoted} restore report(s) a stopped process had not sent were parked"
+                ));
+            }
+        }
         let reporter = match &panel {
             Some(panel) => Some(
                 Reporter::start(Arc::clone(panel))

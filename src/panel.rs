@@ -154,6 +154,10 @@ pub struct PanelClient {
 /// and each backup report while it is sent.
 pub const PENDING_DIR: &str = ".pending";
 
+/// The suffix of a report's written-ahead copy (`.<parked name>.sending`),
+/// kept while the report is sent.
+const SENDING: &str = ".sending";
+
 /// What a parked report is: its file name in `.pending` and where it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportKind {
@@ -438,7 +442,7 @@ impl PanelClient {
         // Written ahead: a process killed while it reports leaves it for
         // the next start (`take_sending`). Hidden from `send_pending`, so
         // the report is never sent twice at once.
-        let sending = self.sending_path(backup);
+        let sending = self.sending_path(ReportKind::Backup, backup);
         let written_ahead = self.write_report(&sending, backup, &body).is_ok();
         let settled = |outcome: ReportOutcome| {
             if written_ahead {
@@ -511,19 +515,59 @@ impl PanelClient {
     /// keeps it while it is sent, for `take_sending` at the next start if
     /// the process is killed before the report is settled. Best effort.
     pub fn write_ahead(&self, backup: &str, report: &BackupReport) {
-        let _ = self.write_report(&self.sending_path(backup), backup, &report.to_json());
+        let path = self.sending_path(ReportKind::Backup, backup);
+        let _ = self.write_report(&path, backup, &report.to_json());
     }
 
     /// Where the report of backup `backup` is kept while it is sent.
-    fn sending_path(&self, backup: &str) -> PathBuf {
+    fn sending_path(&self, kind: ReportKind, backup: &str) -> PathBuf {
         self.pending_dir
-            .join(format!(".{backup}{}.sending", ReportKind::Backup.suffix()))
+            .join(format!(".{backup}{}{SENDING}", kind.suffix()))
+    }
+
+    /// Writes the restore report of backup `backup` ahead, while the
+    /// reporter holds it (see [`promote_sending_restores`]). Best effort.
+    ///
+    /// [`promote_sending_restores`]: Self::promote_sending_restores
+    pub fn write_ahead_restore(&self, backup: &str, successful: bool) {
+        let path = self.sending_path(ReportKind::Restore, backup);
+        let _ = self.write_report(&path, backup, &restore_body(successful));
+    }
+
+    /// The report of `kind` of backup `backup` is settled (delivered,
+    /// refused or parked): its written-ahead copy goes.
+    pub fn settled(&self, kind: ReportKind, backup: &str) {
+        let _ = std::fs::remove_file(self.sending_path(kind, backup));
+    }
+
+    /// At start: the restore reports a process that is gone held when it
+    /// stopped become parked ones (a newer one replacing a parked report of
+    /// the same backup, as `park_restore` does). Returns how many.
+    pub fn promote_sending_restores(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.pending_dir) else {
+            return 0;
+        };
+        let mut promoted = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(parked) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(SENDING))
+                .filter(|n| matches!(ReportKind::of_file(n), Some((ReportKind::Restore, _))))
+            else {
+                continue;
+            };
+            if std::fs::rename(entry.path(), self.pending_dir.join(parked)).is_ok() {
+                promoted += 1;
+            }
+        }
+        promoted
     }
 
     /// The report a process that is gone was sending for `backup` when it
     /// stopped, if any (its file is removed): the backup had ended so.
     pub fn take_sending(&self, backup: &str) -> Option<BackupReport> {
-        let path = self.sending_path(backup);
+        let path = self.sending_path(ReportKind::Backup, backup);
         let text = std::fs::read_to_string(&path).ok();
         let _ = std::fs::remove_file(&path);
         let v: Value = serde_json::from_str(&text?).ok()?;

@@ -9,7 +9,9 @@
 //! (`Engine::cancel_all`, or the engine dropped), is parked in
 //! `<backup_directory>/.pending/<uuid>.restore.json` for `send_pending`.
 //! Exactly one of "delivered", "refused for good" or "parked" happens to
-//! each report. Stopping waits for an attempt in flight (at most the 15 s
+//! each report. While the reporter holds a report it is also written ahead
+//! (`.pending/.<uuid>.restore.json.sending`), which the next start parks if
+//! the process is killed first. Stopping waits for an attempt in flight (at most the 15 s
 //! timeout of one Panel call), never for a backoff.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -48,6 +50,7 @@ impl Shared {
             Ok(()) => ReportOutcome::Pending(reason.to_string()),
             Err(e) => ReportOutcome::Pending(format!("{reason}; parking it failed: {e}")),
         };
+        self.panel.settled(ReportKind::Restore, &job.backup);
         self.panel
             .log_parked(ReportKind::Restore, &job.backup, &outcome);
     }
@@ -93,6 +96,9 @@ impl Reporter {
             backoff: self.shared.panel.restore_backoff(),
             due: Instant::now(),
         };
+        // Kept on disk while the reporter holds it: a process killed before
+        // it is settled leaves it for the next start to park.
+        self.shared.panel.write_ahead_restore(backup, successful);
         let mut state = self.shared.lock();
         if state.stopping {
             drop(state);
@@ -174,8 +180,10 @@ fn run(shared: &Shared) {
 /// One attempt; true when the job is to be tried again (its `due` set).
 fn attempt(shared: &Shared, job: &mut Job) -> bool {
     let panel = &shared.panel;
+    let settled = || panel.settled(ReportKind::Restore, &job.backup);
     match panel.restore_once(&job.backup, job.successful) {
         Ok(()) => {
+            settled();
             if job.backoff.attempts() > 0 {
                 panel.logger().info(&format!(
                     "the restore report of backup {} was delivered at attempt {}",
@@ -186,6 +194,7 @@ fn attempt(shared: &Shared, job: &mut Job) -> bool {
             false
         }
         Err(Failure::Final(_, message)) => {
+            settled();
             panel.logger().warn(&format!(
                 "the Panel refused the restore report of backup {}: {message}",
                 job.backup

@@ -606,6 +606,11 @@ fn held_restore_child() -> bool {
     };
     let mut ctl = Control::new(None, Some(&mut cb));
     let done = engine.restore_backup(SERVER, BACKUP, &local_restore(true), &mut ctl);
+    if at == "reporting" && done.is_ok() {
+        // Its report is with the reporter, which the Panel keeps waiting.
+        std::fs::write(dir.join("restored"), b"").unwrap();
+        std::thread::sleep(Duration::from_secs(120));
+    }
     panic!("the restore was not killed: {:?}", done.map(|_| ()));
 }
 
@@ -837,4 +842,38 @@ fn a_restore_still_running_in_another_process_is_left_alone_at_start() {
     assert_eq!(files(&root), before);
     assert_eq!(parked_restore(&dir), Some(false));
     drop(next);
+}
+
+#[test]
+fn a_restore_report_a_killed_process_still_held_is_parked_and_sent_at_the_next_start() {
+    if held_restore_child() {
+        return;
+    }
+    let (dir, backup, _) = node_with_changed_files("restore-killed-reporting");
+    let root = dir.join("data").join(SERVER);
+    let port = closed_port();
+    let (restored, sending) = (
+        dir.join("restored"),
+        parked(&dir, &format!(".{BACKUP}.restore.json.sending")),
+    );
+    kill_restore_child(
+        "a_restore_report_a_killed_process_still_held_is_parked_and_sent_at_the_next_start",
+        &dir,
+        port,
+        "reporting",
+        || restored.exists() && sending.exists(),
+    );
+    assert_eq!(files(&root), backup);
+    assert_eq!(parked_restore(&dir), None, "not parked while it was held");
+
+    let stub = Stub::start_on(port);
+    let engine = Arc::new(engine(&dir, Some((port, 600))));
+    assert!(!sending.exists());
+    assert_eq!(parked_restore(&dir), Some(true));
+    let record = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
+    engine.resend_parked_reports().unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(30)));
+    assert_eq!(restore_reports(&stub), [(BACKUP.to_string(), true)]);
+    assert_eq!(parked_restore(&dir), None);
 }
