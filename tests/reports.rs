@@ -714,23 +714,21 @@ fn a_restore_killed_during_its_extract_is_reported_failed_at_the_next_start() {
     );
     assert_eq!(parked_restore(&dir), Some(false));
     let logged = log.lock().unwrap().clone();
-    assert!(
-        logged.iter().any(|(l, m)| *l == Level::Info
-            && m.contains("interrupted restores recovered")
-            && m.contains(&format!("server={SERVER}"))
-            && m.contains("finished=0 removed=1")),
-        "{logged:?}"
+    assert_logged(
+        &logged,
+        Level::Info,
+        &[
+            "interrupted restores recovered",
+            &format!("server={SERVER}"),
+            "finished=0 removed=1",
+        ],
     );
-    assert!(
-        logged.iter().any(|(l, m)| *l == Level::Warn
-            && m.contains("interrupted")
-            && m.contains(&format!("backup={BACKUP}"))),
-        "{logged:?}"
+    assert_logged(
+        &logged,
+        Level::Warn,
+        &["interrupted", &format!("backup={BACKUP}")],
     );
-    engine.resend_parked_reports().unwrap();
-    assert!(engine.wait_idle(Duration::from_secs(30)));
-    assert_eq!(restore_reports(&stub), [(BACKUP.to_string(), false)]);
-    assert_eq!(parked_restore(&dir), None);
+    resend_parked_restore(&engine, &stub, &dir, false);
 }
 
 #[test]
@@ -762,23 +760,21 @@ fn a_restore_killed_after_its_commit_began_is_finished_and_reported_succeeded_at
     assert_eq!(record.error, None);
     assert_eq!(parked_restore(&dir), Some(true));
     let logged = log.lock().unwrap().clone();
-    assert!(
-        logged.iter().any(|(l, m)| *l == Level::Info
-            && m.contains("interrupted restores recovered")
-            && m.contains(&format!("server={SERVER}"))
-            && m.contains("finished=1 removed=0")),
-        "{logged:?}"
+    assert_logged(
+        &logged,
+        Level::Info,
+        &[
+            "interrupted restores recovered",
+            &format!("server={SERVER}"),
+            "finished=1 removed=0",
+        ],
     );
-    assert!(
-        logged.iter().any(|(l, m)| *l == Level::Info
-            && m.contains("finished at start")
-            && m.contains(&format!("backup={BACKUP}"))),
-        "{logged:?}"
+    assert_logged(
+        &logged,
+        Level::Info,
+        &["finished at start", &format!("backup={BACKUP}")],
     );
-    engine.resend_parked_reports().unwrap();
-    assert!(engine.wait_idle(Duration::from_secs(30)));
-    assert_eq!(restore_reports(&stub), [(BACKUP.to_string(), true)]);
-    assert_eq!(parked_restore(&dir), None);
+    resend_parked_restore(&engine, &stub, &dir, true);
     // A restart changes nothing more: the record stays, nothing is parked again.
     drop(engine);
     let engine = self::engine(&dir, Some((port, 600)));
@@ -872,8 +868,24 @@ fn a_restore_report_a_killed_process_still_held_is_parked_and_sent_at_the_next_s
     assert_eq!(parked_restore(&dir), Some(true));
     let record = engine.backup_status(SERVER, BACKUP).unwrap();
     assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
+    resend_parked_restore(&engine, &stub, &dir, true);
+}
+
+/// Asserts that `logged` has a line at `level` holding every one of `parts`.
+fn assert_logged(logged: &[(Level, String)], level: Level, parts: &[&str]) {
+    assert!(
+        logged
+            .iter()
+            .any(|(l, m)| *l == level && parts.iter().all(|p| m.contains(p))),
+        "no {level:?} line with {parts:?} in {logged:?}"
+    );
+}
+
+/// Sends the parked reports; the stub then has exactly one restore report
+/// of `BACKUP`, `successful`, and none is parked any more.
+fn resend_parked_restore(engine: &Arc<Engine>, stub: &Stub, dir: &TempDir, successful: bool) {
     engine.resend_parked_reports().unwrap();
     assert!(engine.wait_idle(Duration::from_secs(30)));
-    assert_eq!(restore_reports(&stub), [(BACKUP.to_string(), true)]);
-    assert_eq!(parked_restore(&dir), None);
+    assert_eq!(restore_reports(stub), [(BACKUP.to_string(), successful)]);
+    assert_eq!(parked_restore(dir), None);
 }
