@@ -696,13 +696,8 @@ fn a_restore_killed_during_its_extract_is_reported_failed_at_the_next_start() {
     // Killed with its stage there, not committed.
     assert_eq!(stages(&root), [false]);
 
-    let stub = Stub::start_on(port);
-    let engine = Arc::new(engine(&dir, Some((port, 600))));
-    let log = logging(&engine);
-    assert_eq!(stages(&root), Vec::<bool>::new());
+    let (stub, engine, logged, record) = start_after_killed_restore(&dir, port, false);
     assert_eq!(files(&root), before, "the server's files are as they were");
-    let record = engine.backup_status(SERVER, BACKUP).unwrap();
-    assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
     assert_eq!(record.state, wings_backup::catalog::OpState::Failed);
     assert!(
         record
@@ -713,16 +708,6 @@ fn a_restore_killed_during_its_extract_is_reported_failed_at_the_next_start() {
         "{record:?}"
     );
     assert_eq!(parked_restore(&dir), Some(false));
-    let logged = log.lock().unwrap().clone();
-    assert_logged(
-        &logged,
-        Level::Info,
-        &[
-            "interrupted restores recovered",
-            &format!("server={SERVER}"),
-            "finished=0 removed=1",
-        ],
-    );
     assert_logged(
         &logged,
         Level::Warn,
@@ -748,27 +733,12 @@ fn a_restore_killed_after_its_commit_began_is_finished_and_reported_succeeded_at
     );
     assert_eq!(stages(&root), [true]);
 
-    let stub = Stub::start_on(port);
-    let engine = Arc::new(engine(&dir, Some((port, 600))));
-    let log = logging(&engine);
-    assert_eq!(stages(&root), Vec::<bool>::new());
+    let (stub, engine, logged, record) = start_after_killed_restore(&dir, port, true);
     assert_eq!(files(&root), backup, "every file is the backup's");
-    let record = engine.backup_status(SERVER, BACKUP).unwrap();
-    assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
     assert_eq!(record.state, wings_backup::catalog::OpState::Succeeded);
     assert_eq!(record.phase, "done");
     assert_eq!(record.error, None);
     assert_eq!(parked_restore(&dir), Some(true));
-    let logged = log.lock().unwrap().clone();
-    assert_logged(
-        &logged,
-        Level::Info,
-        &[
-            "interrupted restores recovered",
-            &format!("server={SERVER}"),
-            "finished=1 removed=0",
-        ],
-    );
     assert_logged(
         &logged,
         Level::Info,
@@ -888,4 +858,42 @@ fn resend_parked_restore(engine: &Arc<Engine>, stub: &Stub, dir: &TempDir, succe
     assert!(engine.wait_idle(Duration::from_secs(30)));
     assert_eq!(restore_reports(stub), [(BACKUP.to_string(), successful)]);
     assert_eq!(parked_restore(dir), None);
+}
+
+/// After a restore child was killed: a Panel stub on `port` and an engine
+/// on `dir`, which has dealt with the restore's stage (`finished` its
+/// commit, else removed it) and logged so; with what it logged and the
+/// restore's record.
+fn start_after_killed_restore(
+    dir: &TempDir,
+    port: u16,
+    finished: bool,
+) -> (
+    Stub,
+    Arc<Engine>,
+    Vec<(Level, String)>,
+    wings_backup::operations::OperationRecord,
+) {
+    let stub = Stub::start_on(port);
+    let engine = Arc::new(engine(dir, Some((port, 600))));
+    let log = logging(&engine);
+    assert_eq!(stages(&dir.join("data").join(SERVER)), Vec::<bool>::new());
+    let logged = log.lock().unwrap().clone();
+    let counts = if finished {
+        "finished=1 removed=0"
+    } else {
+        "finished=0 removed=1"
+    };
+    assert_logged(
+        &logged,
+        Level::Info,
+        &[
+            "interrupted restores recovered",
+            &format!("server={SERVER}"),
+            counts,
+        ],
+    );
+    let record = engine.backup_status(SERVER, BACKUP).unwrap();
+    assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
+    (stub, engine, logged, record)
 }
