@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use super::checks::walk_pair;
 use super::paths::{cstring, split_last, times};
 use crate::config::Owner;
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::safe_fs::{
     self, Beneath, Dir, Errno, FileType, Listing, Timespec, Timestamps, RESERVED_PREFIX,
 };
@@ -261,7 +261,7 @@ impl Journal {
                 Move::Touched { dir, times } => {
                     let l = open(&mut live, root, dir)?;
                     if !same_times(&l.stat()?, times) {
-                        l.set_times(times)?;
+                        unless_not_ours(l.set_times(times))?;
                     }
                 }
                 Move::Meta {
@@ -274,13 +274,13 @@ impl Journal {
                     let l = open(&mut live, root, dir)?;
                     let now = l.stat()?;
                     if (now.st_uid, now.st_gid) != (*uid, *gid) {
-                        l.chown(*uid, *gid)?;
+                        unless_not_ours(l.chown(*uid, *gid))?;
                     }
                     if now.st_mode & 0o7777 != *mode {
-                        l.chmod(*mode)?;
+                        unless_not_ours(l.chmod(*mode))?;
                     }
                     if !same_times(&now, times) {
-                        l.set_times(times)?;
+                        unless_not_ours(l.set_times(times))?;
                     }
                 }
             }
@@ -547,7 +547,9 @@ fn commit_merge(
     journal: &mut Journal,
 ) -> Result<()> {
     let displaced = stage_dir(stage, c"displaced")?;
-    let err = |e: Errno| Error::os("putting restored files in place", e);
+    let err = |path: &[u8], e: Errno| {
+        Error::os(format!("putting restored files in place ({})", quote(path)), e)
+    };
     let mut moves = 0u64;
     // Both callbacks of the walk record their changes.
     let journal = std::cell::RefCell::new(journal);
@@ -559,11 +561,11 @@ fn commit_merge(
             let staged_is_dir = s
                 .lstat(name)
                 .map(|st| safe_fs::file_type(&st) == FileType::Directory)
-                .map_err(err)?;
+                .map_err(|e| err(path, e))?;
             let live_ty = match l.lstat(name) {
                 Ok(st) => Some(safe_fs::file_type(&st)),
                 Err(Errno::NOENT) => None,
-                Err(e) => return Err(err(e)),
+                Err(e) => return Err(err(path, e)),
             };
             if let (true, Some(FileType::Directory)) = (staged_is_dir, live_ty) {
                 return Ok(true);
@@ -580,7 +582,7 @@ fn commit_merge(
                     let aside = journal.aside_name()?;
                     match l.link(name, displaced, &aside) {
                         Ok(()) => {
-                            s.rename(name, l, name).map_err(err)?;
+                            s.rename(name, l, name).map_err(|e| err(path, e))?;
                             journal.moves.push(Move::Replaced {
                                 dir: dir.to_vec(),
                                 name: name.to_owned(),
@@ -601,7 +603,7 @@ fn commit_merge(
                 return Ok(());
             };
             {
-                let before = l.stat().map_err(err)?;
+                let before = l.stat().map_err(|e| err(path, e))?;
                 journal.borrow_mut().moves.push(Move::Meta {
                     dir: path.to_vec(),
                     mode: before.st_mode & 0o7777,
@@ -609,15 +611,29 @@ fn commit_merge(
                     gid: before.st_gid,
                     times: stat_times(&before),
                 });
+                // A directory of the server's that the node does not own
+                // (and may not change without `CAP_FOWNER`) keeps its own
+                // mode, owner and time, as GNU tar keeps them: the files
+                // merged into it are what matters.
+                let meta = |e: Errno| err(path, e);
                 if let Some(o) = dirs.owner {
-                    l.chown(o.uid, o.gid).map_err(err)?;
+                    unless_not_ours(l.chown(o.uid, o.gid)).map_err(meta)?;
                 }
-                l.chmod(st.st_mode & 0o1777).map_err(err)?;
-                l.set_times(&times(st.st_mtime)).map_err(err)?;
+                unless_not_ours(l.chmod(st.st_mode & 0o1777)).map_err(meta)?;
+                unless_not_ours(l.set_times(&times(st.st_mtime))).map_err(meta)?;
             }
             Ok(())
         },
     )
+}
+
+/// `EPERM` from a change of a directory's mode, owner or times: the node
+/// does not own it (nor has `CAP_FOWNER`), so it is left as it is.
+fn unless_not_ours(r: std::result::Result<(), Errno>) -> std::result::Result<(), Errno> {
+    match r {
+        Err(Errno::PERM) => Ok(()),
+        other => other,
+    }
 }
 
 /// Renames `from/name` to `live/name` (`dir` is `live`'s path); whatever
@@ -631,6 +647,16 @@ fn move_into(
     displaced: Dir<'_>,
     journal: &mut Journal,
 ) -> Result<()> {
+    let path = || {
+        let mut p = dir.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name.to_bytes());
+        quote(&p)
+    };
+    let aside_error = |e: Errno| Error::os(format!("moving the server's {} aside", path()), e);
+    let in_error = |e: Errno| Error::os(format!("putting restored files in place ({})", path()), e);
     for _ in 0..3 {
         match from.rename_noreplace(name, live, name) {
             Ok(()) => {
@@ -649,7 +675,7 @@ fn move_into(
                         aside,
                     }),
                     Err(Errno::NOENT) => {}
-                    Err(e) => return Err(Error::os("moving the server's files aside", e)),
+                    Err(e) => return Err(aside_error(e)),
                 }
             }
             Err(Errno::INVAL) | Err(Errno::NOSYS) => {
@@ -658,7 +684,7 @@ fn move_into(
                 if live.lstat(name).is_ok() {
                     let aside = journal.aside_name()?;
                     live.rename(name, displaced, &aside)
-                        .map_err(|e| Error::os("moving the server's files aside", e))?;
+                        .map_err(aside_error)?;
                     journal.moves.push(Move::Displaced {
                         dir: dir.to_vec(),
                         name: name.to_owned(),
@@ -666,14 +692,14 @@ fn move_into(
                     });
                 }
                 from.rename(name, live, name)
-                    .map_err(|e| Error::os("putting restored files in place", e))?;
+                    .map_err(in_error)?;
                 journal.moves.push(Move::In {
                     dir: dir.to_vec(),
                     name: name.to_owned(),
                 });
                 return Ok(());
             }
-            Err(e) => return Err(Error::os("putting restored files in place", e)),
+            Err(e) => return Err(in_error(e)),
         }
     }
     Err(Error::io(

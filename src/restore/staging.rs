@@ -811,6 +811,80 @@ mod tests {
         assert_eq!(listing(&server.0), before, "{what}, after a recovery");
     }
 
+    /// A merge into a server directory the node does not own (another
+    /// user's, mode 0777), by a thread without `CAP_FOWNER`, `CAP_CHOWN`,
+    /// `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH`, as a non-root node
+    /// runs: the files go in and the directory keeps its mode and owner, as
+    /// GNU tar leaves them. Failing at its second move, the commit is undone
+    /// whole, although that directory's time cannot be put back.
+    #[test]
+    fn a_merge_into_a_directory_the_node_does_not_own() {
+        use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to give a directory to another user");
+            return;
+        }
+        for fail in [false, true] {
+            let server = old_server();
+            std::fs::write(server.0.join("world/level.dat"), b"old level").unwrap();
+            std::os::unix::fs::chown(server.0.join("world"), Some(4321), Some(4321)).unwrap();
+            std::fs::set_permissions(server.0.join("world"), PermissionsExt::from_mode(0o777))
+                .unwrap();
+            let before = listing(&server.0);
+            let path = server.0.clone();
+            let result = std::thread::spawn(move || {
+                let mut caps = capabilities(None).unwrap();
+                caps.effective.remove(
+                    CapabilitySet::FOWNER
+                        | CapabilitySet::CHOWN
+                        | CapabilitySet::DAC_OVERRIDE
+                        | CapabilitySet::DAC_READ_SEARCH,
+                );
+                set_capabilities(None, caps).unwrap();
+                let root = safe_fs::open_trusted_dir(&path).unwrap();
+                let mut target = RestoreTarget::begin(root, RestoreOptions::default()).unwrap();
+                let entries: [(&[u8], EntryKind<'_>, u32, &[u8]); 3] = [
+                    (b"world", EntryKind::Dir, 0o755, b""),
+                    (b"world/level.dat", EntryKind::File, 0o644, b"new level"),
+                    (b"zz-new.txt", EntryKind::File, 0o644, b"new zz"),
+                ];
+                for (path, kind, mode, data) in entries {
+                    let entry = Entry {
+                        path,
+                        kind,
+                        mode,
+                        mtime: 0,
+                    };
+                    target.apply(&entry, &mut Bytes(Some(data))).unwrap();
+                }
+                FAULT.with(|f| f.set(fail.then_some(CommitPhase::MovingIn)));
+                let result = target.commit().map(|_| ()).map_err(|e| e.message);
+                FAULT.with(|f| f.set(None));
+                result
+            })
+            .join()
+            .unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let world = std::fs::metadata(server.0.join("world")).unwrap();
+            assert_eq!((world.uid(), world.mode() & 0o7777), (4321, 0o777), "fail={fail}");
+            if fail {
+                let err = result.unwrap_err();
+                assert!(err.contains("injected fault"), "{err}");
+                assert_eq!(listing(&server.0), before, "undone whole");
+            } else {
+                result.unwrap();
+                let data = |p: &str| std::fs::read(server.0.join(p)).unwrap();
+                assert_eq!(data("world/level.dat"), b"new level");
+                assert_eq!(data("zz-new.txt"), b"new zz");
+            }
+            let names: Vec<String> = std::fs::read_dir(&server.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(names.iter().all(|n| !n.starts_with(STAGE_PREFIX)), "{names:?}");
+        }
+    }
+
     #[test]
     fn a_commit_failing_before_any_move_leaves_the_old_files() {
         failed_commit_keeps_old_files(true, CommitPhase::Started);
