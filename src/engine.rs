@@ -259,7 +259,27 @@ impl Engine {
                 .with_archive_bytes(details.archive.size),
         );
         details.panel_report = delivery;
+        self.log_skipped(server, &request.uuid, &details.archive);
         Ok(details)
+    }
+
+    /// Says in the log, at WARN, that a backup left entries out (files it
+    /// could not read, sockets, ...), with the first of them: the state
+    /// an HTTP client sees does not list them.
+    fn log_skipped(&self, server: &str, backup: &str, archive: &ArchiveSummary) {
+        let Some(first) = archive.skipped.first() else {
+            return;
+        };
+        self.log.warn(&crate::log::line(
+            "backup left entries out",
+            [
+                ("server", server.to_string()),
+                ("backup", backup.to_string()),
+                ("skipped", archive.skipped_count.to_string()),
+                ("first", String::from_utf8_lossy(&first.path).into_owned()),
+                ("reason", first.reason.clone()),
+            ],
+        ));
     }
 
     /// Writes the archive (and uploads it, for `s3`).

@@ -897,3 +897,27 @@ fn start_after_killed_restore(
     assert_eq!(record.kind, wings_backup::catalog::OpKind::Restore);
     (stub, engine, logged, record)
 }
+
+/// A backup that leaves entries out (here a socket) says so in the log at
+/// WARN, with their count and the first of them: an HTTP client's state of
+/// the backup does not list them.
+#[test]
+fn a_backup_that_leaves_entries_out_says_so_in_the_log() {
+    let dir = node_with_backup("report-skipped");
+    let root = dir.join("data").join(SERVER);
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("server.sock")).unwrap();
+    let engine = engine(&dir, None);
+    let log = logging(&engine);
+    engine
+        .create_backup(SERVER, &create_request(BACKUP2, ""), &mut Control::none())
+        .unwrap();
+    let lines = warnings_about(&log, "backup left entries out");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    for part in [
+        format!("backup={BACKUP2}"),
+        "skipped=1".into(),
+        "first=server.sock".into(),
+    ] {
+        assert!(lines[0].contains(&part), "{part} in {lines:?}");
+    }
+}

@@ -548,7 +548,10 @@ fn commit_merge(
 ) -> Result<()> {
     let displaced = stage_dir(stage, c"displaced")?;
     let err = |path: &[u8], e: Errno| {
-        Error::os(format!("putting restored files in place ({})", quote(path)), e)
+        Error::os(
+            format!("putting restored files in place ({})", quote(path)),
+            e,
+        )
     };
     let mut moves = 0u64;
     // Both callbacks of the walk record their changes.
@@ -683,16 +686,14 @@ fn move_into(
                 // there aside, then a plain rename.
                 if live.lstat(name).is_ok() {
                     let aside = journal.aside_name()?;
-                    live.rename(name, displaced, &aside)
-                        .map_err(aside_error)?;
+                    live.rename(name, displaced, &aside).map_err(aside_error)?;
                     journal.moves.push(Move::Displaced {
                         dir: dir.to_vec(),
                         name: name.to_owned(),
                         aside,
                     });
                 }
-                from.rename(name, live, name)
-                    .map_err(in_error)?;
+                from.rename(name, live, name).map_err(in_error)?;
                 journal.moves.push(Move::In {
                     dir: dir.to_vec(),
                     name: name.to_owned(),

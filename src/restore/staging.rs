@@ -866,7 +866,11 @@ mod tests {
             .unwrap();
             use std::os::unix::fs::MetadataExt;
             let world = std::fs::metadata(server.0.join("world")).unwrap();
-            assert_eq!((world.uid(), world.mode() & 0o7777), (4321, 0o777), "fail={fail}");
+            assert_eq!(
+                (world.uid(), world.mode() & 0o7777),
+                (4321, 0o777),
+                "fail={fail}"
+            );
             if fail {
                 let err = result.unwrap_err();
                 assert!(err.contains("injected fault"), "{err}");
@@ -881,7 +885,10 @@ mod tests {
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
-            assert!(names.iter().all(|n| !n.starts_with(STAGE_PREFIX)), "{names:?}");
+            assert!(
+                names.iter().all(|n| !n.starts_with(STAGE_PREFIX)),
+                "{names:?}"
+            );
         }
     }
 
