@@ -3,6 +3,7 @@
 //! goes one component at a time through `openat(O_NOFOLLOW)` on a handle we
 //! hold, and no path is resolved by name from the root again.
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -764,42 +765,73 @@ impl DirStack<()> {
 }
 
 /// Removes `name` inside `dir` and, if it is a directory, everything below
-/// it, without following symlinks, whatever the depth of the tree.
+/// it, without following symlinks, whatever the depth of the tree. An entry
+/// that cannot be removed (another user's file in a sticky directory, for a
+/// process that is not root) is passed over and the rest still goes; the
+/// first such error is returned.
 pub fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
     match rfs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => return Ok(()),
         Err(Errno::ISDIR) | Err(Errno::PERM) => {}
         Err(e) => return Err(e),
     }
-    let mut stack: DirStack<()> = DirStack::default();
-    stack.push(name.to_owned(), open_dir(dir, name)?, ());
+    // Each frame keeps the names in it that could not be removed: they are
+    // passed over, the rest still goes, and the first error is returned.
+    let mut first_error: Option<Errno> = None;
+    let mut stack: DirStack<HashSet<CString>> = DirStack::default();
+    stack.push(name.to_owned(), open_dir(dir, name)?, HashSet::new());
     while !stack.is_empty() {
-        let fd = stack.top_fd(dir)?;
-        let listing = Listing::read(fd)?;
+        let fd = stack.take_top_fd(dir)?;
+        let listing = Listing::read(fd.as_fd());
         let mut descend = None;
-        for i in 0..listing.len() {
-            let (child, _) = listing.get(i);
-            match rfs::unlinkat(fd, child, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(Errno::ISDIR) | Err(Errno::PERM) => {
-                    match rfs::unlinkat(fd, child, AtFlags::REMOVEDIR) {
+        let mut stuck = Vec::new();
+        match &listing {
+            Err(e) => {
+                first_error.get_or_insert(*e);
+            }
+            Ok(listing) => {
+                let passed = &stack.top_mut().ok_or(Errno::BADF)?.data;
+                for i in 0..listing.len() {
+                    let (child, _) = listing.get(i);
+                    if passed.contains(child) {
+                        continue;
+                    }
+                    let removed = match rfs::unlinkat(&fd, child, AtFlags::empty()) {
+                        Err(Errno::ISDIR) | Err(Errno::PERM) => {
+                            rfs::unlinkat(&fd, child, AtFlags::REMOVEDIR)
+                        }
+                        other => other,
+                    };
+                    match removed {
                         Ok(()) | Err(Errno::NOENT) => {}
                         Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
                             descend = Some(child.to_owned());
                             break;
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            stuck.push(child.to_owned());
+                        }
                     }
                 }
-                Err(e) => return Err(e),
             }
         }
-        match descend {
-            Some(child) => {
-                let child_fd = open_dir(fd, child.as_c_str())?;
-                stack.push(child, child_fd, ());
+        if let Some(frame) = stack.top_mut() {
+            frame.data.extend(stuck);
+        }
+        let child_fd = descend
+            .as_ref()
+            .map(|child| open_dir(fd.as_fd(), child.as_c_str()));
+        stack.put_top_fd(fd);
+        match (descend, child_fd) {
+            (Some(child), Some(Ok(child_fd))) => stack.push(child, child_fd, HashSet::new()),
+            (Some(child), Some(Err(e))) => {
+                first_error.get_or_insert(e);
+                if let Some(frame) = stack.top_mut() {
+                    frame.data.insert(child);
+                }
             }
-            None => {
+            _ => {
                 let Some(done) = stack.pop() else { break };
                 drop(done.fd);
                 let parent = if stack.is_empty() {
@@ -809,12 +841,17 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
                 };
                 match rfs::unlinkat(parent, done.name.as_c_str(), AtFlags::REMOVEDIR) {
                     Ok(()) | Err(Errno::NOENT) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        if let Some(frame) = stack.top_mut() {
+                            frame.data.insert(done.name);
+                        }
+                    }
                 }
             }
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// A name for temporary files and directories that no other process or call
@@ -850,6 +887,49 @@ mod tests {
         remove_tree(fd.as_fd(), c"victim").unwrap();
         assert!(!base.join("victim").exists());
         assert!(outside.join("keep").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Another user's file in that user's sticky directory cannot be
+    /// removed by a thread without `CAP_FOWNER`: it is passed over, the
+    /// rest of the tree (before and after it) still goes, and the error is
+    /// returned.
+    #[test]
+    fn an_entry_that_cannot_be_removed_is_passed_over() {
+        use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to give files to another user");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("wb-rmstuck-{}", nonce()));
+        let sticky = base.join("victim/a/sticky");
+        std::fs::create_dir_all(&sticky).unwrap();
+        std::fs::write(sticky.join("theirs"), b"x").unwrap();
+        std::fs::write(base.join("victim/a/mine.txt"), b"x").unwrap();
+        std::fs::create_dir_all(base.join("victim/z/deep")).unwrap();
+        std::fs::write(base.join("victim/z/deep/z.txt"), b"x").unwrap();
+        for p in [sticky.join("theirs"), sticky.clone()] {
+            std::os::unix::fs::chown(&p, Some(4321), Some(4321)).unwrap();
+        }
+        std::fs::set_permissions(
+            &sticky,
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        let fd = open_trusted_dir(&base).unwrap();
+        let result = std::thread::spawn(move || {
+            let mut caps = capabilities(None).unwrap();
+            caps.effective
+                .remove(CapabilitySet::FOWNER | CapabilitySet::DAC_OVERRIDE);
+            set_capabilities(None, caps).unwrap();
+            remove_tree(fd.as_fd(), c"victim")
+        })
+        .join()
+        .unwrap();
+        assert_eq!(result, Err(Errno::PERM));
+        assert!(sticky.join("theirs").exists());
+        assert!(!base.join("victim/a/mine.txt").exists());
+        assert!(!base.join("victim/z").exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
 
