@@ -302,7 +302,8 @@ int32_t wb_archive_dry_run(const char *source_dir,
 
 /**
  * Extracts the `.tar.gz` file `archive_path` (a FIFO is read as a
- * stream) into the existing directory `dest_dir`, with the same safety rules as a restore (nothing escapes
+ * stream; `cancel` stops the call also while it waits for a writer or for
+ * data) into the existing directory `dest_dir`, with the same safety rules as a restore (nothing escapes
  * `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be
  * NULL or `{"truncate","threads","disk_limit","owner","write_limit",
  * "paths"}` (`paths`: extract only those entries, as a restore's `paths`;

@@ -1699,15 +1699,27 @@ pub fn archive_extract(
     ctl: &mut Control<'_>,
 ) -> Result<RestoreSummary> {
     let root = existing_dir(dest, "the destination")?;
-    // Any file the caller names, a pipe included (read as a stream).
-    let mut file = match std::fs::File::open(archive) {
-        Ok(f) => f,
+    // Any file the caller names, a pipe included (read as a stream, which
+    // the call's cancel stops even while it waits for a writer or data).
+    let fifo = std::fs::metadata(archive)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+    let opened: std::io::Result<(Box<dyn std::io::Read + Send>, u64)> = if fifo {
+        let cancel = Arc::new(crate::progress::CancelToken::new());
+        ctl.also_cancelled_by(Arc::clone(&cancel));
+        safe_fs::FifoReader::open(archive, cancel).map(|f| (Box::new(f) as _, 0))
+    } else {
+        std::fs::File::open(archive).map(|f| {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(f) as _, len)
+        })
+    };
+    let (mut file, len) = match opened {
+        Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::not_found("the archive does not exist"))
         }
         Err(e) => return Err(Error::io("opening the archive", e)),
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let selection = Selection::parse(&opts.paths)?;
     let restore_opts = RestoreOptions {
         truncate: opts.truncate,
@@ -1718,7 +1730,7 @@ pub fn archive_extract(
     ctl.report(Progress::at(Phase::Started))?;
     let summary = if selection.is_empty() {
         restore_stream(
-            &mut file,
+            &mut *file,
             len,
             root,
             restore_opts,

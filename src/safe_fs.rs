@@ -854,6 +854,59 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// A FIFO read as a stream that a cancel token stops even while no writer
+/// has come or the writer sends nothing: it is opened without waiting for a
+/// writer (`O_NONBLOCK`), and each read waits for data in `poll` slices of
+/// 100 ms, checking the token between them. A cancel is an I/O error that
+/// carries `Error::cancelled()`.
+pub struct FifoReader {
+    file: std::fs::File,
+    cancel: std::sync::Arc<crate::progress::CancelToken>,
+}
+
+impl FifoReader {
+    pub fn open(
+        path: &Path,
+        cancel: std::sync::Arc<crate::progress::CancelToken>,
+    ) -> std::io::Result<FifoReader> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(FifoReader { file, cancel })
+    }
+}
+
+impl std::io::Read for FifoReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let slice = Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        loop {
+            if self.cancel.is_triggered() {
+                return Err(std::io::Error::other(crate::error::Error::cancelled()));
+            }
+            // Before any writer has come, Linux reports nothing (no POLLHUP):
+            // the wait goes on. After the last writer has gone, POLLHUP, and
+            // the read below answers 0, the end of the stream.
+            let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
+            match poll(&mut fds, Some(&slice)) {
+                Ok(0) | Err(Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match std::io::Read::read(&mut self.file, buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 /// A name for temporary files and directories that no other process or call
 /// will pick: pid, time and a counter.
 pub fn nonce() -> String {

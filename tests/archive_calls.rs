@@ -226,3 +226,110 @@ fn create_and_extract_report_started_first_then_where_each_phase_ended() {
     assert_eq!(last.archive_bytes, size, "{last:?}");
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), data);
 }
+
+/// An archive that is a FIFO is read as a stream; the call's cancel token
+/// stops it while no writer has come, and while a writer holds the FIFO
+/// open without sending anything (header: "a call given it stops promptly").
+#[test]
+fn a_fifo_archive_is_read_and_its_wait_is_cancelled() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use wings_backup::progress::CancelToken;
+    let dir = TempDir::new("fifo-extract");
+    write_file(&dir.join("src/a.txt"), b"from a pipe", 0o644, 1_600_000_000);
+    let made = dir.join("made.tar.gz");
+    create(
+        &dir.join("src"),
+        &made,
+        &ArchiveOptions::default(),
+        &mut Vec::new(),
+    );
+    let bytes = std::fs::read(&made).unwrap();
+    let fifo = dir.join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // A writer that sends the archive: read whole.
+    let writer = std::thread::spawn({
+        let (fifo, bytes) = (fifo.clone(), bytes.clone());
+        move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .unwrap()
+                .write_all(&bytes)
+        }
+    });
+    let dest = dir.join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    archive_extract(
+        &fifo,
+        &dest,
+        &ArchiveOptions::default(),
+        &mut Control::none(),
+    )
+    .unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"from a pipe");
+    // No writer at all, then a writer that sends 50 bytes and waits: a
+    // cancel 300 ms in ends the call at once in both.
+    for stalled in [false, true] {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let holder = stalled.then(|| {
+            let (fifo, bytes) = (fifo.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                w.write_all(&bytes[..50]).unwrap();
+                let _ = stop_rx.recv_timeout(std::time::Duration::from_secs(30));
+            })
+        });
+        let token = Arc::new(CancelToken::new());
+        let trigger = std::thread::spawn({
+            let token = Arc::clone(&token);
+            move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                token.trigger();
+            }
+        });
+        let began = std::time::Instant::now();
+        let dest = dir.join(format!("dest-{stalled}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        // On a thread of its own, so that a call that never returns fails
+        // the test instead of hanging it.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let (fifo, dest, token) = (fifo.clone(), dest.clone(), Arc::clone(&token));
+            move || {
+                let mut ctl = Control::new(Some(&token), None);
+                let opts = ArchiveOptions::default();
+                let _ = done_tx.send(archive_extract(&fifo, &dest, &opts, &mut ctl));
+            }
+        });
+        let err = done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the cancelled call returned")
+            .unwrap_err();
+        assert_eq!(
+            err.status,
+            wings_backup::Status::Cancelled,
+            "stalled={stalled}: {err}"
+        );
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            began.elapsed()
+        );
+        trigger.join().unwrap();
+        let _ = stop_tx.send(());
+        if let Some(h) = holder {
+            h.join().unwrap();
+        }
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "stalled={stalled}"
+        );
+    }
+}

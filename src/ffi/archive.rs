@@ -76,7 +76,8 @@ pub unsafe extern "C" fn wb_archive_dry_run(
 }
 
 /// Extracts the `.tar.gz` file `archive_path` (a FIFO is read as a
-/// stream) into the existing directory `dest_dir`, with the same safety rules as a restore (nothing escapes
+/// stream; `cancel` stops the call also while it waits for a writer or for
+/// data) into the existing directory `dest_dir`, with the same safety rules as a restore (nothing escapes
 /// `dest_dir`; on failure `dest_dir` is unchanged). `options_json` may be
 /// NULL or `{"truncate","threads","disk_limit","owner","write_limit",
 /// "paths"}` (`paths`: extract only those entries, as a restore's `paths`;
