@@ -578,7 +578,7 @@ pub enum EntryKind {
     HardLink(Vec<u8>),
     Fifo,
     Device,
-    /// A type this engine does not restore (sparse, multi-volume, vendor
+    /// A type this engine does not restore (multi-volume, vendor
     /// extensions); its data is skipped.
     Unsupported(u8),
 }
@@ -768,6 +768,19 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                     .map(|c| c.into_owned())
                     .unwrap_or_default()
             });
+            // GNU sparse entries (old GNU 'S' headers, PAX GNU.sparse 0.0,
+            // 0.1 and 1.0) hold a sparse map this reader does not apply:
+            // taken as they are they would restore a wrong file (or none),
+            // so every reader of the archive refuses them.
+            if typeflag == b'S' || pax.sparse {
+                let name = pax.sparse_name.take().unwrap_or_else(|| path.clone());
+                return Err(Error::corrupt(format!(
+                    "the archive holds the sparse file {} in a format this engine does not \
+                     restore (GNU tar's sparse entries, written by `tar -S` and by bsdtar); \
+                     extract it with GNU tar, or archive it without --sparse",
+                    quote(&name)
+                )));
+            }
             let kind = match typeflag {
                 b'0' | b'\0' | b'7' if path.ends_with(b"/") && typeflag == b'\0' => EntryKind::Dir,
                 b'0' | b'\0' | b'7' => EntryKind::File,
@@ -874,6 +887,10 @@ struct PaxOverrides {
     uid: Option<u64>,
     gid: Option<u64>,
     mtime: Option<i64>,
+    /// A `GNU.sparse.*` record was seen, and the file's real name if one
+    /// (`GNU.sparse.name`) was given.
+    sparse: bool,
+    sparse_name: Option<Vec<u8>>,
 }
 
 impl PaxOverrides {
@@ -884,6 +901,7 @@ impl PaxOverrides {
             && self.uid.is_none()
             && self.gid.is_none()
             && self.mtime.is_none()
+            && !self.sparse
     }
 
     fn parse(&mut self, mut data: &[u8]) -> Result<()> {
@@ -927,6 +945,11 @@ impl PaxOverrides {
                     }
                     self.linkpath = Some(value.to_vec());
                 }
+                b"GNU.sparse.name" => {
+                    self.sparse = true;
+                    self.sparse_name = Some(value.to_vec());
+                }
+                _ if key.starts_with(b"GNU.sparse.") => self.sparse = true,
                 b"size" => self.size = Some(number(value)?),
                 b"uid" => self.uid = Some(number(value)?),
                 b"gid" => self.gid = Some(number(value)?),
