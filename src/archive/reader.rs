@@ -728,7 +728,10 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
             };
             let size = match pax.size {
                 Some(s) if !matches!(typeflag, b'x' | b'g' | b'L' | b'K') => s,
-                _ => h.entry_size().map_err(|e| field_err("size", e))?,
+                _ => match unsigned_base256(&block, 124..136, "size")? {
+                    Some(s) => s,
+                    None => h.entry_size().map_err(|e| field_err("size", e))?,
+                },
             };
             // A negative base-256 size reads as a huge one; no real entry is
             // anywhere near this.
@@ -799,15 +802,28 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                 _ => 0,
             };
             let mode = h.mode().map_err(|e| field_err("mode", e))? & 0o7777;
-            let uid = pax
-                .uid
-                .map_or_else(|| h.uid().map_err(|e| field_err("uid", e)), Ok)?;
-            let gid = pax
-                .gid
-                .map_or_else(|| h.gid().map_err(|e| field_err("gid", e)), Ok)?;
+            let uid = match pax.uid {
+                Some(u) => u,
+                None => match unsigned_base256(&block, 108..116, "uid")? {
+                    Some(u) => u,
+                    None => h.uid().map_err(|e| field_err("uid", e))?,
+                },
+            };
+            let gid = match pax.gid {
+                Some(g) => g,
+                None => match unsigned_base256(&block, 116..124, "gid")? {
+                    Some(g) => g,
+                    None => h.gid().map_err(|e| field_err("gid", e))?,
+                },
+            };
             let mtime = match pax.mtime {
                 Some(t) => t,
-                None => i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0),
+                None => match base256(&block, 136..148, "mtime")? {
+                    Some(t) => t,
+                    None => {
+                        i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0)
+                    }
+                },
             };
             self.remaining = data_len;
             self.padding = crate::archive::header::padding(data_len) as u64;
@@ -842,6 +858,47 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The value of a base-256 numeric header field (GNU's encoding of what
+/// octal cannot hold: the first byte's top bit set, then a big-endian two's
+/// complement number whose sign is the next bit), or `None` for an octal
+/// field (which the `tar` crate reads). A value beyond `i64` is corrupt.
+fn base256(block: &[u8; BLOCK], at: std::ops::Range<usize>, what: &str) -> Result<Option<i64>> {
+    let field = &block[at];
+    if field[0] & 0x80 == 0 {
+        return Ok(None);
+    }
+    let out_of_range =
+        || Error::corrupt(format!("the {what} field of a tar header is out of range"));
+    let inv = if field[0] & 0x40 != 0 { 0xff } else { 0 };
+    let mut x: u64 = 0;
+    for (i, b) in field.iter().enumerate() {
+        let c = if i == 0 { (b ^ inv) & 0x7f } else { b ^ inv };
+        if x >> 56 != 0 {
+            return Err(out_of_range());
+        }
+        x = (x << 8) | c as u64;
+    }
+    if x >> 63 != 0 {
+        return Err(out_of_range());
+    }
+    // Negative values are stored inverted: -1 is all ones, read as 0.
+    Ok(Some(if inv == 0xff { !(x as i64) } else { x as i64 }))
+}
+
+/// `base256` for a field that cannot be negative (a size or an id).
+fn unsigned_base256(
+    block: &[u8; BLOCK],
+    at: std::ops::Range<usize>,
+    what: &str,
+) -> Result<Option<u64>> {
+    match base256(block, at, what)? {
+        Some(v) if v < 0 => Err(Error::corrupt(format!(
+            "a tar header has a negative {what} ({v})"
+        ))),
+        v => Ok(v.map(|v| v as u64)),
     }
 }
 
@@ -971,6 +1028,104 @@ impl PaxOverrides {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar stream held in memory.
+    struct Bytes<'b>(&'b [u8], usize);
+
+    impl TarSource for Bytes<'_> {
+        fn next_slice(&mut self, max: usize) -> Result<&[u8]> {
+            let n = max.min(self.0.len() - self.1);
+            self.1 += n;
+            Ok(&self.0[self.1 - n..self.1])
+        }
+        fn own_members(&self) -> bool {
+            false
+        }
+        fn position(&self) -> u64 {
+            self.1 as u64
+        }
+    }
+
+    /// One GNU header for `f` (size 0) with `field` (offset, bytes)
+    /// overwritten, then the end blocks.
+    fn gnu_header_with(field: (usize, &[u8])) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        let mut block = h.as_bytes().to_vec();
+        block[field.0..field.0 + field.1.len()].copy_from_slice(field.1);
+        let h = tar::Header::from_byte_slice(&block);
+        let mut h = h.clone();
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.resize(3 * BLOCK, 0);
+        out
+    }
+
+    fn read_one(tar: &[u8]) -> Result<TarEntry> {
+        let mut src = Bytes(tar, 0);
+        let mut r: TarReader<'_, '_, Bytes<'_>> = TarReader::new(&mut src);
+        r.next_entry().map(|e| e.unwrap())
+    }
+
+    #[test]
+    fn base_256_numbers_are_twos_complement() {
+        let mtime = |bytes: [u8; 12]| read_one(&gnu_header_with((136, &bytes))).map(|e| e.mtime);
+        let mut minus_one = [0xff; 12];
+        assert_eq!(mtime(minus_one).unwrap(), -1);
+        minus_one[11] = 0xfe;
+        assert_eq!(mtime(minus_one).unwrap(), -2);
+        // -315619200 (1960-01-01), as GNU tar writes it.
+        let mut t = [0xff; 12];
+        t[8..].copy_from_slice(&(-315_619_200i32).to_be_bytes());
+        assert_eq!(mtime(t).unwrap(), -315_619_200);
+        let mut t = [0u8; 12];
+        t[0] = 0x80;
+        t[8..].copy_from_slice(&0x1_0000_0000u64.to_be_bytes()[4..]);
+        t[7] = 1;
+        assert_eq!(mtime(t).unwrap(), 1 << 32);
+        // Beyond i64, either way: refused, not wrapped.
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[3] = 1;
+        assert_eq!(
+            mtime(big).unwrap_err().status,
+            crate::Status::CorruptArchive
+        );
+        let mut small = [0xff; 12];
+        small[3] = 0xfe;
+        assert_eq!(
+            mtime(small).unwrap_err().status,
+            crate::Status::CorruptArchive
+        );
+    }
+
+    #[test]
+    fn negative_sizes_and_ids_are_corrupt() {
+        for (at, len, what) in [(124, 12, "size"), (108, 8, "uid"), (116, 8, "gid")] {
+            let mut minus = vec![0xff; len];
+            minus[len - 1] = 0xf0;
+            let e = read_one(&gnu_header_with((at, &minus))).unwrap_err();
+            assert_eq!(e.status, crate::Status::CorruptArchive, "{what}: {e}");
+            assert!(e.message.contains(what), "{e}");
+            // A positive base-256 value reads whole.
+            let mut plus = vec![0u8; len];
+            plus[0] = 0x80;
+            plus[len - 3] = 0x01;
+            let got = read_one(&gnu_header_with((at, &plus))).unwrap();
+            let value = match what {
+                "size" => got.size,
+                "uid" => got.uid,
+                _ => got.gid,
+            };
+            assert_eq!(value, 0x10000, "{what}");
+        }
+    }
 
     #[test]
     fn the_budget_lends_no_more_than_its_limit_and_reuses_what_comes_back() {
