@@ -381,3 +381,50 @@ fn gnu_tar_times_before_1970_restore_and_list_as_they_are() {
         T1960
     );
 }
+
+#[test]
+fn pax_sub_second_mtimes_restore_to_the_nanosecond() {
+    // GNU tar's posix format and bsdtar's pax format write `mtime=<s>.<ns>`
+    // PAX records.
+    let node = Node::new();
+    let src = node.dir.join("src");
+    write_file(&src.join("d/f.txt"), b"f", 0o644, 0);
+    let stamp = |p: &Path, t: &str| {
+        run(Command::new("touch").arg("-h").arg("-d").arg(t).arg(p));
+    };
+    stamp(&src.join("d/f.txt"), "@1600000000.123456789");
+    stamp(&src.join("d"), "@1500000000.5");
+    std::fs::create_dir_all(node.backups()).unwrap();
+    let archive = node.archive(BACKUP);
+    let want = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    assert_eq!(want(&src.join("d/f.txt")), (1_600_000_000, 123_456_789));
+    for (tool, flags) in [
+        ("tar", &["--format=posix"][..]),
+        ("bsdtar", &["--format=pax"][..]),
+    ] {
+        let _ = std::fs::remove_file(&archive);
+        let _ = std::fs::remove_file(wings_backup::index::path_for(&archive));
+        run(Command::new(tool)
+            .args(flags)
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg("d"));
+        for truncate in [true, false] {
+            // Without truncate, `d` exists and is merged into.
+            std::fs::create_dir_all(node.root().join("d")).unwrap();
+            node.restore(BACKUP, truncate).unwrap();
+            for name in ["d/f.txt", "d"] {
+                assert_eq!(
+                    want(&node.root().join(name)),
+                    want(&src.join(name)),
+                    "{tool}, truncate {truncate}: {name}"
+                );
+            }
+        }
+    }
+}

@@ -592,6 +592,9 @@ pub struct TarEntry {
     pub uid: u64,
     pub gid: u64,
     pub mtime: i64,
+    /// Nanoseconds past `mtime` (0 to 999999999): from a PAX `mtime`
+    /// record's fraction, else 0.
+    pub mtime_nsec: u32,
     /// Bytes of data that follow.
     pub size: u64,
 }
@@ -816,13 +819,14 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                     None => h.gid().map_err(|e| field_err("gid", e))?,
                 },
             };
-            let mtime = match pax.mtime {
+            let (mtime, mtime_nsec) = match pax.mtime {
                 Some(t) => t,
                 None => match base256(&block, 136..148, "mtime")? {
-                    Some(t) => t,
-                    None => {
-                        i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0)
-                    }
+                    Some(t) => (t, 0),
+                    None => (
+                        i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0),
+                        0,
+                    ),
                 },
             };
             self.remaining = data_len;
@@ -843,6 +847,7 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                 uid,
                 gid,
                 mtime,
+                mtime_nsec,
                 size,
             }));
         }
@@ -902,6 +907,27 @@ fn unsigned_base256(
     }
 }
 
+/// A PAX time, `[-]<seconds>[.<fraction>]`, as seconds and nanoseconds
+/// (0 to 999999999, counted forward: -1.25 is -2 s and 750000000 ns).
+/// Digits past the nanosecond are dropped, as GNU tar does.
+fn pax_time(value: &[u8]) -> Option<(i64, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = whole.parse().ok()?;
+    let mut nanos: u32 = 0;
+    for (i, b) in fraction.bytes().take(9).enumerate() {
+        nanos += (b - b'0') as u32 * 10u32.pow(8 - i as u32);
+    }
+    if whole.starts_with('-') && nanos > 0 {
+        Some((secs.checked_sub(1)?, 1_000_000_000 - nanos))
+    } else {
+        Some((secs, nanos))
+    }
+}
+
 fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
     if let Some(nul) = v.iter().position(|b| *b == 0) {
         v.truncate(nul);
@@ -943,7 +969,8 @@ struct PaxOverrides {
     size: Option<u64>,
     uid: Option<u64>,
     gid: Option<u64>,
-    mtime: Option<i64>,
+    /// Seconds and nanoseconds.
+    mtime: Option<(i64, u32)>,
     /// A `GNU.sparse.*` record was seen, and the file's real name if one
     /// (`GNU.sparse.name`) was given.
     sparse: bool,
@@ -1011,9 +1038,7 @@ impl PaxOverrides {
                 b"uid" => self.uid = Some(number(value)?),
                 b"gid" => self.gid = Some(number(value)?),
                 b"mtime" => {
-                    let text = std::str::from_utf8(value).unwrap_or("");
-                    let whole = text.split('.').next().unwrap_or("");
-                    self.mtime = Some(whole.parse().map_err(|_| {
+                    self.mtime = Some(pax_time(value).ok_or_else(|| {
                         Error::corrupt(format!("bad PAX mtime value {}", quote(value)))
                     })?);
                 }
@@ -1103,6 +1128,26 @@ mod tests {
             mtime(small).unwrap_err().status,
             crate::Status::CorruptArchive
         );
+    }
+
+    #[test]
+    fn pax_times_keep_their_nanoseconds() {
+        assert_eq!(pax_time(b"1600000000"), Some((1_600_000_000, 0)));
+        assert_eq!(
+            pax_time(b"1600000000.5"),
+            Some((1_600_000_000, 500_000_000))
+        );
+        assert_eq!(
+            pax_time(b"1600000000.1234567891"),
+            Some((1_600_000_000, 123_456_789))
+        );
+        assert_eq!(pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(pax_time(b"-0.5"), Some((-1, 500_000_000)));
+        assert_eq!(pax_time(b"-3"), Some((-3, 0)));
+        assert_eq!(pax_time(b"12."), Some((12, 0)));
+        for bad in [&b""[..], b"x", b"1.x", b"1.2.3", b"1e3", b"1. 5"] {
+            assert_eq!(pax_time(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -613,7 +613,8 @@ fn commit_merge(
                     l.chown(o.uid, o.gid).map_err(err)?;
                 }
                 l.chmod(st.st_mode & 0o1777).map_err(err)?;
-                l.set_times(&times(st.st_mtime)).map_err(err)?;
+                l.set_times(&times(st.st_mtime, st.st_mtime_nsec as u32))
+                    .map_err(err)?;
             }
             Ok(())
         },
