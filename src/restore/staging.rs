@@ -21,6 +21,9 @@ use crate::safe_fs::{self, Beneath, Dir, DirStack, Errno, File, FileType, RESERV
 /// Staging directories are named `<STAGE_PREFIX><nonce>`.
 pub(super) const STAGE_PREFIX: &str = ".wings-backup-restore-";
 
+/// A directory's mode, mtime and the mtime's nanoseconds.
+type DirItem = (u32, i64, u32);
+
 /// Explicit directory entries, whose mode and time are applied at the end
 /// (applying them earlier would fail for read-only modes, and creating
 /// children changes a directory's mtime). One item per path, the last
@@ -28,8 +31,7 @@ pub(super) const STAGE_PREFIX: &str = ".wings-backup-restore-";
 /// one item, so memory follows the directories actually made.
 #[derive(Default)]
 struct DirList {
-    /// Mode, mtime and its nanoseconds.
-    items: HashMap<Vec<u8>, (u32, i64, u32)>,
+    items: HashMap<Vec<u8>, DirItem>,
 }
 
 impl DirList {
@@ -276,7 +278,7 @@ impl RestoreTarget {
     /// reading, writing or searching is staged with those bits and noted
     /// for [`RestoreTarget::tighten_dirs`].
     fn finish_dirs(&mut self) -> Result<()> {
-        let mut order: Vec<(&Vec<u8>, &(u32, i64, u32))> = self.state.dirs.items.iter().collect();
+        let mut order: Vec<(&Vec<u8>, &DirItem)> = self.state.dirs.items.iter().collect();
         let depth = |p: &[u8]| p.iter().filter(|b| **b == b'/').count();
         order.sort_unstable_by(|a, b| depth(b.0).cmp(&depth(a.0)).then_with(|| a.0.cmp(b.0)));
         let tree = self.tree.fd();
