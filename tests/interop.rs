@@ -333,3 +333,98 @@ fn read_only_and_closed_directories_restore_without_override_capabilities() {
         }
     }
 }
+
+#[test]
+fn gnu_tar_times_before_1970_restore_and_list_as_they_are() {
+    // GNU format writes a negative mtime in base-256 (two's complement).
+    const T1960: i64 = -315_619_200; // 1960-01-01T00:00:00Z
+    const T1950: i64 = -631_152_000; // 1950-01-01T00:00:00Z
+    let node = Node::new();
+    let src = node.dir.join("src");
+    write_file(&src.join("old.txt"), b"old", 0o644, T1960);
+    write_file(&src.join("older.txt"), b"older", 0o644, T1950);
+    std::fs::create_dir_all(node.backups()).unwrap();
+    let archive = node.archive(BACKUP);
+    run(Command::new("tar")
+        .arg("--format=gnu")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("old.txt")
+        .arg("older.txt"));
+    let listed = node.engine.list_files(SERVER, BACKUP, "").unwrap();
+    let mtimes: Vec<(String, i64)> = listed
+        .iter()
+        .map(|e| (String::from_utf8_lossy(&e.name).into_owned(), e.mtime))
+        .collect();
+    assert_eq!(
+        mtimes,
+        [
+            ("old.txt".to_string(), T1960),
+            ("older.txt".to_string(), T1950)
+        ]
+    );
+    node.restore(BACKUP, true).unwrap();
+    let mtime = |name: &str| std::fs::metadata(node.root().join(name)).unwrap().mtime();
+    assert_eq!((mtime("old.txt"), mtime("older.txt")), (T1960, T1950));
+    // GNU tar agrees.
+    let out = node.dir.join("gnu-out");
+    std::fs::create_dir_all(&out).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out));
+    assert_eq!(
+        std::fs::metadata(out.join("old.txt")).unwrap().mtime(),
+        T1960
+    );
+}
+
+#[test]
+fn pax_sub_second_mtimes_restore_to_the_nanosecond() {
+    // GNU tar's posix format and bsdtar's pax format write `mtime=<s>.<ns>`
+    // PAX records.
+    let node = Node::new();
+    let src = node.dir.join("src");
+    write_file(&src.join("d/f.txt"), b"f", 0o644, 0);
+    let stamp = |p: &Path, t: &str| {
+        run(Command::new("touch").arg("-h").arg("-d").arg(t).arg(p));
+    };
+    stamp(&src.join("d/f.txt"), "@1600000000.123456789");
+    stamp(&src.join("d"), "@1500000000.5");
+    std::fs::create_dir_all(node.backups()).unwrap();
+    let archive = node.archive(BACKUP);
+    let want = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    assert_eq!(want(&src.join("d/f.txt")), (1_600_000_000, 123_456_789));
+    for (tool, flags) in [
+        ("tar", &["--format=posix"][..]),
+        ("bsdtar", &["--format=pax"][..]),
+    ] {
+        let _ = std::fs::remove_file(&archive);
+        let _ = std::fs::remove_file(wings_backup::index::path_for(&archive));
+        run(Command::new(tool)
+            .args(flags)
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg("d"));
+        for truncate in [true, false] {
+            // Without truncate, `d` exists and is merged into.
+            std::fs::create_dir_all(node.root().join("d")).unwrap();
+            node.restore(BACKUP, truncate).unwrap();
+            for name in ["d/f.txt", "d"] {
+                assert_eq!(
+                    want(&node.root().join(name)),
+                    want(&src.join(name)),
+                    "{tool}, truncate {truncate}: {name}"
+                );
+            }
+        }
+    }
+}

@@ -578,7 +578,7 @@ pub enum EntryKind {
     HardLink(Vec<u8>),
     Fifo,
     Device,
-    /// A type this engine does not restore (sparse, multi-volume, vendor
+    /// A type this engine does not restore (multi-volume, vendor
     /// extensions); its data is skipped.
     Unsupported(u8),
 }
@@ -592,6 +592,9 @@ pub struct TarEntry {
     pub uid: u64,
     pub gid: u64,
     pub mtime: i64,
+    /// Nanoseconds past `mtime` (0 to 999999999): from a PAX `mtime`
+    /// record's fraction, else 0.
+    pub mtime_nsec: u32,
     /// Bytes of data that follow.
     pub size: u64,
 }
@@ -728,7 +731,10 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
             };
             let size = match pax.size {
                 Some(s) if !matches!(typeflag, b'x' | b'g' | b'L' | b'K') => s,
-                _ => h.entry_size().map_err(|e| field_err("size", e))?,
+                _ => match unsigned_base256(&block, 124..136, "size")? {
+                    Some(s) => s,
+                    None => h.entry_size().map_err(|e| field_err("size", e))?,
+                },
             };
             // A negative base-256 size reads as a huge one; no real entry is
             // anywhere near this.
@@ -768,6 +774,19 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                     .map(|c| c.into_owned())
                     .unwrap_or_default()
             });
+            // GNU sparse entries (old GNU 'S' headers, PAX GNU.sparse 0.0,
+            // 0.1 and 1.0) hold a sparse map this reader does not apply:
+            // taken as they are they would restore a wrong file (or none),
+            // so every reader of the archive refuses them.
+            if typeflag == b'S' || pax.sparse {
+                let name = pax.sparse_name.take().unwrap_or_else(|| path.clone());
+                return Err(Error::corrupt(format!(
+                    "the archive holds the sparse file {} in a format this engine does not \
+                     restore (GNU tar's sparse entries, written by `tar -S` and by bsdtar); \
+                     extract it with GNU tar, or archive it without --sparse",
+                    quote(&name)
+                )));
+            }
             let kind = match typeflag {
                 b'0' | b'\0' | b'7' if path.ends_with(b"/") && typeflag == b'\0' => EntryKind::Dir,
                 b'0' | b'\0' | b'7' => EntryKind::File,
@@ -786,15 +805,29 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                 _ => 0,
             };
             let mode = h.mode().map_err(|e| field_err("mode", e))? & 0o7777;
-            let uid = pax
-                .uid
-                .map_or_else(|| h.uid().map_err(|e| field_err("uid", e)), Ok)?;
-            let gid = pax
-                .gid
-                .map_or_else(|| h.gid().map_err(|e| field_err("gid", e)), Ok)?;
-            let mtime = match pax.mtime {
+            let uid = match pax.uid {
+                Some(u) => u,
+                None => match unsigned_base256(&block, 108..116, "uid")? {
+                    Some(u) => u,
+                    None => h.uid().map_err(|e| field_err("uid", e))?,
+                },
+            };
+            let gid = match pax.gid {
+                Some(g) => g,
+                None => match unsigned_base256(&block, 116..124, "gid")? {
+                    Some(g) => g,
+                    None => h.gid().map_err(|e| field_err("gid", e))?,
+                },
+            };
+            let (mtime, mtime_nsec) = match pax.mtime {
                 Some(t) => t,
-                None => i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0),
+                None => match base256(&block, 136..148, "mtime")? {
+                    Some(t) => (t, 0),
+                    None => (
+                        i64::try_from(h.mtime().map_err(|e| field_err("mtime", e))?).unwrap_or(0),
+                        0,
+                    ),
+                },
             };
             self.remaining = data_len;
             self.padding = crate::archive::header::padding(data_len) as u64;
@@ -814,6 +847,7 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                 uid,
                 gid,
                 mtime,
+                mtime_nsec,
                 size,
             }));
         }
@@ -829,6 +863,68 @@ impl<'s, 'a, S: TarSource + ?Sized> TarReader<'s, 'a, S> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The value of a base-256 numeric header field (GNU's encoding of what
+/// octal cannot hold: the first byte's top bit set, then a big-endian two's
+/// complement number whose sign is the next bit), or `None` for an octal
+/// field (which the `tar` crate reads). A value beyond `i64` is corrupt.
+fn base256(block: &[u8; BLOCK], at: std::ops::Range<usize>, what: &str) -> Result<Option<i64>> {
+    let field = &block[at];
+    if field[0] & 0x80 == 0 {
+        return Ok(None);
+    }
+    let out_of_range =
+        || Error::corrupt(format!("the {what} field of a tar header is out of range"));
+    let inv = if field[0] & 0x40 != 0 { 0xff } else { 0 };
+    let mut x: u64 = 0;
+    for (i, b) in field.iter().enumerate() {
+        let c = if i == 0 { (b ^ inv) & 0x7f } else { b ^ inv };
+        if x >> 56 != 0 {
+            return Err(out_of_range());
+        }
+        x = (x << 8) | c as u64;
+    }
+    if x >> 63 != 0 {
+        return Err(out_of_range());
+    }
+    // Negative values are stored inverted: -1 is all ones, read as 0.
+    Ok(Some(if inv == 0xff { !(x as i64) } else { x as i64 }))
+}
+
+/// `base256` for a field that cannot be negative (a size or an id).
+fn unsigned_base256(
+    block: &[u8; BLOCK],
+    at: std::ops::Range<usize>,
+    what: &str,
+) -> Result<Option<u64>> {
+    match base256(block, at, what)? {
+        Some(v) if v < 0 => Err(Error::corrupt(format!(
+            "a tar header has a negative {what} ({v})"
+        ))),
+        v => Ok(v.map(|v| v as u64)),
+    }
+}
+
+/// A PAX time, `[-]<seconds>[.<fraction>]`, as seconds and nanoseconds
+/// (0 to 999999999, counted forward: -1.25 is -2 s and 750000000 ns).
+/// Digits past the nanosecond are dropped, as GNU tar does.
+fn pax_time(value: &[u8]) -> Option<(i64, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = whole.parse().ok()?;
+    let mut nanos: u32 = 0;
+    for (i, b) in fraction.bytes().take(9).enumerate() {
+        nanos += (b - b'0') as u32 * 10u32.pow(8 - i as u32);
+    }
+    if whole.starts_with('-') && nanos > 0 {
+        Some((secs.checked_sub(1)?, 1_000_000_000 - nanos))
+    } else {
+        Some((secs, nanos))
     }
 }
 
@@ -873,7 +969,12 @@ struct PaxOverrides {
     size: Option<u64>,
     uid: Option<u64>,
     gid: Option<u64>,
-    mtime: Option<i64>,
+    /// Seconds and nanoseconds.
+    mtime: Option<(i64, u32)>,
+    /// A `GNU.sparse.*` record was seen, and the file's real name if one
+    /// (`GNU.sparse.name`) was given.
+    sparse: bool,
+    sparse_name: Option<Vec<u8>>,
 }
 
 impl PaxOverrides {
@@ -884,6 +985,7 @@ impl PaxOverrides {
             && self.uid.is_none()
             && self.gid.is_none()
             && self.mtime.is_none()
+            && !self.sparse
     }
 
     fn parse(&mut self, mut data: &[u8]) -> Result<()> {
@@ -927,13 +1029,16 @@ impl PaxOverrides {
                     }
                     self.linkpath = Some(value.to_vec());
                 }
+                b"GNU.sparse.name" => {
+                    self.sparse = true;
+                    self.sparse_name = Some(value.to_vec());
+                }
+                _ if key.starts_with(b"GNU.sparse.") => self.sparse = true,
                 b"size" => self.size = Some(number(value)?),
                 b"uid" => self.uid = Some(number(value)?),
                 b"gid" => self.gid = Some(number(value)?),
                 b"mtime" => {
-                    let text = std::str::from_utf8(value).unwrap_or("");
-                    let whole = text.split('.').next().unwrap_or("");
-                    self.mtime = Some(whole.parse().map_err(|_| {
+                    self.mtime = Some(pax_time(value).ok_or_else(|| {
                         Error::corrupt(format!("bad PAX mtime value {}", quote(value)))
                     })?);
                 }
@@ -948,6 +1053,124 @@ impl PaxOverrides {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar stream held in memory.
+    struct Bytes<'b>(&'b [u8], usize);
+
+    impl TarSource for Bytes<'_> {
+        fn next_slice(&mut self, max: usize) -> Result<&[u8]> {
+            let n = max.min(self.0.len() - self.1);
+            self.1 += n;
+            Ok(&self.0[self.1 - n..self.1])
+        }
+        fn own_members(&self) -> bool {
+            false
+        }
+        fn position(&self) -> u64 {
+            self.1 as u64
+        }
+    }
+
+    /// One GNU header for `f` (size 0) with `field` (offset, bytes)
+    /// overwritten, then the end blocks.
+    fn gnu_header_with(field: (usize, &[u8])) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        let mut block = h.as_bytes().to_vec();
+        block[field.0..field.0 + field.1.len()].copy_from_slice(field.1);
+        let h = tar::Header::from_byte_slice(&block);
+        let mut h = h.clone();
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.resize(3 * BLOCK, 0);
+        out
+    }
+
+    fn read_one(tar: &[u8]) -> Result<TarEntry> {
+        let mut src = Bytes(tar, 0);
+        let mut r: TarReader<'_, '_, Bytes<'_>> = TarReader::new(&mut src);
+        r.next_entry().map(|e| e.unwrap())
+    }
+
+    #[test]
+    fn base_256_numbers_are_twos_complement() {
+        let mtime = |bytes: [u8; 12]| read_one(&gnu_header_with((136, &bytes))).map(|e| e.mtime);
+        let mut minus_one = [0xff; 12];
+        assert_eq!(mtime(minus_one).unwrap(), -1);
+        minus_one[11] = 0xfe;
+        assert_eq!(mtime(minus_one).unwrap(), -2);
+        // -315619200 (1960-01-01), as GNU tar writes it.
+        let mut t = [0xff; 12];
+        t[8..].copy_from_slice(&(-315_619_200i32).to_be_bytes());
+        assert_eq!(mtime(t).unwrap(), -315_619_200);
+        let mut t = [0u8; 12];
+        t[0] = 0x80;
+        t[8..].copy_from_slice(&0x1_0000_0000u64.to_be_bytes()[4..]);
+        t[7] = 1;
+        assert_eq!(mtime(t).unwrap(), 1 << 32);
+        // Beyond i64, either way: refused, not wrapped.
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[3] = 1;
+        assert_eq!(
+            mtime(big).unwrap_err().status,
+            crate::Status::CorruptArchive
+        );
+        let mut small = [0xff; 12];
+        small[3] = 0xfe;
+        assert_eq!(
+            mtime(small).unwrap_err().status,
+            crate::Status::CorruptArchive
+        );
+    }
+
+    #[test]
+    fn pax_times_keep_their_nanoseconds() {
+        assert_eq!(pax_time(b"1600000000"), Some((1_600_000_000, 0)));
+        assert_eq!(
+            pax_time(b"1600000000.5"),
+            Some((1_600_000_000, 500_000_000))
+        );
+        assert_eq!(
+            pax_time(b"1600000000.1234567891"),
+            Some((1_600_000_000, 123_456_789))
+        );
+        assert_eq!(pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(pax_time(b"-0.5"), Some((-1, 500_000_000)));
+        assert_eq!(pax_time(b"-3"), Some((-3, 0)));
+        assert_eq!(pax_time(b"12."), Some((12, 0)));
+        for bad in [&b""[..], b"x", b"1.x", b"1.2.3", b"1e3", b"1. 5"] {
+            assert_eq!(pax_time(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn negative_sizes_and_ids_are_corrupt() {
+        for (at, len, what) in [(124, 12, "size"), (108, 8, "uid"), (116, 8, "gid")] {
+            let mut minus = vec![0xff; len];
+            minus[len - 1] = 0xf0;
+            let e = read_one(&gnu_header_with((at, &minus))).unwrap_err();
+            assert_eq!(e.status, crate::Status::CorruptArchive, "{what}: {e}");
+            assert!(e.message.contains(what), "{e}");
+            // A positive base-256 value reads whole.
+            let mut plus = vec![0u8; len];
+            plus[0] = 0x80;
+            plus[len - 3] = 0x01;
+            let got = read_one(&gnu_header_with((at, &plus))).unwrap();
+            let value = match what {
+                "size" => got.size,
+                "uid" => got.uid,
+                _ => got.gid,
+            };
+            assert_eq!(value, 0x10000, "{what}");
+        }
+    }
 
     #[test]
     fn the_budget_lends_no_more_than_its_limit_and_reuses_what_comes_back() {

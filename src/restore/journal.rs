@@ -623,7 +623,8 @@ fn commit_merge(
                     unless_not_ours(l.chown(o.uid, o.gid)).map_err(meta)?;
                 }
                 unless_not_ours(l.chmod(st.st_mode & 0o1777)).map_err(meta)?;
-                unless_not_ours(l.set_times(&times(st.st_mtime))).map_err(meta)?;
+                unless_not_ours(l.set_times(&times(st.st_mtime, st.st_mtime_nsec as u32)))
+                    .map_err(meta)?;
             }
             Ok(())
         },

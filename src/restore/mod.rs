@@ -81,6 +81,8 @@ pub struct Entry<'a> {
     pub kind: EntryKind<'a>,
     pub mode: u32,
     pub mtime: i64,
+    /// Nanoseconds past `mtime`.
+    pub mtime_nsec: u32,
 }
 
 pub enum EntryKind<'a> {
@@ -150,6 +152,7 @@ pub fn restore_stream(
                     kind,
                     mode: entry.mode,
                     mtime: entry.mtime,
+                    mtime_nsec: entry.mtime_nsec,
                 };
                 let mut data = TickingData {
                     reader: &mut reader,

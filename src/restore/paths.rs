@@ -78,10 +78,12 @@ pub(crate) fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::unsafe_entry(bytes, "the name contains a NUL byte"))
 }
 
-pub(crate) fn times(mtime: i64) -> Timestamps {
+/// Access and modification times both `mtime` seconds and `nsec`
+/// nanoseconds.
+pub(crate) fn times(mtime: i64, nsec: u32) -> Timestamps {
     let t = Timespec {
         tv_sec: mtime,
-        tv_nsec: 0,
+        tv_nsec: nsec.min(999_999_999) as _,
     };
     Timestamps {
         last_access: t,

@@ -21,6 +21,9 @@ use crate::safe_fs::{self, Beneath, Dir, DirStack, Errno, File, FileType, RESERV
 /// Staging directories are named `<STAGE_PREFIX><nonce>`.
 pub(super) const STAGE_PREFIX: &str = ".wings-backup-restore-";
 
+/// A directory's mode, mtime and the mtime's nanoseconds.
+type DirItem = (u32, i64, u32);
+
 /// Explicit directory entries, whose mode and time are applied at the end
 /// (applying them earlier would fail for read-only modes, and creating
 /// children changes a directory's mtime). One item per path, the last
@@ -28,15 +31,15 @@ pub(super) const STAGE_PREFIX: &str = ".wings-backup-restore-";
 /// one item, so memory follows the directories actually made.
 #[derive(Default)]
 struct DirList {
-    items: HashMap<Vec<u8>, (u32, i64)>,
+    items: HashMap<Vec<u8>, DirItem>,
 }
 
 impl DirList {
-    fn push(&mut self, path: &[u8], mode: u32, mtime: i64) {
+    fn push(&mut self, path: &[u8], mode: u32, mtime: (i64, u32)) {
         match self.items.get_mut(path) {
-            Some(item) => *item = (mode, mtime),
+            Some(item) => *item = (mode, mtime.0, mtime.1),
             None => {
-                self.items.insert(path.to_vec(), (mode, mtime));
+                self.items.insert(path.to_vec(), (mode, mtime.0, mtime.1));
             }
         }
     }
@@ -68,7 +71,7 @@ struct State {
     opts: RestoreOptions,
     dirs: DirList,
     summary: RestoreSummary,
-    root_mtime: Option<i64>,
+    root_mtime: Option<(i64, u32)>,
     /// Files staged only as hard link sources (selective restore).
     link_sources: Vec<Vec<u8>>,
     /// Directories whose mode denies their owner something (0555, 000):
@@ -162,7 +165,7 @@ impl RestoreTarget {
         if path.is_empty() {
             return match entry.kind {
                 EntryKind::Dir => {
-                    state.root_mtime = Some(entry.mtime);
+                    state.root_mtime = Some((entry.mtime, entry.mtime_nsec));
                     Ok(())
                 }
                 EntryKind::Skipped => {
@@ -275,11 +278,11 @@ impl RestoreTarget {
     /// reading, writing or searching is staged with those bits and noted
     /// for [`RestoreTarget::tighten_dirs`].
     fn finish_dirs(&mut self) -> Result<()> {
-        let mut order: Vec<(&Vec<u8>, &(u32, i64))> = self.state.dirs.items.iter().collect();
+        let mut order: Vec<(&Vec<u8>, &DirItem)> = self.state.dirs.items.iter().collect();
         let depth = |p: &[u8]| p.iter().filter(|b| **b == b'/').count();
         order.sort_unstable_by(|a, b| depth(b.0).cmp(&depth(a.0)).then_with(|| a.0.cmp(b.0)));
         let tree = self.tree.fd();
-        for (path, (mode, mtime)) in order {
+        for (path, (mode, mtime, nsec)) in order {
             let path = path.as_slice();
             let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
             let Some(fd) = self.cursor.goto(tree, &parts, &mut |dir, part| {
@@ -297,7 +300,7 @@ impl RestoreTarget {
                 self.state.tighten.push((path.to_vec(), mode));
             }
             dir.chmod(mode | 0o700).map_err(err)?;
-            dir.set_times(&times(*mtime)).map_err(err)?;
+            dir.set_times(&times(*mtime, *nsec)).map_err(err)?;
         }
         Ok(())
     }
@@ -369,8 +372,8 @@ impl RestoreTarget {
         self.tighten_dirs();
         // The stage goes first: removing it moves the root's mtime.
         let _ = self.root.dir().remove_tree(&self.stage_name);
-        if let Some(mtime) = self.state.root_mtime {
-            let _ = self.root.dir().set_times(&times(mtime));
+        if let Some((mtime, nsec)) = self.state.root_mtime {
+            let _ = self.root.dir().set_times(&times(mtime, nsec));
         }
         Ok(self.state.summary.clone())
     }
@@ -512,7 +515,9 @@ fn make_dir(
         .open_dir(name)
         .map_err(|e| lookup_error(dir, name, entry.path, e))?;
     chown(Dir::of(fd.as_fd()), state.opts.owner).map_err(err)?;
-    state.dirs.push(path, entry.mode, entry.mtime);
+    state
+        .dirs
+        .push(path, entry.mode, (entry.mtime, entry.mtime_nsec));
     state.summary.dirs += 1;
     Ok(())
 }
@@ -647,7 +652,8 @@ fn write_file(
     }
     // setuid and setgid bits are never restored.
     file.chmod(entry.mode & 0o1777).map_err(err)?;
-    file.set_times(&times(entry.mtime)).map_err(err)?;
+    file.set_times(&times(entry.mtime, entry.mtime_nsec))
+        .map_err(err)?;
     state.summary.files += 1;
     Ok(())
 }
@@ -671,7 +677,7 @@ fn make_symlink(
     if let Some(o) = state.opts.owner {
         dir.chown_entry(name, o.uid, o.gid).map_err(err)?;
     }
-    dir.set_entry_times(name, &times(entry.mtime))
+    dir.set_entry_times(name, &times(entry.mtime, entry.mtime_nsec))
         .map_err(err)?;
     state.summary.symlinks += 1;
     Ok(())
@@ -792,6 +798,7 @@ mod tests {
                 kind,
                 mode,
                 mtime: 0,
+                mtime_nsec: 0,
             };
             target.apply(&entry, &mut Bytes(Some(data))).unwrap();
         }
@@ -854,6 +861,7 @@ mod tests {
                         kind,
                         mode,
                         mtime: 0,
+                        mtime_nsec: 0,
                     };
                     target.apply(&entry, &mut Bytes(Some(data))).unwrap();
                 }
@@ -951,6 +959,7 @@ mod tests {
                 kind,
                 mode,
                 mtime: 0,
+                mtime_nsec: 0,
             };
             target.apply(&entry, &mut Bytes(Some(data))).unwrap();
         }
