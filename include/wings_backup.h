@@ -792,7 +792,9 @@ const char *wb_host_settings(void);
  * and the settings line as text, values quoted as Go's log/slog writes
  * them, for a host that logs text). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
  * for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
- * YAML: line N: ...`).
+ * YAML: line N: ...`). The --config file must be a regular file of at most
+ * 1 MiB (`cannot read: not a regular file`, `cannot read: larger than 1
+ * MiB`): a FIFO or a device is refused without reading or waiting.
  */
 int32_t wb_host_settings_resolve(const char *flags_json,
                                  const char *env_json,
