@@ -246,8 +246,17 @@ typedef struct wb_progress {
 /**
  * Progress callback. It runs only on the thread that made the call, at
  * least once a second while work is being done. Returning non-zero stops
- * the call, which then fails with `WB_CANCELLED`. `progress` is valid only
- * during the callback.
+ * the call, which then fails with `WB_CANCELLED`, except from the reports
+ * that come once the work can no longer be undone (`WB_PHASE_DONE`, and
+ * `WB_PHASE_REPORT` of a backup whose archive is written): their answer is
+ * ignored, and a call at `WB_PHASE_DONE` has already succeeded and returns
+ * `WB_OK`. `progress` is valid only during the callback. The callback must
+ * not wait for its own call to end (`wb_backup_wait` of its backup, say):
+ * that call goes on only once the callback returns. `wb_backup_delete` (or
+ * `wb_backups_delete_all`) of the backup the callback reports on cancels it
+ * and returns at once, without waiting for it; the backup then stops, its
+ * partial file removed, and fails with `WB_CANCELLED` once the callback
+ * returns.
  */
 typedef int32_t (*wb_progress_fn)(void *userdata,
                                   const struct wb_progress *progress);
@@ -464,7 +473,9 @@ int32_t wb_backup_restore(const struct wb_engine *engine,
  * Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
  * is none. A backup of that uuid still being created, or waiting for a
  * slot, is cancelled, its partial file removed, and the call succeeds (it
- * waits up to 60 s for the backup to stop, else `WB_INTERNAL`). It never
+ * waits up to 60 s for the backup to stop, else `WB_INTERNAL`; called from
+ * that backup's own progress callback, it returns at once, and the backup
+ * stops, removing its partial file, when the callback returns). It never
  * waits for the Panel: a backup whose archive is written and whose result
  * the Panel is still being told is deleted at once, its report goes on.
  */
