@@ -246,8 +246,17 @@ typedef struct wb_progress {
 /**
  * Progress callback. It runs only on the thread that made the call, at
  * least once a second while work is being done. Returning non-zero stops
- * the call, which then fails with `WB_CANCELLED`. `progress` is valid only
- * during the callback.
+ * the call, which then fails with `WB_CANCELLED`, except from the reports
+ * that come once the work can no longer be undone (`WB_PHASE_DONE`, and
+ * `WB_PHASE_REPORT` of a backup whose archive is written): their answer is
+ * ignored, and a call at `WB_PHASE_DONE` has already succeeded and returns
+ * `WB_OK`. `progress` is valid only during the callback. The callback must
+ * not wait for its own call to end (`wb_backup_wait` of its backup, say):
+ * that call goes on only once the callback returns. `wb_backup_delete` (or
+ * `wb_backups_delete_all`) of the backup the callback reports on cancels it
+ * and returns at once, without waiting for it; the backup then stops, its
+ * partial file removed, and fails with `WB_CANCELLED` once the callback
+ * returns.
  */
 typedef int32_t (*wb_progress_fn)(void *userdata,
                                   const struct wb_progress *progress);
@@ -266,7 +275,8 @@ extern "C" {
 
 /**
  * Archives the directory `source_dir` into the file `archive_path` (written
- * under a temporary name and renamed; an existing file is replaced).
+ * under a temporary name and renamed; an existing file is replaced; an
+ * existing directory is `WB_INVALID_ARGUMENT`, before anything is read).
  * `options_json` may be NULL or `{"ignore","compression_level","threads",
  * "write_limit"}`. On success `*summary_json` (if not NULL) holds
  * `checksum`, `checksum_type`, `size`, `entries`, `files`, `source_bytes`,
@@ -464,7 +474,9 @@ int32_t wb_backup_restore(const struct wb_engine *engine,
  * Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
  * is none. A backup of that uuid still being created, or waiting for a
  * slot, is cancelled, its partial file removed, and the call succeeds (it
- * waits up to 60 s for the backup to stop, else `WB_INTERNAL`). It never
+ * waits up to 60 s for the backup to stop, else `WB_INTERNAL`; called from
+ * that backup's own progress callback, it returns at once, and the backup
+ * stops, removing its partial file, when the callback returns). It never
  * waits for the Panel: a backup whose archive is written and whose result
  * the Panel is still being told is deleted at once, its report goes on.
  */
@@ -793,7 +805,9 @@ const char *wb_host_settings(void);
  * and the settings line as text, values quoted as Go's log/slog writes
  * them, for a host that logs text). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
  * for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
- * YAML: line N: ...`).
+ * YAML: line N: ...`). The --config file must be a regular file of at most
+ * 1 MiB (`cannot read: not a regular file`, `cannot read: larger than 1
+ * MiB`): a FIFO or a device is refused without reading or waiting.
  */
 int32_t wb_host_settings_resolve(const char *flags_json,
                                  const char *env_json,

@@ -1458,6 +1458,14 @@ pub fn archive_create(
     let name = archive
         .file_name()
         .ok_or_else(|| Error::invalid("the archive path has no file name"))?;
+    // Checked before any file is read: renaming the finished archive over a
+    // directory would fail only after it had all been written.
+    if std::fs::symlink_metadata(archive).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::invalid(format!(
+            "the archive path {} is a directory",
+            archive.display()
+        )));
+    }
     if !parent.exists() {
         return Err(Error::not_found(
             "the directory of the archive path does not exist",

@@ -766,9 +766,45 @@ struct WingsConfig {
     ssl: bool,
 }
 
+/// The most of a --config file read: a Wings config.yml is a few KiB, and
+/// this bounds what a wrong path (a huge log, say) can make a host load.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The bytes of the --config file: a regular file (a FIFO, a device such as
+/// /dev/zero or a directory is refused before anything is read, the open not
+/// waiting for a FIFO's writer) of at most [`MAX_CONFIG_BYTES`].
+fn read_config_file(path: &str) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let cannot = |e: io::Error| format!("cannot read: {}", reason(&e));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err("cannot read: not a regular file".into());
+    }
+    let too_big = || format!("cannot read: larger than {} MiB", MAX_CONFIG_BYTES >> 20);
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut raw = Vec::with_capacity(meta.len() as usize);
+    // One byte past the cap: a file that grew since the fstat is caught too.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(cannot)?;
+    if raw.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    Ok(raw)
+}
+
 fn read_wings_config(path: &str) -> Result<WingsConfig> {
     let fail = |what: String| Error::invalid(format!("--config {path}: {what}"));
-    let raw = std::fs::read(path).map_err(|e| fail(format!("cannot read: {}", reason(&e))))?;
+    let raw = read_config_file(path).map_err(fail)?;
     let text = String::from_utf8(raw).map_err(|_| fail("cannot read: not UTF-8".into()))?;
     let docs = YamlLoader::load_from_str(&text).map_err(|e| {
         fail(format!(

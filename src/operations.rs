@@ -176,6 +176,9 @@ impl Operations {
     /// report to the Panel may still be going out). False if there is none,
     /// or if its archive work is already over (a finished backup whose
     /// result the Panel is being told: there is nothing left to cancel).
+    /// Called from the backup's own progress callback, it cancels it and
+    /// answers at once: the backup stops (and removes its partial archive)
+    /// when the callback returns, which waiting here would never let it do.
     pub fn cancel_backup(&self, backup: &str) -> Result<bool> {
         let mut state = self.lock();
         let Some(token) = state.backups.get(backup).cloned() else {
@@ -185,6 +188,9 @@ impl Operations {
             return Ok(false);
         }
         token.trigger();
+        if crate::progress::in_callback_of(&token) {
+            return Ok(true);
+        }
         let deadline = Instant::now() + CANCEL_WAIT;
         while state.backups.contains_key(backup) && !state.reporting.contains(backup) {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -148,6 +148,46 @@ impl Counters {
 
 pub type ProgressFn<'a> = dyn FnMut(&Progress) -> bool + 'a;
 
+thread_local! {
+    /// The engine tokens of the calls whose progress callback this thread
+    /// is in (innermost last: a callback may make a call of its own).
+    static IN_CALLBACK: std::cell::RefCell<Vec<Arc<CancelToken>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread is in the progress callback of the call whose
+/// engine token is `token`: that call cannot end until the callback
+/// returns, so whoever cancels it there must not wait for it.
+pub fn in_callback_of(token: &Arc<CancelToken>) -> bool {
+    IN_CALLBACK.with(|c| c.borrow().iter().any(|t| Arc::ptr_eq(t, token)))
+}
+
+/// Takes the token off the thread's list when the callback returns (or
+/// unwinds).
+struct InCallback(bool);
+
+impl InCallback {
+    fn enter(token: Option<&Arc<CancelToken>>) -> InCallback {
+        match token {
+            Some(t) => {
+                IN_CALLBACK.with(|c| c.borrow_mut().push(Arc::clone(t)));
+                InCallback(true)
+            }
+            None => InCallback(false),
+        }
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        if self.0 {
+            IN_CALLBACK.with(|c| {
+                c.borrow_mut().pop();
+            });
+        }
+    }
+}
+
 /// What the engine's record of a call is told of each report.
 pub type Observer = Box<dyn FnMut(&Progress) + Send>;
 
@@ -245,6 +285,7 @@ impl<'a> Control<'a> {
             observe(&progress);
         }
         if let Some(cb) = self.callback.as_mut() {
+            let _inside = InCallback::enter(self.internal.as_ref());
             if !cb(&progress) {
                 self.stopped_by_callback = true;
             }
@@ -260,6 +301,7 @@ impl<'a> Control<'a> {
             observe(&progress);
         }
         if let Some(cb) = self.callback.as_mut() {
+            let _inside = InCallback::enter(self.internal.as_ref());
             let _ = cb(&progress);
         }
     }

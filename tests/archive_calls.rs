@@ -171,6 +171,35 @@ fn an_archive_written_inside_its_source_leaves_itself_out() {
     );
 }
 
+#[test]
+fn an_archive_path_that_is_a_directory_is_refused_before_anything_is_read() {
+    let dir = TempDir::new("into-dir");
+    let src = dir.join("src");
+    write_file(&src.join("a.txt"), b"alpha", 0o644, 1);
+    let out = dir.join("out.tar.gz");
+    write_file(&out.join("inside.txt"), b"kept", 0o644, 1);
+    let mut reports = Vec::new();
+    let mut cb = |p: &Progress| {
+        reports.push(*p);
+        true
+    };
+    let mut ctl = Control::new(None, Some(&mut cb));
+    let err = archive_create(&src, &out, &ArchiveOptions::default(), &mut ctl).unwrap_err();
+    assert_eq!(
+        err.status,
+        wings_backup::error::Status::InvalidArgument,
+        "{err:?}"
+    );
+    assert_eq!(
+        err.message,
+        format!("the archive path {} is a directory", out.display())
+    );
+    // Nothing was started, read or written: no temporary file, no index.
+    assert!(reports.is_empty(), "{reports:?}");
+    assert_eq!(names_in(dir.path()), ["out.tar.gz", "src"]);
+    assert_eq!(names_in(&out), ["inside.txt"]);
+}
+
 fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()

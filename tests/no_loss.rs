@@ -159,6 +159,39 @@ fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
 }
 
 #[test]
+fn deleting_a_backup_from_its_own_progress_callback_cancels_it_at_once() {
+    let node = Node::new();
+    big_tree(&node, 20);
+    let mut deleted = None;
+    let mut cb = |p: &Progress| {
+        if p.phase == Phase::Archive && deleted.is_none() {
+            // The backup cannot stop while its callback runs: the delete
+            // must not wait for it (it would for 60 s, then WB_INTERNAL).
+            let began = std::time::Instant::now();
+            let result = node.engine.delete_backup(SERVER, BACKUP);
+            deleted = Some((result, began.elapsed()));
+        }
+        true
+    };
+    let mut ctl = Control::new(None, Some(&mut cb));
+    let result = create_with(&node, BACKUP, &mut ctl);
+    drop(ctl);
+    let (deleted, took) = deleted.expect("the callback ran in the archive phase");
+    deleted.unwrap();
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert_eq!(result.unwrap_err().status, Status::Cancelled);
+    assert_eq!(node.backup_dir_names(), Vec::<String>::new());
+    // Gone: a second delete finds nothing, and the engine knows no such backup.
+    assert_eq!(
+        node.engine
+            .delete_backup(SERVER, BACKUP)
+            .unwrap_err()
+            .status,
+        Status::NotFound
+    );
+}
+
+#[test]
 fn a_cancelled_restore_keeps_every_file() {
     let node = Node::new();
     big_tree(&node, 20);

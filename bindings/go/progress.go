@@ -62,7 +62,14 @@ func (p Phase) String() string {
 // the Python binding: it runs on the goroutine that made the call;
 // returning false stops the call, which then fails with ErrCancelled; a
 // panic in it stops the call too, and is raised again once the call has
-// returned.
+// returned. The answer to the reports that come once the work can no
+// longer be undone is ignored: at PhaseDone the call has already succeeded
+// and returns nil whatever the func returns (as at PhaseReport once a
+// backup's archive is written). The func must not wait for its own call
+// (Engine.WaitBackup of its backup, say): that call goes on only once the
+// func returns. Engine.DeleteBackup of the backup the func reports on
+// cancels it and returns at once; the backup then fails with ErrCancelled,
+// leaving no archive.
 type Progress struct {
 	Phase       Phase
 	BytesDone   uint64

@@ -14,7 +14,8 @@ use crate::engine::{
 };
 
 /// Archives the directory `source_dir` into the file `archive_path` (written
-/// under a temporary name and renamed; an existing file is replaced).
+/// under a temporary name and renamed; an existing file is replaced; an
+/// existing directory is `WB_INVALID_ARGUMENT`, before anything is read).
 /// `options_json` may be NULL or `{"ignore","compression_level","threads",
 /// "write_limit"}`. On success `*summary_json` (if not NULL) holds
 /// `checksum`, `checksum_type`, `size`, `entries`, `files`, `source_bytes`,

@@ -193,7 +193,9 @@ pub unsafe extern "C" fn wb_backup_restore(
 /// Deletes the local archive of backup `backup_uuid`: `WB_NOT_FOUND` if there
 /// is none. A backup of that uuid still being created, or waiting for a
 /// slot, is cancelled, its partial file removed, and the call succeeds (it
-/// waits up to 60 s for the backup to stop, else `WB_INTERNAL`). It never
+/// waits up to 60 s for the backup to stop, else `WB_INTERNAL`; called from
+/// that backup's own progress callback, it returns at once, and the backup
+/// stops, removing its partial file, when the callback returns). It never
 /// waits for the Panel: a backup whose archive is written and whose result
 /// the Panel is still being told is deleted at once, its report goes on.
 #[no_mangle]

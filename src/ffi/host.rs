@@ -45,7 +45,9 @@ pub extern "C" fn wb_host_settings() -> *const c_char {
 /// and the settings line as text, values quoted as Go's log/slog writes
 /// them, for a host that logs text). Errors are `WB_INVALID_ARGUMENT` naming the flag, and the path
 /// for --config (`--config PATH: cannot read: ...`, `--config PATH: invalid
-/// YAML: line N: ...`).
+/// YAML: line N: ...`). The --config file must be a regular file of at most
+/// 1 MiB (`cannot read: not a regular file`, `cannot read: larger than 1
+/// MiB`): a FIFO or a device is refused without reading or waiting.
 #[no_mangle]
 pub unsafe extern "C" fn wb_host_settings_resolve(
     flags_json: *const c_char,

@@ -80,8 +80,17 @@ pub struct wb_progress {
 
 /// Progress callback. It runs only on the thread that made the call, at
 /// least once a second while work is being done. Returning non-zero stops
-/// the call, which then fails with `WB_CANCELLED`. `progress` is valid only
-/// during the callback.
+/// the call, which then fails with `WB_CANCELLED`, except from the reports
+/// that come once the work can no longer be undone (`WB_PHASE_DONE`, and
+/// `WB_PHASE_REPORT` of a backup whose archive is written): their answer is
+/// ignored, and a call at `WB_PHASE_DONE` has already succeeded and returns
+/// `WB_OK`. `progress` is valid only during the callback. The callback must
+/// not wait for its own call to end (`wb_backup_wait` of its backup, say):
+/// that call goes on only once the callback returns. `wb_backup_delete` (or
+/// `wb_backups_delete_all`) of the backup the callback reports on cancels it
+/// and returns at once, without waiting for it; the backup then stops, its
+/// partial file removed, and fails with `WB_CANCELLED` once the callback
+/// returns.
 pub type wb_progress_fn = Option<
     unsafe extern "C" fn(userdata: *mut core::ffi::c_void, progress: *const wb_progress) -> i32,
 >;

@@ -277,6 +277,61 @@ fn bad_settings_name_the_flag() {
 }
 
 #[test]
+fn the_config_file_must_be_a_regular_file() {
+    for path in ["/dev/zero", "/dev/null", "/"] {
+        assert_eq!(
+            error(json!({"token": "t", "config": path}), &[]),
+            format!("--config {path}: cannot read: not a regular file")
+        );
+    }
+}
+
+#[test]
+fn a_config_fifo_is_refused_without_waiting_for_a_writer() {
+    let dir = tempdir();
+    let fifo = dir.join("config.yml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let cfg = fifo.to_str().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flags_json = json!({"token": "t", "config": cfg});
+    std::thread::spawn(move || {
+        let _ = tx.send(error(flags_json, &[]));
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a --config FIFO hangs the resolve");
+    assert_eq!(
+        got,
+        format!("--config {cfg}: cannot read: not a regular file")
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_config_file_is_at_most_1_mib() {
+    let dir = tempdir();
+    // At the cap: read (a comment padding a valid file).
+    let mut text = String::from("token: t\n#");
+    text.push_str(&"x".repeat(MAX_CONFIG_BYTES as usize - text.len() - 1));
+    text.push('\n');
+    assert_eq!(text.len() as u64, MAX_CONFIG_BYTES);
+    let cfg = write(&dir, &text);
+    assert_eq!(resolved(json!({"config": cfg})).host.token, "t");
+    // One byte more: refused, saying the cap.
+    text.push('\n');
+    let cfg = write(&dir, &text);
+    assert_eq!(
+        error(json!({"config": cfg}), &[]),
+        format!("--config {cfg}: cannot read: larger than 1 MiB")
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn config_errors_name_the_path_and_line() {
     let dir = tempdir();
     let cfg = write(&dir, "token: t\napi: [\n");

@@ -37,7 +37,8 @@ LEVELS = ("none", "best_speed", "best_compression")
 EXIT_OK = 0
 #: A bug: the library's WB_INTERNAL, or anything unexpected.
 EXIT_INTERNAL = 1
-#: A usage error (argparse's own code), or the library's WB_INVALID_ARGUMENT.
+#: A usage error (argparse's own code), the library's WB_INVALID_ARGUMENT, or
+#: a --url, --token, SERVER or BACKUP that status, list and watch refuse.
 EXIT_USAGE = 2
 #: The work finished but left entries out: a backup that skipped entries
 #: (unreadable files, sockets, device nodes), a restore that skipped entries
@@ -72,7 +73,8 @@ EXIT_CODES = """exit status:
   6    corrupt or truncated archive (WB_CORRUPT_ARCHIVE); verify found damage
   7    unsafe archive entry, nothing extracted (WB_UNSAFE_ENTRY)
   8    disk limit exceeded or disk full (WB_QUOTA)
-  9    remote failure (WB_REMOTE)
+  9    remote failure (WB_REMOTE); status, list, watch: the node cannot be
+       reached, or its answer broke off or is not the API's
   10   cancelled (WB_CANCELLED)
   11   other I/O error (WB_IO)
   130  interrupted (Ctrl-C); nothing was left half-written"""

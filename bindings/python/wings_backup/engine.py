@@ -95,7 +95,11 @@ def _text_arg(value: str, what: str) -> bytes:
 def _path_arg(value: PathArg, what: str) -> bytes:
     # Absolute, so that the library never sees a bare file name (whose
     # parent directory is "", which libwings_backup 0.1.0 fails to open).
-    return _c_string(os.path.abspath(os.fsencode(value)), what)
+    # But an empty path stays empty: abspath("") is the working directory,
+    # and the library refuses "" (as from C and Go) where abspath would have
+    # an extract with truncate empty the caller's working directory.
+    path = os.fsencode(value)
+    return _c_string(os.path.abspath(path) if path else path, what)
 
 
 def _parse(text: Optional[str]) -> Dict[str, Any]:

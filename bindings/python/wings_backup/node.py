@@ -3,14 +3,58 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import IO, Any, Dict, Iterator, List, Tuple
 
 #: HTTP status of a node's error answer -> the command's exit status (the
 #: same codes as the library's statuses, see ``cli.EXIT_CODES``).
 HTTP_EXIT = {400: 2, 401: 2, 403: 2, 404: 4, 409: 5, 503: 10}
+
+#: Bad input (a URL, token, server or backup the command refuses): a usage error.
+EXIT_USAGE = 2
+#: No answer, or not one of the node's API: a remote failure (as WB_REMOTE).
+EXIT_UNREACHABLE = 9
+
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+
+
+def check_uuid(what: str, value: str) -> str:
+    """``value`` if it is a UUID as the hosts take one (36 characters,
+    hyphenated hex), else a usage error naming ``what``."""
+    if not _UUID.fullmatch(value):
+        raise NodeError(EXIT_USAGE, f"{what} is not a UUID: {value!r}")
+    return value
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is an http or https URL with a host, else a usage error."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise NodeError(EXIT_USAGE, f"--url has a space or control character: {url!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # a bad port raises ValueError
+    except ValueError as e:
+        raise NodeError(EXIT_USAGE, f"--url is not a valid URL ({e}): {url!r}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise NodeError(EXIT_USAGE, f"--url must be an http:// or https:// URL: {url!r}")
+    if not parts.hostname:
+        raise NodeError(EXIT_USAGE, f"--url has no host: {url!r}")
+    if parts.query or parts.fragment:
+        raise NodeError(EXIT_USAGE, f"--url must not have a query or fragment: {url!r}")
+    return url
+
+
+def check_token(token: str) -> str:
+    """``token`` if it can be sent in an Authorization header (printable
+    ASCII), else a usage error (that does not show the token)."""
+    if any(not 0x20 <= ord(c) < 0x7F for c in token):
+        raise NodeError(EXIT_USAGE, "--token must be printable ASCII (no control characters or newlines)")
+    return token
 
 
 class NodeError(Exception):
@@ -22,8 +66,12 @@ class NodeError(Exception):
 
 
 class Node:
+    """A node at ``url`` (checked by :func:`check_url`), asked with ``token``
+    (checked by :func:`check_token`); a server or backup not a UUID is
+    refused before anything is sent."""
+
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
-        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.url, self.token, self.timeout = check_url(url).rstrip("/"), check_token(token), timeout
 
     def _open(self, path: str) -> Any:
         req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
@@ -35,32 +83,54 @@ class Node:
             except (ValueError, AttributeError):
                 message = str(e.reason)
             raise NodeError(HTTP_EXIT.get(e.code, 1), f"{e.code}: {message}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise NodeError(1, f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            raise NodeError(EXIT_UNREACHABLE, f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
+
+    def _broken(self, e: object) -> NodeError:
+        """A node whose answer broke off or is not the API's JSON."""
+        return NodeError(EXIT_UNREACHABLE, f"bad answer from {self.url}: {e}")
 
     def get(self, path: str) -> Any:
         with self._open(path) as res:
-            return json.loads(res.read())
+            try:
+                return json.loads(res.read())
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                raise self._broken(e) from None
 
     def status(self, server: str, backup: str) -> Dict[str, Any]:
-        return self.get(f"/api/servers/{server}/backup/{backup}")  # type: ignore[no-any-return]
+        server, backup = check_uuid("SERVER", server), check_uuid("BACKUP", backup)
+        state = self.get(f"/api/servers/{server}/backup/{backup}")
+        if not isinstance(state, dict):
+            raise self._broken("not a backup's state")
+        return state
 
     def list(self, server: str) -> List[Dict[str, Any]]:
-        return self.get(f"/api/servers/{server}/backups")  # type: ignore[no-any-return]
+        server = check_uuid("SERVER", server)
+        states = self.get(f"/api/servers/{server}/backups")
+        if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
+            raise self._broken("not a list of backups' states")
+        return states
 
     def events(self, server: str, backup: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
         """The backup's server-sent events, (event, state), until the stream ends."""
+        server, backup = check_uuid("SERVER", server), check_uuid("BACKUP", backup)
         with self._open(f"/api/servers/{server}/backup/{backup}/events") as res:
             event, data = "", ""
-            for raw in res:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    data = line[6:]
-                elif not line and event:
-                    yield event, json.loads(data)
-                    event, data = "", ""
+            try:
+                for raw in res:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                    elif not line and event:
+                        state = json.loads(data)
+                        if not isinstance(state, dict):
+                            raise ValueError("an event that is not a backup's state")
+                        yield event, state
+                        event, data = "", ""
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                raise self._broken(e) from None
 
 
 def describe(state: Dict[str, Any]) -> str:
@@ -98,4 +168,4 @@ def watch(node: Node, server: str, backup: str, out: IO[str], err: IO[str]) -> i
             return final_exit(state)
         err.write(describe(state) + "\n")
         err.flush()
-    raise NodeError(1, "the event stream ended without a done event")
+    raise NodeError(EXIT_UNREACHABLE, "the event stream ended without a done event")
