@@ -255,12 +255,7 @@ fn read_only_and_closed_directories_restore_without_override_capabilities() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let gnu = dir.join("gnu.tar.gz");
-    run(Command::new("tar")
-        .arg("-czf")
-        .arg(&gnu)
-        .arg("-C")
-        .arg(&src)
-        .arg("."));
+    gnu_tar_gz(&src, &gnu);
     let ours_archive = dir.join("ours.tar.gz");
     ours(&src, &ours_archive);
     let dests: Vec<(std::path::PathBuf, std::path::PathBuf, bool)> = [&gnu, &ours_archive]

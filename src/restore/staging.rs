@@ -731,6 +731,25 @@ mod tests {
         }
     }
 
+    /// Stages each `(path, kind, mode, data)`, a file or a directory (mtime 0).
+    fn stage_all(target: &mut RestoreTarget, entries: &[(&[u8], EntryKind<'_>, u32, &[u8])]) {
+        for (path, kind, mode, data) in entries {
+            let (path, mode, data) = (*path, *mode, *data);
+            let kind = match kind {
+                EntryKind::Dir => EntryKind::Dir,
+                _ => EntryKind::File,
+            };
+            let entry = Entry {
+                path,
+                kind,
+                mode,
+                mtime: 0,
+                mtime_nsec: 0,
+            };
+            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
+        }
+    }
+
     /// A server root with old entries: a directory, files, one read-only.
     fn old_server() -> Scratch {
         let dir = std::env::temp_dir().join(format!("wb-commit-{}", safe_fs::nonce()));
@@ -792,16 +811,7 @@ mod tests {
             (b"world/level.dat", EntryKind::File, 0o644, b"new level"),
             (b"zz.txt", EntryKind::File, 0o644, b"new zz"),
         ];
-        for (path, kind, mode, data) in entries {
-            let entry = Entry {
-                path,
-                kind,
-                mode,
-                mtime: 0,
-                mtime_nsec: 0,
-            };
-            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
-        }
+        stage_all(&mut target, &entries);
         FAULT.with(|f| f.set(Some(phase)));
         let result = target.commit();
         FAULT.with(|f| f.set(None));
@@ -855,16 +865,7 @@ mod tests {
                     (b"world/level.dat", EntryKind::File, 0o644, b"new level"),
                     (b"zz-new.txt", EntryKind::File, 0o644, b"new zz"),
                 ];
-                for (path, kind, mode, data) in entries {
-                    let entry = Entry {
-                        path,
-                        kind,
-                        mode,
-                        mtime: 0,
-                        mtime_nsec: 0,
-                    };
-                    target.apply(&entry, &mut Bytes(Some(data))).unwrap();
-                }
+                stage_all(&mut target, &entries);
                 FAULT.with(|f| f.set(fail.then_some(CommitPhase::MovingIn)));
                 let result = target.commit().map(|_| ()).map_err(|e| e.message);
                 FAULT.with(|f| f.set(None));
