@@ -245,8 +245,11 @@ def test_io_error(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_tree(src, {"a": "a"})
     (tmp_path / "file").write_text("a file, not a directory")
-    for target in [tmp_path / "file" / "out.tar.gz", src]:  # under a file; a directory
-        with pytest.raises(wb.BackupIOError) as e:
-            wb.archive_create(src, target)
-        assert e.value.http_status == 500
+    # Under a file: an I/O error. An existing directory: refused up front.
+    with pytest.raises(wb.BackupIOError) as e:
+        wb.archive_create(src, tmp_path / "file" / "out.tar.gz")
+    assert e.value.http_status == 500
+    with pytest.raises(wb.InvalidArgumentError) as invalid:
+        wb.archive_create(src, src)
+    assert invalid.value.http_status == 400 and "is a directory" in str(invalid.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "src"]  # no temporary left
