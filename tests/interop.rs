@@ -47,6 +47,16 @@ fn ours(src: &Path, archive: &Path) {
     archive_create(src, archive, &opts, &mut Control::none()).unwrap();
 }
 
+/// Extracts `archive` with GNU tar into `dest` (made if missing).
+fn gnu_extract(archive: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest));
+}
+
 fn extract_with_us(archive: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     let opts = ArchiveOptions::default();
@@ -77,12 +87,7 @@ fn gnu_tar_lists_and_extracts_our_archives() {
         .lines()
         .any(|l| l == "unix_args.txt"));
     let out = dir.join("gnu");
-    std::fs::create_dir_all(&out).unwrap();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&out));
+    gnu_extract(&archive, &out);
     assert_same_tree(&src, &out);
 }
 
@@ -365,12 +370,7 @@ fn gnu_tar_times_before_1970_restore_and_list_as_they_are() {
     assert_eq!((mtime("old.txt"), mtime("older.txt")), (T1960, T1950));
     // GNU tar agrees.
     let out = node.dir.join("gnu-out");
-    std::fs::create_dir_all(&out).unwrap();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&out));
+    gnu_extract(&archive, &out);
     assert_eq!(
         std::fs::metadata(out.join("old.txt")).unwrap().mtime(),
         T1960

@@ -929,41 +929,23 @@ mod tests {
         };
         let mut target = RestoreTarget::begin(root, opts).unwrap();
         let scope = target.state.opts.scope.clone().unwrap();
-        let entries: [(&[u8], EntryKind<'_>, &[u8]); 4] = [
-            (b"world", EntryKind::Dir, b""),
-            (b"world/level.dat", EntryKind::File, b"new level"),
-            (b"world/extra.dat", EntryKind::File, b"new extra"),
-            (b"zz.txt", EntryKind::File, b"new zz"),
+        let entries: [(&[u8], EntryKind<'_>, u32, &[u8]); 4] = [
+            (b"world", EntryKind::Dir, 0o755, b""),
+            (b"world/level.dat", EntryKind::File, 0o644, b"new level"),
+            (b"world/extra.dat", EntryKind::File, 0o644, b"new extra"),
+            (b"zz.txt", EntryKind::File, 0o644, b"new zz"),
         ];
-        for (path, kind, data) in entries {
+        for (path, kind, _, _) in &entries {
+            let kind = match kind {
+                EntryKind::Dir => crate::index::EntryKind::Dir,
+                _ => crate::index::EntryKind::File,
+            };
             assert_eq!(
-                scope
-                    .admit(
-                        path,
-                        b"",
-                        if matches!(kind, EntryKind::Dir) {
-                            crate::index::EntryKind::Dir
-                        } else {
-                            crate::index::EntryKind::File
-                        }
-                    )
-                    .unwrap(),
+                scope.admit(path, b"", kind).unwrap(),
                 crate::selection::Admit::Yes
             );
-            let mode = if matches!(kind, EntryKind::Dir) {
-                0o755
-            } else {
-                0o644
-            };
-            let entry = Entry {
-                path,
-                kind,
-                mode,
-                mtime: 0,
-                mtime_nsec: 0,
-            };
-            target.apply(&entry, &mut Bytes(Some(data))).unwrap();
         }
+        stage_all(&mut target, &entries);
         target
     }
 
